@@ -1,0 +1,604 @@
+//! Container probing and packet decoding with symphonia, straight into planar f32.
+//!
+//! The reader never materialises a full-length interleaved buffer: each decoded packet is
+//! converted (and, for mono, averaged across channels) into small reusable planes and handed
+//! to a sink, which is usually the resampler. Offsets seek; lossy codecs pre-roll so that a
+//! slice equals the same range of a full decode.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use symphonia::core::audio::conv::FromSample;
+use symphonia::core::audio::sample::Sample;
+use symphonia::core::audio::{Audio, AudioBuffer, GenericAudioBufferRef};
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::registry::CodecRegistry;
+use symphonia::core::codecs::CodecParameters;
+use symphonia::core::errors::{Error as SymError, SeekErrorKind};
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::{TimeBase, Timestamp};
+
+use crate::error::{DecodeError, Result};
+
+/// How channels leave the decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ChannelMode {
+    /// Mean of all channels (librosa's `mono=True`).
+    Mono,
+    /// Every channel kept, in file order.
+    Keep,
+}
+
+/// Stream facts read from the container headers, without decoding the audio.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AudioInfo {
+    pub path: PathBuf,
+    pub codec: String,
+    pub container: String,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Playable frames (encoder delay and padding excluded), when the container declares them.
+    pub frames: Option<u64>,
+    pub duration: Option<f64>,
+}
+
+/// What a decode of a frame range produced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeStats {
+    /// Frames handed to the sink.
+    pub frames: u64,
+    /// True when lenient decoding stopped early at damaged data.
+    pub damaged: bool,
+}
+
+/// Codecs with this much or less pre-roll are sample-accurate after a seek.
+fn preroll_frames(codec: &str, sample_rate: u32) -> u64 {
+    match codec {
+        "pcm" | "flac" | "alac" | "adpcm" => 0,
+        // Lossy codecs overlap frames (MDCT) and MP3 reaches back through its bit reservoir;
+        // 250 ms covers the longest Vorbis block (8192) and several MP3/AAC/Opus frames.
+        _ => u64::from(sample_rate) / 4,
+    }
+}
+
+fn codec_registry() -> &'static CodecRegistry {
+    static REGISTRY: OnceLock<CodecRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut registry = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut registry);
+        registry.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        registry
+    })
+}
+
+/// An opened audio file: the demuxer, the decoder of its first audio track and its facts.
+pub struct SourceReader {
+    path: PathBuf,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    params: AudioCodecParameters,
+    track_id: u32,
+    time_base: Option<TimeBase>,
+    info: AudioInfo,
+    codec: &'static str,
+}
+
+impl SourceReader {
+    /// Probe the file by content (the extension is only a hint) and prepare its decoder.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| DecodeError::open(path, e))?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(DecodeError::invalid(path, "is a directory"));
+        }
+        let mss = MediaSourceStream::new(
+            Box::new(file),
+            MediaSourceStreamOptions {
+                buffer_len: 256 * 1024,
+            },
+        );
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
+            .map_err(|e| classify_open_error(path, e))?;
+
+        let track = format
+            .default_track(TrackType::Audio)
+            .or_else(|| format.first_track(TrackType::Audio))
+            .ok_or_else(|| DecodeError::Unsupported {
+                path: path.into(),
+                reason: "no audio track".into(),
+            })?;
+        let params = match &track.codec_params {
+            Some(CodecParameters::Audio(p)) => p.clone(),
+            _ => {
+                return Err(DecodeError::Unsupported {
+                    path: path.into(),
+                    reason: "audio track has no codec parameters".into(),
+                })
+            }
+        };
+        let track_id = track.id;
+        let time_base = track.time_base;
+        let declared_frames = track.num_frames;
+
+        let registered = codec_registry()
+            .get_audio_decoder(params.codec)
+            .ok_or_else(|| DecodeError::Unsupported {
+                path: path.into(),
+                reason: format!("no decoder for codec {}", params.codec),
+            })?;
+        let codec = registered.codec.info.short_name;
+        let decoder = codec_registry()
+            .make_audio_decoder(&params, &AudioDecoderOptions::default())
+            .map_err(|e| DecodeError::Unsupported {
+                path: path.into(),
+                reason: format!("cannot start {codec} decoder: {e}"),
+            })?;
+
+        let sample_rate = params.sample_rate.unwrap_or(0);
+        let channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
+        let info = AudioInfo {
+            path: path.into(),
+            codec: codec.to_string(),
+            container: format.format_info().short_name.to_string(),
+            sample_rate,
+            channels: channels as u16,
+            frames: declared_frames,
+            duration: declared_frames
+                .filter(|_| sample_rate > 0)
+                .map(|f| f as f64 / f64::from(sample_rate)),
+        };
+        let mut reader = SourceReader {
+            path: path.into(),
+            format,
+            decoder,
+            params,
+            track_id,
+            time_base,
+            info,
+            codec,
+        };
+        if reader.info.sample_rate == 0 || reader.info.channels == 0 {
+            reader.fill_spec_from_first_packet()?;
+        }
+        Ok(reader)
+    }
+
+    pub fn info(&self) -> &AudioInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.info.sample_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        usize::from(self.info.channels)
+    }
+
+    /// Some containers (raw ADTS, a few MKV muxers) only reveal rate and layout in the
+    /// first decoded packet; decode it, then rewind.
+    fn fill_spec_from_first_packet(&mut self) -> Result<()> {
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    return Err(DecodeError::Empty {
+                        path: self.path.clone(),
+                    })
+                }
+                Err(e) => return Err(self.corrupt(0.0, e)),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            match self.decoder.decode(&packet) {
+                Ok(buf) => {
+                    let spec = buf.spec();
+                    self.info.sample_rate = spec.rate();
+                    self.info.channels = spec.channels().count() as u16;
+                    break;
+                }
+                Err(SymError::DecodeError(_)) => continue,
+                Err(e) => return Err(self.corrupt(0.0, e)),
+            }
+        }
+        if self.info.sample_rate == 0 || self.info.channels == 0 {
+            return Err(DecodeError::Unsupported {
+                path: self.path.clone(),
+                reason: "stream declares no sample rate or channels".into(),
+            });
+        }
+        if let (Some(frames), None) = (self.info.frames, self.info.duration) {
+            self.info.duration = Some(frames as f64 / f64::from(self.info.sample_rate));
+        }
+        self.seek_to_frame(0)?;
+        Ok(())
+    }
+
+    fn corrupt(&self, at_seconds: f64, err: SymError) -> DecodeError {
+        DecodeError::Corrupt {
+            path: self.path.clone(),
+            at_seconds,
+            reason: err.to_string(),
+        }
+    }
+
+    fn frames_to_ts(&self, frames: u64) -> Timestamp {
+        let sr = u128::from(self.info.sample_rate);
+        let ts = match self.time_base {
+            Some(tb) => {
+                u128::from(frames) * u128::from(tb.denom.get()) / (u128::from(tb.numer.get()) * sr)
+            }
+            None => u128::from(frames),
+        };
+        Timestamp::new(i64::try_from(ts).unwrap_or(i64::MAX))
+    }
+
+    fn ts_to_frames(&self, ts: Timestamp) -> i64 {
+        let sr = i128::from(self.info.sample_rate);
+        let ts = i128::from(ts.get());
+        let frames = match self.time_base {
+            Some(tb) => ts * i128::from(tb.numer.get()) * sr / i128::from(tb.denom.get()),
+            None => ts,
+        };
+        i64::try_from(frames).unwrap_or(i64::MAX)
+    }
+
+    /// Whether packet durations and trims are counted in frames (timebase 1/rate).
+    fn timebase_is_frames(&self) -> bool {
+        self.time_base
+            .is_none_or(|tb| tb.numer.get() == 1 && tb.denom.get() == self.info.sample_rate)
+    }
+
+    /// Position the demuxer at or before `frame`. Returns false when the stream cannot seek,
+    /// in which case the caller decodes from the start and discards.
+    fn seek_to_frame(&mut self, frame: u64) -> Result<bool> {
+        let to = SeekTo::Timestamp {
+            ts: self.frames_to_ts(frame),
+            track_id: self.track_id,
+        };
+        match self.format.seek(SeekMode::Accurate, to) {
+            Ok(_) => {
+                self.decoder.reset();
+                Ok(true)
+            }
+            Err(SymError::SeekError(SeekErrorKind::OutOfRange)) => {
+                Err(DecodeError::OffsetPastEnd {
+                    path: self.path.clone(),
+                    offset: frame as f64 / f64::from(self.info.sample_rate),
+                    duration: self.info.duration.unwrap_or(f64::NAN),
+                })
+            }
+            Err(SymError::SeekError(_)) | Err(SymError::Unsupported(_)) => Ok(false),
+            Err(e) => Err(self.corrupt(frame as f64 / f64::from(self.info.sample_rate), e)),
+        }
+    }
+
+    /// Decode frames `[start, end)` (end `None` = to the end of the stream) and hand them to
+    /// `sink` as planes: one plane for [`ChannelMode::Mono`], one per channel otherwise.
+    ///
+    /// Strict mode (`lenient = false`) turns damaged or truncated data into an error; lenient
+    /// mode stops at the damage and keeps what decoded before it.
+    pub fn decode_range(
+        &mut self,
+        start: u64,
+        end: Option<u64>,
+        mode: ChannelMode,
+        lenient: bool,
+        sink: &mut dyn FnMut(&[&[f32]]),
+    ) -> Result<DecodeStats> {
+        let sr = self.info.sample_rate;
+        if let (Some(declared), true) = (self.info.frames, start > 0) {
+            if start >= declared {
+                return Err(self.offset_past_end(start));
+            }
+        }
+        if end.is_some_and(|e| e <= start) {
+            return Ok(DecodeStats::default());
+        }
+
+        // Seek early enough that lossy decoders have converged by `start`.
+        let seek_target = start.saturating_sub(preroll_frames(self.codec, sr));
+        let mut cursor_known = true;
+        let mut cursor: i64 = 0;
+        if start > 0 {
+            if self.seek_to_frame(seek_target)? {
+                cursor_known = false; // taken from the first packet's timestamp
+            } else {
+                self.reopen()?;
+            }
+        }
+
+        let out_channels = match mode {
+            ChannelMode::Mono => 1,
+            ChannelMode::Keep => self.channels(),
+        };
+        let mut planes: Vec<Vec<f32>> = vec![Vec::new(); out_channels];
+        let mut stats = DecodeStats::default();
+        let trims_in_frames = self.timebase_is_frames();
+        let file_channels = self.channels();
+
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(SymError::ResetRequired) => {
+                    // A chained stream (e.g. concatenated Ogg): restart the decoder on the
+                    // new parameters, which must keep the same rate and layout.
+                    self.restart_decoder()?;
+                    continue;
+                }
+                Err(err) => {
+                    let at = cursor.max(0) as f64 / f64::from(sr);
+                    if lenient {
+                        stats.damaged = true;
+                        break;
+                    }
+                    return Err(match err {
+                        SymError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                            self.truncated(cursor.max(0) as u64)
+                        }
+                        other => self.corrupt(at, other),
+                    });
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let (trim_start, trim_end) = (packet.trim_start.get(), packet.trim_end.get());
+            let expected_full = packet
+                .dur
+                .get()
+                .saturating_add(trim_start)
+                .saturating_add(trim_end);
+            let pts_frames = self.ts_to_frames(packet.pts);
+            let buf = match self.decoder.decode(&packet) {
+                Ok(buf) => buf,
+                Err(err) => {
+                    let at = cursor.max(0) as f64 / f64::from(sr);
+                    if lenient {
+                        stats.damaged = true;
+                        break;
+                    }
+                    return Err(DecodeError::Corrupt {
+                        path: self.path.clone(),
+                        at_seconds: at,
+                        reason: err.to_string(),
+                    });
+                }
+            };
+            let decoded = buf.frames();
+            let trimmed = trims_in_frames && (trim_start > 0 || trim_end > 0);
+            // Decoders that do not trim encoder delay/padding themselves return the full
+            // block; trim it here so every codec is gapless.
+            let (skip, n) = if trimmed && decoded as u64 == expected_full {
+                let cut = (trim_start + trim_end) as usize;
+                (trim_start as usize, decoded.saturating_sub(cut))
+            } else {
+                (0, decoded)
+            };
+            if !cursor_known {
+                // After a seek (or a priming packet) the position comes from the timestamp,
+                // which counts the frames a trim removes.
+                cursor = pts_frames + if trimmed { trim_start as i64 } else { 0 };
+                cursor_known = true;
+            }
+            if n == 0 {
+                // A priming packet (e.g. Vorbis after a reset) yields nothing; its timestamp
+                // does not describe the next output, so after a seek resync on the next
+                // packet. From the start of the file the running count is already right.
+                cursor_known = start == 0;
+                continue;
+            }
+            let block_start = cursor;
+            cursor += n as i64;
+            // Keep the part of [block_start, block_start + n) inside [start, end).
+            let lo = (start as i64).max(block_start);
+            let hi = match end {
+                Some(e) => (e as i64).min(cursor),
+                None => cursor,
+            };
+            if hi > lo {
+                let from = skip + (lo - block_start) as usize;
+                let len = (hi - lo) as usize;
+                if buf.spec().channels().count() != file_channels && mode == ChannelMode::Keep {
+                    let path = self.path.clone();
+                    return Err(DecodeError::Unsupported {
+                        path,
+                        reason: "channel count changes mid-stream".into(),
+                    });
+                }
+                convert_into(&buf, from, len, mode, &mut planes);
+                let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
+                sink(&refs);
+                stats.frames += len as u64;
+            }
+            if end.is_some_and(|e| cursor >= e as i64) {
+                return Ok(stats);
+            }
+        }
+
+        // The stream ended. A container that declared its length exactly tells truncation
+        // apart from a normal end.
+        if stats.frames == 0 && start > 0 && cursor <= start as i64 {
+            return Err(self.offset_past_end(start));
+        }
+        if !stats.damaged && self.declares_exact_length() {
+            if let Some(declared) = self.info.frames {
+                let wanted_end = end.map_or(declared, |e| e.min(declared));
+                if (cursor.max(0) as u64) < wanted_end {
+                    if lenient {
+                        stats.damaged = true;
+                    } else {
+                        return Err(self.truncated(cursor.max(0) as u64));
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Lossless and sample-table containers state their exact length; for the others the
+    /// declared length can be an estimate (e.g. CBR MP3 without a Xing header).
+    fn declares_exact_length(&self) -> bool {
+        matches!(self.codec, "pcm" | "flac" | "alac")
+            || matches!(self.info.container, ref c if c == "isomp4" || c == "caf")
+    }
+
+    fn offset_past_end(&self, start: u64) -> DecodeError {
+        DecodeError::OffsetPastEnd {
+            path: self.path.clone(),
+            offset: start as f64 / f64::from(self.info.sample_rate),
+            duration: self.info.duration.unwrap_or(f64::NAN),
+        }
+    }
+
+    fn truncated(&self, decoded_frames: u64) -> DecodeError {
+        let sr = f64::from(self.info.sample_rate);
+        DecodeError::Truncated {
+            path: self.path.clone(),
+            decoded_seconds: decoded_frames as f64 / sr,
+            declared_seconds: self.info.duration.unwrap_or(f64::NAN),
+        }
+    }
+
+    fn restart_decoder(&mut self) -> Result<()> {
+        let track = self
+            .format
+            .tracks()
+            .iter()
+            .find(|t| t.id == self.track_id)
+            .or_else(|| self.format.first_track(TrackType::Audio));
+        let params = match track.and_then(|t| t.codec_params.as_ref()) {
+            Some(CodecParameters::Audio(p)) => p.clone(),
+            _ => self.params.clone(),
+        };
+        if params
+            .sample_rate
+            .is_some_and(|r| r != self.info.sample_rate)
+        {
+            return Err(DecodeError::Unsupported {
+                path: self.path.clone(),
+                reason: "sample rate changes mid-stream".into(),
+            });
+        }
+        self.decoder = codec_registry()
+            .make_audio_decoder(&params, &AudioDecoderOptions::default())
+            .map_err(|e| self.corrupt(0.0, e))?;
+        self.params = params;
+        Ok(())
+    }
+
+    /// Fallback for unseekable streams: start over from the beginning.
+    fn reopen(&mut self) -> Result<()> {
+        let fresh = SourceReader::open(&self.path)?;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+fn classify_open_error(path: &Path, err: SymError) -> DecodeError {
+    match err {
+        SymError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            DecodeError::Empty { path: path.into() }
+        }
+        SymError::IoError(e) => DecodeError::Io {
+            path: path.into(),
+            source: e,
+        },
+        SymError::Unsupported(what) => DecodeError::Unsupported {
+            path: path.into(),
+            reason: what.to_string(),
+        },
+        other => DecodeError::Corrupt {
+            path: path.into(),
+            at_seconds: 0.0,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Convert `len` frames starting at `from` into `planes` (cleared first): averaged into one
+/// plane for mono, one plane per channel otherwise. Sample scaling follows symphonia's
+/// conversions, which match soundfile/librosa (int16 / 32768 and so on).
+fn convert_into(
+    buf: &GenericAudioBufferRef<'_>,
+    from: usize,
+    len: usize,
+    mode: ChannelMode,
+    planes: &mut [Vec<f32>],
+) {
+    macro_rules! dispatch {
+        ($($variant:ident),*) => {
+            match buf {
+                $(GenericAudioBufferRef::$variant(b) => convert_typed(b, from, len, mode, planes),)*
+            }
+        };
+    }
+    dispatch!(U8, U16, U24, U32, S8, S16, S24, S32, F32, F64)
+}
+
+fn convert_typed<S>(
+    buf: &AudioBuffer<S>,
+    from: usize,
+    len: usize,
+    mode: ChannelMode,
+    planes: &mut [Vec<f32>],
+) where
+    S: Sample,
+    f32: FromSample<S>,
+{
+    let channels = buf.num_planes();
+    match mode {
+        ChannelMode::Keep => {
+            for (ch, out) in planes.iter_mut().enumerate() {
+                out.clear();
+                if let Some(src) = buf.plane(ch) {
+                    out.extend(src[from..from + len].iter().map(|&s| f32::from_sample(s)));
+                } else {
+                    out.resize(len, 0.0);
+                }
+            }
+        }
+        ChannelMode::Mono => {
+            let out = &mut planes[0];
+            out.clear();
+            out.resize(len, 0.0);
+            for ch in 0..channels {
+                if let Some(src) = buf.plane(ch) {
+                    for (o, &s) in out.iter_mut().zip(&src[from..from + len]) {
+                        *o += f32::from_sample(s);
+                    }
+                }
+            }
+            if channels > 1 {
+                let scale = 1.0 / channels as f32;
+                out.iter_mut().for_each(|o| *o *= scale);
+            }
+        }
+    }
+}
+
+/// Read container facts without decoding the audio (beyond one packet when the headers
+/// leave rate or layout open).
+pub fn probe_info(path: &Path) -> Result<AudioInfo> {
+    Ok(SourceReader::open(path)?.info().clone())
+}

@@ -1,0 +1,104 @@
+//! Typed per-file errors. Every variant names the file, so a message that reaches a user
+//! (CLI stderr, a skipped-item report, a Python exception) says which input failed and why.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{path}: file not found")]
+    NotFound { path: PathBuf },
+
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: unsupported or unrecognised audio: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+
+    #[error("{path}: corrupt audio data near {at_seconds:.3} s: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        at_seconds: f64,
+        reason: String,
+    },
+
+    #[error(
+        "{path}: truncated: audio ends at {decoded_seconds:.3} s but the file declares \
+         {declared_seconds:.3} s (use lenient decoding to keep what was decoded)"
+    )]
+    Truncated {
+        path: PathBuf,
+        decoded_seconds: f64,
+        declared_seconds: f64,
+    },
+
+    #[error("{path}: contains no audio samples")]
+    Empty { path: PathBuf },
+
+    #[error("{path}: offset {offset:.3} s is past the end of the audio ({duration:.3} s)")]
+    OffsetPastEnd {
+        path: PathBuf,
+        offset: f64,
+        duration: f64,
+    },
+
+    #[error("{path}: invalid request: {reason}")]
+    InvalidRequest { path: PathBuf, reason: String },
+
+    #[error("{path}: decoder crashed: {message}")]
+    Panic { path: PathBuf, message: String },
+}
+
+impl DecodeError {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::NotFound { path }
+            | Self::Io { path, .. }
+            | Self::Unsupported { path, .. }
+            | Self::Corrupt { path, .. }
+            | Self::Truncated { path, .. }
+            | Self::Empty { path }
+            | Self::OffsetPastEnd { path, .. }
+            | Self::InvalidRequest { path, .. }
+            | Self::Panic { path, .. } => path,
+        }
+    }
+
+    /// A short stable name for the kind of failure, used in JSON reports and on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Io { .. } => "io",
+            Self::Unsupported { .. } => "unsupported",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Truncated { .. } => "truncated",
+            Self::Empty { .. } => "empty",
+            Self::OffsetPastEnd { .. } => "offset_past_end",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::Panic { .. } => "panic",
+        }
+    }
+
+    pub(crate) fn open(path: &Path, err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            Self::NotFound { path: path.into() }
+        } else {
+            Self::Io {
+                path: path.into(),
+                source: err,
+            }
+        }
+    }
+
+    pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = DecodeError> = std::result::Result<T, E>;

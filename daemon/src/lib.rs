@@ -1,0 +1,17 @@
+//! AudioDecode: decode, resample and batch audio for ML training.
+//!
+//! One module per concept: [`decode`] (containers and codecs → planar f32), [`resample`]
+//! (rubato, streaming), [`pipeline`] (one item → samples), [`output`] (file writers) and
+//! [`cli`].
+
+pub mod cli;
+pub mod decode;
+pub mod error;
+pub mod output;
+pub mod pipeline;
+pub mod resample;
+
+pub use decode::{probe_info, AudioInfo, ChannelMode};
+pub use error::DecodeError;
+pub use pipeline::{load, DecodedAudio, LoadRequest};
+pub use resample::Quality;

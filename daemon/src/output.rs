@@ -1,0 +1,156 @@
+//! Writing decoded audio to disk: 32-bit float WAV, NumPy `.npy` and raw `.f32`.
+//!
+//! Files are written to a temporary name beside the target and renamed into place, so a
+//! failed or interrupted decode never leaves a partial output file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::pipeline::DecodedAudio;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// 32-bit IEEE float WAV, interleaved.
+    Wav,
+    /// NumPy float32: shape `[T]` for one channel, `[C, T]` otherwise.
+    Npy,
+    /// Raw little-endian float32, interleaved.
+    F32,
+}
+
+impl OutputFormat {
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "wav" => Some(Self::Wav),
+            "npy" => Some(Self::Npy),
+            "f32" | "raw" => Some(Self::F32),
+            _ => None,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::from_extension(Path::new(&format!("x.{name}")))
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Npy => "npy",
+            Self::F32 => "f32",
+        }
+    }
+}
+
+/// Write `audio` to `path` atomically in `format`.
+pub fn write_audio(path: &Path, audio: &DecodedAudio, format: OutputFormat) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        match format {
+            OutputFormat::Wav => write_wav(&mut w, audio)?,
+            OutputFormat::Npy => write_npy(&mut w, audio)?,
+            OutputFormat::F32 => write_interleaved(&mut w, audio)?,
+        }
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        // Special files (/dev/null, FIFOs) cannot be replaced by a rename; copy into them.
+        if is_special(path) {
+            std::io::copy(&mut File::open(&tmp)?, &mut File::create(path)?)?;
+            std::fs::remove_file(&tmp)
+        } else {
+            std::fs::rename(&tmp, path)
+        }
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !is_special(path) => p.to_path_buf(),
+        _ if is_special(path) => std::env::temp_dir(),
+        _ => PathBuf::from("."),
+    };
+    dir.join(format!(".{name}.{}.partial", std::process::id()))
+}
+
+fn write_interleaved(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
+    let frames = audio.frames();
+    if audio.channels() == 1 {
+        for s in &audio.planes[0] {
+            w.write_all(&s.to_le_bytes())?;
+        }
+        return Ok(());
+    }
+    for t in 0..frames {
+        for plane in &audio.planes {
+            w.write_all(&plane[t].to_le_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn write_wav(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
+    const WAVE_FORMAT_IEEE_FLOAT: u16 = 3;
+    let channels = audio.channels() as u16;
+    let data_bytes = audio.frames() as u64 * u64::from(channels) * 4;
+    // fmt (18 + 8) + fact (4 + 8) + data header (8) + "WAVE" (4)
+    let riff_size = 4 + 26 + 12 + 8 + data_bytes;
+    let riff_size = u32::try_from(riff_size).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "audio too long for a WAV file (over 4 GiB); write .npy or .f32 instead",
+        )
+    })?;
+    let byte_rate = audio.sample_rate * u32::from(channels) * 4;
+    w.write_all(b"RIFF")?;
+    w.write_all(&riff_size.to_le_bytes())?;
+    w.write_all(b"WAVEfmt ")?;
+    w.write_all(&18u32.to_le_bytes())?;
+    w.write_all(&WAVE_FORMAT_IEEE_FLOAT.to_le_bytes())?;
+    w.write_all(&channels.to_le_bytes())?;
+    w.write_all(&audio.sample_rate.to_le_bytes())?;
+    w.write_all(&byte_rate.to_le_bytes())?;
+    w.write_all(&(channels * 4).to_le_bytes())?;
+    w.write_all(&32u16.to_le_bytes())?;
+    w.write_all(&0u16.to_le_bytes())?; // cbSize
+    w.write_all(b"fact")?;
+    w.write_all(&4u32.to_le_bytes())?;
+    w.write_all(&(audio.frames() as u32).to_le_bytes())?;
+    w.write_all(b"data")?;
+    w.write_all(&(data_bytes as u32).to_le_bytes())?;
+    write_interleaved(w, audio)
+}
+
+fn write_npy(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
+    let shape = if audio.channels() == 1 {
+        format!("({},)", audio.frames())
+    } else {
+        format!("({}, {})", audio.channels(), audio.frames())
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header must be a multiple of 64, ending in '\n'.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    // C order [C, T]: planes one after another.
+    for plane in &audio.planes {
+        for s in plane {
+            w.write_all(&s.to_le_bytes())?;
+        }
+    }
+    Ok(())
+}

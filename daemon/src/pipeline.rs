@@ -1,0 +1,370 @@
+//! One item to samples: open, seek, decode, downmix and resample in a single streaming pass.
+//!
+//! Long files are split into segments decoded on several threads. Each interior boundary is
+//! decoded with a margin on both sides and segment starts are aligned to the resampler's
+//! block period, so the stitched result equals a serial decode.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use crate::decode::{ChannelMode, SourceReader};
+use crate::error::{DecodeError, Result};
+use crate::resample::{Quality, ResampleSetupError, StreamResampler};
+
+/// What to produce from a file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadRequest {
+    /// Output rate; `None` keeps the file's native rate.
+    pub sample_rate: Option<u32>,
+    pub channels: ChannelMode,
+    /// Start, in seconds from the beginning of the audio.
+    pub offset: f64,
+    /// Length in seconds; `None` reads to the end. Past the end simply stops there.
+    pub duration: Option<f64>,
+    pub quality: Quality,
+    /// Keep what decoded before damaged or truncated data instead of failing.
+    pub lenient: bool,
+}
+
+impl Default for LoadRequest {
+    fn default() -> Self {
+        Self {
+            sample_rate: None,
+            channels: ChannelMode::Mono,
+            offset: 0.0,
+            duration: None,
+            quality: Quality::Hq,
+            lenient: false,
+        }
+    }
+}
+
+/// Decoded audio, planar: `planes[c][t]`.
+#[derive(Clone, Debug, Default)]
+pub struct DecodedAudio {
+    pub planes: Vec<Vec<f32>>,
+    pub sample_rate: u32,
+    /// Lenient decoding stopped at damaged or truncated data.
+    pub damaged: bool,
+}
+
+impl DecodedAudio {
+    pub fn frames(&self) -> usize {
+        self.planes.first().map_or(0, Vec::len)
+    }
+
+    pub fn channels(&self) -> usize {
+        self.planes.len()
+    }
+
+    pub fn duration(&self) -> f64 {
+        self.frames() as f64 / f64::from(self.sample_rate.max(1))
+    }
+}
+
+/// Decode `path` as asked, using up to `threads` threads for one long file. Decoder panics
+/// are caught and reported as [`DecodeError::Panic`] for this file.
+pub fn load(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAudio> {
+    guard(path, || load_inner(path, req, threads.max(1)))
+}
+
+fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(DecodeError::Panic {
+            path: path.into(),
+            message,
+        })
+    })
+}
+
+fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAudio> {
+    if !(req.offset.is_finite() && req.offset >= 0.0) {
+        return Err(DecodeError::invalid(
+            path,
+            format!("offset {} s", req.offset),
+        ));
+    }
+    if let Some(d) = req.duration {
+        if !(d.is_finite() && d >= 0.0) {
+            return Err(DecodeError::invalid(path, format!("duration {d} s")));
+        }
+    }
+    if req.sample_rate == Some(0) {
+        return Err(DecodeError::invalid(path, "target sample rate 0"));
+    }
+    let mut reader = SourceReader::open(path)?;
+    let in_rate = reader.sample_rate();
+    let out_rate = req.sample_rate.unwrap_or(in_rate);
+    let declared = reader.info().frames;
+    let declared_duration = reader.info().duration.unwrap_or(f64::NAN);
+    let past_end = || DecodeError::OffsetPastEnd {
+        path: path.into(),
+        offset: req.offset,
+        duration: declared_duration,
+    };
+    if req.offset > 0.0
+        && declared.is_some_and(|d| (req.offset * f64::from(in_rate)).round() as u64 >= d)
+    {
+        return Err(past_end());
+    }
+    // The request as a range of output frames; slices are cut in the output domain so they
+    // equal the same range of a full decode.
+    let out_start = (req.offset * f64::from(out_rate)).round() as u64;
+    let out_end = req
+        .duration
+        .map(|d| out_start + (d * f64::from(out_rate)).round() as u64);
+    if out_end == Some(out_start) {
+        return Ok(DecodedAudio {
+            planes: vec![Vec::new(); output_channels(&reader, req)],
+            sample_rate: out_rate,
+            damaged: false,
+        });
+    }
+    let geometry = Geometry::new(in_rate, out_rate, req.quality)
+        .map_err(|e| DecodeError::invalid(path, e.to_string()))?;
+    let pieces = split_output_range(&geometry, out_start, out_end, declared, threads);
+    let mut audio = if pieces.len() > 1 {
+        let segments: Vec<Segment> = pieces
+            .iter()
+            .map(|&(a, b)| geometry.segment(a, b))
+            .collect();
+        decode_segments(path, req, &geometry, &segments)?
+    } else {
+        decode_segment(
+            &mut reader,
+            req,
+            &geometry,
+            &geometry.segment(out_start, out_end),
+        )?
+    };
+    audio.sample_rate = out_rate;
+    if audio.frames() == 0 && !audio.damaged {
+        return Err(if req.offset > 0.0 {
+            past_end()
+        } else {
+            DecodeError::Empty { path: path.into() }
+        });
+    }
+    Ok(audio)
+}
+
+fn output_channels(reader: &SourceReader, req: &LoadRequest) -> usize {
+    match req.channels {
+        ChannelMode::Mono => 1,
+        ChannelMode::Keep => reader.channels(),
+    }
+}
+
+/// One piece of a decode: input frames `[decode_from, decode_to)` go through a fresh
+/// resampler, and output frames `[keep_from, keep_to)` (absolute output indices) are kept.
+#[derive(Clone, Debug)]
+struct Segment {
+    decode_from: u64,
+    decode_to: Option<u64>,
+    keep_from: u64,
+    keep_to: Option<u64>,
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// How input and output frame indices relate for one rate pair and resampler.
+struct Geometry {
+    in_rate: u64,
+    out_rate: u64,
+    quality: Quality,
+    /// Segment starts are multiples of this (input frames), so that they map to whole output
+    /// frames and meet the resampler in the same phase as a pass started at frame 0.
+    align: u64,
+    /// Context decoded on each side of a cut, covering the resampler's filter.
+    margin: u64,
+}
+
+impl Geometry {
+    fn new(in_rate: u32, out_rate: u32, quality: Quality) -> Result<Self, ResampleSetupError> {
+        let (i, o) = (u64::from(in_rate), u64::from(out_rate));
+        if i == o {
+            return Ok(Self {
+                in_rate: i,
+                out_rate: o,
+                quality,
+                align: 1,
+                margin: 0,
+            });
+        }
+        let step = i / gcd(i, o);
+        let block = StreamResampler::new(in_rate, out_rate, 1, quality)?.block_frames() as u64;
+        let align = step / gcd(step, block) * block;
+        let margin = align * (i / 4).div_ceil(align).max(1);
+        Ok(Self {
+            in_rate: i,
+            out_rate: o,
+            quality,
+            align,
+            margin,
+        })
+    }
+
+    fn to_out(&self, input_frame: u64) -> u64 {
+        input_frame * self.out_rate / self.in_rate
+    }
+
+    fn to_in(&self, output_frame: u64) -> u64 {
+        output_frame * self.in_rate / self.out_rate
+    }
+
+    fn segment(&self, keep_from: u64, keep_to: Option<u64>) -> Segment {
+        let first = self.to_in(keep_from);
+        Segment {
+            decode_from: (first / self.align * self.align).saturating_sub(self.margin),
+            decode_to: keep_to.map(|k| self.to_in(k) + 1 + self.margin),
+            keep_from,
+            keep_to,
+        }
+    }
+}
+
+/// Below this much audio per thread, splitting a file costs more than it saves.
+const MIN_SEGMENT_SECONDS: u64 = 20;
+
+/// Split the output range `[start, end)` into up to `threads` pieces; one piece when the
+/// length is unknown or short.
+fn split_output_range(
+    geometry: &Geometry,
+    start: u64,
+    end: Option<u64>,
+    declared: Option<u64>,
+    threads: usize,
+) -> Vec<(u64, Option<u64>)> {
+    let whole = vec![(start, end)];
+    let Some(declared) = declared else {
+        return whole;
+    };
+    let stop = end.map_or(geometry.to_out(declared), |e| {
+        e.min(geometry.to_out(declared))
+    });
+    let span = stop.saturating_sub(start);
+    let pieces = (span / (MIN_SEGMENT_SECONDS * geometry.out_rate)).min(threads as u64);
+    if pieces < 2 {
+        return whole;
+    }
+    let len = span.div_ceil(pieces);
+    (0..pieces)
+        .map(|k| {
+            let a = start + k * len;
+            // The last piece runs to the requested end (or the real end of the stream), not
+            // to the declared length, which can be an estimate.
+            let b = if k + 1 == pieces { end } else { Some(a + len) };
+            (a, b)
+        })
+        .collect()
+}
+
+fn decode_segments(
+    path: &Path,
+    req: &LoadRequest,
+    geometry: &Geometry,
+    segments: &[Segment],
+) -> Result<DecodedAudio> {
+    let results: Vec<Result<DecodedAudio>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = segments
+            .iter()
+            .map(|seg| {
+                scope.spawn(move || {
+                    guard(path, || {
+                        let mut reader = SourceReader::open(path)?;
+                        decode_segment(&mut reader, req, geometry, seg)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DecodeError::Panic {
+                        path: path.into(),
+                        message: "segment thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut out = DecodedAudio::default();
+    for part in results {
+        let part = part?;
+        if out.planes.is_empty() {
+            out.planes = part.planes;
+        } else {
+            for (dst, src) in out.planes.iter_mut().zip(&part.planes) {
+                dst.extend_from_slice(src);
+            }
+        }
+        if part.damaged {
+            out.damaged = true;
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Decode one segment through a fresh resampler, keeping output frames in its keep range.
+fn decode_segment(
+    reader: &mut SourceReader,
+    req: &LoadRequest,
+    geometry: &Geometry,
+    seg: &Segment,
+) -> Result<DecodedAudio> {
+    let channels = output_channels(reader, req);
+    let mut resampler = StreamResampler::new(
+        reader.sample_rate(),
+        geometry.out_rate as u32,
+        channels,
+        geometry.quality,
+    )
+    .map_err(|e| DecodeError::invalid(reader.path(), e.to_string()))?;
+    let mut position = geometry.to_out(seg.decode_from);
+    let capacity = seg
+        .keep_to
+        .or_else(|| reader.info().frames.map(|f| geometry.to_out(f)))
+        .map_or(0, |stop| stop.saturating_sub(seg.keep_from))
+        .min(1 << 28) as usize;
+    let mut planes: Vec<Vec<f32>> = (0..channels)
+        .map(|_| Vec::with_capacity(capacity))
+        .collect();
+    let mut keep = |chunk: &[&[f32]]| {
+        let n = chunk.first().map_or(0, |c| c.len()) as u64;
+        let lo = seg.keep_from.max(position);
+        let hi = seg.keep_to.map_or(position + n, |k| k.min(position + n));
+        if hi > lo {
+            let (a, b) = ((lo - position) as usize, (hi - position) as usize);
+            for (dst, src) in planes.iter_mut().zip(chunk) {
+                dst.extend_from_slice(&src[a..b]);
+            }
+        }
+        position += n;
+    };
+    let stats = reader.decode_range(
+        seg.decode_from,
+        seg.decode_to,
+        req.channels,
+        req.lenient,
+        &mut |input| resampler.push(input, &mut keep),
+    )?;
+    resampler.finish(&mut keep);
+    Ok(DecodedAudio {
+        planes,
+        sample_rate: geometry.out_rate as u32,
+        damaged: stats.damaged,
+    })
+}
