@@ -86,6 +86,10 @@ pub struct SourceReader {
     time_base: Option<TimeBase>,
     info: AudioInfo,
     codec: &'static str,
+    /// Leading frames the container marks as not playable (AAC priming in an MP4 edit list).
+    lead_in: u64,
+    /// Playable length stated by an edit list; decoding stops there (encoder padding).
+    edit_frames: Option<u64>,
 }
 
 impl SourceReader {
@@ -170,11 +174,33 @@ impl SourceReader {
             time_base,
             info,
             codec,
+            lead_in: 0,
+            edit_frames: None,
         };
+        if reader.info.container == "isomp4" && codec != "alac" {
+            reader.apply_edit_list();
+        }
         if reader.info.sample_rate == 0 || reader.info.channels == 0 {
             reader.fill_spec_from_first_packet()?;
         }
         Ok(reader)
+    }
+
+    fn apply_edit_list(&mut self) {
+        let Some(edit) = crate::mp4_edit::audio_edit(&self.path) else {
+            return;
+        };
+        let to_frames = |ts: u64| self.ts_to_frames(Timestamp::new(ts as i64)).max(0) as u64;
+        let (lead_in, edit_frames) = (to_frames(edit.skip), edit.frames.map(to_frames));
+        self.lead_in = lead_in;
+        self.edit_frames = edit_frames;
+        let frames = self
+            .edit_frames
+            .or_else(|| self.info.frames.map(|f| f.saturating_sub(self.lead_in)));
+        self.info.frames = frames;
+        if self.info.sample_rate > 0 {
+            self.info.duration = frames.map(|f| f as f64 / f64::from(self.info.sample_rate));
+        }
     }
 
     pub fn info(&self) -> &AudioInfo {
@@ -272,7 +298,7 @@ impl SourceReader {
     /// in which case the caller decodes from the start and discards.
     fn seek_to_frame(&mut self, frame: u64) -> Result<bool> {
         let to = SeekTo::Timestamp {
-            ts: self.frames_to_ts(frame),
+            ts: self.frames_to_ts(frame + self.lead_in),
             track_id: self.track_id,
         };
         match self.format.seek(SeekMode::Accurate, to) {
@@ -311,6 +337,10 @@ impl SourceReader {
                 return Err(self.offset_past_end(start));
             }
         }
+        let end = match (end, self.edit_frames) {
+            (Some(e), Some(v)) => Some(e.min(v)),
+            (e, v) => e.or(v),
+        };
         if end.is_some_and(|e| e <= start) {
             return Ok(DecodeStats::default());
         }
@@ -318,7 +348,7 @@ impl SourceReader {
         // Seek early enough that lossy decoders have converged by `start`.
         let seek_target = start.saturating_sub(preroll_frames(self.codec, sr));
         let mut cursor_known = true;
-        let mut cursor: i64 = 0;
+        let mut cursor: i64 = -(self.lead_in as i64);
         if start > 0 {
             if self.seek_to_frame(seek_target)? {
                 cursor_known = false; // taken from the first packet's timestamp
@@ -398,7 +428,8 @@ impl SourceReader {
             if !cursor_known {
                 // After a seek (or a priming packet) the position comes from the timestamp,
                 // which counts the frames a trim removes.
-                cursor = pts_frames + if trimmed { trim_start as i64 } else { 0 };
+                cursor =
+                    pts_frames + if trimmed { trim_start as i64 } else { 0 } - self.lead_in as i64;
                 cursor_known = true;
             }
             if n == 0 {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod decode;
 pub mod error;
+mod mp4_edit;
 pub mod output;
 pub mod pipeline;
 pub mod resample;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing AudioDecode needs on Debian/Ubuntu, skipping what is
+# already there: a C/C++ toolchain and cmake (libopus is built from source by opusic-sys),
+# ffmpeg, sox and espeak-ng (test fixtures and benchmark peers), Python's numpy and pytest.
+set -euo pipefail
+
+need_apt=()
+for tool in cmake:cmake g++:g++ pkg-config:pkg-config ffmpeg:ffmpeg sox:sox espeak-ng:espeak-ng; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
+done
+if ((${#need_apt[@]})); then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  echo "installing: ${need_apt[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: Rust is required (https://rustup.rs), then re-run" >&2
+  exit 1
+fi
+
+python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install -q numpy pytest
