@@ -24,6 +24,7 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::{TimeBase, Timestamp};
 
 use crate::error::{DecodeError, Result};
+use crate::pcm::{self, PcmLayout};
 
 /// How channels leave the decoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -88,6 +89,8 @@ pub struct SourceReader {
     codec: &'static str,
     /// Leading frames the container marks as not playable (AAC priming in an MP4 edit list).
     lead_in: u64,
+    /// Set for plain interleaved PCM, converted without symphonia's decoder.
+    pcm: Option<PcmLayout>,
     /// Playable length stated by an edit list; decoding stops there (encoder padding).
     edit_frames: Option<u64>,
 }
@@ -175,8 +178,12 @@ impl SourceReader {
             info,
             codec,
             lead_in: 0,
+            pcm: None,
             edit_frames: None,
         };
+        if reader.info.channels > 0 {
+            reader.pcm = PcmLayout::of(&reader.params);
+        }
         if reader.info.container == "isomp4" && codec != "alac" {
             reader.apply_edit_list();
         }
@@ -393,6 +400,33 @@ impl SourceReader {
             if packet.track_id != self.track_id {
                 continue;
             }
+            if let Some(layout) = self.pcm {
+                let n = packet.data.len() / (layout.bytes() * file_channels);
+                if !cursor_known {
+                    cursor = self.ts_to_frames(packet.pts);
+                    cursor_known = true;
+                }
+                let block_start = cursor;
+                cursor += n as i64;
+                if let Some((from, len)) = overlap(block_start, cursor, start, end) {
+                    pcm::convert(
+                        layout,
+                        &packet.data,
+                        file_channels,
+                        from,
+                        len,
+                        mode,
+                        &mut planes,
+                    );
+                    let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
+                    sink(&refs);
+                    stats.frames += len as u64;
+                }
+                if end.is_some_and(|e| cursor >= e as i64) {
+                    return Ok(stats);
+                }
+                continue;
+            }
             let (trim_start, trim_end) = (packet.trim_start.get(), packet.trim_end.get());
             let expected_full = packet
                 .dur
@@ -441,15 +475,8 @@ impl SourceReader {
             }
             let block_start = cursor;
             cursor += n as i64;
-            // Keep the part of [block_start, block_start + n) inside [start, end).
-            let lo = (start as i64).max(block_start);
-            let hi = match end {
-                Some(e) => (e as i64).min(cursor),
-                None => cursor,
-            };
-            if hi > lo {
-                let from = skip + (lo - block_start) as usize;
-                let len = (hi - lo) as usize;
+            if let Some((offset, len)) = overlap(block_start, cursor, start, end) {
+                let from = skip + offset;
                 if buf.spec().channels().count() != file_channels && mode == ChannelMode::Keep {
                     let path = self.path.clone();
                     return Err(DecodeError::Unsupported {
@@ -544,6 +571,19 @@ impl SourceReader {
         *self = fresh;
         Ok(())
     }
+}
+
+/// The part of block `[block_start, block_end)` inside `[start, end)`, as (offset into the
+/// block, length).
+fn overlap(
+    block_start: i64,
+    block_end: i64,
+    start: u64,
+    end: Option<u64>,
+) -> Option<(usize, usize)> {
+    let lo = (start as i64).max(block_start);
+    let hi = end.map_or(block_end, |e| (e as i64).min(block_end));
+    (hi > lo).then(|| ((lo - block_start) as usize, (hi - lo) as usize))
 }
 
 fn classify_open_error(path: &Path, err: SymError) -> DecodeError {

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod error;
 mod mp4_edit;
 pub mod output;
+mod pcm;
 pub mod pipeline;
 pub mod resample;
 

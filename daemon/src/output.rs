@@ -84,20 +84,31 @@ fn temp_path(path: &Path) -> PathBuf {
     dir.join(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// Samples are converted to bytes in blocks: one `write_all` per sample costs more than the
+/// conversion itself.
+const BLOCK_SAMPLES: usize = 16 * 1024;
+
+fn write_samples(w: &mut impl Write, samples: impl Iterator<Item = f32>) -> std::io::Result<()> {
+    let mut block = Vec::with_capacity(BLOCK_SAMPLES * 4);
+    for s in samples {
+        block.extend_from_slice(&s.to_le_bytes());
+        if block.len() == BLOCK_SAMPLES * 4 {
+            w.write_all(&block)?;
+            block.clear();
+        }
+    }
+    w.write_all(&block)
+}
+
 fn write_interleaved(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
-    let frames = audio.frames();
     if audio.channels() == 1 {
-        for s in &audio.planes[0] {
-            w.write_all(&s.to_le_bytes())?;
-        }
-        return Ok(());
+        return write_samples(w, audio.planes[0].iter().copied());
     }
-    for t in 0..frames {
-        for plane in &audio.planes {
-            w.write_all(&plane[t].to_le_bytes())?;
-        }
-    }
-    Ok(())
+    let frames = audio.frames();
+    write_samples(
+        w,
+        (0..frames).flat_map(|t| audio.planes.iter().map(move |plane| plane[t])),
+    )
 }
 
 fn write_wav(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
@@ -147,10 +158,5 @@ fn write_npy(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
     w.write_all(&(header.len() as u16).to_le_bytes())?;
     w.write_all(header.as_bytes())?;
     // C order [C, T]: planes one after another.
-    for plane in &audio.planes {
-        for s in plane {
-            w.write_all(&s.to_le_bytes())?;
-        }
-    }
-    Ok(())
+    write_samples(w, audio.planes.iter().flatten().copied())
 }
