@@ -1,6 +1,264 @@
 //! The AudioDecode wire format: messages on the control socket and the layout of the
-//! shared-memory batch ring. No I/O lives here, so the daemon, tests and golden-vector
-//! writers all agree on one definition.
+//! shared-memory batch ring. No I/O lives here, so the daemon, the tests and the golden
+//! vectors all agree on one definition; `README.md` documents the bytes for the Python codec.
+//!
+//! Encoding: bincode 2.0.1 (pinned), little-endian, fixed-width integers. Each frame on the
+//! socket is a `u32` little-endian payload length followed by the payload.
+
+pub mod ring;
+
+use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames larger than this are refused: a corrupt length must not make the daemon allocate
+/// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
+pub const MAX_FRAME_BYTES: u32 = 1 << 30;
+
+pub fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+}
+
+pub fn encode<T: Encode>(message: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::encode_to_vec(message, config())
+}
+
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let (message, used) = bincode::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes after message",
+            bytes.len() - used
+        )));
+    }
+    Ok(message)
+}
+
+/// A frame: length prefix plus payload.
+pub fn frame<T: Encode>(message: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    let payload = encode(message)?;
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Client to daemon.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Request {
+    /// Must be the first message; the daemon answers `Hello` or `Error{VersionMismatch}`.
+    Hello {
+        version: u32,
+        client_pid: u32,
+    },
+    OpenStream(StreamSpec),
+    /// The client is done with a slot; the daemon may refill it.
+    Release {
+        stream: u32,
+        slot: u32,
+    },
+    CloseStream {
+        stream: u32,
+    },
+    /// Decode one file and return its samples inline.
+    Load(LoadSpec),
+    Status,
+    Shutdown,
+}
+
+/// Daemon to client.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Response {
+    Hello {
+        version: u32,
+        daemon_pid: u32,
+    },
+    StreamOpened(StreamInfo),
+    /// Slot `slot` holds batch `seq` (0-based within the epoch, counted from the stream's
+    /// `start_batch`); the client owns it until it sends `Release`.
+    BatchReady {
+        stream: u32,
+        slot: u32,
+        seq: u64,
+    },
+    /// Every batch of the epoch has been announced.
+    EndOfEpoch {
+        stream: u32,
+        skipped: Vec<SkippedItem>,
+    },
+    /// An item failed and the stream's policy is `Raise`; the stream stops.
+    StreamFailed {
+        stream: u32,
+        error: ErrorInfo,
+    },
+    Loaded(LoadedAudio),
+    Status(StatusReport),
+    Ok,
+    Error(ErrorInfo),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ErrorKind {
+    VersionMismatch,
+    BadRequest,
+    NotFound,
+    Io,
+    Unsupported,
+    Corrupt,
+    Truncated,
+    Empty,
+    OffsetPastEnd,
+    DecoderPanic,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct ErrorInfo {
+    pub kind: ErrorKind,
+    /// The file concerned, when there is one.
+    pub path: Option<String>,
+    /// Full human-readable message (already names the file).
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct SkippedItem {
+    pub index: u64,
+    pub path: String,
+    pub message: String,
+}
+
+/// Where a stream's items come from.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Dataset {
+    /// Explicit files, with optional integer labels (same length as `paths`).
+    Files {
+        paths: Vec<String>,
+        labels: Option<Vec<i64>>,
+    },
+    /// JSONL (`audio_filepath`, optional `label`/`text`/`duration`) or CSV with a header.
+    /// `label_field` names the field that becomes the label (default `label`).
+    Manifest {
+        path: String,
+        label_field: Option<String>,
+    },
+    /// Every audio file below a directory, sorted by path; the label is the name of the
+    /// first-level subdirectory (the ImageFolder convention), when there is one.
+    Directory { path: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum CropMode {
+    /// A random window, seeded per (seed, epoch, item).
+    Random,
+    /// The first `max_seconds`.
+    Start,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum OnError {
+    /// Leave the item out of its batch, count it and report it at the end of the epoch.
+    Skip,
+    /// Stop the stream and report the item's error to the client.
+    Raise,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Quality {
+    Fast,
+    Hq,
+    Vhq,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct StreamSpec {
+    pub dataset: Dataset,
+    pub sample_rate: u32,
+    /// `true`: mean of channels; `false`: `channels` channels kept (missing ones zero).
+    pub mono: bool,
+    pub channels: u32,
+    pub batch_size: u32,
+    /// Crop items longer than this; also bounds the slot size.
+    pub max_seconds: Option<f64>,
+    pub crop: CropMode,
+    /// Pad every batch to `max_seconds` instead of to its longest item.
+    pub pad_to_max: bool,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub epoch: u64,
+    /// Resume: skip this many batches of the epoch.
+    pub start_batch: u64,
+    pub rank: u32,
+    pub world_size: u32,
+    pub drop_last: bool,
+    pub on_error: OnError,
+    pub quality: Quality,
+    /// Ring depth; 0 lets the daemon choose.
+    pub prefetch: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct ItemInfo {
+    pub path: String,
+    pub label: i64,
+    /// Transcript or other string label, when the dataset has one.
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct StreamInfo {
+    pub stream: u32,
+    /// POSIX shared-memory name of the ring (`/dev/shm/<name without the slash>`).
+    pub shm_name: String,
+    pub ring: ring::RingGeometry,
+    /// Batches this rank gets in this epoch (before `start_batch` is applied).
+    pub batches_per_epoch: u64,
+    /// Every item of the dataset, indexed by the item indices written into slots.
+    pub items: Vec<ItemInfo>,
+    /// Class names by id, when labels came from strings (sorted order).
+    pub classes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct LoadSpec {
+    pub path: String,
+    /// `None`: the file's own rate.
+    pub sample_rate: Option<u32>,
+    pub mono: bool,
+    pub offset: f64,
+    pub duration: Option<f64>,
+    pub quality: Quality,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct LoadedAudio {
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub frames: u64,
+    /// Planar little-endian f32 bytes, `[channels, frames]`.
+    pub samples: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub uptime_seconds: f64,
+    pub clients: u32,
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct StreamStatus {
+    pub stream: u32,
+    pub batches_done: u64,
+    pub batches_total: u64,
+    pub items_per_second: f64,
+    pub audio_seconds_per_second: f64,
+    pub workers: u32,
+    pub ring_depth: u32,
+    pub ring_filled: u32,
+    pub skipped: u64,
+}
