@@ -14,6 +14,7 @@ use crate::decode::{probe_info, ChannelMode};
 use crate::output::{write_audio, OutputFormat};
 use crate::pipeline::{load, LoadRequest};
 use crate::resample::Quality;
+use crate::server;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +33,52 @@ pub enum Command {
     Info(InfoArgs),
     /// Decode files to float32 (.wav, .npy or raw .f32), resampled and downmixed as asked.
     Decode(DecodeArgs),
+    /// Run the daemon that feeds training jobs through shared memory.
+    Serve(ServeArgs),
+    /// Show the running daemon's streams: throughput, ring fill, skipped items.
+    Status(StatusArgs),
+    /// Stop the running daemon.
+    Stop(SocketArg),
+}
+
+#[derive(Args, Debug)]
+pub struct SocketArg {
+    /// Control socket (default: $AUDIODECODE_SOCKET, $XDG_RUNTIME_DIR/audiodecode/daemon.sock
+    /// or /tmp/audiodecode-<uid>/daemon.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(server::default_socket_path)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Decode worker threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Stay attached to the terminal instead of detaching.
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +139,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Info(args) => run_info(&args),
         Command::Decode(args) => run_decode(&args),
+        Command::Serve(args) => run_serve(&args),
+        Command::Status(args) => run_status(&args),
+        Command::Stop(args) => run_stop(&args),
     }
 }
 
@@ -287,4 +337,202 @@ fn decode_one(
         )
     })?;
     Ok(audio.duration())
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn run_serve(args: &ServeArgs) -> ExitCode {
+    let socket = args.socket.path();
+    if !args.foreground {
+        return spawn_detached(args, &socket);
+    }
+    let options = server::ServeOptions {
+        socket: socket.clone(),
+        workers: args.workers.unwrap_or_else(default_workers),
+    };
+    let ready = || {
+        eprintln!(
+            "audiodecode daemon {} listening on {}",
+            std::process::id(),
+            socket.display()
+        )
+    };
+    match server::serve(options, ready) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!(
+                "audiodecode: a daemon is already running on {}",
+                socket.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Start `serve --foreground` in its own session with output to `daemon.log` beside the
+/// socket, and return once it answers (re-exec rather than fork: forking a process that may
+/// already have threads is unsafe).
+fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    if crate::client::Client::connect(socket).is_ok() {
+        eprintln!(
+            "audiodecode: a daemon is already running on {}",
+            socket.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let dir = socket.parent().unwrap_or(Path::new("."));
+    let log = std::fs::create_dir_all(dir).and_then(|_| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+    });
+    let (Ok(exe), Ok(log)) = (std::env::current_exe(), log) else {
+        eprintln!(
+            "error: cannot start the daemon (no executable path or log file in {})",
+            dir.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(socket);
+    if let Some(w) = args.workers {
+        cmd.arg("--workers").arg(w.to_string());
+    }
+    let stderr = log.try_clone();
+    cmd.stdin(std::process::Stdio::null()).stdout(log);
+    if let Ok(e) = stderr {
+        cmd.stderr(e);
+    }
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start the daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if crate::client::Client::connect(socket).is_ok() {
+            eprintln!(
+                "audiodecode daemon {} running on {}",
+                child.id(),
+                socket.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another daemon may have won the race for the lock; that one answers soon.
+            if crate::client::Client::connect(socket).is_ok() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "error: the daemon exited ({status}); see {}",
+                dir.join("daemon.log").display()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!(
+        "error: the daemon did not answer within 10 s; see {}",
+        dir.join("daemon.log").display()
+    );
+    ExitCode::FAILURE
+}
+
+fn run_status(args: &StatusArgs) -> ExitCode {
+    let socket = args.socket.path();
+    loop {
+        let report = crate::client::Client::connect(&socket)
+            .and_then(|mut c| c.request(&audiodecode_protocol::Request::Status));
+        match report {
+            Ok(audiodecode_protocol::Response::Status(r)) => {
+                print_status(&r, args.json, args.watch)
+            }
+            Ok(other) => {
+                eprintln!("error: unexpected reply {other:?}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("error: no daemon answers on {}: {e}", socket.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        if !args.watch {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool) {
+    if json {
+        let streams: Vec<serde_json::Value> = r
+            .streams
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "stream": s.stream, "batches_done": s.batches_done,
+                    "batches_total": s.batches_total, "items_per_second": s.items_per_second,
+                    "audio_seconds_per_second": s.audio_seconds_per_second,
+                    "workers": s.workers, "ring_depth": s.ring_depth,
+                    "ring_filled": s.ring_filled, "skipped": s.skipped,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "daemon_pid": r.daemon_pid, "uptime_seconds": r.uptime_seconds,
+            "clients": r.clients, "streams": streams,
+        });
+        println!("{v}");
+        return;
+    }
+    if watch {
+        print!("\x1b[2J\x1b[H");
+    }
+    println!(
+        "daemon {}: up {:.0} s, {} clients, {} streams",
+        r.daemon_pid,
+        r.uptime_seconds,
+        r.clients,
+        r.streams.len()
+    );
+    for s in &r.streams {
+        println!(
+            "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, {} workers, ring {}/{} filled, {} skipped",
+            s.stream, s.batches_done, s.batches_total, s.items_per_second,
+            s.audio_seconds_per_second, s.workers, s.ring_filled, s.ring_depth, s.skipped
+        );
+    }
+}
+
+fn run_stop(args: &SocketArg) -> ExitCode {
+    let socket = args.path();
+    match crate::client::Client::connect(&socket)
+        .and_then(|mut c| c.request(&audiodecode_protocol::Request::Shutdown))
+    {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: no daemon answers on {}: {e}", socket.display());
+            ExitCode::FAILURE
+        }
+    }
 }

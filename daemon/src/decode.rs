@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use symphonia::core::audio::conv::FromSample;
 use symphonia::core::audio::sample::Sample;
 use symphonia::core::audio::{Audio, AudioBuffer, GenericAudioBufferRef};
+use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::codecs::CodecParameters;
@@ -60,7 +61,9 @@ pub struct DecodeStats {
 /// Codecs with this much or less pre-roll are sample-accurate after a seek.
 fn preroll_frames(codec: &str, sample_rate: u32) -> u64 {
     match codec {
-        "pcm" | "flac" | "alac" | "adpcm" => 0,
+        // symphonia names PCM and ADPCM variants "pcm_s16le", "adpcm_ms" and so on.
+        c if c.starts_with("pcm") || c.starts_with("adpcm") => 0,
+        "flac" | "alac" => 0,
         // Lossy codecs overlap frames (MDCT) and MP3 reaches back through its bit reservoir;
         // 250 ms covers the longest Vorbis block (8192) and several MP3/AAC/Opus frames.
         _ => u64::from(sample_rate) / 4,
@@ -93,14 +96,20 @@ pub struct SourceReader {
     pcm: Option<PcmLayout>,
     /// Playable length stated by an edit list; decoding stops there (encoder padding).
     edit_frames: Option<u64>,
+    /// The declared length is exact, so ending short of it means truncation.
+    exact_length: bool,
 }
 
 impl SourceReader {
     /// Probe the file by content (the extension is only a hint) and prepare its decoder.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| DecodeError::open(path, e))?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        let meta = file.metadata().map_err(|e| DecodeError::open(path, e))?;
+        if meta.is_dir() {
             return Err(DecodeError::invalid(path, "is a directory"));
+        }
+        if meta.is_file() && meta.len() == 0 {
+            return Err(DecodeError::Empty { path: path.into() });
         }
         let mss = MediaSourceStream::new(
             Box::new(file),
@@ -139,7 +148,16 @@ impl SourceReader {
         };
         let track_id = track.id;
         let time_base = track.time_base;
-        let declared_frames = track.num_frames;
+        let mut declared_frames = track.num_frames;
+        let container = format.format_info().short_name;
+        // A LAME/Xing tag (which carries the encoder delay and padding) states the exact
+        // frame count; without one, symphonia estimates the length from the bitrate.
+        let has_gapless_tag = track.delay.is_some() || track.padding.is_some();
+        if container == "ogg" && params.codec == CODEC_ID_OPUS {
+            // The last granule position counts Opus pre-skip, which is not played.
+            declared_frames =
+                declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
+        }
 
         let registered = codec_registry()
             .get_audio_decoder(params.codec)
@@ -160,7 +178,7 @@ impl SourceReader {
         let info = AudioInfo {
             path: path.into(),
             codec: codec.to_string(),
-            container: format.format_info().short_name.to_string(),
+            container: container.to_string(),
             sample_rate,
             channels: channels as u16,
             frames: declared_frames,
@@ -180,6 +198,10 @@ impl SourceReader {
             lead_in: 0,
             pcm: None,
             edit_frames: None,
+            exact_length: codec.starts_with("pcm")
+                || matches!(codec, "flac" | "alac")
+                || matches!(container, "isomp4" | "caf")
+                || (codec == "mp3" && has_gapless_tag),
         };
         if reader.info.channels > 0 {
             reader.pcm = PcmLayout::of(&reader.params);
@@ -301,11 +323,12 @@ impl SourceReader {
             .is_none_or(|tb| tb.numer.get() == 1 && tb.denom.get() == self.info.sample_rate)
     }
 
-    /// Position the demuxer at or before `frame`. Returns false when the stream cannot seek,
-    /// in which case the caller decodes from the start and discards.
+    /// Position the demuxer at or before `frame`, counted on the container's timeline (that
+    /// is, including an edit list's lead-in). Returns false when the stream cannot seek, in
+    /// which case the caller decodes from the start and discards.
     fn seek_to_frame(&mut self, frame: u64) -> Result<bool> {
         let to = SeekTo::Timestamp {
-            ts: self.frames_to_ts(frame + self.lead_in),
+            ts: self.frames_to_ts(frame),
             track_id: self.track_id,
         };
         match self.format.seek(SeekMode::Accurate, to) {
@@ -352,17 +375,31 @@ impl SourceReader {
             return Ok(DecodeStats::default());
         }
 
-        // Seek early enough that lossy decoders have converged by `start`.
-        let seek_target = start.saturating_sub(preroll_frames(self.codec, sr));
+        // Seek early enough that lossy decoders have converged by `start`. The pre-roll
+        // counts on the container's timeline, so that it reaches back into an edit list's
+        // lead-in (the AAC priming frame) instead of starting after it.
+        let seek_target = (start + self.lead_in).saturating_sub(preroll_frames(self.codec, sr));
         let mut cursor_known = true;
         let mut cursor: i64 = -(self.lead_in as i64);
         if start > 0 {
-            if self.seek_to_frame(seek_target)? {
+            let seeked = if self.seeks_accurately() {
+                match self.seek_to_frame(seek_target) {
+                    Err(DecodeError::OffsetPastEnd { .. }) => {
+                        return Err(self.offset_past_end(start))
+                    }
+                    other => other?,
+                }
+            } else {
+                false
+            };
+            if seeked {
                 cursor_known = false; // taken from the first packet's timestamp
             } else {
                 self.reopen()?;
             }
         }
+        // Decoding from the first packet: the running count of output frames is the position.
+        let from_beginning = cursor_known;
 
         let out_channels = match mode {
             ChannelMode::Mono => 1,
@@ -372,6 +409,8 @@ impl SourceReader {
         let mut stats = DecodeStats::default();
         let trims_in_frames = self.timebase_is_frames();
         let file_channels = self.channels();
+        let check_gaps = trims_in_frames && self.codec != "mp3";
+        let mut next_pts: Option<i64> = None;
 
         loop {
             let packet = match self.format.next_packet() {
@@ -434,6 +473,28 @@ impl SourceReader {
                 .saturating_add(trim_start)
                 .saturating_add(trim_end);
             let pts_frames = self.ts_to_frames(packet.pts);
+            // A packet that starts after the previous one ended means the demuxer skipped
+            // data (it resynchronised past damage, e.g. a FLAC frame with a bad CRC): what
+            // follows would be shifted in time, so stop here as for any other damage. MP3
+            // timestamps are counted by the reader, so they never show a gap.
+            let pts = packet.pts.get();
+            if let Some(expected) = next_pts.filter(|&e| pts > e) {
+                if lenient {
+                    stats.damaged = true;
+                    break;
+                }
+                return Err(DecodeError::Corrupt {
+                    path: self.path.clone(),
+                    at_seconds: cursor.max(0) as f64 / f64::from(sr),
+                    reason: format!(
+                        "{} frames missing (the demuxer skipped damaged data)",
+                        pts - expected
+                    ),
+                });
+            }
+            if check_gaps {
+                next_pts = Some(pts.saturating_add(expected_full as i64));
+            }
             let buf = match self.decoder.decode(&packet) {
                 Ok(buf) => buf,
                 Err(err) => {
@@ -459,18 +520,20 @@ impl SourceReader {
             } else {
                 (0, decoded)
             };
+            let packet_start =
+                pts_frames + if trimmed { trim_start as i64 } else { 0 } - self.lead_in as i64;
             if !cursor_known {
                 // After a seek (or a priming packet) the position comes from the timestamp,
                 // which counts the frames a trim removes.
-                cursor =
-                    pts_frames + if trimmed { trim_start as i64 } else { 0 } - self.lead_in as i64;
+                cursor = packet_start;
                 cursor_known = true;
             }
             if n == 0 {
                 // A priming packet (e.g. Vorbis after a reset) yields nothing; its timestamp
                 // does not describe the next output, so after a seek resync on the next
-                // packet. From the start of the file the running count is already right.
-                cursor_known = start == 0;
+                // packet. From the start of the file (also after a reopen, for a slice of a
+                // stream that cannot seek) the running count is already right.
+                cursor_known = from_beginning;
                 continue;
             }
             let block_start = cursor;
@@ -499,7 +562,7 @@ impl SourceReader {
         if stats.frames == 0 && start > 0 && cursor <= start as i64 {
             return Err(self.offset_past_end(start));
         }
-        if !stats.damaged && self.declares_exact_length() {
+        if !stats.damaged && self.exact_length {
             if let Some(declared) = self.info.frames {
                 let wanted_end = end.map_or(declared, |e| e.min(declared));
                 if (cursor.max(0) as u64) < wanted_end {
@@ -514,11 +577,12 @@ impl SourceReader {
         Ok(stats)
     }
 
-    /// Lossless and sample-table containers state their exact length; for the others the
-    /// declared length can be an estimate (e.g. CBR MP3 without a Xing header).
-    fn declares_exact_length(&self) -> bool {
-        matches!(self.codec, "pcm" | "flac" | "alac")
-            || matches!(self.info.container, ref c if c == "isomp4" || c == "caf")
+    /// Whether a seek lands where the packet timestamps say. symphonia's Matroska reader
+    /// does not: after a seek its packets come out shifted (by up to several thousand
+    /// frames for FLAC, 5 ms for Opus), or the seek fails as out of range, so Matroska/WebM
+    /// slices decode from the start and discard.
+    fn seeks_accurately(&self) -> bool {
+        self.info.container != "matroska"
     }
 
     fn offset_past_end(&self, start: u64) -> DecodeError {

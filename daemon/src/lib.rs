@@ -5,13 +5,19 @@
 //! [`cli`].
 
 pub mod cli;
+pub mod client;
 pub mod decode;
 pub mod error;
+pub mod manifest;
 mod mp4_edit;
 pub mod output;
 mod pcm;
 pub mod pipeline;
 pub mod resample;
+pub mod ring;
+pub mod sampler;
+pub mod server;
+pub mod stream;
 
 pub use decode::{probe_info, AudioInfo, ChannelMode};
 pub use error::DecodeError;

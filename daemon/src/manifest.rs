@@ -1,0 +1,353 @@
+//! Resolving a stream's dataset into items: explicit file lists, JSONL/CSV manifests and
+//! directory trees.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use audiodecode_protocol::{Dataset, ItemInfo};
+
+/// File extensions picked up when scanning a directory.
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif", "aiff",
+    "aifc", "caf", "mkv", "mka", "webm",
+];
+
+/// Label fields whose string values are transcripts, not class names.
+const TEXT_FIELDS: &[&str] = &["text", "transcript", "transcription", "sentence"];
+
+/// The resolved dataset: items in dataset order, and class names when labels were strings.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub items: Vec<ItemInfo>,
+    pub classes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(String);
+
+pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
+    match dataset {
+        Dataset::Files { paths, labels } => {
+            if let Some(labels) = labels {
+                if labels.len() != paths.len() {
+                    return Err(ManifestError(format!(
+                        "{} labels for {} files",
+                        labels.len(),
+                        paths.len()
+                    )));
+                }
+            }
+            let items = paths
+                .iter()
+                .enumerate()
+                .map(|(i, path)| ItemInfo {
+                    path: path.clone(),
+                    label: labels.as_ref().map_or(-1, |l| l[i]),
+                    text: None,
+                })
+                .collect();
+            Ok(Resolved {
+                items,
+                classes: Vec::new(),
+            })
+        }
+        Dataset::Manifest { path, label_field } => {
+            let field = label_field.as_deref().unwrap_or("label");
+            read_manifest(Path::new(path), field)
+        }
+        Dataset::Directory { path } => scan_directory(Path::new(path)),
+    }
+}
+
+/// One manifest row before labels are assigned.
+struct Row {
+    path: String,
+    label: RawLabel,
+    text: Option<String>,
+}
+
+enum RawLabel {
+    None,
+    Int(i64),
+    Name(String),
+}
+
+fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ManifestError(format!("{}: cannot read manifest: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let rows = match ext.as_str() {
+        "csv" => read_csv(path, &text, b',', field)?,
+        "tsv" => read_csv(path, &text, b'\t', field)?,
+        _ => read_jsonl(path, &text, field)?,
+    };
+    let text_labels = TEXT_FIELDS.contains(&field);
+    let mut resolved = assign_labels(rows, text_labels);
+    for item in &mut resolved.items {
+        item.path = absolutize(base, &item.path);
+    }
+    if resolved.items.is_empty() {
+        return Err(ManifestError(format!(
+            "{}: manifest has no items",
+            path.display()
+        )));
+    }
+    Ok(resolved)
+}
+
+fn absolutize(base: &Path, path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        path.to_string()
+    } else {
+        base.join(p).to_string_lossy().into_owned()
+    }
+}
+
+fn read_jsonl(path: &Path, text: &str, field: &str) -> Result<Vec<Row>, ManifestError> {
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let where_ = || format!("{}:{}", path.display(), n + 1);
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| ManifestError(format!("{}: invalid JSON: {e}", where_())))?;
+        let audio = ["audio_filepath", "path", "audio", "file"]
+            .iter()
+            .find_map(|k| value.get(*k).and_then(|v| v.as_str()))
+            .ok_or_else(|| ManifestError(format!("{}: no \"audio_filepath\" field", where_())))?;
+        let label = match value.get(field) {
+            None | Some(serde_json::Value::Null) => RawLabel::None,
+            Some(v) if v.is_i64() => RawLabel::Int(v.as_i64().unwrap_or(-1)),
+            Some(serde_json::Value::String(s)) => RawLabel::Name(s.clone()),
+            Some(other) => {
+                return Err(ManifestError(format!(
+                    "{}: field \"{field}\" must be an integer or a string, got {other}",
+                    where_()
+                )))
+            }
+        };
+        let text = value
+            .get("text")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        rows.push(Row {
+            path: audio.to_string(),
+            label,
+            text,
+        });
+    }
+    Ok(rows)
+}
+
+fn read_csv(
+    path: &Path,
+    text: &str,
+    delimiter: u8,
+    field: &str,
+) -> Result<Vec<Row>, ManifestError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| ManifestError(format!("{}: {e}", path.display())))?
+        .clone();
+    let column = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));
+    let path_col = column(&["audio_filepath", "path", "audio", "file"]).unwrap_or(0);
+    let label_col = column(&[field]);
+    let text_col = column(&["text"]);
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record =
+            record.map_err(|e| ManifestError(format!("{}:{}: {e}", path.display(), n + 2)))?;
+        let get = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim);
+        let Some(audio) = get(Some(path_col)).filter(|p| !p.is_empty()) else {
+            return Err(ManifestError(format!(
+                "{}:{}: empty path",
+                path.display(),
+                n + 2
+            )));
+        };
+        let label = match get(label_col) {
+            None | Some("") => RawLabel::None,
+            Some(s) => s
+                .parse()
+                .map_or_else(|_| RawLabel::Name(s.to_string()), RawLabel::Int),
+        };
+        rows.push(Row {
+            path: audio.to_string(),
+            label,
+            text: get(text_col).map(str::to_string),
+        });
+    }
+    Ok(rows)
+}
+
+/// String labels become class ids in sorted order, unless they are transcripts.
+fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
+    let classes: Vec<String> = if text_labels {
+        Vec::new()
+    } else {
+        rows.iter()
+            .filter_map(|r| match &r.label {
+                RawLabel::Name(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let (label, text) = match r.label {
+                RawLabel::Int(i) => (i, r.text),
+                RawLabel::Name(n) if text_labels => (-1, Some(n)),
+                RawLabel::Name(n) => (classes.binary_search(&n).map_or(-1, |i| i as i64), r.text),
+                RawLabel::None => (-1, r.text),
+            };
+            ItemInfo {
+                path: r.path,
+                label,
+                text,
+            }
+        })
+        .collect();
+    Resolved { items, classes }
+}
+
+fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
+    if !root.is_dir() {
+        return Err(ManifestError(format!(
+            "{}: not a directory",
+            root.display()
+        )));
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| ManifestError(format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            // Symlinked directories are not followed (they can form cycles); symlinked
+            // files are kept.
+            if kind.is_dir() {
+                stack.push(path);
+            } else if !path.is_dir() && is_audio(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(ManifestError(format!(
+            "{}: no audio files found",
+            root.display()
+        )));
+    }
+    // The ImageFolder convention: the first directory level below the root is the class.
+    let class_of = |p: &PathBuf| -> Option<String> {
+        let rel = p.strip_prefix(root).ok()?;
+        let mut parts = rel.components();
+        let first = parts.next()?;
+        parts
+            .next()
+            .map(|_| first.as_os_str().to_string_lossy().into_owned())
+    };
+    let rows = files
+        .iter()
+        .map(|p| Row {
+            path: p.to_string_lossy().into_owned(),
+            label: class_of(p).map_or(RawLabel::None, RawLabel::Name),
+            text: None,
+        })
+        .collect();
+    Ok(assign_labels(rows, false))
+}
+
+fn is_audio(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_string_labels_become_sorted_class_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(
+            &m,
+            "{\"audio_filepath\": \"a.wav\", \"label\": \"dog\"}\n\n\
+             {\"audio_filepath\": \"/abs/b.wav\", \"label\": \"cat\", \"text\": \"hi\"}\n",
+        )
+        .expect("write");
+        let r = read_manifest(&m, "label").expect("reads");
+        assert_eq!(r.classes, vec!["cat", "dog"]);
+        assert_eq!(r.items[0].label, 1);
+        assert_eq!(r.items[0].path, dir.path().join("a.wav").to_string_lossy());
+        assert_eq!(r.items[1].label, 0);
+        assert_eq!(r.items[1].path, "/abs/b.wav");
+        assert_eq!(r.items[1].text.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn text_field_gives_transcripts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(
+            &m,
+            "{\"audio_filepath\": \"a.wav\", \"text\": \"hello world\", \"duration\": 1.5}\n",
+        )
+        .expect("write");
+        let r = read_manifest(&m, "text").expect("reads");
+        assert!(r.classes.is_empty());
+        assert_eq!(r.items[0].label, -1);
+        assert_eq!(r.items[0].text.as_deref(), Some("hello world"));
+    }
+
+    #[test]
+    fn csv_with_int_labels_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("m.csv");
+        std::fs::write(&m, "path,label\n\"x, y.wav\",3\nz.wav,7\n").expect("write");
+        let r = read_manifest(&m, "label").expect("reads");
+        assert_eq!(r.items.len(), 2);
+        assert_eq!(r.items[0].label, 3);
+        assert!(r.items[0].path.ends_with("x, y.wav"));
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, "{\"audio_filepath\": \"a.wav\"}\n{not json}\n").expect("write");
+        let err = read_manifest(&bad, "label").expect_err("bad line");
+        assert!(err.to_string().contains("bad.jsonl:2"), "{err}");
+    }
+
+    #[test]
+    fn directory_classes_from_first_level() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for p in ["dog/a.wav", "cat/x/b.flac", "root.mp3", "notes.txt"] {
+            let f = dir.path().join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(f, b"").expect("write");
+        }
+        let r = scan_directory(dir.path()).expect("scans");
+        assert_eq!(r.classes, vec!["cat", "dog"]);
+        let labels: Vec<i64> = r.items.iter().map(|i| i.label).collect();
+        assert_eq!(labels, vec![0, 1, -1]);
+    }
+}

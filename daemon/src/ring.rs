@@ -1,0 +1,249 @@
+//! The shared-memory segment behind a stream's batch ring.
+//!
+//! Created with `shm_open(O_CREAT | O_EXCL, 0600)` under a per-user prefix and mapped with
+//! memmap2. The name is unlinked as soon as the stream closes (the mapping stays valid for
+//! whoever still has it), and a starting daemon unlinks segments whose owner process is gone.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use audiodecode_protocol::ring::{RingGeometry, SlotHeader, RING_HEADER_BYTES, RING_MAGIC};
+use memmap2::MmapMut;
+
+/// `/dev/shm` names: `audiodecode-<uid>-<pid>-<n>`.
+pub fn name_prefix() -> String {
+    // SAFETY: geteuid has no preconditions.
+    format!("audiodecode-{}-", unsafe { libc::geteuid() })
+}
+
+pub struct RingMemory {
+    name: String,
+    map: MmapMut,
+    geometry: RingGeometry,
+    unlinked: std::sync::atomic::AtomicBool,
+}
+
+// The mapping is written through raw pointers by the one thread that owns a slot at a time
+// (slot ownership moves over the socket), so sharing the handle is sound.
+unsafe impl Sync for RingMemory {}
+
+impl RingMemory {
+    pub fn create(geometry: RingGeometry, serial: u64) -> std::io::Result<Self> {
+        let name = format!("{}{}-{serial}", name_prefix(), std::process::id());
+        let c_name = CString::new(format!("/{name}"))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: c_name is a valid NUL-terminated string; flags and mode are plain ints.
+        let fd = unsafe {
+            libc::shm_open(
+                c_name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600 as libc::mode_t,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by shm_open and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let setup = (|| {
+            file.set_len(geometry.total_bytes())?;
+            // SAFETY: the segment is private to this daemon until its name is sent to the
+            // client; nothing truncates it while mapped.
+            unsafe { MmapMut::map_mut(&file) }
+        })();
+        let map = match setup {
+            Ok(map) => map,
+            Err(e) => {
+                // SAFETY: c_name is valid; unlinking our own fresh segment.
+                unsafe { libc::shm_unlink(c_name.as_ptr()) };
+                return Err(e);
+            }
+        };
+        let mut ring = Self {
+            name,
+            map,
+            geometry,
+            unlinked: std::sync::atomic::AtomicBool::new(false),
+        };
+        ring.write_header();
+        Ok(ring)
+    }
+
+    fn write_header(&mut self) {
+        let g = self.geometry;
+        let h = &mut self.map[..RING_HEADER_BYTES as usize];
+        h[0..8].copy_from_slice(&RING_MAGIC);
+        h[8..12].copy_from_slice(&audiodecode_protocol::PROTOCOL_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&g.slots.to_le_bytes());
+        h[16..24].copy_from_slice(&g.slot_bytes.to_le_bytes());
+        h[24..28].copy_from_slice(&g.batch_capacity.to_le_bytes());
+        h[28..32].copy_from_slice(&g.channels.to_le_bytes());
+        h[32..40].copy_from_slice(&g.max_frames.to_le_bytes());
+        h[40..44].copy_from_slice(&g.sample_rate.to_le_bytes());
+    }
+
+    /// The name clients open, with the leading slash (`shm_open` form).
+    pub fn shm_name(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geometry
+    }
+
+    /// Remove the name now; the memory lives until the last mapping goes.
+    pub fn unlink(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.unlinked.swap(true, Ordering::SeqCst) {
+            if let Ok(c) = CString::new(self.shm_name()) {
+                // SAFETY: c is a valid NUL-terminated string.
+                unsafe { libc::shm_unlink(c.as_ptr()) };
+            }
+        }
+    }
+
+    /// Mutable access to one slot's bytes.
+    ///
+    /// # Safety
+    /// The caller must own `slot` (the daemon has not announced it, or the client has
+    /// released it) and no other reference to that slot may exist.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slot_mut(&self, slot: u32) -> &mut [u8] {
+        let start = self.geometry.slot_offset(slot) as usize;
+        let len = self.geometry.slot_bytes as usize;
+        assert!(slot < self.geometry.slots && start + len <= self.map.len());
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(start).cast_mut(), len) }
+    }
+}
+
+impl Drop for RingMemory {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+/// One batch as laid out in a slot.
+pub struct SlotWriter<'a> {
+    pub geometry: RingGeometry,
+    pub bytes: &'a mut [u8],
+}
+
+impl SlotWriter<'_> {
+    /// Write a batch: `rows[i]` is item i's planar audio (`channels` planes), zero padded to
+    /// `frames`.
+    pub fn write(&mut self, header: SlotHeader, rows: &[(u64, i64, &[Vec<f32>])]) {
+        let g = self.geometry;
+        let b = rows.len();
+        let c = header.channels as usize;
+        let t = header.frames as usize;
+        self.bytes[..64].copy_from_slice(&header.to_bytes());
+        for (i, (index, label, planes)) in rows.iter().enumerate() {
+            let len = planes.first().map_or(0, Vec::len).min(t) as u32;
+            let at = g.lengths_offset as usize + 4 * i;
+            self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            let at = g.labels_offset as usize + 8 * i;
+            self.bytes[at..at + 8].copy_from_slice(&label.to_le_bytes());
+            let at = g.indices_offset as usize + 8 * i;
+            self.bytes[at..at + 8].copy_from_slice(&index.to_le_bytes());
+        }
+        let audio =
+            &mut self.bytes[g.audio_offset as usize..g.audio_offset as usize + b * c * t * 4];
+        for (i, (_, _, planes)) in rows.iter().enumerate() {
+            for ch in 0..c {
+                let row = &mut audio[((i * c + ch) * t) * 4..((i * c + ch + 1) * t) * 4];
+                let src: &[f32] = planes.get(ch).map_or(&[], |p| &p[..p.len().min(t)]);
+                for (dst, s) in row.chunks_exact_mut(4).zip(src) {
+                    dst.copy_from_slice(&s.to_le_bytes());
+                }
+                row[src.len() * 4..].fill(0);
+            }
+        }
+    }
+}
+
+/// Unlink segments left behind by daemons that died without cleaning up (SIGKILL, OOM).
+pub fn remove_stale_segments() -> usize {
+    let prefix = name_prefix();
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid as u32 != std::process::id() && !process_alive(pid) {
+            if let Ok(c) = CString::new(format!("/{name}")) {
+                // SAFETY: c is a valid NUL-terminated string.
+                if unsafe { libc::shm_unlink(c.as_ptr()) } == 0 {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_is_private_and_unlinked_on_drop() {
+        let ring = RingMemory::create(RingGeometry::new(2, 3, 1, 100, 16000), 900_001)
+            .expect("create shm");
+        let path = format!("/dev/shm{}", ring.shm_name());
+        let meta = std::fs::metadata(&path).expect("segment exists");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), ring.geometry().total_bytes());
+        drop(ring);
+        assert!(std::fs::metadata(&path).is_err(), "unlinked");
+    }
+
+    #[test]
+    fn slot_write_pads_and_records_lengths() {
+        let g = RingGeometry::new(1, 2, 1, 8, 16000);
+        let ring = RingMemory::create(g, 900_002).expect("create shm");
+        let a = vec![vec![1.0f32, 2.0, 3.0]];
+        let b = vec![vec![4.0f32; 5]];
+        // SAFETY: single-threaded test owns the only slot.
+        let bytes = unsafe { ring.slot_mut(0) };
+        let header = SlotHeader {
+            seq: 1,
+            epoch: 0,
+            batch: 2,
+            channels: 1,
+            frames: 5,
+            sample_rate: 16000,
+        };
+        SlotWriter { geometry: g, bytes }.write(header, &[(10, 1, &a), (11, -1, &b)]);
+        // SAFETY: as above.
+        let bytes = unsafe { ring.slot_mut(0) };
+        let f = |i: usize| {
+            let at = g.audio_offset as usize + 4 * i;
+            f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+        };
+        let row0: Vec<f32> = (0..5).map(f).collect();
+        assert_eq!(row0, vec![1.0, 2.0, 3.0, 0.0, 0.0]);
+        assert_eq!(f(5), 4.0);
+        let len0 = u32::from_le_bytes(
+            bytes[g.lengths_offset as usize..][..4]
+                .try_into()
+                .expect("4"),
+        );
+        assert_eq!(len0, 3);
+    }
+}

@@ -1,0 +1,678 @@
+//! The daemon's control plane: a mio event loop on a Unix socket.
+//!
+//! The loop only parses frames, updates bookkeeping and queues replies; decoding, stream
+//! setup and `load` run on other threads and report back through a channel plus a waker, so
+//! a slow file never stalls another client.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audiodecode_protocol::{
+    decode, frame, ErrorInfo, ErrorKind, LoadedAudio, Request, Response, StatusReport,
+    StreamStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::decode::ChannelMode;
+use crate::pipeline::{load, LoadRequest};
+use crate::ring::RingMemory;
+use crate::stream::{self, error_info, quality_of, Pool, StreamStats};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Set by SIGTERM/SIGINT; the loop checks it every tick.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub struct ServeOptions {
+    pub socket: PathBuf,
+    pub workers: usize,
+}
+
+/// Default socket: `$XDG_RUNTIME_DIR/audiodecode/daemon.sock`, else
+/// `/tmp/audiodecode-<uid>/daemon.sock`; `$AUDIODECODE_SOCKET` overrides both.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUDIODECODE_SOCKET") {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("audiodecode").join("daemon.sock"),
+        // SAFETY: geteuid has no preconditions.
+        _ => PathBuf::from(format!("/tmp/audiodecode-{}", unsafe { libc::geteuid() }))
+            .join("daemon.sock"),
+    }
+}
+
+/// What worker threads send back to the loop.
+enum Event {
+    /// A reply to the connection's outstanding request.
+    Reply(Token, Response),
+    /// A stream finished opening: register it, then reply.
+    Opened(Token, Box<stream::Opened>),
+    /// An unsolicited message (batch ready, end of epoch, stream failure).
+    Push(Token, Response),
+}
+
+struct StreamEntry {
+    conn: Token,
+    ring: Arc<RingMemory>,
+    free_slots: Sender<u32>,
+    cancel: Arc<AtomicBool>,
+    stats: Arc<StreamStats>,
+    total_batches: u64,
+    ring_depth: u32,
+    opened: Instant,
+}
+
+impl StreamEntry {
+    fn close(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.ring.unlink();
+    }
+}
+
+struct Connection {
+    socket: UnixStream,
+    inbox: Vec<u8>,
+    outbox: VecDeque<u8>,
+    greeted: bool,
+    /// A request is being served off-loop; later requests wait so replies stay in order.
+    busy: bool,
+    deferred: VecDeque<Request>,
+    writable_interest: bool,
+    closing: bool,
+}
+
+struct Daemon {
+    poll: Poll,
+    listener: UnixListener,
+    conns: HashMap<Token, Connection>,
+    streams: HashMap<u32, StreamEntry>,
+    next_token: usize,
+    next_stream: Arc<AtomicU32>,
+    pool: Pool,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    waker: Arc<Waker>,
+    started: Instant,
+    shutdown: bool,
+}
+
+/// Exclusive lock on `<socket>.lock` for the daemon's lifetime: a second daemon for the same
+/// socket finds it held and leaves the running one alone.
+fn take_lock(socket: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let path = socket.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok((rc == 0).then_some(file))
+}
+
+fn prepare_socket_dir(socket: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = socket.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Returns Ok(false) when another daemon already serves this socket.
+pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    prepare_socket_dir(&options.socket)?;
+    let Some(_lock) = take_lock(&options.socket)? else {
+        return Ok(false);
+    };
+    // We hold the lock, so any socket file is left over from a dead daemon.
+    let _ = std::fs::remove_file(&options.socket);
+    let removed = crate::ring::remove_stale_segments();
+    if removed > 0 {
+        eprintln!("audiodecode: removed {removed} shared-memory segments of dead daemons");
+    }
+    let mut listener = UnixListener::bind(&options.socket)?;
+    std::fs::set_permissions(&options.socket, std::fs::Permissions::from_mode(0o600))?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        // A client vanishing mid-write must not kill the daemon.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut daemon = Daemon {
+        poll,
+        listener,
+        conns: HashMap::new(),
+        streams: HashMap::new(),
+        next_token: FIRST_CONN,
+        next_stream: Arc::new(AtomicU32::new(1)),
+        pool: Pool::new(options.workers),
+        events_tx,
+        events_rx,
+        waker,
+        started: Instant::now(),
+        shutdown: false,
+    };
+    ready();
+    let result = daemon.run();
+    for entry in daemon.streams.values() {
+        entry.close();
+    }
+    let _ = std::fs::remove_file(&options.socket);
+    result.map(|_| true)
+}
+
+impl Daemon {
+    fn run(&mut self) -> std::io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !self.shutdown && !STOP.load(Ordering::SeqCst) {
+            match self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(250)))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == IoKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => {}
+                    token => {
+                        if event.is_readable() || event.is_read_closed() {
+                            self.read(token);
+                        }
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                    }
+                }
+            }
+            self.drain_events();
+            self.reap();
+        }
+        // Let the last replies (e.g. to Shutdown) go out.
+        for token in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.flush(token);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self) -> std::io::Result<()> {
+        loop {
+            match self.listener.accept() {
+                Ok((mut socket, _)) => {
+                    if !same_user(&socket) {
+                        // Only the daemon's own user may use it (the socket is 0600 too).
+                        continue;
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    self.poll
+                        .registry()
+                        .register(&mut socket, token, Interest::READABLE)?;
+                    self.conns.insert(
+                        token,
+                        Connection {
+                            socket,
+                            inbox: Vec::new(),
+                            outbox: VecDeque::new(),
+                            greeted: false,
+                            busy: false,
+                            deferred: VecDeque::new(),
+                            writable_interest: false,
+                            closing: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == IoKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == IoKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("audiodecode: accept failed: {e}");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let mut closed = false;
+        let mut requests = Vec::new();
+        if let Some(conn) = self.conns.get_mut(&token) {
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match conn.socket.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => conn.inbox.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == IoKind::WouldBlock => break,
+                    Err(e) if e.kind() == IoKind::Interrupted => continue,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            // Split complete frames off the inbox.
+            loop {
+                if conn.inbox.len() < 4 {
+                    break;
+                }
+                let len = u32::from_le_bytes([
+                    conn.inbox[0],
+                    conn.inbox[1],
+                    conn.inbox[2],
+                    conn.inbox[3],
+                ]);
+                if len > MAX_FRAME_BYTES {
+                    requests.push(Err(format!("frame of {len} bytes is too large")));
+                    conn.inbox.clear();
+                    break;
+                }
+                let end = 4 + len as usize;
+                if conn.inbox.len() < end {
+                    break;
+                }
+                requests.push(decode::<Request>(&conn.inbox[4..end]).map_err(|e| e.to_string()));
+                conn.inbox.drain(..end);
+            }
+        }
+        for request in requests {
+            match request {
+                Ok(r) => self.handle(token, r),
+                Err(message) => {
+                    self.reply(
+                        token,
+                        Response::Error(ErrorInfo {
+                            kind: ErrorKind::BadRequest,
+                            path: None,
+                            message,
+                        }),
+                    );
+                    if let Some(c) = self.conns.get_mut(&token) {
+                        c.closing = true;
+                    }
+                }
+            }
+        }
+        if closed {
+            self.drop_connection(token);
+        }
+    }
+
+    fn handle(&mut self, token: Token, request: Request) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.busy && !matches!(request, Request::Release { .. }) {
+            conn.deferred.push_back(request);
+            return;
+        }
+        if !conn.greeted && !matches!(request, Request::Hello { .. }) {
+            conn.closing = true;
+            self.reply(token, bad("the first message must be Hello"));
+            return;
+        }
+        match request {
+            Request::Hello { version, .. } => {
+                if version != PROTOCOL_VERSION {
+                    conn.closing = true;
+                    let message = format!(
+                        "protocol version mismatch: client speaks {version}, daemon speaks \
+                         {PROTOCOL_VERSION}; use the client and daemon from the same release"
+                    );
+                    self.reply(
+                        token,
+                        Response::Error(ErrorInfo {
+                            kind: ErrorKind::VersionMismatch,
+                            path: None,
+                            message,
+                        }),
+                    );
+                } else {
+                    conn.greeted = true;
+                    self.reply(
+                        token,
+                        Response::Hello {
+                            version: PROTOCOL_VERSION,
+                            daemon_pid: std::process::id(),
+                        },
+                    );
+                }
+            }
+            Request::Release { stream, slot } => {
+                // No reply: releases are fire-and-forget so the client never waits on them.
+                if let Some(entry) = self.streams.get(&stream).filter(|e| e.conn == token) {
+                    if slot < entry.ring_depth {
+                        entry.stats.released.fetch_add(1, Ordering::Relaxed);
+                        let _ = entry.free_slots.send(slot);
+                    }
+                }
+            }
+            Request::CloseStream { stream } => {
+                if let Some(entry) = self.streams.get(&stream).filter(|e| e.conn == token) {
+                    entry.close();
+                    self.streams.remove(&stream);
+                }
+                self.reply(token, Response::Ok);
+            }
+            Request::OpenStream(spec) => {
+                conn.busy = true;
+                let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+                let pool = self.pool.clone();
+                let tx = self.events_tx.clone();
+                let waker = Arc::clone(&self.waker);
+                let spawned = std::thread::Builder::new()
+                    .name("open-stream".into())
+                    .spawn(move || {
+                        let push_tx = tx.clone();
+                        let push_waker = Arc::clone(&waker);
+                        let notify = Box::new(move |message| {
+                            let _ = push_tx.send(Event::Push(token, message));
+                            let _ = push_waker.wake();
+                        });
+                        let event = match stream::open(id, spec, &pool, notify) {
+                            Ok(opened) => Event::Opened(token, Box::new(opened)),
+                            Err(e) => Event::Reply(token, Response::Error(e)),
+                        };
+                        let _ = tx.send(event);
+                        let _ = waker.wake();
+                    });
+                if let Err(e) = spawned {
+                    self.finish_busy(token, internal(format!("cannot start stream setup: {e}")));
+                }
+            }
+            Request::Load(spec) => {
+                conn.busy = true;
+                let tx = self.events_tx.clone();
+                let waker = Arc::clone(&self.waker);
+                self.pool.submit(move || {
+                    let _ = tx.send(Event::Reply(token, load_reply(&spec)));
+                    let _ = waker.wake();
+                });
+            }
+            Request::Status => {
+                let report = self.status();
+                self.reply(token, Response::Status(report));
+            }
+            Request::Shutdown => {
+                self.reply(token, Response::Ok);
+                self.shutdown = true;
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let mut streams: Vec<StreamStatus> = self
+            .streams
+            .iter()
+            .map(|(&id, e)| {
+                let secs = e.opened.elapsed().as_secs_f64().max(1e-9);
+                let announced = e.stats.announced.load(Ordering::Relaxed);
+                let released = e.stats.released.load(Ordering::Relaxed);
+                StreamStatus {
+                    stream: id,
+                    batches_done: announced,
+                    batches_total: e.total_batches,
+                    items_per_second: e.stats.items.load(Ordering::Relaxed) as f64 / secs,
+                    audio_seconds_per_second: e.stats.frames.load(Ordering::Relaxed) as f64
+                        / f64::from(e.ring.geometry().sample_rate)
+                        / secs,
+                    workers: self.pool.size() as u32,
+                    ring_depth: e.ring_depth,
+                    ring_filled: announced.saturating_sub(released) as u32,
+                    skipped: e.stats.skipped.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        streams.sort_by_key(|s| s.stream);
+        StatusReport {
+            daemon_pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            clients: self.conns.len() as u32,
+            streams,
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(event) = self.events_rx.try_recv() {
+            match event {
+                Event::Reply(token, response) => self.finish_busy(token, response),
+                Event::Push(token, response) => self.reply(token, response),
+                Event::Opened(token, opened) => {
+                    let opened = *opened;
+                    if !self.conns.contains_key(&token) {
+                        // The client left while the stream was being set up.
+                        opened.cancel.store(true, Ordering::SeqCst);
+                        opened.ring.unlink();
+                        continue;
+                    }
+                    let id = opened.info.stream;
+                    self.streams.insert(
+                        id,
+                        StreamEntry {
+                            conn: token,
+                            ring: Arc::clone(&opened.ring),
+                            free_slots: opened.free_slots,
+                            cancel: opened.cancel,
+                            stats: opened.stats,
+                            total_batches: opened.info.batches_per_epoch,
+                            ring_depth: opened.info.ring.slots,
+                            opened: Instant::now(),
+                        },
+                    );
+                    // Queue the reply first, then start the driver: its first BatchReady
+                    // comes through this same queue, after the reply.
+                    self.finish_busy(token, Response::StreamOpened(opened.info));
+                    if let Err(e) = (opened.start)() {
+                        self.reply(
+                            token,
+                            Response::StreamFailed {
+                                stream: id,
+                                error: ErrorInfo {
+                                    kind: ErrorKind::Internal,
+                                    path: None,
+                                    message: format!("cannot start stream thread: {e}"),
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send the reply to the outstanding request, then serve requests that waited for it.
+    fn finish_busy(&mut self, token: Token, response: Response) {
+        self.reply(token, response);
+        loop {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            conn.busy = false;
+            let Some(next) = conn.deferred.pop_front() else {
+                return;
+            };
+            self.handle(token, next);
+            if self.conns.get(&token).is_none_or(|c| c.busy) {
+                return;
+            }
+        }
+    }
+
+    fn reply(&mut self, token: Token, response: Response) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        match frame(&response) {
+            Ok(bytes) => conn.outbox.extend(bytes),
+            Err(e) => eprintln!("audiodecode: cannot encode reply: {e}"),
+        }
+        self.flush(token);
+    }
+
+    fn flush(&mut self, token: Token) {
+        let mut failed = false;
+        if let Some(conn) = self.conns.get_mut(&token) {
+            while !conn.outbox.is_empty() {
+                let (front, _) = conn.outbox.as_slices();
+                match conn.socket.write(front) {
+                    Ok(0) => {
+                        failed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        conn.outbox.drain(..n);
+                    }
+                    Err(e) if e.kind() == IoKind::WouldBlock => break,
+                    Err(e) if e.kind() == IoKind::Interrupted => continue,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let want_write = !conn.outbox.is_empty();
+            if want_write != conn.writable_interest && !failed {
+                let interest = if want_write {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if self
+                    .poll
+                    .registry()
+                    .reregister(&mut conn.socket, token, interest)
+                    .is_ok()
+                {
+                    conn.writable_interest = want_write;
+                }
+            }
+        }
+        if failed {
+            self.drop_connection(token);
+        }
+    }
+
+    /// Close connections that misbehaved once their error reply is out.
+    fn reap(&mut self) {
+        let done: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing && c.outbox.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in done {
+            self.drop_connection(token);
+        }
+    }
+
+    /// A client went away (or was cut off): free its streams and their shared memory.
+    fn drop_connection(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+        }
+        let mine: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, e)| e.conn == token)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mine {
+            if let Some(entry) = self.streams.remove(&id) {
+                entry.close();
+            }
+        }
+    }
+}
+
+fn bad(message: &str) -> Response {
+    Response::Error(ErrorInfo {
+        kind: ErrorKind::BadRequest,
+        path: None,
+        message: message.into(),
+    })
+}
+
+fn internal(message: String) -> Response {
+    Response::Error(ErrorInfo {
+        kind: ErrorKind::Internal,
+        path: None,
+        message,
+    })
+}
+
+fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
+    let req = LoadRequest {
+        sample_rate: spec.sample_rate,
+        channels: if spec.mono {
+            ChannelMode::Mono
+        } else {
+            ChannelMode::Keep
+        },
+        offset: spec.offset,
+        duration: spec.duration,
+        quality: quality_of(spec.quality),
+        lenient: false,
+    };
+    match load(Path::new(&spec.path), &req, 1) {
+        Ok(audio) => {
+            let mut samples = Vec::with_capacity(audio.frames() * audio.channels() * 4);
+            for plane in &audio.planes {
+                for s in plane {
+                    samples.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+            Response::Loaded(LoadedAudio {
+                sample_rate: audio.sample_rate,
+                channels: audio.channels() as u32,
+                frames: audio.frames() as u64,
+                samples,
+            })
+        }
+        Err(e) => Response::Error(error_info(&e)),
+    }
+}
+
+/// SO_PEERCRED: the peer must run as our user.
+fn same_user(socket: &UnixStream) -> bool {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred/len are valid out-parameters of the right size for SO_PEERCRED.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    rc == 0 && cred.uid == unsafe { libc::geteuid() }
+}

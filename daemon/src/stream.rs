@@ -1,0 +1,504 @@
+//! A stream: one epoch of batches for one client, decoded by the shared worker pool and
+//! written into the stream's ring.
+//!
+//! The driver thread keeps up to `depth` batches decoding ahead (items are pool jobs, so a
+//! batch's items decode in parallel), then waits for a free slot, assembles the batch into
+//! it and announces it. It blocks only on channels, never on the event loop.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use audiodecode_protocol::ring::{RingGeometry, SlotHeader};
+use audiodecode_protocol::{
+    CropMode, ErrorInfo, ErrorKind, ItemInfo, OnError, Response, SkippedItem, StreamSpec,
+};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::decode::{probe_info, ChannelMode};
+use crate::error::DecodeError;
+use crate::pipeline::{load, LoadRequest};
+use crate::resample::Quality;
+use crate::ring::{RingMemory, SlotWriter};
+use crate::sampler::SplitMix64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The daemon's decode workers, shared by every stream and `load` request.
+#[derive(Clone)]
+pub struct Pool {
+    tx: Sender<Job>,
+    size: usize,
+}
+
+impl Pool {
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..size {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("decode-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                eprintln!("audiodecode: cannot start decode worker {i}: {e}");
+            }
+        }
+        Self { tx, size }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
+        // Workers live as long as the process, so the channel cannot be closed.
+        let _ = self.tx.send(Box::new(job));
+    }
+}
+
+pub fn quality_of(q: audiodecode_protocol::Quality) -> Quality {
+    match q {
+        audiodecode_protocol::Quality::Fast => Quality::Fast,
+        audiodecode_protocol::Quality::Hq => Quality::Hq,
+        audiodecode_protocol::Quality::Vhq => Quality::Vhq,
+    }
+}
+
+pub fn error_info(err: &DecodeError) -> ErrorInfo {
+    let kind = match err {
+        DecodeError::NotFound { .. } => ErrorKind::NotFound,
+        DecodeError::Io { .. } => ErrorKind::Io,
+        DecodeError::Unsupported { .. } => ErrorKind::Unsupported,
+        DecodeError::Corrupt { .. } => ErrorKind::Corrupt,
+        DecodeError::Truncated { .. } => ErrorKind::Truncated,
+        DecodeError::Empty { .. } => ErrorKind::Empty,
+        DecodeError::OffsetPastEnd { .. } => ErrorKind::OffsetPastEnd,
+        DecodeError::InvalidRequest { .. } => ErrorKind::BadRequest,
+        DecodeError::Panic { .. } => ErrorKind::DecoderPanic,
+    };
+    ErrorInfo {
+        kind,
+        path: Some(err.path().to_string_lossy().into_owned()),
+        message: err.to_string(),
+    }
+}
+
+/// Live counters, read by `status`.
+#[derive(Default)]
+pub struct StreamStats {
+    pub announced: AtomicU64,
+    pub released: AtomicU64,
+    pub items: AtomicU64,
+    /// Output frames delivered (for audio-seconds per second).
+    pub frames: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+/// Everything a driver needs; built by the server when a stream opens.
+pub struct StreamJob {
+    pub id: u32,
+    pub spec: StreamSpec,
+    pub items: Arc<Vec<ItemInfo>>,
+    pub batches: Vec<Vec<u64>>,
+    pub ring: Arc<RingMemory>,
+    pub free_slots: Receiver<u32>,
+    pub cancel: Arc<AtomicBool>,
+    pub stats: Arc<StreamStats>,
+    pub pool: Pool,
+    /// Messages for the client, delivered by the event loop in order.
+    pub notify: Box<dyn Fn(Response) + Send>,
+}
+
+type ItemResult = Result<Vec<Vec<f32>>, DecodeError>;
+
+/// Decode one item as the stream asks: rate, channels, crop, capped at the slot length.
+pub fn decode_item(spec: &StreamSpec, item: &ItemInfo, index: u64, max_frames: u64) -> ItemResult {
+    let path = Path::new(&item.path);
+    let sr = spec.sample_rate;
+    let mut req = LoadRequest {
+        sample_rate: Some(sr),
+        channels: if spec.mono {
+            ChannelMode::Mono
+        } else {
+            ChannelMode::Keep
+        },
+        quality: quality_of(spec.quality),
+        ..LoadRequest::default()
+    };
+    if let Some(max_s) = spec.max_seconds {
+        req.duration = Some(max_s);
+        if spec.crop == CropMode::Random {
+            // Choose the window from the declared length, then seek: no full decode.
+            if let Some(total) = probe_info(path)?.duration {
+                let total_out = (total * f64::from(sr)).round() as u64;
+                let window = (max_s * f64::from(sr)).round() as u64;
+                if total_out > window {
+                    let mut rng = SplitMix64::for_item(spec.seed, spec.epoch, index);
+                    let start = rng.below(total_out - window + 1);
+                    req.offset = start as f64 / f64::from(sr);
+                }
+            }
+        }
+    }
+    let audio = load(path, &req, 1)?;
+    let channels = if spec.mono {
+        1
+    } else {
+        spec.channels.max(1) as usize
+    };
+    let mut planes = audio.planes;
+    // A fixed channel count per stream: extra channels dropped, missing ones silent.
+    planes.truncate(channels);
+    let frames = planes.first().map_or(0, Vec::len);
+    planes.resize_with(channels, || vec![0.0; frames]);
+    for p in &mut planes {
+        p.truncate(max_frames as usize);
+    }
+    Ok(planes)
+}
+
+struct InFlight {
+    seq: u64,
+    indices: Vec<u64>,
+    results: Receiver<(usize, ItemResult)>,
+}
+
+/// Run the stream to the end of its epoch (or until cancelled).
+pub fn drive(job: StreamJob) {
+    let start_batch = job.spec.start_batch as usize;
+    let depth = job.ring.geometry().slots as usize;
+    let mut next = start_batch;
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut skipped: Vec<SkippedItem> = Vec::new();
+
+    let submit = |seq: usize| -> InFlight {
+        let indices = job.batches[seq].clone();
+        let (tx, rx) = crossbeam_channel::bounded(indices.len().max(1));
+        for (pos, &index) in indices.iter().enumerate() {
+            let tx = tx.clone();
+            let items = Arc::clone(&job.items);
+            let spec = job.spec.clone();
+            let cancel = Arc::clone(&job.cancel);
+            let max_frames = job.ring.geometry().max_frames;
+            job.pool.submit(move || {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let item = &items[index as usize];
+                let _ = tx.send((pos, decode_item(&spec, item, index, max_frames)));
+            });
+        }
+        InFlight {
+            seq: seq as u64,
+            indices,
+            results: rx,
+        }
+    };
+
+    loop {
+        while inflight.len() < depth && next < job.batches.len() {
+            inflight.push_back(submit(next));
+            next += 1;
+        }
+        let Some(batch) = inflight.pop_front() else {
+            break;
+        };
+        let mut decoded: Vec<Option<ItemResult>> = (0..batch.indices.len()).map(|_| None).collect();
+        for _ in 0..batch.indices.len() {
+            match batch.results.recv() {
+                Ok((pos, result)) => decoded[pos] = Some(result),
+                Err(_) => return, // cancelled: jobs dropped their senders
+            }
+        }
+        if job.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut rows: Vec<(u64, i64, Vec<Vec<f32>>)> = Vec::with_capacity(decoded.len());
+        for (index, result) in batch.indices.iter().zip(decoded) {
+            let item = &job.items[*index as usize];
+            match result {
+                Some(Ok(planes)) => rows.push((*index, item.label, planes)),
+                Some(Err(err)) => {
+                    if job.spec.on_error == OnError::Raise {
+                        (job.notify)(Response::StreamFailed {
+                            stream: job.id,
+                            error: error_info(&err),
+                        });
+                        return;
+                    }
+                    job.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    skipped.push(SkippedItem {
+                        index: *index,
+                        path: item.path.clone(),
+                        message: err.to_string(),
+                    });
+                }
+                None => return,
+            }
+        }
+        if rows.is_empty() {
+            // Every item of this batch failed and was skipped; there is nothing to deliver.
+            continue;
+        }
+        // Wait for the client to hand back a slot: the only place the driver waits on it.
+        let Ok(slot) = job.free_slots.recv() else {
+            return;
+        };
+        if job.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        write_batch(&job.ring, slot, &job.spec, batch.seq, &rows);
+        job.stats
+            .items
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let frames: u64 = rows
+            .iter()
+            .map(|r| r.2.first().map_or(0, Vec::len) as u64)
+            .sum();
+        job.stats.frames.fetch_add(frames, Ordering::Relaxed);
+        job.stats.announced.fetch_add(1, Ordering::Relaxed);
+        (job.notify)(Response::BatchReady {
+            stream: job.id,
+            slot,
+            seq: batch.seq,
+        });
+    }
+    (job.notify)(Response::EndOfEpoch {
+        stream: job.id,
+        skipped,
+    });
+}
+
+fn write_batch(
+    ring: &RingMemory,
+    slot: u32,
+    spec: &StreamSpec,
+    seq: u64,
+    rows: &[(u64, i64, Vec<Vec<f32>>)],
+) {
+    let geometry: RingGeometry = ring.geometry();
+    let longest = rows
+        .iter()
+        .map(|r| r.2.first().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0) as u64;
+    let frames = if spec.pad_to_max && spec.max_seconds.is_some() {
+        geometry.max_frames
+    } else {
+        longest
+    };
+    let header = SlotHeader {
+        seq,
+        epoch: spec.epoch,
+        batch: rows.len() as u32,
+        channels: geometry.channels,
+        frames,
+        sample_rate: geometry.sample_rate,
+    };
+    let refs: Vec<(u64, i64, &[Vec<f32>])> = rows
+        .iter()
+        .map(|(i, l, p)| (*i, *l, p.as_slice()))
+        .collect();
+    // SAFETY: the driver received `slot` from the free-slot channel, so it owns it until it
+    // announces the batch; nothing else writes or reads it meanwhile.
+    let bytes = unsafe { ring.slot_mut(slot) };
+    SlotWriter { geometry, bytes }.write(header, &refs);
+}
+
+/// What the server keeps of an opened stream.
+pub struct Opened {
+    pub info: audiodecode_protocol::StreamInfo,
+    pub ring: Arc<RingMemory>,
+    pub free_slots: Sender<u32>,
+    pub cancel: Arc<AtomicBool>,
+    pub stats: Arc<StreamStats>,
+    /// Starts the driver. Called after `StreamOpened` is queued, so the reply reaches the
+    /// client before the first `BatchReady`.
+    pub start: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
+}
+
+/// Slot length when neither `max_seconds` nor the files' headers bound it.
+const DEFAULT_MAX_SECONDS: f64 = 30.0;
+const DEFAULT_DEPTH: u32 = 4;
+
+fn bad_request(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo {
+        kind: ErrorKind::BadRequest,
+        path: None,
+        message: message.into(),
+    }
+}
+
+fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
+    if spec.sample_rate == 0 || spec.sample_rate > 768_000 {
+        return Err(bad_request(format!("sample rate {} Hz", spec.sample_rate)));
+    }
+    if spec.batch_size == 0 {
+        return Err(bad_request("batch size 0"));
+    }
+    if spec.world_size == 0 || spec.rank >= spec.world_size {
+        return Err(bad_request(format!(
+            "rank {} of world size {}",
+            spec.rank, spec.world_size
+        )));
+    }
+    if !spec.mono && spec.channels == 0 {
+        return Err(bad_request("channels must be at least 1 when mono is off"));
+    }
+    if let Some(s) = spec.max_seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(bad_request(format!("max_seconds {s}")));
+        }
+    }
+    Ok(())
+}
+
+/// Longest item (in output frames) among `indices`, from the headers, read in parallel.
+fn longest_item(pool: &Pool, items: &Arc<Vec<ItemInfo>>, indices: &[u64], sr: u32) -> Option<u64> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for &i in indices {
+        let tx = tx.clone();
+        let items = Arc::clone(items);
+        pool.submit(move || {
+            let info = probe_info(Path::new(&items[i as usize].path)).ok();
+            let _ = tx.send(info.and_then(|i| i.duration));
+        });
+    }
+    drop(tx);
+    let mut longest: Option<f64> = None;
+    let mut unknown = false;
+    for d in rx {
+        match d {
+            Some(d) => longest = Some(longest.map_or(d, |l| l.max(d))),
+            None => unknown = true,
+        }
+    }
+    // Files that do not declare a length may be longer than any that do.
+    let seconds = if unknown {
+        longest.unwrap_or(0.0).max(DEFAULT_MAX_SECONDS)
+    } else {
+        longest?
+    };
+    Some((seconds * f64::from(sr)).ceil() as u64 + 1)
+}
+
+fn shm_available() -> Option<u64> {
+    let path = std::ffi::CString::new("/dev/shm").ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is valid and st is a properly sized out-parameter.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Resolve the dataset, plan the epoch, create the ring and start the driver.
+pub fn open(
+    id: u32,
+    spec: StreamSpec,
+    pool: &Pool,
+    notify: Box<dyn Fn(Response) + Send>,
+) -> Result<Opened, ErrorInfo> {
+    validate(&spec)?;
+    let resolved = crate::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo {
+        kind: ErrorKind::BadRequest,
+        path: None,
+        message: e.to_string(),
+    })?;
+    let items = Arc::new(resolved.items);
+    let batches = crate::sampler::epoch_batches(&crate::sampler::SamplerSpec {
+        items: items.len() as u64,
+        batch_size: u64::from(spec.batch_size),
+        shuffle: spec.shuffle,
+        seed: spec.seed,
+        epoch: spec.epoch,
+        rank: u64::from(spec.rank),
+        world_size: u64::from(spec.world_size),
+        drop_last: spec.drop_last,
+    });
+    if spec.start_batch > batches.len() as u64 {
+        return Err(bad_request(format!(
+            "start_batch {} past the {} batches of the epoch",
+            spec.start_batch,
+            batches.len()
+        )));
+    }
+    let sr = spec.sample_rate;
+    let max_frames = match spec.max_seconds {
+        Some(s) => (s * f64::from(sr)).round().max(1.0) as u64,
+        None => {
+            let mine: Vec<u64> = batches.concat();
+            longest_item(pool, &items, &mine, sr)
+                .unwrap_or((DEFAULT_MAX_SECONDS * f64::from(sr)) as u64)
+                .max(1)
+        }
+    };
+    let depth = if spec.prefetch > 0 {
+        spec.prefetch
+    } else {
+        DEFAULT_DEPTH
+    }
+    .max(2);
+    let channels = if spec.mono { 1 } else { spec.channels };
+    let geometry = RingGeometry::new(depth, spec.batch_size, channels, max_frames, sr);
+    if let Some(free) = shm_available() {
+        if geometry.total_bytes() > free {
+            return Err(bad_request(format!(
+                "the batch ring needs {} MB but /dev/shm has {} MB free; set max_seconds or \
+                 a smaller batch size or prefetch",
+                geometry.total_bytes() >> 20,
+                free >> 20
+            )));
+        }
+    }
+    let ring = RingMemory::create(geometry, u64::from(id)).map_err(|e| ErrorInfo {
+        kind: ErrorKind::Io,
+        path: None,
+        message: format!("cannot create shared memory: {e}"),
+    })?;
+    let ring = Arc::new(ring);
+    let (free_tx, free_rx) = crossbeam_channel::unbounded();
+    for slot in 0..depth {
+        let _ = free_tx.send(slot);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(StreamStats::default());
+    let info = audiodecode_protocol::StreamInfo {
+        stream: id,
+        shm_name: ring.shm_name(),
+        ring: geometry,
+        batches_per_epoch: batches.len() as u64,
+        items: items.as_ref().clone(),
+        classes: resolved.classes,
+    };
+    let job = StreamJob {
+        id,
+        spec,
+        items,
+        batches,
+        ring: Arc::clone(&ring),
+        free_slots: free_rx,
+        cancel: Arc::clone(&cancel),
+        stats: Arc::clone(&stats),
+        pool: pool.clone(),
+        notify,
+    };
+    let start = Box::new(move || {
+        std::thread::Builder::new()
+            .name(format!("stream-{id}"))
+            .spawn(move || drive(job))
+            .map(|_| ())
+    });
+    Ok(Opened {
+        info,
+        ring,
+        free_slots: free_tx,
+        cancel,
+        stats,
+        start,
+    })
+}

@@ -1,0 +1,440 @@
+//! The daemon end to end over its socket: streams into shared memory, ownership of slots,
+//! error policies, and cleanup when a client disappears.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use audiodecode::client::Client;
+use audiodecode::{load, ChannelMode, LoadRequest};
+use audiodecode_protocol::ring::{RingGeometry, SlotHeader};
+use audiodecode_protocol::{
+    CropMode, Dataset, OnError, Quality, Request, Response, StreamInfo, StreamSpec,
+};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("d.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
+            .args(["serve", "--foreground", "--workers", "2", "--socket"])
+            .arg(&socket)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Client::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket).expect("connect")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mono 16-bit WAV of a tone whose frequency encodes the item, `seconds` long.
+fn write_wav(path: &Path, seconds: f64, rate: u32, freq: f64) {
+    let n = (seconds * f64::from(rate)) as usize;
+    let mut data = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        let v = (0.3
+            * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()
+            * 32767.0) as i16;
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).expect("write wav");
+}
+
+fn corpus(dir: &Path, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("clip{i:03}.wav"));
+            let rate = if i % 2 == 0 { 44100 } else { 22050 };
+            write_wav(&p, 0.2 + 0.05 * i as f64, rate, 200.0 + 10.0 * i as f64);
+            p.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+fn spec(paths: Vec<String>, batch_size: u32) -> StreamSpec {
+    let labels = (0..paths.len() as i64).collect();
+    StreamSpec {
+        dataset: Dataset::Files {
+            paths,
+            labels: Some(labels),
+        },
+        sample_rate: 16000,
+        mono: true,
+        channels: 1,
+        batch_size,
+        max_seconds: None,
+        crop: CropMode::Start,
+        pad_to_max: false,
+        shuffle: true,
+        seed: 3,
+        epoch: 0,
+        start_batch: 0,
+        rank: 0,
+        world_size: 1,
+        drop_last: false,
+        on_error: OnError::Skip,
+        quality: Quality::Hq,
+        prefetch: 2,
+    }
+}
+
+fn open(client: &mut Client, spec: StreamSpec) -> StreamInfo {
+    match client.request(&Request::OpenStream(spec)).expect("open") {
+        Response::StreamOpened(info) => info,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn map_ring(info: &StreamInfo) -> memmap2::Mmap {
+    let path = format!("/dev/shm{}", info.shm_name);
+    let file = std::fs::File::open(&path).expect("open shm");
+    // SAFETY: read-only view of a segment the daemon keeps alive while the stream is open.
+    unsafe { memmap2::Mmap::map(&file).expect("map shm") }
+}
+
+struct Batch {
+    header: SlotHeader,
+    lengths: Vec<u32>,
+    labels: Vec<i64>,
+    indices: Vec<u64>,
+    audio: Vec<f32>,
+}
+
+fn read_slot(map: &[u8], g: &RingGeometry, slot: u32) -> Batch {
+    let base = g.slot_offset(slot) as usize;
+    let s = &map[base..base + g.slot_bytes as usize];
+    let header = SlotHeader::from_bytes(s).expect("header");
+    let b = header.batch as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().expect("4"));
+    let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().expect("8"));
+    let lengths = (0..b)
+        .map(|i| u32_at(g.lengths_offset as usize + 4 * i))
+        .collect();
+    let labels = (0..b)
+        .map(|i| u64_at(g.labels_offset as usize + 8 * i) as i64)
+        .collect();
+    let indices = (0..b)
+        .map(|i| u64_at(g.indices_offset as usize + 8 * i))
+        .collect();
+    let count = b * header.channels as usize * header.frames as usize;
+    let audio = (0..count)
+        .map(|i| {
+            let o = g.audio_offset as usize + 4 * i;
+            f32::from_le_bytes(s[o..o + 4].try_into().expect("4"))
+        })
+        .collect();
+    Batch {
+        header,
+        lengths,
+        labels,
+        indices,
+        audio,
+    }
+}
+
+#[test]
+fn a_stream_delivers_every_item_once_equal_to_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 11);
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let info = open(&mut client, spec(paths.clone(), 4));
+    assert_eq!(info.batches_per_epoch, 3);
+    assert_eq!(info.items.len(), 11);
+    let map = map_ring(&info);
+    let mut seen = Vec::new();
+    let mut seqs = Vec::new();
+    loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, seq, .. } => {
+                seqs.push(seq);
+                let batch = read_slot(&map, &info.ring, slot);
+                assert_eq!(batch.header.seq, seq);
+                let t = batch.header.frames as usize;
+                assert_eq!(
+                    t,
+                    *batch.lengths.iter().max().expect("items") as usize,
+                    "pad to longest"
+                );
+                for (row, &index) in batch.indices.iter().enumerate() {
+                    let expected = load(
+                        Path::new(&paths[index as usize]),
+                        &LoadRequest {
+                            sample_rate: Some(16000),
+                            channels: ChannelMode::Mono,
+                            ..Default::default()
+                        },
+                        1,
+                    )
+                    .expect("load");
+                    let got = &batch.audio[row * t..(row + 1) * t];
+                    let n = expected.frames();
+                    assert_eq!(batch.lengths[row] as usize, n);
+                    assert_eq!(&got[..n], &expected.planes[0][..], "item {index}");
+                    assert!(got[n..].iter().all(|&v| v == 0.0), "zero padding");
+                    assert_eq!(batch.labels[row], index as i64);
+                    seen.push(index);
+                }
+                client
+                    .send(&Request::Release {
+                        stream: info.stream,
+                        slot,
+                    })
+                    .expect("release");
+            }
+            Response::EndOfEpoch { skipped, .. } => {
+                assert!(skipped.is_empty());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seqs, vec![0, 1, 2]);
+    assert_eq!(seen.len(), 11);
+    assert_eq!(seen.iter().copied().collect::<HashSet<_>>().len(), 11);
+    assert_ne!(seen, (0..11).collect::<Vec<u64>>(), "shuffled");
+    assert_eq!(
+        client
+            .request(&Request::CloseStream {
+                stream: info.stream
+            })
+            .expect("close"),
+        Response::Ok
+    );
+    assert!(
+        std::fs::metadata(format!("/dev/shm{}", info.shm_name)).is_err(),
+        "unlinked on close"
+    );
+}
+
+#[test]
+fn the_daemon_waits_for_released_slots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 8);
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let info = open(&mut client, spec(paths, 1));
+    // Depth 2: without releases only two batches may be announced.
+    let mut slots = Vec::new();
+    for _ in 0..2 {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, .. } => slots.push(slot),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut status = daemon.client();
+    std::thread::sleep(Duration::from_millis(300));
+    match status.request(&Request::Status).expect("status") {
+        Response::Status(r) => {
+            let s = r
+                .streams
+                .iter()
+                .find(|s| s.stream == info.stream)
+                .expect("stream listed");
+            assert_eq!(s.batches_done, 2, "no third batch without a free slot");
+            assert_eq!(s.ring_filled, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    client
+        .send(&Request::Release {
+            stream: info.stream,
+            slot: slots[0],
+        })
+        .expect("release");
+    match client.receive().expect("message") {
+        Response::BatchReady { slot, seq, .. } => {
+            assert_eq!(slot, slots[0]);
+            assert_eq!(seq, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn broken_items_are_skipped_or_raised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut paths = corpus(dir.path(), 5);
+    let broken = dir.path().join("broken.wav");
+    std::fs::write(&broken, b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk").expect("write");
+    paths.insert(2, broken.to_string_lossy().into_owned());
+    paths.push(
+        dir.path()
+            .join("missing.flac")
+            .to_string_lossy()
+            .into_owned(),
+    );
+
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let info = open(&mut client, spec(paths.clone(), 3));
+    let mut delivered = 0;
+    let skipped = loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, .. } => {
+                let map = map_ring(&info);
+                delivered += read_slot(&map, &info.ring, slot).header.batch;
+                client
+                    .send(&Request::Release {
+                        stream: info.stream,
+                        slot,
+                    })
+                    .expect("release");
+            }
+            Response::EndOfEpoch { skipped, .. } => break skipped,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(delivered, 5);
+    let names: HashSet<String> = skipped.iter().map(|s| s.path.clone()).collect();
+    assert!(
+        names.contains(&paths[2]) && names.contains(&paths[6]),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().all(|s| s.message.contains(&s.path)),
+        "messages name the file"
+    );
+
+    let mut raise = spec(paths.clone(), 3);
+    raise.on_error = OnError::Raise;
+    raise.shuffle = false;
+    let info = open(&mut client, raise);
+    loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, .. } => {
+                client
+                    .send(&Request::Release {
+                        stream: info.stream,
+                        slot,
+                    })
+                    .expect("release");
+            }
+            Response::StreamFailed { error, .. } => {
+                assert_eq!(error.path.as_deref(), Some(paths[2].as_str()));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_vanished_client_frees_its_shared_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 6);
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let info = open(&mut client, spec(paths, 2));
+    let shm = format!("/dev/shm{}", info.shm_name);
+    assert!(std::fs::metadata(&shm).is_ok());
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::fs::metadata(&shm).is_ok() {
+        assert!(Instant::now() < deadline, "segment outlived its client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let mut bad = spec(vec!["/nonexistent.wav".into()], 0);
+    bad.batch_size = 0;
+    match client.request(&Request::OpenStream(bad)).expect("reply") {
+        Response::Error(e) => assert!(e.message.contains("batch size"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let manifest = spec(vec![], 1);
+    let manifest = StreamSpec {
+        dataset: Dataset::Manifest {
+            path: "/nonexistent/m.jsonl".into(),
+            label_field: None,
+        },
+        ..manifest
+    };
+    match client
+        .request(&Request::OpenStream(manifest))
+        .expect("reply")
+    {
+        Response::Error(e) => assert!(e.message.contains("/nonexistent/m.jsonl"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match client
+        .request(&Request::Load(audiodecode_protocol::LoadSpec {
+            path: "/nonexistent.wav".into(),
+            sample_rate: None,
+            mono: true,
+            offset: 0.0,
+            duration: None,
+            quality: Quality::Hq,
+        }))
+        .expect("reply")
+    {
+        Response::Error(e) => {
+            assert_eq!(e.kind, audiodecode_protocol::ErrorKind::NotFound);
+            assert_eq!(e.path.as_deref(), Some("/nonexistent.wav"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A wrong protocol version is refused with a message saying so.
+    let mut raw = std::os::unix::net::UnixStream::connect(&daemon.socket).expect("connect");
+    use std::io::{Read, Write};
+    raw.write_all(
+        &audiodecode_protocol::frame(&Request::Hello {
+            version: 999,
+            client_pid: 1,
+        })
+        .expect("frame"),
+    )
+    .expect("write");
+    let mut len = [0u8; 4];
+    raw.read_exact(&mut len).expect("reply");
+    let mut payload = vec![0u8; u32::from_le_bytes(len) as usize];
+    raw.read_exact(&mut payload).expect("payload");
+    match audiodecode_protocol::decode::<Response>(&payload).expect("decode") {
+        Response::Error(e) => assert!(e.message.contains("version"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
