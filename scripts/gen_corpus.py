@@ -148,9 +148,7 @@ def tones(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         f = rng.uniform(80.0, min(4000.0, 0.4 * sr))
         # Slow tremolo so the signal is not perfectly stationary.
         am = 1.0 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.1, 3.0) * t)
-        out += (
-            rng.uniform(0.3, 1.0) * am * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
-        )
+        out += rng.uniform(0.3, 1.0) * am * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
     return out
 
 
@@ -197,9 +195,7 @@ def pan(x: np.ndarray, channels: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.cos(theta) * x, np.sin(theta) * x])
 
 
-def component(
-    kind: str, rng: np.random.Generator, n: int, sr: int, ch: int
-) -> np.ndarray:
+def component(kind: str, rng: np.random.Generator, n: int, sr: int, ch: int) -> np.ndarray:
     if kind == "noise":
         return colored_noise(rng, n, ch)
     gen: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
@@ -245,11 +241,18 @@ def encode(
 
 
 def make_clip(
-    index: int, seed: int, fmt: str, labels: bool, min_s: float, max_s: float, out: Path
+    index: int,
+    seed: int,
+    fmt: str,
+    labels: bool,
+    min_s: float,
+    max_s: float,
+    out: Path,
+    rates: tuple[int, ...] = SAMPLE_RATES,
 ) -> dict[str, object]:
     # Seed per clip (not one shared stream) so results do not depend on thread order.
     rng = np.random.default_rng([seed, index])
-    sr = int(rng.choice(SAMPLE_RATES))
+    sr = int(rng.choice(rates))
     ch = int(rng.integers(1, 3))
     n = round(rng.uniform(min_s, max_s) * sr)
     label = CLASSES[int(rng.integers(len(CLASSES)))]
@@ -333,10 +336,7 @@ def up_to_date(out: Path, params: dict[str, object]) -> list[dict[str, object]] 
     try:
         if json.loads((out / "params.json").read_text()) != params:
             return None
-        rows = [
-            json.loads(line)
-            for line in (out / "manifest.jsonl").read_text().splitlines()
-        ]
+        rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     except (OSError, ValueError):
         return None
     if not rows or not all(Path(str(r["audio_filepath"])).is_file() for r in rows):
@@ -354,12 +354,8 @@ def clean(out: Path) -> None:
                 p.unlink()
 
 
-def write_outputs(
-    out: Path, params: dict[str, object], rows: list[dict[str, object]]
-) -> None:
-    (out / "params.json").write_text(
-        json.dumps(params, indent=2, sort_keys=True) + "\n"
-    )
+def write_outputs(out: Path, params: dict[str, object], rows: list[dict[str, object]]) -> None:
+    (out / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     # Manifest last and atomically: its presence marks a complete corpus.
     tmp = out / "manifest.jsonl.part"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -369,9 +365,7 @@ def write_outputs(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path, help="output directory (created if missing)")
-    p.add_argument(
-        "--count", type=int, default=200, help="number of clips (default 200)"
-    )
+    p.add_argument("--count", type=int, default=200, help="number of clips (default 200)")
     p.add_argument("--min-seconds", type=float, default=2.0)
     p.add_argument("--max-seconds", type=float, default=15.0)
     p.add_argument(
@@ -380,6 +374,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated subset of " + ",".join(ALL_FORMATS),
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rates",
+        default=",".join(str(r) for r in SAMPLE_RATES),
+        help="comma-separated sample rates to draw clips from",
+    )
     p.add_argument(
         "--labels",
         action="store_true",
@@ -393,6 +392,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     a = p.parse_args(argv)
     a.formats = [f.strip().lower() for f in a.formats.split(",") if f.strip()]
+    try:
+        a.rates = tuple(int(r) for r in a.rates.split(",") if r.strip())
+    except ValueError:
+        p.error("--rates must be integers")
+    if not a.rates or min(a.rates) < 8000:
+        p.error("--rates needs rates of at least 8000 Hz")
     bad = sorted(set(a.formats) - set(ALL_FORMATS))
     if bad or not a.formats:
         p.error(f"unknown format(s) {bad}; choose from {','.join(ALL_FORMATS)}")
@@ -421,12 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         params |= {"mode": "clips", "count": a.count, "labels": a.labels}
         params |= {"min_seconds": a.min_seconds, "max_seconds": a.max_seconds}
+        if a.rates != SAMPLE_RATES:
+            params["rates"] = list(a.rates)
 
     existing = up_to_date(out, params)
     if existing is not None:
-        print(
-            f"gen_corpus: {out} up to date ({len(existing)} files, same params), skipped"
-        )
+        print(f"gen_corpus: {out} up to date ({len(existing)} files, same params), skipped")
         return 0
 
     t0 = time.perf_counter()
@@ -468,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                     a.min_seconds,
                     a.max_seconds,
                     out,
+                    a.rates,
                 )
                 for i in range(a.count)
             ]
@@ -482,9 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(out, params, rows)
     size = sum(Path(str(r["audio_filepath"])).stat().st_size for r in rows)
     elapsed = time.perf_counter() - t0
-    print(
-        f"gen_corpus: wrote {desc}, {size / 2**20:.1f} MiB -> {out} in {elapsed:.1f} s"
-    )
+    print(f"gen_corpus: wrote {desc}, {size / 2**20:.1f} MiB -> {out} in {elapsed:.1f} s")
     return 0
 
 

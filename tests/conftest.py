@@ -3,15 +3,125 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "client-py"))
 
+from audiodecode import Daemon
+
 
 def built_binary() -> Path:
-    target = Path(
-        os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/audiodecode/target")
-    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/audiodecode/target"))
     return Path(os.environ.get("AUDIODECODE_BIN", target / "release/audiodecode"))
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """16-bit PCM WAV from float samples ``[T]`` or ``[C, T]`` in [-1, 1]."""
+    planes = np.atleast_2d(samples)
+    pcm = np.round(planes.T * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(planes.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """``[C, T]`` floats with soundfile's int16 scaling (x / 32768)."""
+    with wave.open(str(path), "rb") as w:
+        raw = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        return (raw.reshape(-1, w.getnchannels()).T / 32768.0).astype(np.float32), w.getframerate()
+
+
+def tone(seconds: float, rate: int, freq: float, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return amp * np.sin(2 * np.pi * freq * t)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: Path
+    # Mono 16 kHz WAVs of different lengths under classes/<name>/, in sorted path order.
+    clips: list[Path]
+    classes: list[str]  # class name per clip
+    resampled: list[Path]  # 44.1 kHz mono WAVs
+    stereo: Path  # 48 kHz, different tones left and right
+    encoded: dict[str, Path]  # flac/mp3/ogg made by ffmpeg from `source`
+    source: Path
+    garbage: Path
+    truncated: Path
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    root = tmp_path_factory.mktemp("corpus")
+    names = ["bird", "cat", "dog"]
+    clips, classes = [], []
+    for i in range(14):
+        name = names[i % 3]
+        path = root / "classes" / name / f"clip{i:02d}.wav"
+        write_wav(path, tone(0.3 + 0.1 * i, 16000, 220 + 37 * i, 0.2 + 0.04 * i), 16000)
+        clips.append(path)
+        classes.append(name)
+    order = sorted(range(len(clips)), key=lambda i: clips[i])
+    clips, classes = [clips[i] for i in order], [classes[i] for i in order]
+
+    resampled = []
+    for i in range(3):
+        path = root / "other" / f"hi{i}.wav"
+        write_wav(path, tone(0.7 + 0.2 * i, 44100, 500 + 100 * i), 44100)
+        resampled.append(path)
+    stereo = root / "other" / "stereo.wav"
+    write_wav(stereo, np.stack([tone(1.0, 48000, 300), tone(1.0, 48000, 900, 0.3)]), 48000)
+
+    source = root / "other" / "source.wav"
+    write_wav(source, tone(1.2, 44100, 440), 44100)
+    encoded = {}
+    for ext, codec in (("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libvorbis")):
+        out = root / "other" / f"source.{ext}"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c:a", codec, str(out)],
+            check=True,
+        )
+        encoded[ext] = out
+
+    broken = root / "broken"
+    broken.mkdir()
+    garbage = broken / "garbage.wav"
+    garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 3000, np.uint8).tobytes())
+    truncated = broken / "truncated.wav"
+    whole = clips[-1].read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    return Corpus(root, clips, classes, resampled, stereo, encoded, source, garbage, truncated)
+
+
+@pytest.fixture(scope="session")
+def binary() -> Iterator[Path]:
+    """The built daemon, exported as AUDIODECODE_BIN for the client."""
+    path = built_binary()
+    if not path.exists():
+        pytest.fail(f"build the daemon first: {path} is missing")
+    previous = os.environ.get("AUDIODECODE_BIN")
+    os.environ["AUDIODECODE_BIN"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["AUDIODECODE_BIN"]
+    else:
+        os.environ["AUDIODECODE_BIN"] = previous
+
+
+@pytest.fixture
+def daemon(binary: Path) -> Iterator[Daemon]:
+    """A private daemon for one test; loaders and load() inside the test use it."""
+    with Daemon(workers=2) as d:
+        yield d

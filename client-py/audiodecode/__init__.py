@@ -1,10 +1,38 @@
 """AudioDecode Python client.
 
-The client talks to the ``audiodecode`` daemon over a Unix socket and maps its shared-memory
-batch ring; this first module only locates the daemon binary, the way DESIGN.md specifies.
+The client talks to the ``audiodecode`` daemon over a Unix socket (starting a per-user
+daemon on demand, or using a private one from ``Daemon``) and maps its shared-memory batch
+ring, so training batches arrive as tensors without a copy.
 """
 
+from audiodecode._batch import Batch
 from audiodecode._binary import BinaryNotFoundError, find_binary
+from audiodecode._daemon import Daemon
+from audiodecode._errors import (
+    AudioDecodeError,
+    AudioFileError,
+    AudioFileNotFoundError,
+    BadRequestError,
+    DaemonError,
+    VersionMismatchError,
+)
+from audiodecode._protocol import ErrorKind
+from audiodecode.api import load
+from audiodecode.loader import AudioDataLoader
 
-__all__ = ["BinaryNotFoundError", "find_binary"]
+__all__ = [
+    "AudioDataLoader",
+    "AudioDecodeError",
+    "AudioFileError",
+    "AudioFileNotFoundError",
+    "BadRequestError",
+    "Batch",
+    "BinaryNotFoundError",
+    "Daemon",
+    "DaemonError",
+    "ErrorKind",
+    "VersionMismatchError",
+    "find_binary",
+    "load",
+]
 __version__ = "0.1.0"

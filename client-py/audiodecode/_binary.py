@@ -29,9 +29,7 @@ def find_binary() -> Path:
         if _is_executable(path):
             return path
         # An explicit setting that is wrong is an error, not a reason to pick another binary.
-        raise BinaryNotFoundError(
-            f"AUDIODECODE_BIN={explicit} is not an executable file"
-        )
+        raise BinaryNotFoundError(f"AUDIODECODE_BIN={explicit} is not an executable file")
     looked.append("$AUDIODECODE_BIN (unset)")
 
     scripts = Path(sysconfig.get_path("scripts"))
@@ -49,6 +47,4 @@ def find_binary() -> Path:
     looked.append("PATH")
     if on_path:
         return Path(on_path)
-    raise BinaryNotFoundError(
-        "audiodecode binary not found; looked in: " + ", ".join(looked)
-    )
+    raise BinaryNotFoundError("audiodecode binary not found; looked in: " + ", ".join(looked))

@@ -1,0 +1,202 @@
+"""One connection to the daemon: framing, the handshake, and the message flow.
+
+Requests other than ``Release`` get exactly one response each, in order. Independently the
+daemon pushes ``BatchReady``/``EndOfEpoch``/``StreamFailed`` for open streams at any time;
+pushes read while waiting for a response are queued per stream for ``next_push``.
+
+Reads use a blocking socket with a short timeout in a loop: a daemon that dies closes the
+socket (read returns nothing, or ECONNRESET), which is reported at once as ``DaemonError``,
+while the loop keeps long waits (a slow first batch) interruptible.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import threading
+import time
+from typing import Any, Self, TypeVar
+
+from audiodecode._errors import DaemonError, error_from_info
+from audiodecode._protocol import (
+    PROTOCOL_VERSION,
+    PUSH_TYPES,
+    AnyRequest,
+    AnyResponse,
+    ProtocolError,
+    Request,
+    Response,
+    decode_response,
+    encode_request,
+    frame,
+    frame_length,
+)
+
+POLL_SECONDS = 1.0
+# Something that accepts connections but never answers the handshake is not a daemon.
+HANDSHAKE_SECONDS = 10.0
+R = TypeVar("R")
+
+
+class Connection:
+    """A handshaken connection. Not for concurrent use from several threads except through
+    ``request``/``send``, which are serialised."""
+
+    def __init__(self, sock: socket.socket, path: str) -> None:
+        self._sock = sock
+        self.path = path
+        self._pushes: dict[int, collections.deque[Any]] = collections.defaultdict(collections.deque)
+        self._lock = threading.RLock()
+        self._closed = False
+        self.daemon_pid = 0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Self:
+        """Connect and handshake. ``FileNotFoundError``/``ConnectionRefusedError`` mean
+        that nothing listens at ``path`` (callers may start a daemon and retry)."""
+        path = os.fspath(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(POLL_SECONDS)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        conn = cls(sock, path)
+        try:
+            hello = conn.request(
+                Request.Hello(version=PROTOCOL_VERSION, client_pid=os.getpid()),
+                Response.Hello,
+                timeout=HANDSHAKE_SECONDS,
+            )
+        except BaseException:
+            conn.close()
+            raise
+        if hello.version != PROTOCOL_VERSION:
+            conn.close()
+            raise DaemonError(
+                f"audiodecode daemon at {path} speaks protocol {hello.version}, "
+                f"this client {PROTOCOL_VERSION}"
+            )
+        conn.daemon_pid = hello.daemon_pid
+        return conn
+
+    # --- Sending. ---------------------------------------------------------------------------
+
+    def send(self, msg: AnyRequest) -> None:
+        """Send a request that has no response (``Release``)."""
+        data = memoryview(frame(encode_request(msg)))
+        with self._lock:
+            self._check_open()
+            sent = 0
+            while sent < len(data):
+                try:
+                    sent += self._sock.send(data[sent:])
+                except TimeoutError:
+                    continue  # a big frame and a busy daemon; a dead one gives EPIPE
+                except (BrokenPipeError, ConnectionResetError) as e:
+                    raise self._gone(e) from None
+
+    def request(self, msg: AnyRequest, expect: type[R], timeout: float | None = None) -> R:
+        """Send ``msg`` and return its one response, which must be an ``expect``;
+        ``Response.Error`` raises the matching ``AudioDecodeError``. Without ``timeout``
+        this waits as long as the daemon lives."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self.send(msg)
+            while True:
+                reply = self._read(deadline)
+                if isinstance(reply, PUSH_TYPES):
+                    self._pushes[reply.stream].append(reply)
+                    continue
+                if isinstance(reply, Response.Error):
+                    raise error_from_info(reply.error)
+                if not isinstance(reply, expect):
+                    raise DaemonError(
+                        f"audiodecode daemon answered {type(reply).__qualname__} to "
+                        f"{type(msg).__qualname__} (expected {expect.__qualname__})"
+                    )
+                return reply
+
+    # --- Receiving. -------------------------------------------------------------------------
+
+    def next_push(self, stream: int) -> Any:
+        """The next ``BatchReady``/``EndOfEpoch``/``StreamFailed`` for ``stream``,
+        waiting for it if none is queued."""
+        with self._lock:
+            queue = self._pushes[stream]
+            while not queue:
+                msg = self._read()
+                if not isinstance(msg, PUSH_TYPES):
+                    raise DaemonError(
+                        f"audiodecode daemon sent {type(msg).__qualname__} without a request"
+                    )
+                self._pushes[msg.stream].append(msg)
+            return queue.popleft()
+
+    def forget(self, stream: int) -> None:
+        """Drop queued pushes of a closed stream."""
+        with self._lock:
+            self._pushes.pop(stream, None)
+
+    def _read(self, deadline: float | None = None) -> AnyResponse:
+        n = frame_length(self._recv_exact(4, deadline))
+        payload = self._recv_exact(n, deadline)
+        try:
+            return decode_response(payload)
+        except ProtocolError as e:
+            raise DaemonError(
+                f"undecodable message from the audiodecode daemon at {self.path}: {e}"
+            ) from None
+
+    def _recv_exact(self, n: int, deadline: float | None = None) -> bytearray:
+        self._check_open()
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                k = self._sock.recv_into(view[got:])
+            except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    self.close()
+                    raise DaemonError(
+                        f"no answer from {self.path} (is it an audiodecode daemon?)"
+                    ) from None
+                continue  # nothing yet; the daemon may be busy decoding
+            except (ConnectionResetError, BrokenPipeError) as e:
+                raise self._gone(e) from None
+            if k == 0:
+                raise self._gone(None)
+            got += k
+        return buf
+
+    # --- Lifecycle. -------------------------------------------------------------------------
+
+    def _gone(self, cause: OSError | None) -> DaemonError:
+        self.close()
+        why = f" ({cause.strerror or cause})" if cause is not None else ""
+        return DaemonError(
+            f"audiodecode daemon at {self.path} closed the connection{why}; "
+            "did it crash? (its log is daemon.log beside the socket)"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DaemonError(f"connection to the audiodecode daemon at {self.path} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

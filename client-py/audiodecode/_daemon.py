@@ -1,0 +1,197 @@
+"""Finding, starting and stopping daemons, and connecting to one.
+
+Two ways to get a daemon: the shared per-user daemon at the default socket, started on
+demand by the first client that finds nobody listening (all DDP ranks of a node share it);
+or a private one owned by a ``Daemon`` context, which clients created inside it use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Self
+
+from audiodecode._binary import find_binary
+from audiodecode._client import Connection
+from audiodecode._errors import DaemonError
+from audiodecode._protocol import Request, Response, StatusReport
+
+START_SECONDS = 10.0
+LOG_NAME = "daemon.log"
+
+# The innermost active ``Daemon`` context, if any.
+_active: Daemon | None = None
+
+
+def default_socket_path() -> Path:
+    """``$AUDIODECODE_SOCKET``, else ``$XDG_RUNTIME_DIR/audiodecode/daemon.sock``, else
+    ``/tmp/audiodecode-<uid>/daemon.sock`` (the daemon resolves it the same way)."""
+    explicit = os.environ.get("AUDIODECODE_SOCKET")
+    if explicit:
+        return Path(explicit)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "audiodecode" / "daemon.sock"
+    return Path(f"/tmp/audiodecode-{os.geteuid()}") / "daemon.sock"
+
+
+def _log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {log})"
+    tail = "\n".join(text.splitlines()[-lines:])
+    return f"last lines of {log}:\n{tail}" if tail else f"({log} is empty)"
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``audiodecode <args>`` in its own session (so a Ctrl-C aimed at the training
+    job does not reach it) with output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [str(find_binary()), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+def _wait_until_up(path: Path, proc: subprocess.Popen[bytes], log: Path) -> Connection:
+    """Retry connecting until the daemon answers. A started process that exits with
+    status 0 lost the race to another daemon, which will answer shortly."""
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        try:
+            return Connection.open(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        code = proc.poll()
+        if code not in (None, 0):
+            raise DaemonError(
+                f"the audiodecode daemon for {path} exited with status {code}; " + _log_tail(log)
+            )
+        if time.monotonic() > deadline:
+            raise DaemonError(
+                f"the audiodecode daemon for {path} did not answer within "
+                f"{START_SECONDS:.0f} s; " + _log_tail(log)
+            )
+        time.sleep(0.05)
+
+
+def active_daemon() -> Daemon | None:
+    """The innermost active ``Daemon`` context."""
+    return _active
+
+
+def connect(socket: str | os.PathLike[str] | None = None) -> Connection:
+    """A handshaken connection. With no ``socket``: the active ``Daemon`` context's, else
+    the per-user daemon, started if nothing answers at the default socket."""
+    if socket is None and _active is not None:
+        return _active.connect()
+    path = Path(socket) if socket is not None else default_socket_path()
+    try:
+        return Connection.open(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = path.parent / LOG_NAME
+    # --foreground: this process is the daemon (no re-exec), so its exit status is ours
+    # to see; the new session detaches it from the caller.
+    proc = _spawn(["serve", "--foreground", "--socket", str(path)], log)
+    return _wait_until_up(path, proc, log)
+
+
+class Daemon:
+    """A private daemon for the duration of a ``with`` block::
+
+        with audiodecode.Daemon(workers=4):
+            for batch in AudioDataLoader(files):
+                ...
+
+    Clients created inside the block (loaders, ``load``) use it; on exit it is asked to
+    shut down and, failing that, killed.
+    """
+
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        workers: int | None = None,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._requested_socket = Path(socket) if socket is not None else None
+        self.workers = workers
+        self.stop_timeout = stop_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._tmpdir: str | None = None
+        self._previous: Daemon | None = None
+        self.socket_path = Path()
+        self.log_path = Path()
+
+    def __enter__(self) -> Self:
+        global _active
+        self._tmpdir = tempfile.mkdtemp(prefix="audiodecode-")
+        self.socket_path = self._requested_socket or Path(self._tmpdir) / "daemon.sock"
+        self.log_path = Path(self._tmpdir) / LOG_NAME
+        args = ["serve", "--foreground", "--socket", str(self.socket_path)]
+        if self.workers is not None:
+            args += ["--workers", str(self.workers)]
+        self.process = _spawn(args, self.log_path)
+        try:
+            with _wait_until_up(self.socket_path, self.process, self.log_path) as conn:
+                if conn.daemon_pid != self.process.pid:
+                    raise DaemonError(
+                        f"another audiodecode daemon (pid {conn.daemon_pid}) already "
+                        f"serves {self.socket_path}"
+                    )
+        except BaseException:
+            self._stop()
+            raise
+        self._previous, _active = _active, self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _active
+        _active = self._previous
+        self._stop()
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise DaemonError("the daemon is not running (use it as a context manager)")
+        return self.process.pid
+
+    def connect(self) -> Connection:
+        """A connection to this daemon (never starts another one)."""
+        try:
+            return Connection.open(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DaemonError(
+                f"the private audiodecode daemon at {self.socket_path} is not running; "
+                + _log_tail(self.log_path)
+            ) from None
+
+    def status(self) -> StatusReport:
+        with self.connect() as conn:
+            return conn.request(Request.Status(), Response.Status).report
+
+    def _stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            try:
+                with self.connect() as conn:
+                    conn.request(Request.Shutdown(), Response.Ok, timeout=self.stop_timeout)
+            except (OSError, DaemonError):
+                pass  # already gone or unreachable: the kill below settles it
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None

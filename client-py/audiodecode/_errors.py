@@ -1,0 +1,64 @@
+"""Exceptions raised by the client, and the mapping from the daemon's ``ErrorInfo``."""
+
+from __future__ import annotations
+
+from audiodecode._protocol import ErrorInfo, ErrorKind
+
+
+class AudioDecodeError(Exception):
+    """Base class. ``kind`` is the daemon's ``ErrorKind`` (None for client-side errors) and
+    ``path`` the file concerned, when there is one."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: ErrorKind | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.path = path
+
+
+class DaemonError(AudioDecodeError):
+    """The daemon could not be started or reached, went away, or broke the protocol."""
+
+
+class VersionMismatchError(DaemonError):
+    """The daemon speaks another protocol version (client and binary from different
+    installs)."""
+
+
+class AudioFileError(AudioDecodeError):
+    """A file could not be decoded: missing, unreadable, unsupported, corrupt, truncated,
+    empty, or the requested offset lies past its end."""
+
+
+class AudioFileNotFoundError(AudioFileError, FileNotFoundError):
+    """The file does not exist (also a ``FileNotFoundError``)."""
+
+
+class BadRequestError(AudioDecodeError, ValueError):
+    """The daemon rejected the request's parameters (also a ``ValueError``)."""
+
+
+_BY_KIND: dict[ErrorKind, type[AudioDecodeError]] = {
+    ErrorKind.VERSION_MISMATCH: VersionMismatchError,
+    ErrorKind.BAD_REQUEST: BadRequestError,
+    ErrorKind.NOT_FOUND: AudioFileNotFoundError,
+    ErrorKind.IO: AudioFileError,
+    ErrorKind.UNSUPPORTED: AudioFileError,
+    ErrorKind.CORRUPT: AudioFileError,
+    ErrorKind.TRUNCATED: AudioFileError,
+    ErrorKind.EMPTY: AudioFileError,
+    ErrorKind.OFFSET_PAST_END: AudioFileError,
+    ErrorKind.DECODER_PANIC: AudioFileError,
+    ErrorKind.INTERNAL: AudioDecodeError,
+}
+
+
+def error_from_info(info: ErrorInfo) -> AudioDecodeError:
+    """The exception for a daemon-reported error; the daemon's message already names the
+    file, so it is used as is."""
+    return _BY_KIND[info.kind](info.message, kind=info.kind, path=info.path)

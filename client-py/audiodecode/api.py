@@ -1,0 +1,87 @@
+"""``load``: decode one file through the daemon, with librosa's conventions."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from audiodecode import _daemon
+from audiodecode._client import Connection
+from audiodecode._errors import AudioDecodeError, DaemonError
+from audiodecode._protocol import LoadedAudio, LoadSpec, Quality, Request, Response
+
+# One connection per (process, socket), reused across calls: a handshake per file would
+# cost more than decoding a short clip. The pid in the key keeps forked children (e.g.
+# DataLoader workers) from sharing their parent's socket.
+_connections: dict[tuple[int, Path | None], Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def _connection() -> tuple[Connection, bool]:
+    """The cached connection for this process and daemon, and whether it is new."""
+    active = _daemon.active_daemon()
+    key = (os.getpid(), None if active is None else active.socket_path)
+    with _connections_lock:
+        conn = _connections.get(key)
+        if conn is not None and not conn.closed:
+            return conn, False
+        conn = _connections[key] = _daemon.connect()
+        return conn, True
+
+
+def _request(spec: LoadSpec) -> LoadedAudio:
+    while True:
+        conn, fresh = _connection()
+        try:
+            return conn.request(Request.Load(spec), Response.Loaded).audio
+        except DaemonError:
+            # A cached connection to a daemon that has since stopped: reconnect (starting
+            # the per-user daemon again if need be) and retry once.
+            if fresh or not conn.closed:
+                raise
+
+
+def load(
+    path: str | os.PathLike[str],
+    sr: int | None = None,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+    dtype: DTypeLike = np.float32,
+    quality: str = "hq",
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` and return ``(samples, sample_rate)`` like ``librosa.load``, except
+    that ``sr=None`` (the default here) keeps the file's own rate.
+
+    Samples are floats in [-1, 1], shaped ``[T]`` for mono (or a single-channel file) and
+    ``[C, T]`` otherwise. ``offset``/``duration`` in seconds select a slice without decoding
+    the rest. Errors raise ``AudioDecodeError`` subclasses naming the file.
+    """
+    try:
+        q = Quality[quality.upper()]
+    except KeyError:
+        raise ValueError(f"quality must be fast, hq or vhq, not {quality!r}") from None
+    spec = LoadSpec(
+        path=os.path.abspath(path),
+        sample_rate=sr,
+        mono=mono,
+        offset=float(offset),
+        duration=None if duration is None else float(duration),
+        quality=q,
+    )
+    try:
+        audio = _request(spec)
+    except DaemonError:
+        raise
+    except AudioDecodeError as e:
+        if e.path is None:
+            e.path = spec.path
+        raise
+    samples = np.frombuffer(audio.samples, dtype="<f4").reshape(audio.channels, audio.frames)
+    if audio.channels == 1:
+        samples = samples[0]
+    return samples.astype(dtype, copy=False), audio.sample_rate

@@ -1,0 +1,345 @@
+"""``AudioDataLoader``: batches of decoded audio from the daemon's shared-memory ring."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from audiodecode._batch import Batch, make_batch, text_labels
+from audiodecode._client import Connection
+from audiodecode._daemon import Daemon, active_daemon, connect
+from audiodecode._protocol import (
+    AnyDataset,
+    CropMode,
+    Dataset,
+    OnError,
+    Quality,
+    StreamSpec,
+)
+from audiodecode._stream import Stream
+from audiodecode._torch import optional_torch
+
+PathLike = str | os.PathLike[str]
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+
+
+def _choice(enum_type: Any, value: str, what: str) -> Any:
+    try:
+        return enum_type[value.upper()]
+    except KeyError:
+        names = ", ".join(m.name.lower() for m in enum_type)
+        raise ValueError(f"{what} must be one of {names}, not {value!r}") from None
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world_size): from an initialised ``torch.distributed``, else the ``RANK`` and
+    ``WORLD_SIZE`` variables torchrun sets, else a single process."""
+    torch = optional_torch()
+    if torch is not None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def map_labels(
+    labels: Sequence[int] | Sequence[str] | np.ndarray | None, n_files: int
+) -> tuple[list[int] | None, list[str]]:
+    """Integer labels as given, or string labels as class ids in sorted class order.
+    Returns (ids, classes); classes is empty for integer labels."""
+    if labels is None:
+        return None, []
+    values = list(labels.tolist() if isinstance(labels, np.ndarray) else labels)
+    if len(values) != n_files:
+        raise ValueError(f"{len(values)} labels for {n_files} files")
+    if all(isinstance(v, str) for v in values):
+        classes = sorted(set(values))
+        index = {c: i for i, c in enumerate(classes)}
+        return [index[v] for v in values], classes
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return [int(v) for v in values], []
+    raise TypeError("labels must be all integers or all strings")
+
+
+def resolve_dataset(files: PathLike | Sequence[PathLike], label_field: str | None) -> AnyDataset:
+    """A list of files, a manifest (.jsonl/.json/.csv/.tsv) or a directory. Paths are made
+    absolute: the daemon's working directory is not ours."""
+    if isinstance(files, (str, os.PathLike)):
+        path = Path(files)
+        if path.is_dir():
+            return Dataset.Directory(path=os.path.abspath(path))
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            return Dataset.Manifest(path=os.path.abspath(path), label_field=label_field)
+        raise ValueError(
+            f"{path}: expected a directory, a manifest ({', '.join(MANIFEST_SUFFIXES)}) "
+            "or a list of files"
+        )
+    return Dataset.Files(paths=[os.path.abspath(p) for p in files])
+
+
+class AudioDataLoader:
+    """Iterate over batches decoded, resampled and cropped by the audiodecode daemon.
+
+    ``files`` is a list of audio files, a JSONL/CSV manifest, or a directory (labels from
+    first-level subdirectories). ``labels`` (for a list of files) are integers or strings;
+    strings become class ids in sorted order (``classes``, ``class_to_idx``).
+
+    Each iteration is one epoch in a seeded order (``seed``, ``epoch``), this rank's shard
+    under DDP. A completed epoch advances ``epoch``; ``set_epoch`` sets it. ``state_dict``/
+    ``load_state_dict`` resume mid-epoch at the exact batch.
+
+    By default a batch's audio is a zero-copy view of shared memory, valid until the next
+    batch is requested; ``copy=True`` gives owned arrays, and ``device="cuda"`` moves each
+    batch to the GPU asynchronously from the ring, registered as pinned memory (other
+    devices get a plain ``.to(device)``; ``"cpu"`` is the same as no device).
+    """
+
+    def __init__(
+        self,
+        files: PathLike | Sequence[PathLike],
+        labels: Sequence[int] | Sequence[str] | np.ndarray | None = None,
+        batch_size: int = 32,
+        target_sr: int = 16000,
+        mono: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_seconds: float | None = None,
+        crop: str = "random",
+        pad_to_max: bool = False,
+        drop_last: bool = False,
+        device: str | None = None,
+        copy: bool = False,
+        on_error: str = "skip",
+        quality: str = "hq",
+        prefetch: int = 0,
+        channels: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        daemon: Daemon | PathLike | None = None,
+        *,
+        label_field: str | None = None,
+    ) -> None:
+        self._dataset = resolve_dataset(files, label_field)
+        if labels is not None and not isinstance(self._dataset, Dataset.Files):
+            raise ValueError("labels can only be given with a list of files")
+        if isinstance(self._dataset, Dataset.Files):
+            ids, self._classes = map_labels(labels, len(self._dataset.paths))
+            self._dataset = Dataset.Files(paths=self._dataset.paths, labels=ids)
+        else:
+            self._classes = []
+        if mono and channels not in (None, 1):
+            raise ValueError(f"mono=True gives one channel, not channels={channels}")
+        if pad_to_max and max_seconds is None:
+            raise ValueError("pad_to_max needs max_seconds")
+        self.torch = optional_torch()
+        if device is not None and self.torch is None:
+            raise ValueError(f"device={device!r} needs torch, which is not installed")
+        # CUDA gets the pinned ring and asynchronous copies; other devices plain copies.
+        self._cuda = device is not None and self.torch.device(device).type == "cuda"
+        if self._cuda and not self.torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but torch sees no CUDA device")
+        if rank is None or world_size is None:
+            auto_rank, auto_world = distributed_rank()
+            rank = auto_rank if rank is None else rank
+            world_size = auto_world if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+
+        self.batch_size = batch_size
+        self.target_sr = target_sr
+        self.mono = mono
+        # Without mono the daemon needs a channel count; stereo is the common case.
+        self.channels = 1 if mono else (channels or 2)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.max_seconds = max_seconds
+        self.crop = _choice(CropMode, crop, "crop")
+        self.pad_to_max = pad_to_max
+        self.drop_last = drop_last
+        self.device = device
+        self.copy = copy
+        self.on_error = _choice(OnError, on_error, "on_error")
+        self.quality = _choice(Quality, quality, "quality")
+        self.prefetch = prefetch
+        self.rank = rank
+        self.world_size = world_size
+        # Bound now: a loader made inside a ``Daemon`` block keeps using that daemon.
+        self._daemon = daemon if daemon is not None else active_daemon()
+
+        self.epoch = 0
+        # Batches of ``epoch`` yielded so far, and where the next iteration starts when a
+        # state dict was loaded (otherwise an iteration starts at the epoch's first batch).
+        self._batches_done = 0
+        self._resume: int | None = None
+        self._active = False
+        self._batches_per_epoch: int | None = None
+        self._conn: Connection | None = None
+        # A stream opened ahead of iteration (by len() or classes) and kept for it.
+        self._pending: Stream | None = None
+        self._server_classes: list[str] | None = None
+        self.skipped: list[tuple[str, str]] = []
+
+    @classmethod
+    def from_manifest(cls, path: PathLike, label_field: str = "text", **kwargs: Any) -> Self:
+        """A loader over a JSONL/CSV manifest; ``label_field`` names the label column
+        (``text`` and other transcript fields give string labels, others class ids)."""
+        return cls(path, label_field=label_field, **kwargs)
+
+    # --- Labels. ----------------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names by id (from string labels, a manifest or directory names)."""
+        if self._classes:
+            return self._classes
+        if self._server_classes is None:
+            self._peek()
+        return self._server_classes or []
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    # --- Epochs and resuming. ---------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (the shuffle order) of the next iteration. Setting the epoch
+        that a loaded state dict points to keeps its resume position."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._batches_done = 0
+            self._resume = None
+
+    def state_dict(self) -> dict[str, int]:
+        """The position: batches of ``epoch`` yielded so far (also after leaving an
+        iteration early). A finished epoch reads as the next epoch at batch 0."""
+        done = self._batches_done if self._resume is None else self._resume
+        return {"epoch": self.epoch, "batches_done": done, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration start at the saved batch of the saved epoch."""
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._resume = int(state["batches_done"])
+
+    # --- Iteration. -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (the daemon computes the sharding)."""
+        if self._batches_per_epoch is None:
+            self._peek()
+        assert self._batches_per_epoch is not None
+        return self._batches_per_epoch
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            if isinstance(self._daemon, Daemon):
+                self._conn = self._daemon.connect()
+            else:
+                self._conn = connect(self._daemon)
+        return self._conn
+
+    def _spec(self) -> StreamSpec:
+        return StreamSpec(
+            dataset=self._dataset,
+            sample_rate=self.target_sr,
+            mono=self.mono,
+            channels=self.channels,
+            batch_size=self.batch_size,
+            max_seconds=None if self.max_seconds is None else float(self.max_seconds),
+            crop=self.crop,
+            pad_to_max=self.pad_to_max,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            start_batch=self._resume or 0,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+            on_error=self.on_error,
+            quality=self.quality,
+            prefetch=self.prefetch,
+        )
+
+    def _open(self) -> Stream:
+        """The stream for the next iteration: the one opened ahead if it still matches."""
+        spec = self._spec()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if pending.spec == spec:
+                return pending
+            pending.close()
+        stream = Stream(self._connection(), spec)
+        self._batches_per_epoch = stream.info.batches_per_epoch
+        self._server_classes = stream.info.classes
+        return stream
+
+    def _peek(self) -> None:
+        """Open the next iteration's stream now, to learn its size and classes."""
+        self._pending = self._open()
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._active:
+            raise RuntimeError("this loader is already being iterated")
+        stream = self._open()
+        self._active = True
+        self._batches_done, self._resume = stream.spec.start_batch, None
+        self.skipped = []
+        texts = text_labels(stream.info)
+        # On CUDA the copy out of the slot is asynchronous: this event says when it has
+        # finished and the slot may be handed back.
+        copied: Any = None
+        try:
+            if self._cuda:
+                stream.ring.pin()
+            while True:
+                if copied is not None:
+                    copied.synchronize()
+                stream.release()
+                got = stream.next()
+                if got is None:
+                    break
+                _, arrays = got
+                batch = make_batch(
+                    arrays,
+                    stream.info,
+                    self.torch,
+                    copy=self.copy,
+                    device=self.device,
+                    texts=texts,
+                    non_blocking=self._cuda,
+                )
+                if self.copy:
+                    stream.release()
+                elif self._cuda:
+                    copied = self.torch.cuda.Event()
+                    copied.record()
+                self._batches_done += 1
+                yield batch
+            self.skipped = [(s.path, s.message) for s in stream.skipped]
+            self.epoch += 1
+            self._batches_done = 0
+        finally:
+            self._active = False
+            if copied is not None:
+                copied.synchronize()
+            stream.close()
+
+    def close(self) -> None:
+        """Close the connection (the daemon frees this loader's streams)."""
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,227 @@
+"""The connection's message flow against fake daemons on a Unix socket (no real daemon):
+handshake, pushes interleaved with responses, releases without replies, errors, and a
+daemon that goes away."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from audiodecode import (
+    AudioFileError,
+    AudioFileNotFoundError,
+    DaemonError,
+    ErrorKind,
+    VersionMismatchError,
+    _client,
+    _daemon,
+)
+from audiodecode._client import Connection
+from audiodecode._protocol import (
+    PROTOCOL_VERSION,
+    ErrorInfo,
+    Request,
+    Response,
+    StatusReport,
+    decode_request,
+    encode_response,
+    frame,
+)
+
+Script = Callable[[socket.socket], None]
+
+
+def recv_request(sock: socket.socket) -> object:
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    (n,) = struct.unpack("<I", exact(4))
+    return decode_request(exact(n))
+
+
+def send(sock: socket.socket, *messages: object) -> None:
+    for m in messages:
+        sock.sendall(frame(encode_response(m)))
+
+
+def greet(sock: socket.socket) -> None:
+    assert isinstance(recv_request(sock), Request.Hello)
+    send(sock, Response.Hello(version=PROTOCOL_VERSION, daemon_pid=1234))
+
+
+STATUS = Response.Status(StatusReport(daemon_pid=1234, uptime_seconds=1.0, clients=1, streams=[]))
+
+
+@pytest.fixture
+def fake_daemon(tmp_path: Path) -> Iterator[Callable[[Script], str]]:
+    """Serve one connection with a script; re-raises the script's failures at teardown."""
+    path = str(tmp_path / "fake.sock")
+    errors: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def start(script: Script) -> str:
+        def run() -> None:
+            conn, _ = listener.accept()
+            try:
+                script(conn)
+            except BaseException as e:  # noqa: BLE001 - reported by the fixture
+                errors.append(e)
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        threads.append(t)
+        return path
+
+    yield start
+    for t in threads:
+        t.join(5)
+    listener.close()
+    if errors:
+        raise errors[0]
+
+
+def test_socket_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIODECODE_SOCKET", "/x/y.sock")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/5")
+    assert _daemon.default_socket_path() == Path("/x/y.sock")
+    monkeypatch.delenv("AUDIODECODE_SOCKET")
+    assert _daemon.default_socket_path() == Path("/run/user/5/audiodecode/daemon.sock")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    expected = Path(f"/tmp/audiodecode-{os.geteuid()}/daemon.sock")
+    assert _daemon.default_socket_path() == expected
+
+
+def test_handshake_and_pushes_queued_while_waiting(fake_daemon) -> None:
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        assert isinstance(recv_request(sock), Request.Status)
+        # Pushes of two streams arrive before the response.
+        send(
+            sock,
+            Response.BatchReady(stream=1, slot=0, seq=0),
+            Response.EndOfEpoch(stream=2, skipped=[]),
+            Response.BatchReady(stream=1, slot=1, seq=1),
+            STATUS,
+        )
+        # A Release has no reply; the next request's reply follows directly.
+        assert recv_request(sock) == Request.Release(stream=1, slot=0)
+        assert isinstance(recv_request(sock), Request.Status)
+        send(sock, STATUS, Response.EndOfEpoch(stream=1, skipped=[]))
+        assert recv_request(sock) == Request.Shutdown()
+
+    with Connection.open(fake_daemon(script)) as conn:
+        assert conn.daemon_pid == 1234
+        assert conn.request(Request.Status(), Response.Status) == STATUS
+        assert conn.next_push(1) == Response.BatchReady(stream=1, slot=0, seq=0)
+        conn.send(Request.Release(stream=1, slot=0))
+        assert conn.request(Request.Status(), Response.Status) == STATUS
+        assert conn.next_push(2) == Response.EndOfEpoch(stream=2, skipped=[])
+        assert conn.next_push(1) == Response.BatchReady(stream=1, slot=1, seq=1)
+        assert conn.next_push(1) == Response.EndOfEpoch(stream=1, skipped=[])
+        conn.send(Request.Shutdown())
+
+
+def test_daemon_closing_the_socket_raises_within_a_second(fake_daemon) -> None:
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        time.sleep(0.3)  # the client is blocked in next_push by now
+
+    conn = Connection.open(fake_daemon(script))
+    start = time.monotonic()
+    with pytest.raises(DaemonError, match="closed the connection"):
+        conn.next_push(1)
+    assert time.monotonic() - start < 1.3
+    assert conn.closed
+    with pytest.raises(DaemonError, match="is closed"):
+        conn.request(Request.Status(), Response.Status)
+
+
+def test_connection_reset_is_a_daemon_error(fake_daemon) -> None:
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        recv_request(sock)
+        time.sleep(0.2)  # the client's second Release arrives and stays unread
+        # Close with unread data pending: the peer sees ECONNRESET, not EOF.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    conn = Connection.open(fake_daemon(script))
+    conn.send(Request.Release(stream=1, slot=0))
+    conn.send(Request.Release(stream=1, slot=1))  # left unread by the fake
+    with pytest.raises(DaemonError, match="closed the connection .Connection reset"):
+        conn.request(Request.Status(), Response.Status)
+
+
+def test_version_mismatch(fake_daemon) -> None:
+    def script(sock: socket.socket) -> None:
+        recv_request(sock)
+        info = ErrorInfo(kind=ErrorKind.VERSION_MISMATCH, path=None, message="speaks 2")
+        send(sock, Response.Error(info))
+
+    with pytest.raises(VersionMismatchError, match="speaks 2") as e:
+        Connection.open(fake_daemon(script))
+    assert e.value.kind == ErrorKind.VERSION_MISMATCH
+
+
+def test_daemon_errors_become_typed_exceptions(fake_daemon) -> None:
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        for kind in (ErrorKind.NOT_FOUND, ErrorKind.CORRUPT):
+            recv_request(sock)
+            send(sock, Response.Error(ErrorInfo(kind=kind, path="/a.wav", message="/a.wav: x")))
+        recv_request(sock)
+        send(sock, Response.Ok())  # not a Status
+
+    with Connection.open(fake_daemon(script)) as conn:
+        with pytest.raises(AudioFileNotFoundError) as e:
+            conn.request(Request.Status(), Response.Status)
+        assert isinstance(e.value, FileNotFoundError) and e.value.path == "/a.wav"
+        with pytest.raises(AudioFileError, match="/a.wav: x") as e2:
+            conn.request(Request.Status(), Response.Status)
+        assert e2.value.kind == ErrorKind.CORRUPT
+        with pytest.raises(DaemonError, match="answered Response.Ok to Request.Status"):
+            conn.request(Request.Status(), Response.Status)
+
+
+def test_silent_peer_fails_the_handshake(fake_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_client, "HANDSHAKE_SECONDS", 0.2)
+    done = threading.Event()
+
+    def script(sock: socket.socket) -> None:
+        done.wait(5)
+
+    path = fake_daemon(script)
+    with pytest.raises(DaemonError, match="no answer"):
+        Connection.open(path)
+    done.set()
+
+
+def test_autostart_failure_reports_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "audiodecode"
+    fake.write_text('#!/bin/sh\necho "cannot bind: $*" >&2\nexit 3\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("AUDIODECODE_BIN", str(fake))
+    sock = tmp_path / "run" / "daemon.sock"
+    start = time.monotonic()
+    with pytest.raises(DaemonError, match="exited with status 3") as e:
+        _daemon.connect(sock)
+    assert "cannot bind: serve --foreground --socket" in str(e.value)
+    assert time.monotonic() - start < 5
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
