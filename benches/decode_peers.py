@@ -213,9 +213,7 @@ def describe(chk: dict[str, object]) -> str:
         return "ok"
     text = f"WARN n{float(chk['count_diff']):+.2%} r={float(chk['corr']):.3f}"
     if "best_lag" in chk:
-        text += (
-            f" (r={float(chk['corr_at_best_lag']):.3f} @lag {int(chk['best_lag']):+d})"
-        )
+        text += f" (r={float(chk['corr_at_best_lag']):.3f} @lag {int(chk['best_lag']):+d})"
     return text
 
 
@@ -240,8 +238,7 @@ def fmt_ratio(v: float | None) -> str:
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(
-        h.rjust(w) if i else h.ljust(w)
-        for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
     )
     print(line)
     print("-" * len(line))
@@ -254,9 +251,7 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
         )
 
 
-def bench_long(
-    a: argparse.Namespace, peers: list[Peer], report: dict[str, object]
-) -> bool:
+def bench_long(a: argparse.Namespace, peers: list[Peer], report: dict[str, object]) -> bool:
     long_dir = ensure_corpus([str(a.long_dir), "--long", f"{a.seconds:g}"])
     results: dict[str, dict[str, Measurement]] = {}
     checks: dict[str, dict[str, object]] = {}
@@ -298,9 +293,7 @@ def bench_long(
         if ad:
             t_ad = best["audiodecode"]
             ratios[fmt] = {
-                p.key: (
-                    t_ad / best[p.key] if t_ad is not None and best[p.key] else None
-                )
+                p.key: (t_ad / best[p.key] if t_ad is not None and best[p.key] else None)
                 for p in others
             }
             row += [fmt_ratio(ratios[fmt][p.key]) for p in others]
@@ -317,9 +310,7 @@ def bench_long(
     for p in peers:
         print(f"  {p.header:>11s}  {p.doc}")
     if ad:
-        print(
-            "  ad/<peer>    audiodecode time / peer time (< 1.0: audiodecode is faster)"
-        )
+        print("  ad/<peer>    audiodecode time / peer time (< 1.0: audiodecode is faster)")
         print(
             f"  check        audiodecode vs ff-f32le: samples within {MAX_COUNT_DIFF:.0%}, corr >= {MIN_CORR}"
         )
@@ -350,9 +341,7 @@ def bench_long(
     # (shown as n/a in the table), but audiodecode failing on a format is a FAIL; a
     # target whose reference peer was not measured is n/a rather than a vacuous PASS.
     header_of = {p.key: p.header for p in peers}
-    errs = [
-        f"{f}: audiodecode error" for f in a.formats if results[f]["audiodecode"].error
-    ]
+    errs = [f"{f}: audiodecode error" for f in a.formats if results[f]["audiodecode"].error]
     slow = [
         f"{fmt}/{header_of[k]}={r:.2f}"
         for fmt, per in ratios.items()
@@ -379,9 +368,7 @@ def bench_long(
     report["long"]["verdicts"] = verdicts  # type: ignore[index]
     print()
     print("targets:")
-    print(
-        f"  faster than every peer on every format: {verdicts['faster_than_every_peer']}"
-    )
+    print(f"  faster than every peer on every format: {verdicts['faster_than_every_peer']}")
     print(
         f"  within {FLOOR_RATIO_TARGET}x of ffmpeg decode-only:      {verdicts['within_floor_ratio']}"
     )
@@ -400,9 +387,7 @@ def bench_scaling(
 ) -> bool:
     clips_dir = ensure_corpus([str(a.clips_dir), "--count", str(a.clips)])
     manifest = clips_dir / "manifest.jsonl"
-    files = [
-        json.loads(line)["audio_filepath"] for line in manifest.read_text().splitlines()
-    ]
+    files = [json.loads(line)["audio_filepath"] for line in manifest.read_text().splitlines()]
     out_dir = scratch / f"audiodecode-scaling-{os.getpid()}"
 
     def run(jobs: int) -> float:
@@ -431,9 +416,7 @@ def bench_scaling(
     t1, t2 = min(times[1]), min(times[2])
     speedup = t1 / t2
     ok = speedup >= SCALING_TARGET
-    print(
-        f"  -j 1: {t1:.3f} s   -j 2: {t2:.3f} s   speedup {speedup:.2f}x (min of {a.repeat})"
-    )
+    print(f"  -j 1: {t1:.3f} s   -j 2: {t2:.3f} s   speedup {speedup:.2f}x (min of {a.repeat})")
     print(f"  target >= {SCALING_TARGET}x: {'PASS' if ok else 'FAIL'}")
     report["scaling"] = {
         "dir": str(clips_dir),
@@ -484,9 +467,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--peers",
         help="comma-separated subset of peer keys (default: all); see --list-peers",
     )
-    p.add_argument(
-        "--list-peers", action="store_true", help="print the peer keys and exit"
-    )
+    p.add_argument("--list-peers", action="store_true", help="print the peer keys and exit")
     p.add_argument(
         "--repeat",
         type=int,
@@ -494,22 +475,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="timed runs per measurement; the minimum is reported",
     )
     p.add_argument("--json", type=Path, help="write raw numbers to this JSON file")
-    p.add_argument(
-        "--scaling", action="store_true", help="also run the -j 1 vs -j 2 scaling test"
-    )
-    p.add_argument(
-        "--scaling-only", action="store_true", help="run only the scaling test"
-    )
-    p.add_argument(
-        "--clips", type=int, default=200, help="clips for --scaling (default 200)"
-    )
+    p.add_argument("--scaling", action="store_true", help="also run the -j 1 vs -j 2 scaling test")
+    p.add_argument("--scaling-only", action="store_true", help="run only the scaling test")
+    p.add_argument("--clips", type=int, default=200, help="clips for --scaling (default 200)")
     p.add_argument("--clips-dir", type=Path, default=CACHE / "bench" / "clips")
     p.add_argument(
         "--bin",
         type=Path,
-        help="audiodecode binary (default $AUDIODECODE_BIN or "
-        + str(DEFAULT_BIN)
-        + ")",
+        help="audiodecode binary (default $AUDIODECODE_BIN or " + str(DEFAULT_BIN) + ")",
     )
     a = p.parse_args(argv)
     a.formats = [f.strip().lower() for f in a.formats.split(",") if f.strip()]
@@ -532,9 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: ffmpeg not found on PATH", file=sys.stderr)
         return 2
     # /dev/shm keeps the audiodecode output write off the disk, as in the spec'd command.
-    scratch = (
-        Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    )
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     peers = make_peers(a.bin, scratch)
     if a.list_peers:
         for peer in peers:
@@ -544,14 +515,10 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [k.strip() for k in a.peers.split(",") if k.strip()]
         unknown = sorted(set(wanted) - {peer.key for peer in peers})
         if unknown:
-            print(
-                f"error: unknown peer(s) {unknown}; see --list-peers", file=sys.stderr
-            )
+            print(f"error: unknown peer(s) {unknown}; see --list-peers", file=sys.stderr)
             return 2
         peers = [peer for peer in peers if peer.key in wanted]
-    needs_bin = a.scaling or (
-        not a.scaling_only and any(p.key == "audiodecode" for p in peers)
-    )
+    needs_bin = a.scaling or (not a.scaling_only and any(p.key == "audiodecode" for p in peers))
     if needs_bin and not (a.bin.is_file() and os.access(a.bin, os.X_OK)):
         print(
             f"error: audiodecode binary not found (or not executable) at {a.bin}\n"

@@ -1,0 +1,267 @@
+"""Loader benchmark: AudioDecode's daemon + AudioDataLoader against torch's DataLoader.
+
+Corpus: generated clips of 2-15 s at 44.1 and 48 kHz, mono and stereo, WAV/FLAC/MP3/OGG.
+Both sides deliver batches of 32 clips at 16 kHz mono, padded to the longest clip, on the
+same cores. The peer is ``torch.utils.data.DataLoader`` with 2 persistent workers and a
+Dataset that decodes with the fastest of librosa / soundfile+soxr / PyAV (measured first).
+
+Reports, for the first epoch: seconds of audio delivered per wall second, and the time the
+training loop spends inside ``next()``; then ``next()`` latency when batches are already
+waiting in the ring, and the daemon's resident memory against the ring size.
+
+    python3 benches/loader_throughput.py [--clips 1000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "client-py"))
+
+from audiodecode import AudioDataLoader, Daemon
+
+SR = 16000
+BATCH = 32
+Decoder = Callable[[str], np.ndarray]
+
+
+def decode_librosa(path: str) -> np.ndarray:
+    import librosa
+
+    return librosa.load(path, sr=SR, mono=True)[0]
+
+
+def decode_soundfile_soxr(path: str) -> np.ndarray:
+    import soundfile
+    import soxr
+
+    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return soxr.resample(data.mean(axis=1), rate, SR, "HQ").astype(np.float32)
+
+
+def decode_pyav(path: str) -> np.ndarray:
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(path, sampling_rate=SR)
+
+
+DECODERS: dict[str, Decoder] = {
+    "librosa": decode_librosa,
+    "soundfile+soxr": decode_soundfile_soxr,
+    "pyav": decode_pyav,
+}
+
+
+class DecodeDataset(torch.utils.data.Dataset):
+    def __init__(self, files: list[str], decoder: Decoder) -> None:
+        self.files = files
+        self.decoder = decoder
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.decoder(self.files[i]))
+
+
+def pad_collate(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(x) for x in items])
+    out = torch.zeros(len(items), int(lengths.max()))
+    for row, x in zip(out, items):
+        row[: len(x)] = x
+    return out, lengths
+
+
+def fastest_decoder(files: list[str]) -> tuple[str, dict[str, float]]:
+    """Time each decoder on the same sample (after one warm-up call, which for librosa
+    includes its JIT compilation) and keep the fastest that reads every format."""
+    sample = files[:: max(1, len(files) // 40)]
+    times: dict[str, float] = {}
+    for name, decode in DECODERS.items():
+        try:
+            decode(sample[0])
+            t0 = time.perf_counter()
+            for f in sample:
+                decode(f)
+            times[name] = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - a peer that cannot read a format is out
+            print(f"  {name}: unusable ({type(e).__name__}: {e})")
+    return min(times, key=times.__getitem__), times
+
+
+def timed_epoch(batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    waits: list[float] = []
+    audio = 0.0
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        try:
+            _, lengths = next(batches)
+        except StopIteration:
+            break
+        waits.append(time.perf_counter() - t0)
+        audio += float(lengths.sum()) / SR
+    wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "audio_s": audio,
+        "audio_s_per_s": audio / wall,
+        "batches": len(waits),
+        "next_total_s": sum(waits),
+        "next_mean_ms": 1e3 * statistics.mean(waits),
+    }
+
+
+def run_peer(files: list[str], decoder: Decoder) -> dict[str, float]:
+    loader = torch.utils.data.DataLoader(
+        DecodeDataset(files, decoder),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+        collate_fn=pad_collate,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return timed_epoch(iter(loader))
+
+
+def ours(loader: AudioDataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        yield batch.audio, batch.lengths
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def ready_next_latency(files: list[str], daemon: Daemon) -> dict[str, float]:
+    """next() when the batch is already in the ring: short crops so the daemon keeps far
+    ahead of a consumer that sleeps between batches."""
+    loader = AudioDataLoader(
+        files, batch_size=BATCH, target_sr=SR, max_seconds=1.0, crop="start", prefetch=8
+    )
+    it = iter(loader)
+    next(it)
+    time.sleep(2.0)  # let the ring fill
+    waits = []
+    for _ in range(min(40, len(loader) - 1)):
+        t0 = time.perf_counter()
+        next(it)
+        waits.append(time.perf_counter() - t0)
+        time.sleep(0.05)
+    loader.close()
+    return {
+        "next_median_us": 1e6 * statistics.median(waits),
+        "next_p90_us": 1e6 * sorted(waits)[int(0.9 * (len(waits) - 1))],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=1000)
+    parser.add_argument(
+        "--corpus", type=Path, default=Path.home() / ".cache/audiodecode/bench/loader"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts/gen_corpus.py"),
+            str(args.corpus),
+            "--count",
+            str(args.clips),
+            "--rates",
+            "44100,48000",
+            "--formats",
+            "wav,flac,mp3,ogg",
+        ],
+        check=True,
+    )
+    rows = [json.loads(line) for line in (args.corpus / "manifest.jsonl").read_text().splitlines()]
+    files = [r["audio_filepath"] for r in rows]
+    torch.set_num_threads(1)
+
+    print("choosing the peer's decoder ...")
+    name, times = fastest_decoder(files)
+    print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()) + f" -> {name}")
+
+    print("peer: torch DataLoader, 2 workers ...")
+    peer = run_peer(files, DECODERS[name])
+
+    print("audiodecode: daemon with 2 workers ...")
+    with Daemon(workers=2) as daemon:
+        loader = AudioDataLoader(files, batch_size=BATCH, target_sr=SR, shuffle=True, seed=0)
+        peak: dict[str, int] = {}
+
+        def sampled() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for i, item in enumerate(ours(loader)):
+                if i % 4 == 0:
+                    now = rss_kb(daemon.pid)
+                    if now["VmRSS"] > peak.get("VmRSS", 0):
+                        peak.update(now)
+                yield item
+
+        mine = timed_epoch(sampled())
+        ring_mb = loader.ring_bytes / 2**20 if hasattr(loader, "ring_bytes") else float("nan")
+        loader.close()
+        ready = ready_next_latency(files, daemon)
+
+    ratio = mine["audio_s_per_s"] / peer["audio_s_per_s"]
+    print()
+    print(f"{'':24s} {'audio s/s':>10s} {'wall s':>8s} {'in next() s':>12s} {'ms/batch':>9s}")
+    for label, r in (("torch DataLoader (" + name + ")", peer), ("audiodecode", mine)):
+        print(
+            f"{label:24s} {r['audio_s_per_s']:10.1f} {r['wall_s']:8.2f} "
+            f"{r['next_total_s']:12.2f} {r['next_mean_ms']:9.2f}"
+        )
+    print(f"\nthroughput ratio audiodecode / peer: {ratio:.2f}x (target >= 1.5x)")
+    print(
+        f"next() with the batch ready: median {ready['next_median_us']:.0f} us, "
+        f"p90 {ready['next_p90_us']:.0f} us (target <= 100 us)"
+    )
+    rss_mb = peak.get("VmRSS", 0) / 1024
+    anon_mb = peak.get("RssAnon", 0) / 1024
+    print(
+        f"daemon RSS peak {rss_mb:.0f} MB (anonymous {anon_mb:.0f} MB, shared "
+        f"{peak.get('RssShmem', 0) / 1024:.0f} MB); ring {ring_mb:.0f} MB "
+        f"(target RSS <= ring + 64 MB)"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "peer_decoder": name,
+                    "decoder_times": times,
+                    "peer": peer,
+                    "audiodecode": mine,
+                    "ready": ready,
+                    "ratio": ratio,
+                    "rss_kb": peak,
+                    "ring_mb": ring_mb,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
