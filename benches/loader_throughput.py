@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "client-py"))
+# Run from a checkout: use the binary cargo built unless one is named explicitly.
+_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/audiodecode/target"))
+if (_TARGET / "release/audiodecode").exists():
+    os.environ.setdefault("AUDIODECODE_BIN", str(_TARGET / "release/audiodecode"))
 
 from audiodecode import AudioDataLoader, Daemon
 
@@ -151,20 +156,35 @@ def rss_kb(pid: int) -> dict[str, int]:
 
 
 def ready_next_latency(files: list[str], daemon: Daemon) -> dict[str, float]:
-    """next() when the batch is already in the ring: short crops so the daemon keeps far
-    ahead of a consumer that sleeps between batches."""
+    """next() when the batch is already in the ring: an epoch that fits the ring is fully
+    decoded first, then consumed by a loop that computes between batches (as a training
+    step does; a sleeping loop would measure the VM waking its idle vCPU instead)."""
+    depth = 16
     loader = AudioDataLoader(
-        files, batch_size=BATCH, target_sr=SR, max_seconds=1.0, crop="start", prefetch=8
+        files[: BATCH * depth],
+        batch_size=BATCH,
+        target_sr=SR,
+        max_seconds=2.0,
+        crop="start",
+        prefetch=depth,
+        shuffle=False,
     )
     it = iter(loader)
     next(it)
-    time.sleep(2.0)  # let the ring fill
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        streams = daemon.status().streams
+        if streams and all(s.batches_done == s.batches_total for s in streams):
+            break
+        time.sleep(0.1)
+    step = torch.randn(384, 384)
     waits = []
-    for _ in range(min(40, len(loader) - 1)):
+    for _ in range(depth - 1):
+        for _ in range(20):  # ~a few ms of compute standing in for a training step
+            step = torch.tanh(step @ step.T / 384)
         t0 = time.perf_counter()
         next(it)
         waits.append(time.perf_counter() - t0)
-        time.sleep(0.05)
     loader.close()
     return {
         "next_median_us": 1e6 * statistics.median(waits),
@@ -201,10 +221,17 @@ def main() -> int:
 
     print("choosing the peer's decoder ...")
     name, times = fastest_decoder(files)
-    print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()) + f" -> {name}")
-
-    print("peer: torch DataLoader, 2 workers ...")
-    peer = run_peer(files, DECODERS[name])
+    print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+    # Single-file timings are noisy; run the DataLoader with every decoder that is close to
+    # the fastest and keep the best, so the peer is never handicapped by the choice.
+    candidates = [k for k, v in times.items() if v <= 1.5 * times[name]]
+    peers = {}
+    for candidate in candidates:
+        print(f"peer: torch DataLoader, 2 workers, {candidate} ...")
+        peers[candidate] = run_peer(files, DECODERS[candidate])
+        print(f"  {peers[candidate]['audio_s_per_s']:.1f} audio s/s")
+    name = max(peers, key=lambda k: peers[k]["audio_s_per_s"])
+    peer = peers[name]
 
     print("audiodecode: daemon with 2 workers ...")
     with Daemon(workers=2) as daemon:
@@ -220,7 +247,7 @@ def main() -> int:
                 yield item
 
         mine = timed_epoch(sampled())
-        ring_mb = loader.ring_bytes / 2**20 if hasattr(loader, "ring_bytes") else float("nan")
+        ring_mb = loader.ring_bytes / 2**20
         loader.close()
         ready = ready_next_latency(files, daemon)
 

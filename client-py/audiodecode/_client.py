@@ -34,6 +34,7 @@ from audiodecode._protocol import (
 )
 
 POLL_SECONDS = 1.0
+RECV_CHUNK = 64 * 1024
 # Something that accepts connections but never answers the handshake is not a daemon.
 HANDSHAKE_SECONDS = 10.0
 R = TypeVar("R")
@@ -50,6 +51,10 @@ class Connection:
         self._lock = threading.RLock()
         self._closed = False
         self.daemon_pid = 0
+        # Bytes received but not yet parsed: one recv often carries several pushes (the
+        # daemon announces every ready batch at once), so later next() calls need no syscall.
+        self._inbox = bytearray()
+        self._scratch = bytearray(RECV_CHUNK)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Self:
@@ -141,8 +146,11 @@ class Connection:
             self._pushes.pop(stream, None)
 
     def _read(self, deadline: float | None = None) -> AnyResponse:
-        n = frame_length(self._recv_exact(4, deadline))
-        payload = self._recv_exact(n, deadline)
+        self._fill(4, deadline)
+        n = frame_length(self._inbox[:4])
+        self._fill(4 + n, deadline)
+        payload = self._inbox[4 : 4 + n]
+        del self._inbox[: 4 + n]
         try:
             return decode_response(payload)
         except ProtocolError as e:
@@ -150,14 +158,12 @@ class Connection:
                 f"undecodable message from the audiodecode daemon at {self.path}: {e}"
             ) from None
 
-    def _recv_exact(self, n: int, deadline: float | None = None) -> bytearray:
+    def _fill(self, n: int, deadline: float | None = None) -> None:
+        """Receive until the inbox holds at least ``n`` bytes."""
         self._check_open()
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
+        while len(self._inbox) < n:
             try:
-                k = self._sock.recv_into(view[got:])
+                k = self._sock.recv_into(self._scratch)
             except TimeoutError:
                 if deadline is not None and time.monotonic() > deadline:
                     self.close()
@@ -169,8 +175,7 @@ class Connection:
                 raise self._gone(e) from None
             if k == 0:
                 raise self._gone(None)
-            got += k
-        return buf
+            self._inbox += memoryview(self._scratch)[:k]
 
     # --- Lifecycle. -------------------------------------------------------------------------
 

@@ -182,6 +182,8 @@ class AudioDataLoader:
         self._pending: Stream | None = None
         self._server_classes: list[str] | None = None
         self.skipped: list[tuple[str, str]] = []
+        # Size of the shared-memory ring of the latest stream (for memory accounting).
+        self.ring_bytes = 0
 
     @classmethod
     def from_manifest(cls, path: PathLike, label_field: str = "text", **kwargs: Any) -> Self:
@@ -276,6 +278,7 @@ class AudioDataLoader:
         stream = Stream(self._connection(), spec)
         self._batches_per_epoch = stream.info.batches_per_epoch
         self._server_classes = stream.info.classes
+        self.ring_bytes = stream.info.ring.total_bytes()
         return stream
 
     def _peek(self) -> None:
