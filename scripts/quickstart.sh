@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The main job on built-in defaults: build, generate a small mixed-format corpus, decode all
-# of it to 16 kHz mono float32 with a progress bar, and print the throughput.
+# The main job on built-in defaults: build, generate a small labelled corpus, start the
+# daemon, and train a small PyTorch classifier from it (prints throughput and the falling
+# loss). Then decode the whole corpus with the CLI and print the decode throughput.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/install-deps.sh
+python3 -c "import torch" 2>/dev/null || python3 -m pip install -q "torch==2.13.0"
 
 cargo build --release --quiet
 work="$HOME/.cache/audiodecode/quickstart"
-python3 scripts/gen_corpus.py "$work/corpus" --count "${CLIPS:-200}"
+export AUDIODECODE_SOCKET="$work/daemon.sock"
 
-mapfile -t files < <(find "$work/corpus" -type f ! -name '*.json*' | sort)
+"$AUDIODECODE_BIN" serve --socket "$AUDIODECODE_SOCKET"
+trap '"$AUDIODECODE_BIN" stop --socket "$AUDIODECODE_SOCKET" || true' EXIT
+python3 examples/train_classifier.py --corpus "$work/labeled" --steps "${STEPS:-300}"
+"$AUDIODECODE_BIN" status --socket "$AUDIODECODE_SOCKET"
+
+mapfile -t files < <(find "$work/labeled" -type f ! -name '*.json*' | sort)
 rm -rf "$work/decoded"
 echo "decoding ${#files[@]} files to 16 kHz mono float32 ..."
 "$AUDIODECODE_BIN" decode "${files[@]}" --sr 16000 --mono -o "$work/decoded/" --format npy
