@@ -10,6 +10,7 @@ loop spends waiting in ``next()``.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -20,6 +21,10 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "client-py"))
+# Run from a checkout: use the binary cargo built unless one is named explicitly.
+_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/audiodecode/target"))
+if (_TARGET / "release/audiodecode").exists():
+    os.environ.setdefault("AUDIODECODE_BIN", str(_TARGET / "release/audiodecode"))
 
 from audiodecode import AudioDataLoader
 
