@@ -598,7 +598,7 @@ impl SourceReader {
         DecodeError::Truncated {
             path: self.path.clone(),
             decoded_seconds: decoded_frames as f64 / sr,
-            declared_seconds: self.info.duration.unwrap_or(f64::NAN),
+            declared_seconds: self.info.duration,
         }
     }
 

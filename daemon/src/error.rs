@@ -26,13 +26,15 @@ pub enum DecodeError {
     },
 
     #[error(
-        "{path}: truncated: audio ends at {decoded_seconds:.3} s but the file declares \
-         {declared_seconds:.3} s (use lenient decoding to keep what was decoded)"
+        "{path}: truncated: audio ends at {decoded_seconds:.3} s{} (use lenient decoding to \
+         keep what was decoded)",
+        declared_seconds.map_or(String::new(), |d| format!(" but the file declares {d:.3} s"))
     )]
     Truncated {
         path: PathBuf,
         decoded_seconds: f64,
-        declared_seconds: f64,
+        /// The length the headers state, when they state one.
+        declared_seconds: Option<f64>,
     },
 
     #[error("{path}: contains no audio samples")]

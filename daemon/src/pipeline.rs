@@ -143,7 +143,15 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
         )?
     };
     audio.sample_rate = out_rate;
-    if audio.frames() == 0 && !audio.damaged {
+    if audio.frames() == 0 && audio.damaged {
+        // Lenient decoding keeps what came before the damage; here nothing did.
+        return Err(DecodeError::Corrupt {
+            path: path.into(),
+            at_seconds: req.offset,
+            reason: "damaged before any audio could be decoded".into(),
+        });
+    }
+    if audio.frames() == 0 {
         return Err(if req.offset > 0.0 {
             past_end()
         } else {

@@ -213,6 +213,13 @@ fn check_truncated(name: &str, strict_kind: &str) {
     let path = truncated_copy(dir.path(), name, 0.6);
     for req in [keep(), mono_at(None), mono_at(Some(16_000))] {
         expect_error(&path, &req, strict_kind);
+        if fx.container == "isomp4" {
+            // symphonia's MP4 reader skips a top-level atom that runs past the end of the
+            // file, so a cut `mdat` yields no packets at all: with nothing to keep, lenient
+            // decoding reports the damage too.
+            expect_error(&path, &lenient(&req), "corrupt");
+            continue;
+        }
         let got = load_ok(&path, &lenient(&req), 1);
         let full = load_ok(&fx.path, &req, 1);
         eprintln!(
@@ -225,13 +232,7 @@ fn check_truncated(name: &str, strict_kind: &str) {
             got.damaged,
             "{name}: lenient decode of a truncated file not marked damaged"
         );
-        if fx.container == "isomp4" {
-            // symphonia's MP4 reader skips a top-level atom that runs past the end of the
-            // file, so a cut `mdat` yields no packets at all: nothing to keep.
-            assert_eq!(got.frames(), 0, "{name}: symphonia now reads cut MP4 files");
-        } else {
-            assert!(got.frames() > full.frames() / 3, "{name}: kept too little");
-        }
+        assert!(got.frames() > full.frames() / 3, "{name}: kept too little");
         match req.sample_rate {
             // At the native rate: a prefix of the full decode, sample for sample.
             None => assert_prefix(name, &got, &full),
