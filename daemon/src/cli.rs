@@ -243,11 +243,7 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
     };
     let req = LoadRequest {
         sample_rate: args.sample_rate,
-        channels: if args.mono {
-            ChannelMode::Mono
-        } else {
-            ChannelMode::Keep
-        },
+        channels: ChannelMode::from_mono(args.mono),
         offset: args.offset,
         duration: args.duration,
         quality: args.quality,

@@ -36,6 +36,16 @@ pub enum ChannelMode {
     Keep,
 }
 
+impl ChannelMode {
+    pub fn from_mono(mono: bool) -> Self {
+        if mono {
+            Self::Mono
+        } else {
+            Self::Keep
+        }
+    }
+}
+
 /// Stream facts read from the container headers, without decoding the audio.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AudioInfo {

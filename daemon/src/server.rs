@@ -626,11 +626,7 @@ fn internal(message: String) -> Response {
 fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
     let req = LoadRequest {
         sample_rate: spec.sample_rate,
-        channels: if spec.mono {
-            ChannelMode::Mono
-        } else {
-            ChannelMode::Keep
-        },
+        channels: ChannelMode::from_mono(spec.mono),
         offset: spec.offset,
         duration: spec.duration,
         quality: quality_of(spec.quality),

@@ -123,11 +123,7 @@ pub fn decode_item(spec: &StreamSpec, item: &ItemInfo, index: u64, max_frames: u
     let sr = spec.sample_rate;
     let mut req = LoadRequest {
         sample_rate: Some(sr),
-        channels: if spec.mono {
-            ChannelMode::Mono
-        } else {
-            ChannelMode::Keep
-        },
+        channels: ChannelMode::from_mono(spec.mono),
         quality: quality_of(spec.quality),
         ..LoadRequest::default()
     };
