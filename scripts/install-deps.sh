@@ -21,4 +21,4 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install -q numpy pytest
+python3 -c "import numpy, pytest, maturin" 2>/dev/null || python3 -m pip install -q numpy pytest maturin
