@@ -62,7 +62,19 @@ def greet(sock: socket.socket) -> None:
     send(sock, Response.Hello(version=PROTOCOL_VERSION, daemon_pid=1234))
 
 
-STATUS = Response.Status(StatusReport(daemon_pid=1234, uptime_seconds=1.0, clients=1, streams=[]))
+STATUS = Response.Status(
+    StatusReport(
+        daemon_pid=1234,
+        uptime_seconds=1.0,
+        clients=1,
+        streams=[],
+        cache_bytes=0,
+        cache_capacity=0,
+        cache_hits=0,
+        cache_misses=0,
+        decodes=0,
+    )
+)
 
 
 @pytest.fixture

@@ -60,6 +60,8 @@ def stream_spec(**changes: Any) -> StreamSpec:
         "on_error": OnError.RAISE,
         "quality": Quality.HQ,
         "prefetch": 0,
+        "cache": True,
+        "max_batch_seconds": None,
     }
     fields.update(changes)
     return StreamSpec(**fields)
@@ -88,6 +90,8 @@ REQUESTS: dict[str, Any] = {
             on_error=OnError.SKIP,
             quality=Quality.VHQ,
             prefetch=3,
+            cache=False,
+            max_batch_seconds=120.5,
         )
     ),
     "req_open_directory": Request.OpenStream(
@@ -157,8 +161,14 @@ RESPONSES: dict[str, Any] = {
                     ring_depth=4,
                     ring_filled=1,
                     skipped=0,
+                    padding_share=0.25,
                 )
             ],
+            cache_bytes=1 << 20,
+            cache_capacity=1 << 30,
+            cache_hits=7,
+            cache_misses=3,
+            decodes=3,
         )
     ),
     "resp_ok": Response.Ok(),

@@ -20,7 +20,7 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -195,6 +195,8 @@ class StreamSpec:
     on_error: OnError
     quality: Quality
     prefetch: U32
+    cache: bool
+    max_batch_seconds: F64 | None
 
 
 @_frozen
@@ -245,6 +247,7 @@ class StreamStatus:
     ring_depth: U32
     ring_filled: U32
     skipped: U64
+    padding_share: F64
 
 
 @_frozen
@@ -253,6 +256,11 @@ class StatusReport:
     uptime_seconds: F64
     clients: U32
     streams: list[StreamStatus]
+    cache_bytes: U64
+    cache_capacity: U64
+    cache_hits: U64
+    cache_misses: U64
+    decodes: U64
 
 
 # --- The two message enums. A newtype variant such as ``OpenStream(StreamSpec)`` encodes

@@ -122,6 +122,8 @@ class AudioDataLoader:
         daemon: Daemon | PathLike | None = None,
         *,
         label_field: str | None = None,
+        cache: bool = True,
+        max_batch_seconds: float | None = None,
     ) -> None:
         self._dataset = resolve_dataset(files, label_field)
         if labels is not None and not isinstance(self._dataset, Dataset.Files):
@@ -135,6 +137,8 @@ class AudioDataLoader:
             raise ValueError(f"mono=True gives one channel, not channels={channels}")
         if pad_to_max and max_seconds is None:
             raise ValueError("pad_to_max needs max_seconds")
+        if max_batch_seconds is not None and max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be positive, not {max_batch_seconds}")
         self.torch = optional_torch()
         if device is not None and self.torch is None:
             raise ValueError(f"device={device!r} needs torch, which is not installed")
@@ -165,6 +169,11 @@ class AudioDataLoader:
         self.on_error = _choice(OnError, on_error, "on_error")
         self.quality = _choice(Quality, quality, "quality")
         self.prefetch = prefetch
+        # Keep decoded audio in the daemon's memory so later epochs decode nothing.
+        self.cache = cache
+        # Duration bucketing: batches of similar-length clips holding at most this much
+        # padded audio, instead of batch_size clips.
+        self.max_batch_seconds = max_batch_seconds
         self.rank = rank
         self.world_size = world_size
         # Bound now: a loader made inside a ``Daemon`` block keeps using that daemon.
@@ -265,6 +274,8 @@ class AudioDataLoader:
             on_error=self.on_error,
             quality=self.quality,
             prefetch=self.prefetch,
+            cache=self.cache,
+            max_batch_seconds=self.max_batch_seconds,
         )
 
     def _open(self) -> Stream:

@@ -61,9 +61,13 @@ impl SocketArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub socket: SocketArg,
-    /// Decode worker threads (default: all cores).
-    #[arg(long)]
+    /// Decode worker threads (default: all cores; env AUDIODECODE_WORKERS).
+    #[arg(long, env = "AUDIODECODE_WORKERS")]
     pub workers: Option<usize>,
+    /// Bytes of decoded audio to keep in memory across epochs (default: a quarter of the
+    /// available memory; 0 turns the cache off; env AUDIODECODE_CACHE_BYTES).
+    #[arg(long, env = "AUDIODECODE_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
     /// Stay attached to the terminal instead of detaching.
     #[arg(long)]
     pub foreground: bool,
@@ -232,7 +236,7 @@ fn plan_outputs(args: &DecodeArgs) -> Result<Vec<(PathBuf, PathBuf, OutputFormat
 fn run_decode(args: &DecodeArgs) -> ExitCode {
     let jobs = args
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(crate::tune::default_workers)
         .max(1);
     let plan = match plan_outputs(args) {
         Ok(p) => p,
@@ -335,10 +339,6 @@ fn decode_one(
     Ok(audio.duration())
 }
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn run_serve(args: &ServeArgs) -> ExitCode {
     let socket = args.socket.path();
     if !args.foreground {
@@ -346,7 +346,10 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
     }
     let options = server::ServeOptions {
         socket: socket.clone(),
-        workers: args.workers.unwrap_or_else(default_workers),
+        workers: args.workers.unwrap_or_else(crate::tune::default_workers),
+        cache_bytes: args
+            .cache_bytes
+            .unwrap_or_else(crate::tune::default_cache_bytes),
     };
     let ready = || {
         eprintln!(
@@ -404,6 +407,9 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
         .arg(socket);
     if let Some(w) = args.workers {
         cmd.arg("--workers").arg(w.to_string());
+    }
+    if let Some(c) = args.cache_bytes {
+        cmd.arg("--cache-bytes").arg(c.to_string());
     }
     let stderr = log.try_clone();
     cmd.stdin(std::process::Stdio::null()).stdout(log);
@@ -491,12 +497,15 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
                     "audio_seconds_per_second": s.audio_seconds_per_second,
                     "workers": s.workers, "ring_depth": s.ring_depth,
                     "ring_filled": s.ring_filled, "skipped": s.skipped,
+                    "padding_share": s.padding_share,
                 })
             })
             .collect();
         let v = serde_json::json!({
             "daemon_pid": r.daemon_pid, "uptime_seconds": r.uptime_seconds,
             "clients": r.clients, "streams": streams,
+            "cache_bytes": r.cache_bytes, "cache_capacity": r.cache_capacity,
+            "cache_hits": r.cache_hits, "cache_misses": r.cache_misses, "decodes": r.decodes,
         });
         println!("{v}");
         return;
@@ -505,17 +514,24 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
         print!("\x1b[2J\x1b[H");
     }
     println!(
-        "daemon {}: up {:.0} s, {} clients, {} streams",
+        "daemon {}: up {:.0} s, {} clients, {} streams; cache {} of {} MB, {} hits, {} misses; \
+         {} files decoded",
         r.daemon_pid,
         r.uptime_seconds,
         r.clients,
-        r.streams.len()
+        r.streams.len(),
+        r.cache_bytes >> 20,
+        r.cache_capacity >> 20,
+        r.cache_hits,
+        r.cache_misses,
+        r.decodes
     );
     for s in &r.streams {
         println!(
-            "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, {} workers, ring {}/{} filled, {} skipped",
+            "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, {} workers, ring {}/{} filled, {} skipped, {:.1}% padding",
             s.stream, s.batches_done, s.batches_total, s.items_per_second,
-            s.audio_seconds_per_second, s.workers, s.ring_filled, s.ring_depth, s.skipped
+            s.audio_seconds_per_second, s.workers, s.ring_filled, s.ring_depth, s.skipped,
+            100.0 * s.padding_share
         );
     }
 }

@@ -4,6 +4,7 @@
 //! (rubato, streaming), [`pipeline`] (one item → samples), [`output`] (file writers) and
 //! [`cli`].
 
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod ring;
 pub mod sampler;
 pub mod server;
 pub mod stream;
+pub mod tune;
 
 pub use decode::{probe_info, AudioInfo, ChannelMode};
 pub use error::DecodeError;

@@ -61,11 +61,10 @@ pub fn epoch_batches(spec: &SamplerSpec) -> Vec<Vec<u64>> {
     let world = spec.world_size.max(1);
     let mut order: Vec<u64> = (0..n).collect();
     if spec.shuffle {
-        let mut rng = SplitMix64::for_item(spec.seed, spec.epoch, u64::MAX);
-        for i in (1..order.len()).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
+        shuffle(
+            &mut order,
+            &mut SplitMix64::for_item(spec.seed, spec.epoch, u64::MAX),
+        );
     }
     let per_rank = if spec.drop_last {
         n / world
@@ -93,6 +92,78 @@ pub fn epoch_batches(spec: &SamplerSpec) -> Vec<Vec<u64>> {
         batches.pop();
     }
     batches
+}
+
+/// Quantile buckets for duration bucketing: enough that items in one bucket have similar
+/// lengths, few enough that each bucket still shuffles well.
+const BUCKETS: usize = 10;
+
+/// Duration bucketing: batches of similar-length items whose padded size (items x longest)
+/// stays within `max_batch_seconds`, in a shuffled order. Every rank computes the same
+/// global batch list and takes every `world_size`-th batch, so batch counts are equal.
+pub fn bucketed_batches(
+    spec: &SamplerSpec,
+    durations: &[f64],
+    max_batch_seconds: f64,
+) -> Vec<Vec<u64>> {
+    let n = durations.len();
+    let mut order: Vec<u64> = (0..n as u64).collect();
+    let mut rng = SplitMix64::for_item(spec.seed, spec.epoch, u64::MAX - 1);
+    if spec.shuffle {
+        shuffle(&mut order, &mut rng);
+    }
+    // Stable sort: equal durations keep the shuffled order.
+    order.sort_by(|&a, &b| durations[a as usize].total_cmp(&durations[b as usize]));
+    let mut batches: Vec<Vec<u64>> = Vec::new();
+    let per_bucket = n.div_ceil(BUCKETS).max(1);
+    for bucket in order.chunks_mut(per_bucket) {
+        if spec.shuffle {
+            shuffle(bucket, &mut rng);
+        }
+        let mut current: Vec<u64> = Vec::new();
+        let mut longest = 0.0f64;
+        for &item in bucket.iter() {
+            let d = durations[item as usize];
+            let padded = (current.len() + 1) as f64 * longest.max(d);
+            if !current.is_empty() && padded > max_batch_seconds {
+                batches.push(std::mem::take(&mut current));
+                longest = 0.0;
+            }
+            longest = longest.max(d);
+            current.push(item);
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+    }
+    if spec.shuffle {
+        shuffle(&mut batches, &mut rng);
+    }
+    let world = spec.world_size.max(1) as usize;
+    let total = if spec.drop_last {
+        batches.len() / world * world
+    } else {
+        batches.len().div_ceil(world) * world
+    };
+    // Pad by repeating batches from the start, as the item sampler pads items.
+    let mut k = 0;
+    while batches.len() < total {
+        batches.push(batches[k].clone());
+        k += 1;
+    }
+    batches.truncate(total);
+    batches
+        .into_iter()
+        .skip(spec.rank as usize)
+        .step_by(world)
+        .collect()
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +220,59 @@ mod tests {
                     assert_eq!(unique.len(), 65, "complete");
                     assert!(seen.len() - 65 < world as usize);
                 }
+            }
+        }
+    }
+
+    fn durations(n: usize) -> Vec<f64> {
+        let mut rng = SplitMix64::new(5);
+        (0..n).map(|_| 1.0 + 14.0 * rng.unit()).collect()
+    }
+
+    fn padding_share(batches: &[Vec<u64>], d: &[f64]) -> f64 {
+        let (mut real, mut padded) = (0.0, 0.0);
+        for b in batches {
+            let longest = b.iter().map(|&i| d[i as usize]).fold(0.0, f64::max);
+            real += b.iter().map(|&i| d[i as usize]).sum::<f64>();
+            padded += longest * b.len() as f64;
+        }
+        1.0 - real / padded
+    }
+
+    #[test]
+    fn bucketing_keeps_every_item_once_and_cuts_padding() {
+        let d = durations(500);
+        let s = spec(500, 32, 0, 1, false);
+        let buckets = bucketed_batches(&s, &d, 120.0);
+        let all: Vec<u64> = buckets.concat();
+        assert_eq!(all.len(), 500);
+        assert_eq!(all.iter().copied().collect::<HashSet<_>>().len(), 500);
+        for b in &buckets {
+            let longest = b.iter().map(|&i| d[i as usize]).fold(0.0, f64::max);
+            assert!(b.len() == 1 || longest * b.len() as f64 <= 120.0);
+        }
+        let fixed = epoch_batches(&s);
+        let (bucketed, plain) = (padding_share(&buckets, &d), padding_share(&fixed, &d));
+        assert!(
+            bucketed < plain / 3.0,
+            "bucketed {bucketed:.3} vs fixed {plain:.3}"
+        );
+        let mut next_epoch = s;
+        next_epoch.epoch += 1;
+        assert_ne!(buckets, bucketed_batches(&next_epoch, &d, 120.0));
+    }
+
+    #[test]
+    fn bucketing_gives_ranks_equal_batch_counts() {
+        let d = durations(301);
+        for drop_last in [false, true] {
+            let shards: Vec<Vec<Vec<u64>>> = (0..3)
+                .map(|r| bucketed_batches(&spec(301, 32, r, 3, drop_last), &d, 90.0))
+                .collect();
+            assert_eq!(shards.iter().map(Vec::len).collect::<HashSet<_>>().len(), 1);
+            let seen: HashSet<u64> = shards.iter().flat_map(|s| s.concat()).collect();
+            if !drop_last {
+                assert_eq!(seen.len(), 301, "complete");
             }
         }
     }

@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::cache::AudioCache;
 use crate::decode::ChannelMode;
 use crate::pipeline::{load, LoadRequest};
 use crate::ring::RingMemory;
@@ -39,6 +40,8 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub struct ServeOptions {
     pub socket: PathBuf,
     pub workers: usize,
+    /// Bound of the decoded-audio cache shared by all streams.
+    pub cache_bytes: u64,
 }
 
 /// Default socket: `$XDG_RUNTIME_DIR/audiodecode/daemon.sock`, else
@@ -103,6 +106,7 @@ struct Daemon {
     next_token: usize,
     next_stream: Arc<AtomicU32>,
     pool: Pool,
+    cache: Arc<AudioCache>,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
     waker: Arc<Waker>,
@@ -166,6 +170,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         next_token: FIRST_CONN,
         next_stream: Arc::new(AtomicU32::new(1)),
         pool: Pool::new(options.workers),
+        cache: Arc::new(AudioCache::new(options.cache_bytes)),
         events_tx,
         events_rx,
         waker,
@@ -381,6 +386,7 @@ impl Daemon {
                 conn.busy = true;
                 let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
                 let pool = self.pool.clone();
+                let cache = Arc::clone(&self.cache);
                 let tx = self.events_tx.clone();
                 let waker = Arc::clone(&self.waker);
                 let spawned = std::thread::Builder::new()
@@ -392,7 +398,7 @@ impl Daemon {
                             let _ = push_tx.send(Event::Push(token, message));
                             let _ = push_waker.wake();
                         });
-                        let event = match stream::open(id, spec, &pool, notify) {
+                        let event = match stream::open(id, spec, &pool, &cache, notify) {
                             Ok(opened) => Event::Opened(token, Box::new(opened)),
                             Err(e) => Event::Reply(token, Response::Error(e)),
                         };
@@ -443,15 +449,22 @@ impl Daemon {
                     ring_depth: e.ring_depth,
                     ring_filled: announced.saturating_sub(released) as u32,
                     skipped: e.stats.skipped.load(Ordering::Relaxed),
+                    padding_share: padding_share(&e.stats),
                 }
             })
             .collect();
         streams.sort_by_key(|s| s.stream);
+        let cache = self.cache.stats();
         StatusReport {
             daemon_pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             clients: self.conns.len() as u32,
             streams,
+            cache_bytes: cache.bytes,
+            cache_capacity: cache.capacity,
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            decodes: stream::DECODES.load(Ordering::Relaxed),
         }
     }
 
@@ -604,6 +617,16 @@ impl Daemon {
                 entry.close();
             }
         }
+    }
+}
+
+fn padding_share(stats: &StreamStats) -> f64 {
+    let padded = stats.padded_frames.load(Ordering::Relaxed);
+    let real = stats.frames.load(Ordering::Relaxed);
+    if padded == 0 {
+        0.0
+    } else {
+        1.0 - real as f64 / padded as f64
     }
 }
 

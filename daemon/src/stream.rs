@@ -16,6 +16,7 @@ use audiodecode_protocol::{
 };
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::cache::{AudioCache, CacheKey, FileStamp};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
 use crate::pipeline::{load, LoadRequest};
@@ -97,6 +98,8 @@ pub struct StreamStats {
     pub items: AtomicU64,
     /// Output frames delivered (for audio-seconds per second).
     pub frames: AtomicU64,
+    /// Frames of the delivered batches including padding (B x T summed).
+    pub padded_frames: AtomicU64,
     pub skipped: AtomicU64,
 }
 
@@ -111,44 +114,89 @@ pub struct StreamJob {
     pub cancel: Arc<AtomicBool>,
     pub stats: Arc<StreamStats>,
     pub pool: Pool,
+    pub cache: Arc<AudioCache>,
     /// Messages for the client, delivered by the event loop in order.
     pub notify: Box<dyn Fn(Response) + Send>,
 }
 
 type ItemResult = Result<Vec<Vec<f32>>, DecodeError>;
 
+/// Files decoded by stream workers since the daemon started (cache hits decode nothing).
+pub static DECODES: AtomicU64 = AtomicU64::new(0);
+
+/// A file much longer than its crop is sliced by seeking rather than decoded whole into the
+/// cache: caching an hour to serve four seconds of it would waste the budget.
+const CACHE_MAX_SECONDS: f64 = 120.0;
+
+fn decode(path: &Path, req: &LoadRequest) -> Result<crate::pipeline::DecodedAudio, DecodeError> {
+    DECODES.fetch_add(1, Ordering::Relaxed);
+    load(path, req, 1)
+}
+
+/// Where a crop of `max_s` seconds starts in audio of `total_out` frames.
+fn crop_start(spec: &StreamSpec, index: u64, total_out: u64, window: u64) -> u64 {
+    if spec.crop == CropMode::Random && total_out > window {
+        SplitMix64::for_item(spec.seed, spec.epoch, index).below(total_out - window + 1)
+    } else {
+        0
+    }
+}
+
 /// Decode one item as the stream asks: rate, channels, crop, capped at the slot length.
-pub fn decode_item(spec: &StreamSpec, item: &ItemInfo, index: u64, max_frames: u64) -> ItemResult {
+/// With the cache on, the whole clean file is cached and cropped in memory.
+pub fn decode_item(
+    spec: &StreamSpec,
+    item: &ItemInfo,
+    index: u64,
+    max_frames: u64,
+    cache: Option<&AudioCache>,
+) -> ItemResult {
     let path = Path::new(&item.path);
     let sr = spec.sample_rate;
-    let mut req = LoadRequest {
+    let req = LoadRequest {
         sample_rate: Some(sr),
         channels: ChannelMode::from_mono(spec.mono),
         quality: quality_of(spec.quality),
         ..LoadRequest::default()
     };
-    if let Some(max_s) = spec.max_seconds {
-        req.duration = Some(max_s);
-        if spec.crop == CropMode::Random {
-            // Choose the window from the declared length, then seek: no full decode.
-            if let Some(total) = probe_info(path)?.duration {
-                let total_out = (total * f64::from(sr)).round() as u64;
-                let window = (max_s * f64::from(sr)).round() as u64;
-                if total_out > window {
-                    let mut rng = SplitMix64::for_item(spec.seed, spec.epoch, index);
-                    let start = rng.below(total_out - window + 1);
-                    req.offset = start as f64 / f64::from(sr);
+    let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
+    let cached = match cache.filter(|_| spec.cache) {
+        Some(cache) => cached_audio(cache, path, &req, spec)?,
+        None => None,
+    };
+    let mut planes = match (cached, window) {
+        (Some(audio), Some(window)) => {
+            let total = audio.frames() as u64;
+            let start = crop_start(spec, index, total, window) as usize;
+            let end = (start + window as usize).min(total as usize);
+            audio
+                .planes
+                .iter()
+                .map(|p| p[start..end].to_vec())
+                .collect()
+        }
+        (Some(audio), None) => audio.planes.clone(),
+        (None, window) => {
+            let mut req = req;
+            if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
+                req.duration = Some(max_s);
+                if spec.crop == CropMode::Random {
+                    // Choose the window from the declared length, then seek: no full decode.
+                    if let Some(total) = probe_info(path)?.duration {
+                        let total_out = (total * f64::from(sr)).round() as u64;
+                        req.offset =
+                            crop_start(spec, index, total_out, window) as f64 / f64::from(sr);
+                    }
                 }
             }
+            decode(path, &req)?.planes
         }
-    }
-    let audio = load(path, &req, 1)?;
+    };
     let channels = if spec.mono {
         1
     } else {
         spec.channels.max(1) as usize
     };
-    let mut planes = audio.planes;
     // A fixed channel count per stream: extra channels dropped, missing ones silent.
     planes.truncate(channels);
     let frames = planes.first().map_or(0, Vec::len);
@@ -157,6 +205,39 @@ pub fn decode_item(spec: &StreamSpec, item: &ItemInfo, index: u64, max_frames: u
         p.truncate(max_frames as usize);
     }
     Ok(planes)
+}
+
+/// The whole clean file from the cache, decoding and caching it on a miss; `None` when the
+/// file should not be cached (far longer than the crop, or unreadable metadata).
+fn cached_audio(
+    cache: &AudioCache,
+    path: &Path,
+    req: &LoadRequest,
+    spec: &StreamSpec,
+) -> Result<Option<Arc<crate::pipeline::DecodedAudio>>, DecodeError> {
+    let Some(stamp) = FileStamp::of(path) else {
+        return Ok(None);
+    };
+    let key = CacheKey {
+        path: path.to_path_buf(),
+        sample_rate: spec.sample_rate,
+        mode: req.channels,
+        quality: req.quality,
+    };
+    if let Some(audio) = cache.get(&key, stamp) {
+        return Ok(Some(audio));
+    }
+    if let Some(max_s) = spec.max_seconds {
+        let long = probe_info(path)?
+            .duration
+            .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s));
+        if long {
+            return Ok(None);
+        }
+    }
+    let audio = Arc::new(decode(path, req)?);
+    cache.insert(key, stamp, Arc::clone(&audio));
+    Ok(Some(audio))
 }
 
 struct InFlight {
@@ -182,12 +263,16 @@ pub fn drive(job: StreamJob) {
             let spec = job.spec.clone();
             let cancel = Arc::clone(&job.cancel);
             let max_frames = job.ring.geometry().max_frames;
+            let cache = Arc::clone(&job.cache);
             job.pool.submit(move || {
                 if cancel.load(Ordering::Relaxed) {
                     return;
                 }
                 let item = &items[index as usize];
-                let _ = tx.send((pos, decode_item(&spec, item, index, max_frames)));
+                let _ = tx.send((
+                    pos,
+                    decode_item(&spec, item, index, max_frames, Some(&cache)),
+                ));
             });
         }
         InFlight {
@@ -249,7 +334,8 @@ pub fn drive(job: StreamJob) {
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
-        write_batch(&job.ring, slot, &job.spec, batch.seq, &rows);
+        let padded = write_batch(&job.ring, slot, &job.spec, batch.seq, &rows);
+        job.stats.padded_frames.fetch_add(padded, Ordering::Relaxed);
         job.stats
             .items
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -277,7 +363,7 @@ fn write_batch(
     spec: &StreamSpec,
     seq: u64,
     rows: &[(u64, i64, Vec<Vec<f32>>)],
-) {
+) -> u64 {
     let geometry: RingGeometry = ring.geometry();
     let longest = rows
         .iter()
@@ -305,6 +391,7 @@ fn write_batch(
     // announces the batch; nothing else writes or reads it meanwhile.
     let bytes = unsafe { ring.slot_mut(slot) };
     SlotWriter { geometry, bytes }.write(header, &refs);
+    rows.len() as u64 * frames
 }
 
 /// What the server keeps of an opened stream.
@@ -352,36 +439,45 @@ fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
             return Err(bad_request(format!("max_seconds {s}")));
         }
     }
+    if let Some(s) = spec.max_batch_seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(bad_request(format!("max_batch_seconds {s}")));
+        }
+    }
     Ok(())
 }
 
-/// Longest item (in output frames) among `indices`, from the headers, read in parallel.
-fn longest_item(pool: &Pool, items: &Arc<Vec<ItemInfo>>, indices: &[u64], sr: u32) -> Option<u64> {
+/// Declared durations (seconds) of `indices`, from the headers, read in parallel; `None`
+/// where a file does not declare its length (or cannot be read: it fails later, per item).
+fn probe_durations(pool: &Pool, items: &Arc<Vec<ItemInfo>>, indices: &[u64]) -> Vec<Option<f64>> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    for &i in indices {
+    for (slot, &i) in indices.iter().enumerate() {
         let tx = tx.clone();
         let items = Arc::clone(items);
         pool.submit(move || {
             let info = probe_info(Path::new(&items[i as usize].path)).ok();
-            let _ = tx.send(info.and_then(|i| i.duration));
+            let _ = tx.send((slot, info.and_then(|i| i.duration)));
         });
     }
     drop(tx);
-    let mut longest: Option<f64> = None;
-    let mut unknown = false;
-    for d in rx {
-        match d {
-            Some(d) => longest = Some(longest.map_or(d, |l| l.max(d))),
-            None => unknown = true,
-        }
+    let mut out = vec![None; indices.len()];
+    for (slot, d) in rx {
+        out[slot] = d;
     }
-    // Files that do not declare a length may be longer than any that do.
-    let seconds = if unknown {
-        longest.unwrap_or(0.0).max(DEFAULT_MAX_SECONDS)
+    out
+}
+
+/// Slot length in seconds: the crop when there is one, else the longest declared item
+/// (at least the default when some files do not declare a length).
+fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
+    if let Some(c) = crop {
+        return c;
+    }
+    if unknown || known <= 0.0 {
+        known.max(DEFAULT_MAX_SECONDS)
     } else {
-        longest?
-    };
-    Some((seconds * f64::from(sr)).ceil() as u64 + 1)
+        known
+    }
 }
 
 fn shm_available() -> Option<u64> {
@@ -397,6 +493,7 @@ pub fn open(
     id: u32,
     spec: StreamSpec,
     pool: &Pool,
+    cache: &Arc<AudioCache>,
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
@@ -406,7 +503,7 @@ pub fn open(
         message: e.to_string(),
     })?;
     let items = Arc::new(resolved.items);
-    let batches = crate::sampler::epoch_batches(&crate::sampler::SamplerSpec {
+    let sampler = crate::sampler::SamplerSpec {
         items: items.len() as u64,
         batch_size: u64::from(spec.batch_size),
         shuffle: spec.shuffle,
@@ -415,7 +512,45 @@ pub fn open(
         rank: u64::from(spec.rank),
         world_size: u64::from(spec.world_size),
         drop_last: spec.drop_last,
-    });
+    };
+    let sr = spec.sample_rate;
+    // Lengths are needed to bucket, and to size slots when nothing else bounds them.
+    let (batches, longest) = match spec.max_batch_seconds {
+        Some(budget) => {
+            let all: Vec<u64> = (0..items.len() as u64).collect();
+            let cap = spec.max_seconds.unwrap_or(f64::INFINITY);
+            let declared = probe_durations(pool, &items, &all);
+            let known = declared.iter().flatten().copied().fold(0.0, f64::max);
+            // Unknown lengths count as the longest known (or the crop) when bucketing.
+            let fallback = if known > 0.0 {
+                known
+            } else {
+                DEFAULT_MAX_SECONDS
+            };
+            let durations: Vec<f64> = declared
+                .iter()
+                .map(|d| d.unwrap_or(fallback).min(cap))
+                .collect();
+            let batches = crate::sampler::bucketed_batches(&sampler, &durations, budget);
+            let unknown = declared.iter().any(Option::is_none);
+            (
+                batches,
+                longest_seconds(known.min(cap), unknown, spec.max_seconds),
+            )
+        }
+        None => {
+            let batches = crate::sampler::epoch_batches(&sampler);
+            let longest = match spec.max_seconds {
+                Some(s) => s,
+                None => {
+                    let declared = probe_durations(pool, &items, &batches.concat());
+                    let known = declared.iter().flatten().copied().fold(0.0, f64::max);
+                    longest_seconds(known, declared.iter().any(Option::is_none), None)
+                }
+            };
+            (batches, longest)
+        }
+    };
     if spec.start_batch > batches.len() as u64 {
         return Err(bad_request(format!(
             "start_batch {} past the {} batches of the epoch",
@@ -423,16 +558,12 @@ pub fn open(
             batches.len()
         )));
     }
-    let sr = spec.sample_rate;
     let max_frames = match spec.max_seconds {
         Some(s) => (s * f64::from(sr)).round().max(1.0) as u64,
-        None => {
-            let mine: Vec<u64> = batches.concat();
-            longest_item(pool, &items, &mine, sr)
-                .unwrap_or((DEFAULT_MAX_SECONDS * f64::from(sr)) as u64)
-                .max(1)
-        }
+        // +1: resampling rounds a length up.
+        None => (longest * f64::from(sr)).ceil() as u64 + 1,
     };
+    let batch_capacity = batches.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
     let depth = if spec.prefetch > 0 {
         spec.prefetch
     } else {
@@ -440,7 +571,7 @@ pub fn open(
     }
     .max(2);
     let channels = if spec.mono { 1 } else { spec.channels };
-    let geometry = RingGeometry::new(depth, spec.batch_size, channels, max_frames, sr);
+    let geometry = RingGeometry::new(depth, batch_capacity, channels, max_frames, sr);
     if let Some(free) = shm_available() {
         if geometry.total_bytes() > free {
             return Err(bad_request(format!(
@@ -481,6 +612,7 @@ pub fn open(
         cancel: Arc::clone(&cancel),
         stats: Arc::clone(&stats),
         pool: pool.clone(),
+        cache: Arc::clone(cache),
         notify,
     };
     let start = Box::new(move || {

@@ -21,11 +21,16 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("d.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
             .args(["serve", "--foreground", "--workers", "2", "--socket"])
             .arg(&socket)
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .expect("start daemon");
@@ -115,6 +120,8 @@ fn spec(paths: Vec<String>, batch_size: u32) -> StreamSpec {
         on_error: OnError::Skip,
         quality: Quality::Hq,
         prefetch: 2,
+        cache: false,
+        max_batch_seconds: None,
     }
 }
 
@@ -437,4 +444,177 @@ fn bad_requests_get_clear_errors() {
         Response::Error(e) => assert!(e.message.contains("version"), "{e:?}"),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+fn status(daemon: &Daemon) -> audiodecode_protocol::StatusReport {
+    match daemon.client().request(&Request::Status).expect("status") {
+        Response::Status(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Open a stream and run it to its end, releasing every slot; returns (item index, audio)
+/// per item and each batch's (items, padded frames).
+fn run_epoch(client: &mut Client, spec: StreamSpec) -> (Vec<(u64, Vec<f32>)>, Vec<(usize, u64)>) {
+    let info = open(client, spec);
+    let map = map_ring(&info);
+    let mut items = Vec::new();
+    let mut batches = Vec::new();
+    loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, .. } => {
+                let b = read_slot(&map, &info.ring, slot);
+                let t = b.header.frames as usize;
+                for (row, &index) in b.indices.iter().enumerate() {
+                    let n = b.lengths[row] as usize;
+                    items.push((index, b.audio[row * t..row * t + n].to_vec()));
+                }
+                batches.push((b.indices.len(), b.header.frames));
+                client
+                    .send(&Request::Release {
+                        stream: info.stream,
+                        slot,
+                    })
+                    .expect("release");
+            }
+            Response::EndOfEpoch { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    client
+        .request(&Request::CloseStream {
+            stream: info.stream,
+        })
+        .expect("close");
+    items.sort_by_key(|(i, _)| *i);
+    (items, batches)
+}
+
+#[test]
+fn the_cache_serves_later_epochs_and_notices_changed_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 6);
+    let daemon = Daemon::start_with(&["--cache-bytes", "100000000"]);
+    let mut client = daemon.client();
+    let mut cached = spec(paths.clone(), 4);
+    cached.cache = true;
+    cached.max_seconds = Some(0.25);
+    cached.crop = CropMode::Random;
+
+    let (first, _) = run_epoch(&mut client, cached.clone());
+    assert_eq!(status(&daemon).decodes, 6);
+    // A random crop from the cached whole file equals the same window of a full decode.
+    for (index, got) in &first {
+        let full = load(
+            Path::new(&paths[*index as usize]),
+            &LoadRequest {
+                sample_rate: Some(16000),
+                channels: ChannelMode::Mono,
+                ..Default::default()
+            },
+            1,
+        )
+        .expect("load");
+        let whole = &full.planes[0];
+        assert_eq!(got.len(), 4000.min(whole.len()));
+        assert!(
+            whole.windows(got.len()).any(|w| w == got.as_slice()),
+            "item {index} is a window"
+        );
+    }
+
+    let mut next = cached.clone();
+    next.epoch = 1;
+    run_epoch(&mut client, next.clone());
+    let after = status(&daemon);
+    assert_eq!(after.decodes, 6, "second epoch decodes nothing");
+    assert!(after.cache_hits >= 6, "{after:?}");
+
+    // Rewrite one file with other content: it must be decoded again, never served stale.
+    write_wav(Path::new(&paths[3]), 0.4, 22050, 999.0);
+    let (third, _) = run_epoch(&mut client, StreamSpec { epoch: 2, ..next });
+    assert_eq!(status(&daemon).decodes, 7);
+    let fresh = load(
+        Path::new(&paths[3]),
+        &LoadRequest {
+            sample_rate: Some(16000),
+            channels: ChannelMode::Mono,
+            ..Default::default()
+        },
+        1,
+    )
+    .expect("load");
+    let (_, got) = third.iter().find(|(i, _)| *i == 3).expect("item 3");
+    assert!(
+        fresh.planes[0]
+            .windows(got.len())
+            .any(|w| w == got.as_slice()),
+        "new content"
+    );
+}
+
+#[test]
+fn the_cache_stays_within_its_byte_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 10);
+    // Each clip is 0.2-0.65 s at 16 kHz mono: 13-42 kB decoded; 60 kB holds only a few.
+    let daemon = Daemon::start_with(&["--cache-bytes", "60000"]);
+    let mut client = daemon.client();
+    let mut cached = spec(paths, 3);
+    cached.cache = true;
+    for epoch in 0..2 {
+        run_epoch(
+            &mut client,
+            StreamSpec {
+                epoch,
+                ..cached.clone()
+            },
+        );
+        let s = status(&daemon);
+        assert!(
+            s.cache_bytes <= 60_000 && s.cache_capacity == 60_000,
+            "{s:?}"
+        );
+    }
+    assert!(
+        status(&daemon).decodes > 10,
+        "evicted clips are decoded again"
+    );
+}
+
+#[test]
+fn bucketing_keeps_every_item_and_cuts_padding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 24); // 0.2 s .. 1.35 s
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let fixed = spec(paths.clone(), 8);
+    let (fixed_items, fixed_batches) = run_epoch(&mut client, fixed.clone());
+    let bucketed = StreamSpec {
+        max_batch_seconds: Some(3.0),
+        ..fixed
+    };
+    let (items, batches) = run_epoch(&mut client, bucketed);
+    assert_eq!(items.len(), 24);
+    assert_eq!(
+        items.iter().map(|(i, _)| *i).collect::<HashSet<_>>().len(),
+        24
+    );
+    for &(b, frames) in &batches {
+        assert!(
+            b == 1 || b as f64 * frames as f64 / 16000.0 <= 3.0 + 1e-3,
+            "{b} x {frames}"
+        );
+    }
+    let share = |items: &[(u64, Vec<f32>)], batches: &[(usize, u64)]| {
+        let real: usize = items.iter().map(|(_, a)| a.len()).sum();
+        let padded: u64 = batches.iter().map(|&(b, t)| b as u64 * t).sum();
+        1.0 - real as f64 / padded as f64
+    };
+    let (plain, bucketed) = (share(&fixed_items, &fixed_batches), share(&items, &batches));
+    eprintln!("padding share: fixed batches of 8 {plain:.3}, bucketed {bucketed:.3}");
+    assert!(
+        bucketed < plain / 2.0,
+        "bucketed {bucketed:.3} vs fixed {plain:.3}"
+    );
 }

@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -198,6 +198,11 @@ pub struct StreamSpec {
     pub quality: Quality,
     /// Ring depth; 0 lets the daemon choose.
     pub prefetch: u32,
+    /// Keep decoded audio in the daemon's shared cache (later epochs decode nothing).
+    pub cache: bool,
+    /// Duration bucketing: batches of similar length holding at most this many seconds of
+    /// padded audio, instead of `batch_size` items.
+    pub max_batch_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -248,6 +253,12 @@ pub struct StatusReport {
     pub uptime_seconds: f64,
     pub clients: u32,
     pub streams: Vec<StreamStatus>,
+    pub cache_bytes: u64,
+    pub cache_capacity: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Files decoded since start (cache hits decode nothing).
+    pub decodes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -261,4 +272,6 @@ pub struct StreamStatus {
     pub ring_depth: u32,
     pub ring_filled: u32,
     pub skipped: u64,
+    /// Share of delivered audio frames that are padding.
+    pub padding_share: f64,
 }

@@ -30,6 +30,8 @@ fn stream_spec() -> StreamSpec {
         on_error: OnError::Raise,
         quality: Quality::Hq,
         prefetch: 0,
+        cache: true,
+        max_batch_seconds: None,
     }
 }
 
@@ -68,6 +70,8 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 on_error: OnError::Skip,
                 quality: Quality::Vhq,
                 prefetch: 3,
+                cache: false,
+                max_batch_seconds: Some(120.5),
             }),
         ),
         (
@@ -182,7 +186,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     ring_depth: 4,
                     ring_filled: 1,
                     skipped: 0,
+                    padding_share: 0.25,
                 }],
+                cache_bytes: 1 << 20,
+                cache_capacity: 1 << 30,
+                cache_hits: 7,
+                cache_misses: 3,
+                decodes: 3,
             }),
         ),
         ("resp_ok", Response::Ok),

@@ -1,0 +1,235 @@
+//! A byte-bounded LRU cache of clean decoded audio (decoded, downmixed and resampled, but
+//! not cropped or augmented), shared by every stream of the daemon.
+//!
+//! Entries are keyed by (path, rate, channel mode, quality) and remember the file's size and
+//! modification time: a file that changed on disk is a miss (and its stale entry is
+//! dropped), never a stale hit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::decode::ChannelMode;
+use crate::pipeline::DecodedAudio;
+use crate::resample::Quality;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub path: PathBuf,
+    pub sample_rate: u32,
+    pub mode: ChannelMode,
+    pub quality: Quality,
+}
+
+/// What identifies the file's content without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+struct Entry {
+    audio: Arc<DecodedAudio>,
+    stamp: FileStamp,
+    bytes: u64,
+    tick: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<CacheKey, Entry>,
+    /// Last use -> key; the first entry is the least recently used.
+    order: BTreeMap<u64, CacheKey>,
+    bytes: u64,
+    tick: u64,
+}
+
+pub struct AudioCache {
+    capacity: u64,
+    inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub bytes: u64,
+    pub capacity: u64,
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+fn size_of(audio: &DecodedAudio) -> u64 {
+    audio.planes.iter().map(|p| p.len() as u64 * 4).sum()
+}
+
+impl AudioCache {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is a few
+        // plain assignments), so keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached audio, if present and the file is unchanged since it was decoded.
+    pub fn get(&self, key: &CacheKey, stamp: FileStamp) -> Option<Arc<DecodedAudio>> {
+        let mut inner = self.lock();
+        let found = match inner.entries.get(key) {
+            Some(e) if e.stamp == stamp => Some((e.tick, Arc::clone(&e.audio))),
+            Some(_) => {
+                inner.remove(key);
+                None
+            }
+            None => None,
+        };
+        let Some((old_tick, audio)) = found else {
+            drop(inner);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        inner.tick += 1;
+        let tick = inner.tick;
+        inner.order.remove(&old_tick);
+        inner.order.insert(tick, key.clone());
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.tick = tick;
+        }
+        drop(inner);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(audio)
+    }
+
+    /// Keep `audio`, evicting the least recently used entries to stay within capacity.
+    /// Audio larger than the whole cache is not kept.
+    pub fn insert(&self, key: CacheKey, stamp: FileStamp, audio: Arc<DecodedAudio>) {
+        let bytes = size_of(&audio);
+        if bytes > self.capacity {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.remove(&key);
+        while inner.bytes + bytes > self.capacity {
+            let Some((_, oldest)) = inner.order.pop_first() else {
+                break;
+            };
+            if let Some(e) = inner.entries.remove(&oldest) {
+                inner.bytes -= e.bytes;
+            }
+        }
+        inner.tick += 1;
+        let tick = inner.tick;
+        inner.order.insert(tick, key.clone());
+        inner.bytes += bytes;
+        inner.entries.insert(
+            key,
+            Entry {
+                audio,
+                stamp,
+                bytes,
+                tick,
+            },
+        );
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.lock();
+        CacheStats {
+            bytes: inner.bytes,
+            capacity: self.capacity,
+            entries: inner.entries.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(e) = self.entries.remove(key) {
+            self.order.remove(&e.tick);
+            self.bytes -= e.bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(frames: usize) -> Arc<DecodedAudio> {
+        Arc::new(DecodedAudio {
+            planes: vec![vec![0.5; frames]],
+            sample_rate: 16000,
+            damaged: false,
+        })
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey {
+            path: PathBuf::from(name),
+            sample_rate: 16000,
+            mode: ChannelMode::Mono,
+            quality: Quality::Hq,
+        }
+    }
+
+    const STAMP: FileStamp = FileStamp {
+        size: 1,
+        modified: None,
+    };
+
+    #[test]
+    fn evicts_least_recently_used_within_the_byte_bound() {
+        let cache = AudioCache::new(1000);
+        cache.insert(key("a"), STAMP, audio(100)); // 400 bytes
+        cache.insert(key("b"), STAMP, audio(100));
+        assert!(cache.get(&key("a"), STAMP).is_some()); // a is now the most recent
+        cache.insert(key("c"), STAMP, audio(100)); // evicts b
+        assert!(cache.get(&key("b"), STAMP).is_none());
+        assert!(cache.get(&key("a"), STAMP).is_some());
+        assert!(cache.get(&key("c"), STAMP).is_some());
+        let s = cache.stats();
+        assert!(s.bytes <= 1000);
+        assert_eq!((s.entries, s.hits, s.misses), (2, 3, 1));
+        cache.insert(key("huge"), STAMP, audio(1000)); // larger than the cache: not kept
+        assert!(cache.get(&key("huge"), STAMP).is_none());
+        assert_eq!(cache.stats().entries, 2);
+    }
+
+    #[test]
+    fn a_changed_file_is_a_miss_and_frees_its_entry() {
+        let cache = AudioCache::new(10_000);
+        cache.insert(key("a"), STAMP, audio(100));
+        let changed = FileStamp {
+            size: 2,
+            modified: None,
+        };
+        assert!(cache.get(&key("a"), changed).is_none());
+        assert_eq!(cache.stats().bytes, 0);
+    }
+}
