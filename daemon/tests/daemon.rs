@@ -455,7 +455,10 @@ fn status(daemon: &Daemon) -> audiodecode_protocol::StatusReport {
 
 /// Open a stream and run it to its end, releasing every slot; returns (item index, audio)
 /// per item and each batch's (items, padded frames).
-fn run_epoch(client: &mut Client, spec: StreamSpec) -> (Vec<(u64, Vec<f32>)>, Vec<(usize, u64)>) {
+/// Per item (index, audio), per batch (items, padded frames).
+type Epoch = (Vec<(u64, Vec<f32>)>, Vec<(usize, u64)>);
+
+fn run_epoch(client: &mut Client, spec: StreamSpec) -> Epoch {
     let info = open(client, spec);
     let map = map_ring(&info);
     let mut items = Vec::new();
