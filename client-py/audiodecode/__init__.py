@@ -19,6 +19,7 @@ from audiodecode._errors import (
 from audiodecode._protocol import ErrorKind
 from audiodecode.api import load
 from audiodecode.loader import AudioDataLoader
+from audiodecode.splits import create_train_val_loaders
 
 __all__ = [
     "AudioDataLoader",
@@ -32,6 +33,7 @@ __all__ = [
     "DaemonError",
     "ErrorKind",
     "VersionMismatchError",
+    "create_train_val_loaders",
     "find_binary",
     "load",
 ]

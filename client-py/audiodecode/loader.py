@@ -124,6 +124,7 @@ class AudioDataLoader:
         label_field: str | None = None,
         cache: bool = True,
         max_batch_seconds: float | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self._dataset = resolve_dataset(files, label_field)
         if labels is not None and not isinstance(self._dataset, Dataset.Files):
@@ -133,6 +134,11 @@ class AudioDataLoader:
             self._dataset = Dataset.Files(paths=self._dataset.paths, labels=ids)
         else:
             self._classes = []
+        if classes is not None:
+            # Names for integer labels, e.g. shared by the loaders of a train/val split.
+            if self._classes:
+                raise ValueError("classes= is for integer labels; string labels name themselves")
+            self._classes = list(classes)
         if mono and channels not in (None, 1):
             raise ValueError(f"mono=True gives one channel, not channels={channels}")
         if pad_to_max and max_seconds is None:
