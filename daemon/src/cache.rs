@@ -177,6 +177,38 @@ impl Inner {
     }
 }
 
+/// Declared durations by file, so that opening a stream (which sizes slots and buckets
+/// from the headers) does not re-read every header each epoch. Invalidated like the audio
+/// cache, by size and modification time.
+#[derive(Default)]
+pub struct DurationCache {
+    map: Mutex<HashMap<PathBuf, (FileStamp, Option<f64>)>>,
+}
+
+/// About 100 bytes an entry: a cap of a few million keeps it well under a gigabyte.
+const DURATION_ENTRIES: usize = 4_000_000;
+
+impl DurationCache {
+    /// The declared duration of `path` (seconds), from memory when the file is unchanged,
+    /// else from `probe`.
+    pub fn get_or_probe(&self, path: &Path, probe: impl FnOnce() -> Option<f64>) -> Option<f64> {
+        let stamp = FileStamp::of(path)?;
+        let lock = || self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, d)) = lock().get(path) {
+            if *s == stamp {
+                return *d;
+            }
+        }
+        let duration = probe();
+        let mut map = lock();
+        if map.len() >= DURATION_ENTRIES {
+            map.clear();
+        }
+        map.insert(path.to_path_buf(), (stamp, duration));
+        duration
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +251,24 @@ mod tests {
         cache.insert(key("huge"), STAMP, audio(1000)); // larger than the cache: not kept
         assert!(cache.get(&key("huge"), STAMP).is_none());
         assert_eq!(cache.stats().entries, 2);
+    }
+
+    #[test]
+    fn durations_are_probed_once_per_file_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("a.wav");
+        std::fs::write(&f, b"12345").expect("write");
+        let cache = DurationCache::default();
+        let mut probes = 0;
+        for _ in 0..3 {
+            cache.get_or_probe(&f, || {
+                probes += 1;
+                Some(1.5)
+            });
+        }
+        assert_eq!(probes, 1);
+        std::fs::write(&f, b"123456").expect("rewrite");
+        assert_eq!(cache.get_or_probe(&f, || Some(2.0)), Some(2.0));
     }
 
     #[test]

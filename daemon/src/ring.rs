@@ -133,14 +133,14 @@ pub struct SlotWriter<'a> {
 impl SlotWriter<'_> {
     /// Write a batch: `rows[i]` is item i's planar audio (`channels` planes), zero padded to
     /// `frames`.
-    pub fn write(&mut self, header: SlotHeader, rows: &[(u64, i64, &[Vec<f32>])]) {
+    pub fn write(&mut self, header: SlotHeader, rows: &[(u64, i64, Vec<&[f32]>)]) {
         let g = self.geometry;
         let b = rows.len();
         let c = header.channels as usize;
         let t = header.frames as usize;
         self.bytes[..64].copy_from_slice(&header.to_bytes());
         for (i, (index, label, planes)) in rows.iter().enumerate() {
-            let len = planes.first().map_or(0, Vec::len).min(t) as u32;
+            let len = planes.first().map_or(0, |p| p.len()).min(t) as u32;
             let at = g.lengths_offset as usize + 4 * i;
             self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
             let at = g.labels_offset as usize + 8 * i;
@@ -154,12 +154,26 @@ impl SlotWriter<'_> {
             for ch in 0..c {
                 let row = &mut audio[((i * c + ch) * t) * 4..((i * c + ch + 1) * t) * 4];
                 let src: &[f32] = planes.get(ch).map_or(&[], |p| &p[..p.len().min(t)]);
-                for (dst, s) in row.chunks_exact_mut(4).zip(src) {
-                    dst.copy_from_slice(&s.to_le_bytes());
-                }
+                copy_f32_le(src, &mut row[..src.len() * 4]);
                 row[src.len() * 4..].fill(0);
             }
         }
+    }
+}
+
+/// Samples as little-endian bytes: one memcpy on little-endian machines (all the
+/// platforms that matter), a conversion loop elsewhere.
+fn copy_f32_le(src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding or invalid bit patterns, u8 has alignment 1, and the
+        // length is the exact byte size of `src`.
+        let bytes = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), src.len() * 4) };
+        dst.copy_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (d, s) in dst.chunks_exact_mut(4).zip(src) {
+        d.copy_from_slice(&s.to_le_bytes());
     }
 }
 
@@ -217,8 +231,8 @@ mod tests {
     fn slot_write_pads_and_records_lengths() {
         let g = RingGeometry::new(1, 2, 1, 8, 16000);
         let ring = RingMemory::create(g, 900_002).expect("create shm");
-        let a = vec![vec![1.0f32, 2.0, 3.0]];
-        let b = vec![vec![4.0f32; 5]];
+        let a = [1.0f32, 2.0, 3.0];
+        let b = [4.0f32; 5];
         // SAFETY: single-threaded test owns the only slot.
         let bytes = unsafe { ring.slot_mut(0) };
         let header = SlotHeader {
@@ -229,7 +243,8 @@ mod tests {
             frames: 5,
             sample_rate: 16000,
         };
-        SlotWriter { geometry: g, bytes }.write(header, &[(10, 1, &a), (11, -1, &b)]);
+        let rows = [(10, 1, vec![&a[..]]), (11, -1, vec![&b[..]])];
+        SlotWriter { geometry: g, bytes }.write(header, &rows);
         // SAFETY: as above.
         let bytes = unsafe { ring.slot_mut(0) };
         let f = |i: usize| {

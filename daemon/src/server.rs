@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::cache::AudioCache;
+use crate::cache::{AudioCache, DurationCache};
 use crate::decode::ChannelMode;
 use crate::pipeline::{load, LoadRequest};
 use crate::ring::RingMemory;
@@ -107,6 +107,7 @@ struct Daemon {
     next_stream: Arc<AtomicU32>,
     pool: Pool,
     cache: Arc<AudioCache>,
+    durations: Arc<DurationCache>,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
     waker: Arc<Waker>,
@@ -171,6 +172,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         next_stream: Arc::new(AtomicU32::new(1)),
         pool: Pool::new(options.workers),
         cache: Arc::new(AudioCache::new(options.cache_bytes)),
+        durations: Arc::new(DurationCache::default()),
         events_tx,
         events_rx,
         waker,
@@ -387,6 +389,7 @@ impl Daemon {
                 let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
                 let pool = self.pool.clone();
                 let cache = Arc::clone(&self.cache);
+                let durations = Arc::clone(&self.durations);
                 let tx = self.events_tx.clone();
                 let waker = Arc::clone(&self.waker);
                 let spawned = std::thread::Builder::new()
@@ -398,7 +401,8 @@ impl Daemon {
                             let _ = push_tx.send(Event::Push(token, message));
                             let _ = push_waker.wake();
                         });
-                        let event = match stream::open(id, spec, &pool, &cache, notify) {
+                        let event = match stream::open(id, spec, &pool, &cache, &durations, notify)
+                        {
                             Ok(opened) => Event::Opened(token, Box::new(opened)),
                             Err(e) => Event::Reply(token, Response::Error(e)),
                         };

@@ -16,10 +16,10 @@ use audiodecode_protocol::{
 };
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cache::{AudioCache, CacheKey, FileStamp};
+use crate::cache::{AudioCache, CacheKey, DurationCache, FileStamp};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
-use crate::pipeline::{load, LoadRequest};
+use crate::pipeline::{load, DecodedAudio, LoadRequest};
 use crate::resample::Quality;
 use crate::ring::{RingMemory, SlotWriter};
 use crate::sampler::SplitMix64;
@@ -119,7 +119,39 @@ pub struct StreamJob {
     pub notify: Box<dyn Fn(Response) + Send>,
 }
 
-type ItemResult = Result<Vec<Vec<f32>>, DecodeError>;
+/// One item's samples for a batch: a frame range of decoded audio, which may be shared
+/// with the cache (cropping is a range, not a copy).
+pub struct ItemAudio {
+    audio: Arc<DecodedAudio>,
+    start: usize,
+    len: usize,
+}
+
+impl ItemAudio {
+    fn new(audio: Arc<DecodedAudio>, start: usize, len: usize, max_frames: u64) -> Self {
+        let start = start.min(audio.frames());
+        let len = len.min(audio.frames() - start).min(max_frames as usize);
+        Self { audio, start, len }
+    }
+
+    pub fn frames(&self) -> usize {
+        self.len
+    }
+
+    /// `channels` planes: extra channels dropped, missing ones empty (written as silence).
+    pub fn planes(&self, channels: usize) -> Vec<&[f32]> {
+        (0..channels)
+            .map(|c| {
+                self.audio
+                    .planes
+                    .get(c)
+                    .map_or(&[][..], |p| &p[self.start..self.start + self.len])
+            })
+            .collect()
+    }
+}
+
+type ItemResult = Result<ItemAudio, DecodeError>;
 
 /// Files decoded by stream workers since the daemon started (cache hits decode nothing).
 pub static DECODES: AtomicU64 = AtomicU64::new(0);
@@ -128,7 +160,7 @@ pub static DECODES: AtomicU64 = AtomicU64::new(0);
 /// cache: caching an hour to serve four seconds of it would waste the budget.
 const CACHE_MAX_SECONDS: f64 = 120.0;
 
-fn decode(path: &Path, req: &LoadRequest) -> Result<crate::pipeline::DecodedAudio, DecodeError> {
+fn decode(path: &Path, req: &LoadRequest) -> Result<DecodedAudio, DecodeError> {
     DECODES.fetch_add(1, Ordering::Relaxed);
     load(path, req, 1)
 }
@@ -164,18 +196,12 @@ pub fn decode_item(
         Some(cache) => cached_audio(cache, path, &req, spec)?,
         None => None,
     };
-    let mut planes = match (cached, window) {
+    Ok(match (cached, window) {
         (Some(audio), Some(window)) => {
-            let total = audio.frames() as u64;
-            let start = crop_start(spec, index, total, window) as usize;
-            let end = (start + window as usize).min(total as usize);
-            audio
-                .planes
-                .iter()
-                .map(|p| p[start..end].to_vec())
-                .collect()
+            let start = crop_start(spec, index, audio.frames() as u64, window) as usize;
+            ItemAudio::new(audio, start, window as usize, max_frames)
         }
-        (Some(audio), None) => audio.planes.clone(),
+        (Some(audio), None) => ItemAudio::new(audio, 0, usize::MAX, max_frames),
         (None, window) => {
             let mut req = req;
             if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
@@ -189,22 +215,9 @@ pub fn decode_item(
                     }
                 }
             }
-            decode(path, &req)?.planes
+            ItemAudio::new(Arc::new(decode(path, &req)?), 0, usize::MAX, max_frames)
         }
-    };
-    let channels = if spec.mono {
-        1
-    } else {
-        spec.channels.max(1) as usize
-    };
-    // A fixed channel count per stream: extra channels dropped, missing ones silent.
-    planes.truncate(channels);
-    let frames = planes.first().map_or(0, Vec::len);
-    planes.resize_with(channels, || vec![0.0; frames]);
-    for p in &mut planes {
-        p.truncate(max_frames as usize);
-    }
-    Ok(planes)
+    })
 }
 
 /// The whole clean file from the cache, decoding and caching it on a miss; `None` when the
@@ -214,7 +227,7 @@ fn cached_audio(
     path: &Path,
     req: &LoadRequest,
     spec: &StreamSpec,
-) -> Result<Option<Arc<crate::pipeline::DecodedAudio>>, DecodeError> {
+) -> Result<Option<Arc<DecodedAudio>>, DecodeError> {
     let Some(stamp) = FileStamp::of(path) else {
         return Ok(None);
     };
@@ -300,11 +313,11 @@ pub fn drive(job: StreamJob) {
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
-        let mut rows: Vec<(u64, i64, Vec<Vec<f32>>)> = Vec::with_capacity(decoded.len());
+        let mut rows: Vec<(u64, i64, ItemAudio)> = Vec::with_capacity(decoded.len());
         for (index, result) in batch.indices.iter().zip(decoded) {
             let item = &job.items[*index as usize];
             match result {
-                Some(Ok(planes)) => rows.push((*index, item.label, planes)),
+                Some(Ok(audio)) => rows.push((*index, item.label, audio)),
                 Some(Err(err)) => {
                     if job.spec.on_error == OnError::Raise {
                         (job.notify)(Response::StreamFailed {
@@ -339,10 +352,7 @@ pub fn drive(job: StreamJob) {
         job.stats
             .items
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        let frames: u64 = rows
-            .iter()
-            .map(|r| r.2.first().map_or(0, Vec::len) as u64)
-            .sum();
+        let frames: u64 = rows.iter().map(|r| r.2.frames() as u64).sum();
         job.stats.frames.fetch_add(frames, Ordering::Relaxed);
         job.stats.announced.fetch_add(1, Ordering::Relaxed);
         (job.notify)(Response::BatchReady {
@@ -362,14 +372,10 @@ fn write_batch(
     slot: u32,
     spec: &StreamSpec,
     seq: u64,
-    rows: &[(u64, i64, Vec<Vec<f32>>)],
+    rows: &[(u64, i64, ItemAudio)],
 ) -> u64 {
     let geometry: RingGeometry = ring.geometry();
-    let longest = rows
-        .iter()
-        .map(|r| r.2.first().map_or(0, Vec::len))
-        .max()
-        .unwrap_or(0) as u64;
+    let longest = rows.iter().map(|r| r.2.frames()).max().unwrap_or(0) as u64;
     let frames = if spec.pad_to_max && spec.max_seconds.is_some() {
         geometry.max_frames
     } else {
@@ -383,9 +389,10 @@ fn write_batch(
         frames,
         sample_rate: geometry.sample_rate,
     };
-    let refs: Vec<(u64, i64, &[Vec<f32>])> = rows
+    let channels = geometry.channels as usize;
+    let refs: Vec<(u64, i64, Vec<&[f32]>)> = rows
         .iter()
-        .map(|(i, l, p)| (*i, *l, p.as_slice()))
+        .map(|(i, l, audio)| (*i, *l, audio.planes(channels)))
         .collect();
     // SAFETY: the driver received `slot` from the free-slot channel, so it owns it until it
     // announces the batch; nothing else writes or reads it meanwhile.
@@ -449,14 +456,25 @@ fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
 
 /// Declared durations (seconds) of `indices`, from the headers, read in parallel; `None`
 /// where a file does not declare its length (or cannot be read: it fails later, per item).
-fn probe_durations(pool: &Pool, items: &Arc<Vec<ItemInfo>>, indices: &[u64]) -> Vec<Option<f64>> {
+fn probe_durations(
+    pool: &Pool,
+    durations: &Arc<DurationCache>,
+    items: &Arc<Vec<ItemInfo>>,
+    indices: &[u64],
+) -> Vec<Option<f64>> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    for (slot, &i) in indices.iter().enumerate() {
+    // A few hundred files per job: the cached case is a stat call per file.
+    for (chunk_no, chunk) in indices.chunks(256).enumerate() {
         let tx = tx.clone();
         let items = Arc::clone(items);
+        let durations = Arc::clone(durations);
+        let chunk = chunk.to_vec();
         pool.submit(move || {
-            let info = probe_info(Path::new(&items[i as usize].path)).ok();
-            let _ = tx.send((slot, info.and_then(|i| i.duration)));
+            for (k, i) in chunk.into_iter().enumerate() {
+                let path = Path::new(&items[i as usize].path);
+                let d = durations.get_or_probe(path, || probe_info(path).ok()?.duration);
+                let _ = tx.send((chunk_no * 256 + k, d));
+            }
         });
     }
     drop(tx);
@@ -494,6 +512,7 @@ pub fn open(
     spec: StreamSpec,
     pool: &Pool,
     cache: &Arc<AudioCache>,
+    durations: &Arc<DurationCache>,
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
@@ -519,7 +538,7 @@ pub fn open(
         Some(budget) => {
             let all: Vec<u64> = (0..items.len() as u64).collect();
             let cap = spec.max_seconds.unwrap_or(f64::INFINITY);
-            let declared = probe_durations(pool, &items, &all);
+            let declared = probe_durations(pool, durations, &items, &all);
             let known = declared.iter().flatten().copied().fold(0.0, f64::max);
             // Unknown lengths count as the longest known (or the crop) when bucketing.
             let fallback = if known > 0.0 {
@@ -543,7 +562,7 @@ pub fn open(
             let longest = match spec.max_seconds {
                 Some(s) => s,
                 None => {
-                    let declared = probe_durations(pool, &items, &batches.concat());
+                    let declared = probe_durations(pool, durations, &items, &batches.concat());
                     let known = declared.iter().flatten().copied().fold(0.0, f64::max);
                     longest_seconds(known, declared.iter().any(Option::is_none), None)
                 }
