@@ -10,6 +10,7 @@ import pytest
 from audiodecode._protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
+    Augment,
     CropMode,
     Dataset,
     ErrorInfo,
@@ -62,6 +63,18 @@ def stream_spec(**changes: Any) -> StreamSpec:
         "prefetch": 0,
         "cache": True,
         "max_batch_seconds": None,
+        "augment": [
+            Augment.Gain(min_db=-6.0, max_db=6.0, p=1.0),
+            Augment.Noise(
+                min_snr_db=5.0,
+                max_snr_db=20.0,
+                noise=Dataset.Directory(path="/noise"),
+                p=0.5,
+            ),
+            Augment.Speed(factors=[0.9, 1.0, 1.1], p=1.0),
+            Augment.Shift(max_seconds=0.25, p=0.3),
+            Augment.Reverb(rirs=Dataset.Manifest(path="/rir.jsonl", label_field=None), p=0.3),
+        ],
     }
     fields.update(changes)
     return StreamSpec(**fields)
@@ -92,6 +105,7 @@ REQUESTS: dict[str, Any] = {
             prefetch=3,
             cache=False,
             max_batch_seconds=120.5,
+            augment=[],
         )
     ),
     "req_open_directory": Request.OpenStream(

@@ -18,6 +18,7 @@ from audiodecode._errors import (
 )
 from audiodecode._protocol import ErrorKind
 from audiodecode.api import load
+from audiodecode.augment import Gain, Noise, Reverb, Shift, Speed
 from audiodecode.loader import AudioDataLoader
 from audiodecode.splits import create_train_val_loaders
 
@@ -32,6 +33,11 @@ __all__ = [
     "Daemon",
     "DaemonError",
     "ErrorKind",
+    "Gain",
+    "Noise",
+    "Reverb",
+    "Shift",
+    "Speed",
     "VersionMismatchError",
     "create_train_val_loaders",
     "find_binary",

@@ -175,6 +175,41 @@ class Dataset:
 AnyDataset = Dataset.Files | Dataset.Manifest | Dataset.Directory
 
 
+class Augment:
+    """Namespace for the ``Augment`` enum's variants (see ``AnyAugment`` for their order)."""
+
+    @_frozen
+    class Gain:
+        min_db: F64
+        max_db: F64
+        p: F64
+
+    @_frozen
+    class Noise:
+        min_snr_db: F64
+        max_snr_db: F64
+        noise: AnyDataset | None
+        p: F64
+
+    @_frozen
+    class Speed:
+        factors: list[F64]
+        p: F64
+
+    @_frozen
+    class Shift:
+        max_seconds: F64
+        p: F64
+
+    @_frozen
+    class Reverb:
+        rirs: AnyDataset
+        p: F64
+
+
+AnyAugment = Augment.Gain | Augment.Noise | Augment.Speed | Augment.Shift | Augment.Reverb
+
+
 @_frozen
 class StreamSpec:
     dataset: AnyDataset
@@ -197,6 +232,7 @@ class StreamSpec:
     prefetch: U32
     cache: bool
     max_batch_seconds: F64 | None
+    augment: list[AnyAugment]
 
 
 @_frozen
@@ -421,8 +457,12 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
 
 
 def _option_inner(members: tuple[Any, ...]) -> Any:
-    """``T`` of ``T | None``; the protocol has no ``Option`` of a data-carrying enum."""
-    (inner,) = (m for m in members if m is not type(None))
+    """``T`` of ``T | None``; for ``A | B | None`` (an ``Option`` of an enum) the union
+    ``A | B``, whose variant index follows the option tag."""
+    rest = tuple(m for m in members if m is not type(None))
+    if len(rest) > 1:
+        return Union[rest]  # noqa: UP007 - built from a tuple at run time
+    (inner,) = rest
     return inner
 
 
@@ -604,9 +644,11 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "PUSH_TYPES",
+    "AnyAugment",
     "AnyDataset",
     "AnyRequest",
     "AnyResponse",
+    "Augment",
     "CropMode",
     "Dataset",
     "ErrorInfo",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -12,8 +11,8 @@ import numpy as np
 from audiodecode._batch import Batch, make_batch, text_labels
 from audiodecode._client import Connection
 from audiodecode._daemon import Daemon, active_daemon, connect
+from audiodecode._datasets import PathLike, map_labels, resolve_dataset
 from audiodecode._protocol import (
-    AnyDataset,
     CropMode,
     Dataset,
     OnError,
@@ -22,9 +21,7 @@ from audiodecode._protocol import (
 )
 from audiodecode._stream import Stream
 from audiodecode._torch import optional_torch
-
-PathLike = str | os.PathLike[str]
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+from audiodecode.augment import AugmentLike
 
 
 def _choice(enum_type: Any, value: str, what: str) -> Any:
@@ -44,41 +41,6 @@ def distributed_rank() -> tuple[int, int]:
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def map_labels(
-    labels: Sequence[int] | Sequence[str] | np.ndarray | None, n_files: int
-) -> tuple[list[int] | None, list[str]]:
-    """Integer labels as given, or string labels as class ids in sorted class order.
-    Returns (ids, classes); classes is empty for integer labels."""
-    if labels is None:
-        return None, []
-    values = list(labels.tolist() if isinstance(labels, np.ndarray) else labels)
-    if len(values) != n_files:
-        raise ValueError(f"{len(values)} labels for {n_files} files")
-    if all(isinstance(v, str) for v in values):
-        classes = sorted(set(values))
-        index = {c: i for i, c in enumerate(classes)}
-        return [index[v] for v in values], classes
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        return [int(v) for v in values], []
-    raise TypeError("labels must be all integers or all strings")
-
-
-def resolve_dataset(files: PathLike | Sequence[PathLike], label_field: str | None) -> AnyDataset:
-    """A list of files, a manifest (.jsonl/.json/.csv/.tsv) or a directory. Paths are made
-    absolute: the daemon's working directory is not ours."""
-    if isinstance(files, (str, os.PathLike)):
-        path = Path(files)
-        if path.is_dir():
-            return Dataset.Directory(path=os.path.abspath(path))
-        if path.suffix.lower() in MANIFEST_SUFFIXES:
-            return Dataset.Manifest(path=os.path.abspath(path), label_field=label_field)
-        raise ValueError(
-            f"{path}: expected a directory, a manifest ({', '.join(MANIFEST_SUFFIXES)}) "
-            "or a list of files"
-        )
-    return Dataset.Files(paths=[os.path.abspath(p) for p in files])
 
 
 class AudioDataLoader:
@@ -125,6 +87,8 @@ class AudioDataLoader:
         cache: bool = True,
         max_batch_seconds: float | None = None,
         classes: Sequence[str] | None = None,
+        augment: Sequence[AugmentLike] = (),
+        transform: Callable[[Batch], Batch] | None = None,
     ) -> None:
         self._dataset = resolve_dataset(files, label_field)
         if labels is not None and not isinstance(self._dataset, Dataset.Files):
@@ -180,6 +144,10 @@ class AudioDataLoader:
         # Duration bucketing: batches of similar-length clips holding at most this much
         # padded audio, instead of batch_size clips.
         self.max_batch_seconds = max_batch_seconds
+        # Converted now so that a bad augmentation fails here, not at the first batch.
+        self.augment = [a.to_wire() for a in augment]
+        # The escape hatch: a Python callable applied to every batch before it is yielded.
+        self.transform = transform
         self.rank = rank
         self.world_size = world_size
         # Bound now: a loader made inside a ``Daemon`` block keeps using that daemon.
@@ -282,6 +250,7 @@ class AudioDataLoader:
             prefetch=self.prefetch,
             cache=self.cache,
             max_batch_seconds=self.max_batch_seconds,
+            augment=self.augment,
         )
 
     def _open(self) -> Stream:
@@ -339,7 +308,7 @@ class AudioDataLoader:
                     copied = self.torch.cuda.Event()
                     copied.record()
                 self._batches_done += 1
-                yield batch
+                yield batch if self.transform is None else self.transform(batch)
             self.skipped = [(s.path, s.message) for s in stream.skipped]
             self.epoch += 1
             self._batches_done = 0

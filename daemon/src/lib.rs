@@ -4,6 +4,7 @@
 //! (rubato, streaming), [`pipeline`] (one item → samples), [`output`] (file writers) and
 //! [`cli`].
 
+pub mod augment;
 pub mod cache;
 pub mod cli;
 pub mod client;

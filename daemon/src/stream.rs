@@ -16,6 +16,7 @@ use audiodecode_protocol::{
 };
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::augment::{ClipSource, Step};
 use crate::cache::{AudioCache, CacheKey, DurationCache, FileStamp};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
@@ -115,6 +116,7 @@ pub struct StreamJob {
     pub stats: Arc<StreamStats>,
     pub pool: Pool,
     pub cache: Arc<AudioCache>,
+    pub augment: Arc<Vec<Step>>,
     /// Messages for the client, delivered by the event loop in order.
     pub notify: Box<dyn Fn(Response) + Send>,
 }
@@ -182,6 +184,7 @@ pub fn decode_item(
     index: u64,
     max_frames: u64,
     cache: Option<&AudioCache>,
+    steps: &[Step],
 ) -> ItemResult {
     let path = Path::new(&item.path);
     let sr = spec.sample_rate;
@@ -196,7 +199,7 @@ pub fn decode_item(
         Some(cache) => cached_audio(cache, path, &req, spec)?,
         None => None,
     };
-    Ok(match (cached, window) {
+    let clean = match (cached, window) {
         (Some(audio), Some(window)) => {
             let start = crop_start(spec, index, audio.frames() as u64, window) as usize;
             ItemAudio::new(audio, start, window as usize, max_frames)
@@ -217,7 +220,91 @@ pub fn decode_item(
             }
             ItemAudio::new(Arc::new(decode(path, &req)?), 0, usize::MAX, max_frames)
         }
-    })
+    };
+    if steps.is_empty() {
+        return Ok(clean);
+    }
+    let channels = if spec.mono {
+        1
+    } else {
+        spec.channels.max(1) as usize
+    };
+    let mut planes: Vec<Vec<f32>> = clean
+        .planes(channels)
+        .into_iter()
+        .map(|p| {
+            if p.is_empty() {
+                vec![0.0; clean.frames()]
+            } else {
+                p.to_vec()
+            }
+        })
+        .collect();
+    crate::augment::apply(steps, &mut planes, sr, spec.seed, spec.epoch, index)
+        .map_err(|e| DecodeError::invalid(path, format!("augmentation failed: {e}")))?;
+    let audio = DecodedAudio {
+        planes,
+        sample_rate: sr,
+        damaged: false,
+    };
+    Ok(ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames))
+}
+
+/// Noise clips or impulse responses for augmentation: a dataset decoded mono at the
+/// stream's rate, through the shared cache.
+struct DatasetClips {
+    items: Vec<ItemInfo>,
+    sample_rate: u32,
+    quality: Quality,
+    cache: Arc<AudioCache>,
+}
+
+impl ClipSource for DatasetClips {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, String> {
+        let path = Path::new(&self.items[index].path);
+        let req = LoadRequest {
+            sample_rate: Some(self.sample_rate),
+            channels: ChannelMode::Mono,
+            quality: self.quality,
+            ..LoadRequest::default()
+        };
+        let key = CacheKey {
+            path: path.to_path_buf(),
+            sample_rate: self.sample_rate,
+            mode: ChannelMode::Mono,
+            quality: self.quality,
+        };
+        let stamp = FileStamp::of(path);
+        if let Some(audio) = stamp.and_then(|s| self.cache.get(&key, s)) {
+            return Ok(audio);
+        }
+        let audio = Arc::new(load(path, &req, 1).map_err(|e| e.to_string())?);
+        if let Some(stamp) = stamp {
+            self.cache.insert(key, stamp, Arc::clone(&audio));
+        }
+        Ok(audio)
+    }
+}
+
+/// The stream's augmentation steps, with noise and impulse-response datasets resolved.
+fn augment_steps(spec: &StreamSpec, cache: &Arc<AudioCache>) -> Result<Vec<Step>, String> {
+    let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, String> {
+        let resolved = crate::manifest::resolve(dataset).map_err(|e| e.to_string())?;
+        Ok(Arc::new(DatasetClips {
+            items: resolved.items,
+            sample_rate: spec.sample_rate,
+            quality: quality_of(spec.quality),
+            cache: Arc::clone(cache),
+        }))
+    };
+    spec.augment
+        .iter()
+        .map(|a| Step::from_spec(a, spec.sample_rate, &clips))
+        .collect()
 }
 
 /// The whole clean file from the cache, decoding and caching it on a miss; `None` when the
@@ -277,6 +364,7 @@ pub fn drive(job: StreamJob) {
             let cancel = Arc::clone(&job.cancel);
             let max_frames = job.ring.geometry().max_frames;
             let cache = Arc::clone(&job.cache);
+            let steps = Arc::clone(&job.augment);
             job.pool.submit(move || {
                 if cancel.load(Ordering::Relaxed) {
                     return;
@@ -284,7 +372,7 @@ pub fn drive(job: StreamJob) {
                 let item = &items[index as usize];
                 let _ = tx.send((
                     pos,
-                    decode_item(&spec, item, index, max_frames, Some(&cache)),
+                    decode_item(&spec, item, index, max_frames, Some(&cache), &steps),
                 ));
             });
         }
@@ -516,6 +604,9 @@ pub fn open(
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
+    let steps = augment_steps(&spec, cache).map_err(bad_request)?;
+    // Slowing audio down lengthens it; slots must hold the longest result.
+    let stretch = 1.0 / steps.iter().map(Step::min_speed).fold(1.0, f64::min);
     let resolved = crate::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo {
         kind: ErrorKind::BadRequest,
         path: None,
@@ -580,7 +671,7 @@ pub fn open(
     let max_frames = match spec.max_seconds {
         Some(s) => (s * f64::from(sr)).round().max(1.0) as u64,
         // +1: resampling rounds a length up.
-        None => (longest * f64::from(sr)).ceil() as u64 + 1,
+        None => (longest * stretch * f64::from(sr)).ceil() as u64 + 1,
     };
     let batch_capacity = batches.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
     let depth = if spec.prefetch > 0 {
@@ -632,6 +723,7 @@ pub fn open(
         stats: Arc::clone(&stats),
         pool: pool.clone(),
         cache: Arc::clone(cache),
+        augment: Arc::new(steps),
         notify,
     };
     let start = Box::new(move || {

@@ -122,6 +122,7 @@ fn spec(paths: Vec<String>, batch_size: u32) -> StreamSpec {
         prefetch: 2,
         cache: false,
         max_batch_seconds: None,
+        augment: vec![],
     }
 }
 
@@ -620,4 +621,76 @@ fn bucketing_keeps_every_item_and_cuts_padding() {
         bucketed < plain / 2.0,
         "bucketed {bucketed:.3} vs fixed {plain:.3}"
     );
+}
+
+#[test]
+fn augmentations_are_reproducible_per_seed() {
+    use audiodecode_protocol::Augment;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 6);
+    let noise_dir = dir.path().join("noise");
+    std::fs::create_dir_all(&noise_dir).expect("mkdir");
+    write_wav(&noise_dir.join("hum.wav"), 1.0, 16000, 50.0);
+    write_wav(&noise_dir.join("whine.wav"), 1.0, 16000, 3000.0);
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let clean = StreamSpec {
+        shuffle: false,
+        ..spec(paths.clone(), 3)
+    };
+    let augmented = StreamSpec {
+        augment: vec![
+            Augment::Speed {
+                factors: vec![1.25],
+                p: 1.0,
+            },
+            Augment::Gain {
+                min_db: -3.0,
+                max_db: 3.0,
+                p: 1.0,
+            },
+            Augment::Noise {
+                min_snr_db: 10.0,
+                max_snr_db: 20.0,
+                noise: Some(Dataset::Directory {
+                    path: noise_dir.to_string_lossy().into_owned(),
+                }),
+                p: 1.0,
+            },
+        ],
+        ..clean.clone()
+    };
+    let (plain, _) = run_epoch(&mut client, clean);
+    let (a, _) = run_epoch(&mut client, augmented.clone());
+    let (b, _) = run_epoch(&mut client, augmented.clone());
+    let (c, _) = run_epoch(
+        &mut client,
+        StreamSpec {
+            seed: 99,
+            ..augmented.clone()
+        },
+    );
+    assert_eq!(a, b, "same seed, same audio");
+    assert_ne!(a, c, "another seed, other audio");
+    for ((_, x), (_, y)) in plain.iter().zip(&a) {
+        let expected = (x.len() as f64 / 1.25).ceil() as usize;
+        assert!(
+            y.len().abs_diff(expected) <= 1,
+            "speed 1.25: {} -> {}",
+            x.len(),
+            y.len()
+        );
+    }
+    // A bad augmentation is refused when the stream opens, with the reason.
+    let bad = StreamSpec {
+        augment: vec![Augment::Speed {
+            factors: vec![],
+            p: 1.0,
+        }],
+        ..augmented
+    };
+    match client.request(&Request::OpenStream(bad)).expect("reply") {
+        Response::Error(e) => assert!(e.message.contains("speed"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -203,6 +203,29 @@ pub struct StreamSpec {
     /// Duration bucketing: batches of similar length holding at most this many seconds of
     /// padded audio, instead of `batch_size` items.
     pub max_batch_seconds: Option<f64>,
+    /// Augmentations, applied in order after the crop.
+    pub augment: Vec<Augment>,
+}
+
+/// One augmentation; each applies with probability `p`, its parameters drawn per item from
+/// (seed, epoch, item).
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Augment {
+    /// Gain uniform in decibels.
+    Gain { min_db: f64, max_db: f64, p: f64 },
+    /// Additive noise at an SNR uniform in decibels: white, or clips from `noise`.
+    Noise {
+        min_snr_db: f64,
+        max_snr_db: f64,
+        noise: Option<Dataset>,
+        p: f64,
+    },
+    /// Speed perturbation by resampling, one factor of the list (0.9 = slower, longer).
+    Speed { factors: Vec<f64>, p: f64 },
+    /// Time shift uniform in ±`max_seconds`, filling with silence.
+    Shift { max_seconds: f64, p: f64 },
+    /// Reverberation: FFT convolution with an impulse response from `rirs`.
+    Reverb { rirs: Dataset, p: f64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]

@@ -32,6 +32,36 @@ fn stream_spec() -> StreamSpec {
         prefetch: 0,
         cache: true,
         max_batch_seconds: None,
+        augment: vec![
+            Augment::Gain {
+                min_db: -6.0,
+                max_db: 6.0,
+                p: 1.0,
+            },
+            Augment::Noise {
+                min_snr_db: 5.0,
+                max_snr_db: 20.0,
+                noise: Some(Dataset::Directory {
+                    path: "/noise".into(),
+                }),
+                p: 0.5,
+            },
+            Augment::Speed {
+                factors: vec![0.9, 1.0, 1.1],
+                p: 1.0,
+            },
+            Augment::Shift {
+                max_seconds: 0.25,
+                p: 0.3,
+            },
+            Augment::Reverb {
+                rirs: Dataset::Manifest {
+                    path: "/rir.jsonl".into(),
+                    label_field: None,
+                },
+                p: 0.3,
+            },
+        ],
     }
 }
 
@@ -72,6 +102,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 prefetch: 3,
                 cache: false,
                 max_batch_seconds: Some(120.5),
+                augment: vec![],
             }),
         ),
         (
