@@ -73,6 +73,10 @@ STATUS = Response.Status(
         cache_hits=0,
         cache_misses=0,
         decodes=0,
+        workers=1,
+        min_workers=1,
+        max_workers=1,
+        worker_busy_share=0.0,
     )
 )
 

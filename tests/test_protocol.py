@@ -176,6 +176,8 @@ RESPONSES: dict[str, Any] = {
                     ring_filled=1,
                     skipped=0,
                     padding_share=0.25,
+                    decode_wait_share=0.5,
+                    client_wait_share=0.125,
                 )
             ],
             cache_bytes=1 << 20,
@@ -183,6 +185,10 @@ RESPONSES: dict[str, Any] = {
             cache_hits=7,
             cache_misses=3,
             decodes=3,
+            workers=2,
+            min_workers=1,
+            max_workers=4,
+            worker_busy_share=0.75,
         )
     ),
     "resp_ok": Response.Ok(),

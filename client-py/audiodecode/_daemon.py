@@ -122,9 +122,22 @@ class Daemon:
         socket: str | os.PathLike[str] | None = None,
         workers: int | None = None,
         stop_timeout: float = 10.0,
+        *,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        cache_bytes: int | None = None,
+        ring_bytes: int | None = None,
     ) -> None:
         self._requested_socket = Path(socket) if socket is not None else None
         self.workers = workers
+        # Overrides of the daemon's own sizing (see `audiodecode serve --help`).
+        self.sizing = {
+            "--workers": workers,
+            "--min-workers": min_workers,
+            "--max-workers": max_workers,
+            "--cache-bytes": cache_bytes,
+            "--ring-bytes": ring_bytes,
+        }
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self._tmpdir: str | None = None
@@ -138,8 +151,9 @@ class Daemon:
         self.socket_path = self._requested_socket or Path(self._tmpdir) / "daemon.sock"
         self.log_path = Path(self._tmpdir) / LOG_NAME
         args = ["serve", "--foreground", "--socket", str(self.socket_path)]
-        if self.workers is not None:
-            args += ["--workers", str(self.workers)]
+        for flag, value in self.sizing.items():
+            if value is not None:
+                args += [flag, str(value)]
         self.process = _spawn(args, self.log_path)
         try:
             with _wait_until_up(self.socket_path, self.process, self.log_path) as conn:

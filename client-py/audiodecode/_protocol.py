@@ -284,6 +284,8 @@ class StreamStatus:
     ring_filled: U32
     skipped: U64
     padding_share: F64
+    decode_wait_share: F64
+    client_wait_share: F64
 
 
 @_frozen
@@ -297,6 +299,10 @@ class StatusReport:
     cache_hits: U64
     cache_misses: U64
     decodes: U64
+    workers: U32
+    min_workers: U32
+    max_workers: U32
+    worker_busy_share: F64
 
 
 # --- The two message enums. A newtype variant such as ``OpenStream(StreamSpec)`` encodes

@@ -61,9 +61,19 @@ impl SocketArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub socket: SocketArg,
-    /// Decode worker threads (default: all cores; env AUDIODECODE_WORKERS).
+    /// Decode workers at start (default: from the cores and GPUs detected; env
+    /// AUDIODECODE_WORKERS). The tuner then moves the pool between --min-workers and
+    /// --max-workers as the training job or the decoding is the bottleneck.
     #[arg(long, env = "AUDIODECODE_WORKERS")]
     pub workers: Option<usize>,
+    #[arg(long, env = "AUDIODECODE_MIN_WORKERS")]
+    pub min_workers: Option<usize>,
+    #[arg(long, env = "AUDIODECODE_MAX_WORKERS")]
+    pub max_workers: Option<usize>,
+    /// Memory all batch rings may take together, in bytes (default: a tenth of the
+    /// available memory); a stream's prefetch depth follows from it.
+    #[arg(long, env = "AUDIODECODE_RING_BYTES")]
+    pub ring_bytes: Option<u64>,
     /// Bytes of decoded audio to keep in memory across epochs (default: a quarter of the
     /// available memory; 0 turns the cache off; env AUDIODECODE_CACHE_BYTES).
     #[arg(long, env = "AUDIODECODE_CACHE_BYTES")]
@@ -236,7 +246,7 @@ fn plan_outputs(args: &DecodeArgs) -> Result<Vec<(PathBuf, PathBuf, OutputFormat
 fn run_decode(args: &DecodeArgs) -> ExitCode {
     let jobs = args
         .jobs
-        .unwrap_or_else(crate::tune::default_workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let plan = match plan_outputs(args) {
         Ok(p) => p,
@@ -344,12 +354,31 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
     if !args.foreground {
         return spawn_detached(args, &socket);
     }
+    let mut plan = crate::tune::plan(&crate::tune::Resources::detect());
+    if let Some(n) = args.max_workers {
+        plan.max_workers = n.max(1);
+    }
+    if let Some(n) = args.min_workers {
+        plan.min_workers = n.max(1);
+    }
+    if let Some(n) = args.workers {
+        plan.workers = n.max(1);
+        // An explicit size is a bound too, unless bounds were given.
+        if args.max_workers.is_none() {
+            plan.max_workers = plan.max_workers.max(plan.workers);
+        }
+    }
+    plan.min_workers = plan.min_workers.min(plan.max_workers);
+    plan.workers = plan.workers.clamp(plan.min_workers, plan.max_workers);
+    if let Some(c) = args.cache_bytes {
+        plan.cache_bytes = c;
+    }
+    if let Some(r) = args.ring_bytes {
+        plan.ring_budget = r;
+    }
     let options = server::ServeOptions {
         socket: socket.clone(),
-        workers: args.workers.unwrap_or_else(crate::tune::default_workers),
-        cache_bytes: args
-            .cache_bytes
-            .unwrap_or_else(crate::tune::default_cache_bytes),
+        plan,
     };
     let ready = || {
         eprintln!(
@@ -408,8 +437,15 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
     if let Some(w) = args.workers {
         cmd.arg("--workers").arg(w.to_string());
     }
-    if let Some(c) = args.cache_bytes {
-        cmd.arg("--cache-bytes").arg(c.to_string());
+    for (flag, value) in [
+        ("--cache-bytes", args.cache_bytes),
+        ("--ring-bytes", args.ring_bytes),
+        ("--min-workers", args.min_workers.map(|n| n as u64)),
+        ("--max-workers", args.max_workers.map(|n| n as u64)),
+    ] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v.to_string());
+        }
     }
     let stderr = log.try_clone();
     cmd.stdin(std::process::Stdio::null()).stdout(log);
@@ -498,6 +534,8 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
                     "workers": s.workers, "ring_depth": s.ring_depth,
                     "ring_filled": s.ring_filled, "skipped": s.skipped,
                     "padding_share": s.padding_share,
+                    "decode_wait_share": s.decode_wait_share,
+                    "client_wait_share": s.client_wait_share,
                 })
             })
             .collect();
@@ -506,6 +544,8 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
             "clients": r.clients, "streams": streams,
             "cache_bytes": r.cache_bytes, "cache_capacity": r.cache_capacity,
             "cache_hits": r.cache_hits, "cache_misses": r.cache_misses, "decodes": r.decodes,
+            "workers": r.workers, "min_workers": r.min_workers, "max_workers": r.max_workers,
+            "worker_busy_share": r.worker_busy_share,
         });
         println!("{v}");
         return;
@@ -526,11 +566,27 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
         r.cache_misses,
         r.decodes
     );
+    println!(
+        "workers {} (tuned within {}..={}), {:.0}% busy",
+        r.workers,
+        r.min_workers,
+        r.max_workers,
+        100.0 * r.worker_busy_share
+    );
     for s in &r.streams {
         println!(
-            "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, {} workers, ring {}/{} filled, {} skipped, {:.1}% padding",
-            s.stream, s.batches_done, s.batches_total, s.items_per_second,
-            s.audio_seconds_per_second, s.workers, s.ring_filled, s.ring_depth, s.skipped,
+            "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, ring {}/{} filled, \
+             waiting on decode {:.0}% / on the client {:.0}%, {} skipped, {:.1}% padding",
+            s.stream,
+            s.batches_done,
+            s.batches_total,
+            s.items_per_second,
+            s.audio_seconds_per_second,
+            s.ring_filled,
+            s.ring_depth,
+            100.0 * s.decode_wait_share,
+            100.0 * s.client_wait_share,
+            s.skipped,
             100.0 * s.padding_share
         );
     }

@@ -15,6 +15,7 @@ mod mp4_edit;
 pub mod output;
 mod pcm;
 pub mod pipeline;
+pub mod pool;
 pub mod resample;
 pub mod ring;
 pub mod sampler;

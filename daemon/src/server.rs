@@ -23,8 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::cache::{AudioCache, DurationCache};
 use crate::decode::ChannelMode;
 use crate::pipeline::{load, LoadRequest};
+use crate::pool::Pool;
 use crate::ring::RingMemory;
-use crate::stream::{self, error_info, quality_of, Pool, StreamStats};
+use crate::stream::{self, error_info, quality_of, StreamStats};
+use crate::tune::{Plan, Tuner};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -39,9 +41,8 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 pub struct ServeOptions {
     pub socket: PathBuf,
-    pub workers: usize,
-    /// Bound of the decoded-audio cache shared by all streams.
-    pub cache_bytes: u64,
+    /// Pool size and bounds, cache size, ring memory.
+    pub plan: Plan,
 }
 
 /// Default socket: `$XDG_RUNTIME_DIR/audiodecode/daemon.sock`, else
@@ -75,7 +76,12 @@ struct StreamEntry {
     cancel: Arc<AtomicBool>,
     stats: Arc<StreamStats>,
     total_batches: u64,
-    ring_depth: u32,
+    /// Slots in circulation; the ring has room for `ring.geometry().slots`.
+    depth: u32,
+    /// Depth the tuner wants: released slots are parked while `depth` is above it.
+    target_depth: u32,
+    parked: Vec<u32>,
+    tunable: bool,
     opened: Instant,
 }
 
@@ -108,6 +114,7 @@ struct Daemon {
     pool: Pool,
     cache: Arc<AudioCache>,
     durations: Arc<DurationCache>,
+    tuner: Tuner,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
     waker: Arc<Waker>,
@@ -170,8 +177,9 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         streams: HashMap::new(),
         next_token: FIRST_CONN,
         next_stream: Arc::new(AtomicU32::new(1)),
-        pool: Pool::new(options.workers),
-        cache: Arc::new(AudioCache::new(options.cache_bytes)),
+        pool: Pool::new(options.plan.workers),
+        cache: Arc::new(AudioCache::new(options.plan.cache_bytes)),
+        tuner: Tuner::new(options.plan.clone()),
         durations: Arc::new(DurationCache::default()),
         events_tx,
         events_rx,
@@ -216,6 +224,7 @@ impl Daemon {
             }
             self.drain_events();
             self.reap();
+            self.tune();
         }
         // Let the last replies (e.g. to Shutdown) go out.
         for token in self.conns.keys().copied().collect::<Vec<_>>() {
@@ -370,10 +379,15 @@ impl Daemon {
             }
             Request::Release { stream, slot } => {
                 // No reply: releases are fire-and-forget so the client never waits on them.
-                if let Some(entry) = self.streams.get(&stream).filter(|e| e.conn == token) {
-                    if slot < entry.ring_depth {
+                if let Some(entry) = self.streams.get_mut(&stream).filter(|e| e.conn == token) {
+                    if slot < entry.ring.geometry().slots {
                         entry.stats.released.fetch_add(1, Ordering::Relaxed);
-                        let _ = entry.free_slots.send(slot);
+                        if entry.depth > entry.target_depth {
+                            entry.depth -= 1;
+                            entry.parked.push(slot);
+                        } else {
+                            let _ = entry.free_slots.send(slot);
+                        }
                     }
                 }
             }
@@ -390,6 +404,8 @@ impl Daemon {
                 let pool = self.pool.clone();
                 let cache = Arc::clone(&self.cache);
                 let durations = Arc::clone(&self.durations);
+                let plan = self.tuner.plan().clone();
+                let streams = self.streams.len() + 1;
                 let tx = self.events_tx.clone();
                 let waker = Arc::clone(&self.waker);
                 let spawned = std::thread::Builder::new()
@@ -401,8 +417,15 @@ impl Daemon {
                             let _ = push_tx.send(Event::Push(token, message));
                             let _ = push_waker.wake();
                         });
-                        let event = match stream::open(id, spec, &pool, &cache, &durations, notify)
-                        {
+                        let event = match stream::open(
+                            id,
+                            spec,
+                            &pool,
+                            &cache,
+                            &durations,
+                            (&plan, streams),
+                            notify,
+                        ) {
                             Ok(opened) => Event::Opened(token, Box::new(opened)),
                             Err(e) => Event::Reply(token, Response::Error(e)),
                         };
@@ -433,6 +456,38 @@ impl Daemon {
         }
     }
 
+    /// Let the tuner look at the last interval and apply what it decides.
+    fn tune(&mut self) {
+        let views: Vec<(u32, &StreamStats)> = self
+            .streams
+            .iter()
+            .map(|(id, e)| (*id, e.stats.as_ref()))
+            .collect();
+        let Some(decision) = self.tuner.tick(&views, self.pool.size(), self.pool.busy()) else {
+            return;
+        };
+        if decision.workers != self.pool.size() {
+            self.pool.resize(decision.workers);
+        }
+        for (id, grow) in decision.depth {
+            let Some(e) = self.streams.get_mut(&id).filter(|e| e.tunable) else {
+                continue;
+            };
+            let cap = e.ring.geometry().slots;
+            if grow {
+                e.target_depth = (e.target_depth + 1).min(cap);
+            } else {
+                e.target_depth = e.target_depth.saturating_sub(1).max(crate::tune::MIN_DEPTH);
+            }
+            // Growing puts parked slots back in circulation; shrinking happens on release.
+            while e.depth < e.target_depth {
+                let Some(slot) = e.parked.pop() else { break };
+                e.depth += 1;
+                let _ = e.free_slots.send(slot);
+            }
+        }
+    }
+
     fn status(&self) -> StatusReport {
         let mut streams: Vec<StreamStatus> = self
             .streams
@@ -450,10 +505,12 @@ impl Daemon {
                         / f64::from(e.ring.geometry().sample_rate)
                         / secs,
                     workers: self.pool.size() as u32,
-                    ring_depth: e.ring_depth,
+                    ring_depth: e.depth,
                     ring_filled: announced.saturating_sub(released) as u32,
                     skipped: e.stats.skipped.load(Ordering::Relaxed),
                     padding_share: padding_share(&e.stats),
+                    decode_wait_share: self.tuner.decode_wait_share(id),
+                    client_wait_share: self.tuner.client_wait_share(id),
                 }
             })
             .collect();
@@ -469,6 +526,10 @@ impl Daemon {
             cache_hits: cache.hits,
             cache_misses: cache.misses,
             decodes: stream::DECODES.load(Ordering::Relaxed),
+            workers: self.pool.size() as u32,
+            min_workers: self.tuner.plan().min_workers as u32,
+            max_workers: self.tuner.plan().max_workers as u32,
+            worker_busy_share: self.tuner.busy_share(),
         }
     }
 
@@ -495,7 +556,10 @@ impl Daemon {
                             cancel: opened.cancel,
                             stats: opened.stats,
                             total_batches: opened.info.batches_per_epoch,
-                            ring_depth: opened.info.ring.slots,
+                            depth: opened.depth,
+                            target_depth: opened.depth,
+                            parked: opened.parked,
+                            tunable: opened.tunable,
                             opened: Instant::now(),
                         },
                     );

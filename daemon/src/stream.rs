@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use audiodecode_protocol::ring::{RingGeometry, SlotHeader};
 use audiodecode_protocol::{
@@ -21,48 +22,10 @@ use crate::cache::{AudioCache, CacheKey, DurationCache, FileStamp};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
 use crate::pipeline::{load, DecodedAudio, LoadRequest};
+use crate::pool::Pool;
 use crate::resample::Quality;
 use crate::ring::{RingMemory, SlotWriter};
 use crate::sampler::SplitMix64;
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The daemon's decode workers, shared by every stream and `load` request.
-#[derive(Clone)]
-pub struct Pool {
-    tx: Sender<Job>,
-    size: usize,
-}
-
-impl Pool {
-    pub fn new(size: usize) -> Self {
-        let size = size.max(1);
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        for i in 0..size {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("decode-{i}"))
-                .spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                });
-            if let Err(e) = spawned {
-                eprintln!("audiodecode: cannot start decode worker {i}: {e}");
-            }
-        }
-        Self { tx, size }
-    }
-
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
-        // Workers live as long as the process, so the channel cannot be closed.
-        let _ = self.tx.send(Box::new(job));
-    }
-}
 
 pub fn quality_of(q: audiodecode_protocol::Quality) -> Quality {
     match q {
@@ -92,8 +55,9 @@ pub fn error_info(err: &DecodeError) -> ErrorInfo {
 }
 
 /// Live counters, read by `status`.
-#[derive(Default)]
 pub struct StreamStats {
+    /// When the stream opened: the tuner measures a young stream over its own lifetime.
+    pub opened: Instant,
     pub announced: AtomicU64,
     pub released: AtomicU64,
     pub items: AtomicU64,
@@ -101,7 +65,27 @@ pub struct StreamStats {
     pub frames: AtomicU64,
     /// Frames of the delivered batches including padding (B x T summed).
     pub padded_frames: AtomicU64,
+    /// Time the driver waited for items to decode (decoding is the bottleneck).
+    pub decode_wait_ns: AtomicU64,
+    /// Time the driver waited for the client to release a slot (the client is).
+    pub slot_wait_ns: AtomicU64,
     pub skipped: AtomicU64,
+}
+
+impl Default for StreamStats {
+    fn default() -> Self {
+        Self {
+            opened: Instant::now(),
+            announced: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            items: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            padded_frames: AtomicU64::new(0),
+            decode_wait_ns: AtomicU64::new(0),
+            slot_wait_ns: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Everything a driver needs; built by the server when a stream opens.
@@ -392,12 +376,14 @@ pub fn drive(job: StreamJob) {
             break;
         };
         let mut decoded: Vec<Option<ItemResult>> = (0..batch.indices.len()).map(|_| None).collect();
+        let waiting = Instant::now();
         for _ in 0..batch.indices.len() {
             match batch.results.recv() {
                 Ok((pos, result)) => decoded[pos] = Some(result),
                 Err(_) => return, // cancelled: jobs dropped their senders
             }
         }
+        add_elapsed(&job.stats.decode_wait_ns, waiting);
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -429,9 +415,11 @@ pub fn drive(job: StreamJob) {
             continue;
         }
         // Wait for the client to hand back a slot: the only place the driver waits on it.
+        let waiting = Instant::now();
         let Ok(slot) = job.free_slots.recv() else {
             return;
         };
+        add_elapsed(&job.stats.slot_wait_ns, waiting);
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -453,6 +441,11 @@ pub fn drive(job: StreamJob) {
         stream: job.id,
         skipped,
     });
+}
+
+fn add_elapsed(counter: &AtomicU64, since: Instant) {
+    let ns = since.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+    counter.fetch_add(ns, Ordering::Relaxed);
 }
 
 fn write_batch(
@@ -496,6 +489,11 @@ pub struct Opened {
     pub free_slots: Sender<u32>,
     pub cancel: Arc<AtomicBool>,
     pub stats: Arc<StreamStats>,
+    /// Slots handed out at start; the rest of the ring's slots are parked for the tuner.
+    pub depth: u32,
+    /// False when the client fixed the depth (`prefetch`).
+    pub tunable: bool,
+    pub parked: Vec<u32>,
     /// Starts the driver. Called after `StreamOpened` is queued, so the reply reaches the
     /// client before the first `BatchReady`.
     pub start: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
@@ -503,7 +501,8 @@ pub struct Opened {
 
 /// Slot length when neither `max_seconds` nor the files' headers bound it.
 const DEFAULT_MAX_SECONDS: f64 = 30.0;
-const DEFAULT_DEPTH: u32 = 4;
+/// Depth a stream starts with when the daemon chooses; the tuner moves it.
+const START_DEPTH: u32 = 4;
 
 fn bad_request(message: impl Into<String>) -> ErrorInfo {
     ErrorInfo {
@@ -601,6 +600,7 @@ pub fn open(
     pool: &Pool,
     cache: &Arc<AudioCache>,
     durations: &Arc<DurationCache>,
+    (plan, streams): (&crate::tune::Plan, usize),
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
@@ -674,14 +674,21 @@ pub fn open(
         None => (longest * stretch * f64::from(sr)).ceil() as u64 + 1,
     };
     let batch_capacity = batches.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
-    let depth = if spec.prefetch > 0 {
-        spec.prefetch
-    } else {
-        DEFAULT_DEPTH
-    }
-    .max(2);
     let channels = if spec.mono { 1 } else { spec.channels };
-    let geometry = RingGeometry::new(depth, batch_capacity, channels, max_frames, sr);
+    let spec_prefetch = spec.prefetch;
+    // The ring has room for the deepest the tuner may go; untouched slots cost no memory.
+    // An explicit prefetch fixes the depth.
+    let (slots, depth) = if spec.prefetch > 0 {
+        (
+            spec.prefetch.max(crate::tune::MIN_DEPTH),
+            spec.prefetch.max(crate::tune::MIN_DEPTH),
+        )
+    } else {
+        let slot_bytes = RingGeometry::new(1, batch_capacity, channels, max_frames, sr).slot_bytes;
+        let cap = crate::tune::ring_depth(plan, slot_bytes, streams);
+        (cap, cap.min(START_DEPTH))
+    };
+    let geometry = RingGeometry::new(slots, batch_capacity, channels, max_frames, sr);
     if let Some(free) = shm_available() {
         if geometry.total_bytes() > free {
             return Err(bad_request(format!(
@@ -702,6 +709,7 @@ pub fn open(
     for slot in 0..depth {
         let _ = free_tx.send(slot);
     }
+    let parked: Vec<u32> = (depth..slots).rev().collect();
     let cancel = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(StreamStats::default());
     let info = audiodecode_protocol::StreamInfo {
@@ -738,6 +746,9 @@ pub fn open(
         free_slots: free_tx,
         cancel,
         stats,
+        depth,
+        tunable: spec_prefetch == 0,
+        parked,
         start,
     })
 }

@@ -21,14 +21,14 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&["--workers", "2"])
     }
 
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("d.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
-            .args(["serve", "--foreground", "--workers", "2", "--socket"])
+            .args(["serve", "--foreground", "--socket"])
             .arg(&socket)
             .args(extra)
             .stderr(Stdio::null())
@@ -498,7 +498,7 @@ fn run_epoch(client: &mut Client, spec: StreamSpec) -> Epoch {
 fn the_cache_serves_later_epochs_and_notices_changed_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = corpus(dir.path(), 6);
-    let daemon = Daemon::start_with(&["--cache-bytes", "100000000"]);
+    let daemon = Daemon::start_with(&["--workers", "2", "--cache-bytes", "100000000"]);
     let mut client = daemon.client();
     let mut cached = spec(paths.clone(), 4);
     cached.cache = true;
@@ -562,7 +562,7 @@ fn the_cache_stays_within_its_byte_bound() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = corpus(dir.path(), 10);
     // Each clip is 0.2-0.65 s at 16 kHz mono: 13-42 kB decoded; 60 kB holds only a few.
-    let daemon = Daemon::start_with(&["--cache-bytes", "60000"]);
+    let daemon = Daemon::start_with(&["--workers", "2", "--cache-bytes", "60000"]);
     let mut client = daemon.client();
     let mut cached = spec(paths, 3);
     cached.cache = true;
@@ -693,4 +693,80 @@ fn augmentations_are_reproducible_per_seed() {
         Response::Error(e) => assert!(e.message.contains("speed"), "{e:?}"),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Consume epochs (releasing each slot after `hold`) until `done` says so or 15 s pass.
+fn consume_until(
+    daemon: &Daemon,
+    paths: &[String],
+    batch_size: u32,
+    hold: Duration,
+    done: impl Fn(&audiodecode_protocol::StatusReport) -> bool,
+) -> audiodecode_protocol::StatusReport {
+    let mut client = daemon.client();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut epoch = 0;
+    loop {
+        let info = open(
+            &mut client,
+            StreamSpec {
+                epoch,
+                ..spec(paths.to_vec(), batch_size)
+            },
+        );
+        loop {
+            match client.receive().expect("message") {
+                Response::BatchReady { slot, .. } => {
+                    std::thread::sleep(hold);
+                    client
+                        .send(&Request::Release {
+                            stream: info.stream,
+                            slot,
+                        })
+                        .expect("release");
+                    let s = status(daemon);
+                    if done(&s) || Instant::now() > deadline {
+                        return s;
+                    }
+                }
+                Response::EndOfEpoch { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        client
+            .request(&Request::CloseStream {
+                stream: info.stream,
+            })
+            .expect("close");
+        epoch += 1;
+    }
+}
+
+#[test]
+fn the_pool_grows_when_the_client_waits_on_decoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 40);
+    let daemon =
+        Daemon::start_with(&["--workers", "1", "--min-workers", "1", "--max-workers", "2"]);
+    let s = consume_until(&daemon, &paths, 8, Duration::ZERO, |s| s.workers == 2);
+    assert_eq!(
+        (s.workers, s.min_workers, s.max_workers),
+        (2, 1, 2),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn the_pool_shrinks_when_the_client_is_slow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 40);
+    let daemon =
+        Daemon::start_with(&["--workers", "2", "--min-workers", "1", "--max-workers", "2"]);
+    // Batches of two over 40 files: epochs long enough for the tuner's one-second view.
+    let s = consume_until(&daemon, &paths, 2, Duration::from_millis(300), |s| {
+        s.workers == 1
+    });
+    assert_eq!(s.workers, 1, "{s:?}");
+    let stream = s.streams.first().expect("a stream");
+    assert!(stream.client_wait_share > 0.5, "{stream:?}");
 }

@@ -282,6 +282,12 @@ pub struct StatusReport {
     pub cache_misses: u64,
     /// Files decoded since start (cache hits decode nothing).
     pub decodes: u64,
+    /// Decode workers now, and the bounds the tuner moves them within.
+    pub workers: u32,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    /// Share of the last interval the workers spent decoding.
+    pub worker_busy_share: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -297,4 +303,8 @@ pub struct StreamStatus {
     pub skipped: u64,
     /// Share of delivered audio frames that are padding.
     pub padding_share: f64,
+    /// Shares of the last interval the stream waited on decoding (the client may starve)
+    /// and on the client releasing slots (the client is the bottleneck).
+    pub decode_wait_share: f64,
+    pub client_wait_share: f64,
 }
