@@ -1,9 +1,11 @@
-"""Cache and bucketing benchmark on the loader corpus (1,000 clips of 2-15 s).
+"""Cache, bucketing and tuning benchmark on the loader corpus (1,000 clips of 2-15 s).
 
 1. Epoch throughput with the daemon's decoded-audio cache: first epoch (decodes) against
    the second (served from memory). Target: second >= 10x first.
 2. Padding share of batches of 32 against duration bucketing with the same mean batch
    duration.
+3. First-epoch throughput (cache off) with the daemon's own sizing and run-time tuner,
+   against a sweep of fixed worker counts. Target: auto >= 95% of the best fixed count.
 
     python3 benches/cache_bucketing.py
 """
@@ -69,6 +71,21 @@ def main() -> int:
         n_buckets = len(bucketed)
         bucketed.close()
 
+    sweep = {}
+    for workers in range(1, (os.cpu_count() or 2) + 2):
+        with Daemon(workers=workers, min_workers=workers, max_workers=workers):
+            loader = AudioDataLoader(files, batch_size=32, target_sr=SR, cache=False, seed=0)
+            t, audio, _ = epoch(loader)
+            sweep[workers] = audio / t
+            loader.close()
+    with Daemon() as daemon:  # the daemon's own sizing and tuner
+        loader = AudioDataLoader(files, batch_size=32, target_sr=SR, cache=False, seed=0)
+        t, audio, _ = epoch(loader)
+        auto = audio / t
+        tuned = daemon.status()
+        loader.close()
+    best = max(sweep, key=sweep.__getitem__)
+
     speedup = first[0] / second[0]
     print(f"epoch 1 (decoding): {first[0]:.2f} s, {first[1] / first[0]:.0f} audio s/s")
     print(f"epoch 2 (cache):    {second[0]:.2f} s, {second[1] / second[0]:.0f} audio s/s")
@@ -78,6 +95,13 @@ def main() -> int:
         f"padding share: batches of 32 {100 * first[2]:.1f}% "
         f"({len(files) // 32 + 1} batches); bucketed at {budget:.0f} s "
         f"{100 * buckets[2]:.1f}% ({n_buckets} batches)"
+    )
+    print(
+        "fixed workers: "
+        + ", ".join(f"{w}: {v:.0f} audio s/s" for w, v in sweep.items())
+        + f"; auto: {auto:.0f} audio s/s ({tuned.workers} workers at the end, "
+        + f"bounds {tuned.min_workers}..{tuned.max_workers}) = "
+        + f"{100 * auto / sweep[best]:.0f}% of the best (target >= 95%)"
     )
     if args.json:
         args.json.write_text(
@@ -89,6 +113,9 @@ def main() -> int:
                     "bucketed": buckets,
                     "budget_s": budget,
                     "bucketed_batches": n_buckets,
+                    "sweep": sweep,
+                    "auto": auto,
+                    "auto_final_workers": tuned.workers,
                 },
                 indent=2,
             )

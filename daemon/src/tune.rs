@@ -57,8 +57,9 @@ impl Resources {
 }
 
 /// Defaults from the facts. With GPUs, each training rank needs about a core to drive its
-/// GPU, so the workers get the rest; CPU-only training needs cores for the model itself,
-/// so the pool starts at half and the tuner grows it only when the trainer waits on us.
+/// GPU, so the workers get the rest. The pool starts at its ceiling, since a first epoch
+/// is decode-bound, and the tuner shrinks it when the trainer (say, a CPU-only model that
+/// needs the cores itself) is the slower side.
 pub fn plan(r: &Resources) -> Plan {
     let cores = r.logical_cores.max(1);
     let max_workers = if r.gpus.is_empty() {
@@ -66,11 +67,7 @@ pub fn plan(r: &Resources) -> Plan {
     } else {
         cores.saturating_sub(r.gpus.len()).max(1)
     };
-    let workers = if r.gpus.is_empty() {
-        (r.physical_cores / 2).clamp(1, max_workers)
-    } else {
-        max_workers
-    };
+    let workers = max_workers;
     Plan {
         workers,
         min_workers: 1,
@@ -90,8 +87,9 @@ pub fn ring_depth(plan: &Plan, slot_bytes: u64, streams: usize) -> u32 {
     (fits.min(u64::from(MAX_DEPTH)) as u32).max(MIN_DEPTH)
 }
 
-/// How often the tuner looks; long enough to average over a few batches.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the tuner looks: long enough to average over a few batches, short enough to
+/// react within a fraction of an epoch.
+const TICK: Duration = Duration::from_millis(500);
 /// A stream whose driver waited on decoding this share of the tick is starved.
 const STARVED: f64 = 0.3;
 /// A stream whose driver waited on the client this share of the tick is client-bound.
@@ -295,7 +293,7 @@ mod tests {
     #[test]
     fn small_cpu_machine() {
         let p = plan(&machine(2, 4, 0));
-        assert_eq!((p.workers, p.min_workers, p.max_workers), (1, 1, 2));
+        assert_eq!((p.workers, p.min_workers, p.max_workers), (2, 1, 2));
         assert_eq!(p.cache_bytes, 1 << 30);
         // 32 x 4 s x 16 kHz mono f32 = 8 MB slots: the 409 MB budget holds the maximum.
         assert_eq!(ring_depth(&p, 8 << 20, 1), MAX_DEPTH);
@@ -338,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_tuner_grows_when_decoding_starves_and_shrinks_when_the_client_is_slow() {
-        let plan = plan(&machine(8, 16, 0)); // workers 2 of 1..=8
+        let plan = plan(&machine(8, 16, 0)); // 1..=8 workers
         assert_eq!(decide(plan.clone(), 2, 800, 0).workers, 3);
         assert_eq!(decide(plan.clone(), 2, 0, 900).workers, 1);
         let quiet = decide(plan.clone(), 2, 100, 100);
