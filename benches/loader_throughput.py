@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,14 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "client-py"))
-# Run from a checkout: use the binary cargo built unless one is named explicitly.
-_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/audiodecode/target"))
-if (_TARGET / "release/audiodecode").exists():
-    os.environ.setdefault("AUDIODECODE_BIN", str(_TARGET / "release/audiodecode"))
-
+from _checkout import REPO
 from audiodecode import AudioDataLoader, Daemon
 
 SR = 16000
