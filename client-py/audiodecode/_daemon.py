@@ -67,9 +67,19 @@ def _wait_until_up(path: Path, proc: subprocess.Popen[bytes], log: Path) -> Conn
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
-            return Connection.open(path)
+            conn = Connection.open(path)
         except (FileNotFoundError, ConnectionRefusedError):
             pass
+        else:
+            if conn.daemon_pid != proc.pid and proc.poll() is None:
+                # Another daemon answered first. Ours has not bound the socket; left alone
+                # it could take over once that one exits and live on unseen, so stop it.
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            return conn
         code = proc.poll()
         if code not in (None, 0):
             raise DaemonError(

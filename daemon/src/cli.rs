@@ -468,10 +468,15 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while Instant::now() < deadline {
-        if crate::client::Client::connect(socket).is_ok() {
+        if let Ok(client) = crate::client::Client::connect(socket) {
+            if client.daemon_pid != child.id() {
+                // Another daemon won the start-up race; ours must not take over later.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             eprintln!(
                 "audiodecode daemon {} running on {}",
-                child.id(),
+                client.daemon_pid,
                 socket.display()
             );
             return ExitCode::SUCCESS;

@@ -9,6 +9,8 @@ use audiodecode_protocol::{decode, frame, Request, Response, MAX_FRAME_BYTES, PR
 
 pub struct Client {
     socket: UnixStream,
+    /// The daemon's process id, from the handshake.
+    pub daemon_pid: u32,
 }
 
 fn protocol_error(message: impl Into<String>) -> std::io::Error {
@@ -20,12 +22,18 @@ impl Client {
     pub fn connect(path: &Path) -> std::io::Result<Self> {
         let socket = UnixStream::connect(path)?;
         socket.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut client = Self { socket };
+        let mut client = Self {
+            socket,
+            daemon_pid: 0,
+        };
         match client.request(&Request::Hello {
             version: PROTOCOL_VERSION,
             client_pid: std::process::id(),
         })? {
-            Response::Hello { .. } => Ok(client),
+            Response::Hello { daemon_pid, .. } => {
+                client.daemon_pid = daemon_pid;
+                Ok(client)
+            }
             Response::Error(e) => Err(protocol_error(e.message)),
             other => Err(protocol_error(format!(
                 "unexpected handshake reply {other:?}"
