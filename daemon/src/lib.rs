@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod decode;
 pub mod error;
+pub mod item;
 pub mod manifest;
 mod mp4_edit;
 pub mod output;

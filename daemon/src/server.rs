@@ -525,7 +525,7 @@ impl Daemon {
             cache_capacity: cache.capacity,
             cache_hits: cache.hits,
             cache_misses: cache.misses,
-            decodes: stream::DECODES.load(Ordering::Relaxed),
+            decodes: crate::item::DECODES.load(Ordering::Relaxed),
             workers: self.pool.size() as u32,
             min_workers: self.tuner.plan().min_workers as u32,
             max_workers: self.tuner.plan().max_workers as u32,

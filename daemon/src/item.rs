@@ -1,0 +1,236 @@
+//! One dataset item as a stream delivers it: decoded (or taken from the cache), cropped,
+//! augmented and capped at the slot length.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use audiodecode_protocol::{CropMode, ItemInfo, StreamSpec};
+
+use crate::augment::{ClipSource, Step};
+use crate::cache::{AudioCache, CacheKey, FileStamp};
+use crate::decode::{probe_info, ChannelMode};
+use crate::error::DecodeError;
+use crate::pipeline::{load, DecodedAudio, LoadRequest};
+use crate::resample::Quality;
+use crate::sampler::SplitMix64;
+use crate::stream::quality_of;
+
+/// One item's samples for a batch: a frame range of decoded audio, which may be shared
+/// with the cache (cropping is a range, not a copy).
+pub struct ItemAudio {
+    audio: Arc<DecodedAudio>,
+    start: usize,
+    len: usize,
+}
+
+impl ItemAudio {
+    fn new(audio: Arc<DecodedAudio>, start: usize, len: usize, max_frames: u64) -> Self {
+        let start = start.min(audio.frames());
+        let len = len.min(audio.frames() - start).min(max_frames as usize);
+        Self { audio, start, len }
+    }
+
+    pub fn frames(&self) -> usize {
+        self.len
+    }
+
+    /// `channels` planes: extra channels dropped, missing ones empty (written as silence).
+    pub fn planes(&self, channels: usize) -> Vec<&[f32]> {
+        (0..channels)
+            .map(|c| {
+                self.audio
+                    .planes
+                    .get(c)
+                    .map_or(&[][..], |p| &p[self.start..self.start + self.len])
+            })
+            .collect()
+    }
+}
+
+pub type ItemResult = Result<ItemAudio, DecodeError>;
+
+/// Files decoded by stream workers since the daemon started (cache hits decode nothing).
+pub static DECODES: AtomicU64 = AtomicU64::new(0);
+
+/// A file much longer than its crop is sliced by seeking rather than decoded whole into the
+/// cache: caching an hour to serve four seconds of it would waste the budget.
+const CACHE_MAX_SECONDS: f64 = 120.0;
+
+fn decode(path: &Path, req: &LoadRequest) -> Result<DecodedAudio, DecodeError> {
+    DECODES.fetch_add(1, Ordering::Relaxed);
+    load(path, req, 1)
+}
+
+/// Where a crop of `max_s` seconds starts in audio of `total_out` frames.
+fn crop_start(spec: &StreamSpec, index: u64, total_out: u64, window: u64) -> u64 {
+    if spec.crop == CropMode::Random && total_out > window {
+        SplitMix64::for_item(spec.seed, spec.epoch, index).below(total_out - window + 1)
+    } else {
+        0
+    }
+}
+
+/// Decode one item as the stream asks: rate, channels, crop, capped at the slot length.
+/// With the cache on, the whole clean file is cached and cropped in memory.
+pub fn decode_item(
+    spec: &StreamSpec,
+    item: &ItemInfo,
+    index: u64,
+    max_frames: u64,
+    cache: Option<&AudioCache>,
+    steps: &[Step],
+) -> ItemResult {
+    let path = Path::new(&item.path);
+    let sr = spec.sample_rate;
+    let req = LoadRequest {
+        sample_rate: Some(sr),
+        channels: ChannelMode::from_mono(spec.mono),
+        quality: quality_of(spec.quality),
+        ..LoadRequest::default()
+    };
+    let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
+    let cached = match cache.filter(|_| spec.cache) {
+        Some(cache) => cached_audio(cache, path, &req, spec)?,
+        None => None,
+    };
+    let clean = match (cached, window) {
+        (Some(audio), Some(window)) => {
+            let start = crop_start(spec, index, audio.frames() as u64, window) as usize;
+            ItemAudio::new(audio, start, window as usize, max_frames)
+        }
+        (Some(audio), None) => ItemAudio::new(audio, 0, usize::MAX, max_frames),
+        (None, window) => {
+            let mut req = req;
+            if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
+                req.duration = Some(max_s);
+                if spec.crop == CropMode::Random {
+                    // Choose the window from the declared length, then seek: no full decode.
+                    if let Some(total) = probe_info(path)?.duration {
+                        let total_out = (total * f64::from(sr)).round() as u64;
+                        req.offset =
+                            crop_start(spec, index, total_out, window) as f64 / f64::from(sr);
+                    }
+                }
+            }
+            ItemAudio::new(Arc::new(decode(path, &req)?), 0, usize::MAX, max_frames)
+        }
+    };
+    if steps.is_empty() {
+        return Ok(clean);
+    }
+    let channels = if spec.mono {
+        1
+    } else {
+        spec.channels.max(1) as usize
+    };
+    let mut planes: Vec<Vec<f32>> = clean
+        .planes(channels)
+        .into_iter()
+        .map(|p| {
+            if p.is_empty() {
+                vec![0.0; clean.frames()]
+            } else {
+                p.to_vec()
+            }
+        })
+        .collect();
+    crate::augment::apply(steps, &mut planes, sr, spec.seed, spec.epoch, index)
+        .map_err(|e| DecodeError::invalid(path, format!("augmentation failed: {e}")))?;
+    let audio = DecodedAudio {
+        planes,
+        sample_rate: sr,
+        damaged: false,
+    };
+    Ok(ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames))
+}
+
+/// Noise clips or impulse responses for augmentation: a dataset decoded mono at the
+/// stream's rate, through the shared cache.
+struct DatasetClips {
+    items: Vec<ItemInfo>,
+    sample_rate: u32,
+    quality: Quality,
+    cache: Arc<AudioCache>,
+}
+
+impl ClipSource for DatasetClips {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, String> {
+        let path = Path::new(&self.items[index].path);
+        let req = LoadRequest {
+            sample_rate: Some(self.sample_rate),
+            channels: ChannelMode::Mono,
+            quality: self.quality,
+            ..LoadRequest::default()
+        };
+        let key = CacheKey {
+            path: path.to_path_buf(),
+            sample_rate: self.sample_rate,
+            mode: ChannelMode::Mono,
+            quality: self.quality,
+        };
+        let stamp = FileStamp::of(path);
+        if let Some(audio) = stamp.and_then(|s| self.cache.get(&key, s)) {
+            return Ok(audio);
+        }
+        let audio = Arc::new(load(path, &req, 1).map_err(|e| e.to_string())?);
+        if let Some(stamp) = stamp {
+            self.cache.insert(key, stamp, Arc::clone(&audio));
+        }
+        Ok(audio)
+    }
+}
+
+/// The stream's augmentation steps, with noise and impulse-response datasets resolved.
+pub fn augment_steps(spec: &StreamSpec, cache: &Arc<AudioCache>) -> Result<Vec<Step>, String> {
+    let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, String> {
+        let resolved = crate::manifest::resolve(dataset).map_err(|e| e.to_string())?;
+        Ok(Arc::new(DatasetClips {
+            items: resolved.items,
+            sample_rate: spec.sample_rate,
+            quality: quality_of(spec.quality),
+            cache: Arc::clone(cache),
+        }))
+    };
+    spec.augment
+        .iter()
+        .map(|a| Step::from_spec(a, spec.sample_rate, &clips))
+        .collect()
+}
+
+/// The whole clean file from the cache, decoding and caching it on a miss; `None` when the
+/// file should not be cached (far longer than the crop, or unreadable metadata).
+fn cached_audio(
+    cache: &AudioCache,
+    path: &Path,
+    req: &LoadRequest,
+    spec: &StreamSpec,
+) -> Result<Option<Arc<DecodedAudio>>, DecodeError> {
+    let Some(stamp) = FileStamp::of(path) else {
+        return Ok(None);
+    };
+    let key = CacheKey {
+        path: path.to_path_buf(),
+        sample_rate: spec.sample_rate,
+        mode: req.channels,
+        quality: req.quality,
+    };
+    if let Some(audio) = cache.get(&key, stamp) {
+        return Ok(Some(audio));
+    }
+    if let Some(max_s) = spec.max_seconds {
+        let long = probe_info(path)?
+            .duration
+            .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s));
+        if long {
+            return Ok(None);
+        }
+    }
+    let audio = Arc::new(decode(path, req)?);
+    cache.insert(key, stamp, Arc::clone(&audio));
+    Ok(Some(audio))
+}
