@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
-use audiodecode_protocol::ring::{RingGeometry, SlotHeader, RING_HEADER_BYTES, RING_MAGIC};
+use audiodecode_protocol::ring::{ring_header, RingGeometry, SlotHeader};
 use memmap2::MmapMut;
 
 /// `/dev/shm` names: `audiodecode-<uid>-<pid>-<n>`.
@@ -71,16 +71,8 @@ impl RingMemory {
     }
 
     fn write_header(&mut self) {
-        let g = self.geometry;
-        let h = &mut self.map[..RING_HEADER_BYTES as usize];
-        h[0..8].copy_from_slice(&RING_MAGIC);
-        h[8..12].copy_from_slice(&audiodecode_protocol::PROTOCOL_VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&g.slots.to_le_bytes());
-        h[16..24].copy_from_slice(&g.slot_bytes.to_le_bytes());
-        h[24..28].copy_from_slice(&g.batch_capacity.to_le_bytes());
-        h[28..32].copy_from_slice(&g.channels.to_le_bytes());
-        h[32..40].copy_from_slice(&g.max_frames.to_le_bytes());
-        h[40..44].copy_from_slice(&g.sample_rate.to_le_bytes());
+        let header = ring_header(&self.geometry);
+        self.map[..header.len()].copy_from_slice(&header);
     }
 
     /// The name clients open, with the leading slash (`shm_open` form).
@@ -163,7 +155,7 @@ impl SlotWriter<'_> {
 
 /// Samples as little-endian bytes: one memcpy on little-endian machines (all the
 /// platforms that matter), a conversion loop elsewhere.
-fn copy_f32_le(src: &[f32], dst: &mut [u8]) {
+pub(crate) fn copy_f32_le(src: &[f32], dst: &mut [u8]) {
     #[cfg(target_endian = "little")]
     {
         // SAFETY: f32 has no padding or invalid bit patterns, u8 has alignment 1, and the

@@ -725,11 +725,14 @@ fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
     };
     match load(Path::new(&spec.path), &req, 1) {
         Ok(audio) => {
-            let mut samples = Vec::with_capacity(audio.frames() * audio.channels() * 4);
-            for plane in &audio.planes {
-                for s in plane {
-                    samples.extend_from_slice(&s.to_le_bytes());
-                }
+            // Planar [channels, frames], little-endian: one bulk copy per channel.
+            let mut samples = vec![0u8; audio.frames() * audio.channels() * 4];
+            for (plane, dst) in audio
+                .planes
+                .iter()
+                .zip(samples.chunks_exact_mut(audio.frames() * 4))
+            {
+                crate::ring::copy_f32_le(plane, dst);
             }
             Response::Loaded(LoadedAudio {
                 sample_rate: audio.sample_rate,

@@ -454,37 +454,47 @@ fn status(daemon: &Daemon) -> audiodecode_protocol::StatusReport {
     }
 }
 
-/// Open a stream and run it to its end, releasing every slot; returns (item index, audio)
-/// per item and each batch's (items, padded frames).
 /// Per item (index, audio), per batch (items, padded frames).
 type Epoch = (Vec<(u64, Vec<f32>)>, Vec<(usize, u64)>);
 
-fn run_epoch(client: &mut Client, spec: StreamSpec) -> Epoch {
-    let info = open(client, spec);
-    let map = map_ring(&info);
-    let mut items = Vec::new();
-    let mut batches = Vec::new();
+/// Receive a stream's batches until the end of its epoch, releasing each slot after
+/// `on_batch` has seen it; `on_batch` returns false to stop early.
+fn each_batch(client: &mut Client, info: &StreamInfo, mut on_batch: impl FnMut(Batch) -> bool) {
+    let map = map_ring(info);
     loop {
         match client.receive().expect("message") {
             Response::BatchReady { slot, .. } => {
-                let b = read_slot(&map, &info.ring, slot);
-                let t = b.header.frames as usize;
-                for (row, &index) in b.indices.iter().enumerate() {
-                    let n = b.lengths[row] as usize;
-                    items.push((index, b.audio[row * t..row * t + n].to_vec()));
-                }
-                batches.push((b.indices.len(), b.header.frames));
+                let keep_going = on_batch(read_slot(&map, &info.ring, slot));
                 client
                     .send(&Request::Release {
                         stream: info.stream,
                         slot,
                     })
                     .expect("release");
+                if !keep_going {
+                    return;
+                }
             }
-            Response::EndOfEpoch { .. } => break,
+            Response::EndOfEpoch { .. } => return,
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Open a stream, run it to its end and close it.
+fn run_epoch(client: &mut Client, spec: StreamSpec) -> Epoch {
+    let info = open(client, spec);
+    let mut items = Vec::new();
+    let mut batches = Vec::new();
+    each_batch(client, &info, |b| {
+        let t = b.header.frames as usize;
+        for (row, &index) in b.indices.iter().enumerate() {
+            let n = b.lengths[row] as usize;
+            items.push((index, b.audio[row * t..row * t + n].to_vec()));
+        }
+        batches.push((b.indices.len(), b.header.frames));
+        true
+    });
     client
         .request(&Request::CloseStream {
             stream: info.stream,
@@ -705,8 +715,7 @@ fn consume_until(
 ) -> audiodecode_protocol::StatusReport {
     let mut client = daemon.client();
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut epoch = 0;
-    loop {
+    for epoch in 0.. {
         let info = open(
             &mut client,
             StreamSpec {
@@ -714,32 +723,25 @@ fn consume_until(
                 ..spec(paths.to_vec(), batch_size)
             },
         );
-        loop {
-            match client.receive().expect("message") {
-                Response::BatchReady { slot, .. } => {
-                    std::thread::sleep(hold);
-                    client
-                        .send(&Request::Release {
-                            stream: info.stream,
-                            slot,
-                        })
-                        .expect("release");
-                    let s = status(daemon);
-                    if done(&s) || Instant::now() > deadline {
-                        return s;
-                    }
-                }
-                Response::EndOfEpoch { .. } => break,
-                other => panic!("unexpected {other:?}"),
+        let mut stopped = None;
+        each_batch(&mut client, &info, |_| {
+            std::thread::sleep(hold);
+            let s = status(daemon);
+            if done(&s) || Instant::now() > deadline {
+                stopped = Some(s);
             }
+            stopped.is_none()
+        });
+        if let Some(s) = stopped {
+            return s;
         }
         client
             .request(&Request::CloseStream {
                 stream: info.stream,
             })
             .expect("close");
-        epoch += 1;
     }
+    unreachable!("epochs are unbounded")
 }
 
 #[test]

@@ -75,6 +75,23 @@ impl RingGeometry {
     }
 }
 
+/// The segment header (informational: clients take the geometry from `StreamOpened` and
+/// check only the magic). Little-endian: 0 magic, 8 protocol version u32, 12 slots u32,
+/// 16 slot_bytes u64, 24 batch_capacity u32, 28 channels u32, 32 max_frames u64,
+/// 40 sample_rate u32.
+pub fn ring_header(g: &RingGeometry) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[0..8].copy_from_slice(&RING_MAGIC);
+    h[8..12].copy_from_slice(&crate::PROTOCOL_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&g.slots.to_le_bytes());
+    h[16..24].copy_from_slice(&g.slot_bytes.to_le_bytes());
+    h[24..28].copy_from_slice(&g.batch_capacity.to_le_bytes());
+    h[28..32].copy_from_slice(&g.channels.to_le_bytes());
+    h[32..40].copy_from_slice(&g.max_frames.to_le_bytes());
+    h[40..44].copy_from_slice(&g.sample_rate.to_le_bytes());
+    h
+}
+
 /// The fixed header at the start of every slot, little-endian.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotHeader {
