@@ -1,12 +1,16 @@
-"""Cross-language tests: the Python client against the real Rust binary."""
+"""Shared fixtures: the real Rust binary and a test corpus for the cross-language tests,
+and a scripted fake daemon for tests of the client's message flow."""
 
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "client-py"))
 
 from audiodecode import Daemon
+from audiodecode._protocol import (
+    PROTOCOL_VERSION,
+    Request,
+    Response,
+    decode_request,
+    encode_response,
+    frame,
+)
 
 
 def built_binary() -> Path:
@@ -125,3 +137,65 @@ def daemon(binary: Path) -> Iterator[Daemon]:
     """A private daemon for one test; loaders and load() inside the test use it."""
     with Daemon(workers=2) as d:
         yield d
+
+
+# --- A fake daemon on a Unix socket, driven by a script per connection. ----------------------
+
+Script = Callable[[socket.socket], None]
+
+
+def recv_request(sock: socket.socket) -> object:
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    (n,) = struct.unpack("<I", exact(4))
+    return decode_request(exact(n))
+
+
+def send(sock: socket.socket, *messages: object) -> None:
+    for m in messages:
+        sock.sendall(frame(encode_response(m)))
+
+
+def greet(sock: socket.socket) -> None:
+    assert isinstance(recv_request(sock), Request.Hello)
+    send(sock, Response.Hello(version=PROTOCOL_VERSION, daemon_pid=1234))
+
+
+@pytest.fixture
+def fake_daemon(tmp_path: Path) -> Iterator[Callable[[Script], str]]:
+    """Serve one connection with a script; re-raises the script's failures at teardown."""
+    path = str(tmp_path / "fake.sock")
+    errors: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def start(script: Script) -> str:
+        def run() -> None:
+            conn, _ = listener.accept()
+            try:
+                script(conn)
+            except BaseException as e:  # noqa: BLE001 - reported by the fixture
+                errors.append(e)
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        threads.append(t)
+        return path
+
+    yield start
+    for t in threads:
+        t.join(5)
+    listener.close()
+    if errors:
+        raise errors[0]

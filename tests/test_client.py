@@ -10,7 +10,6 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,43 +23,8 @@ from audiodecode import (
     _daemon,
 )
 from audiodecode._client import Connection
-from audiodecode._protocol import (
-    PROTOCOL_VERSION,
-    ErrorInfo,
-    Request,
-    Response,
-    StatusReport,
-    decode_request,
-    encode_response,
-    frame,
-)
-
-Script = Callable[[socket.socket], None]
-
-
-def recv_request(sock: socket.socket) -> object:
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
-
-    (n,) = struct.unpack("<I", exact(4))
-    return decode_request(exact(n))
-
-
-def send(sock: socket.socket, *messages: object) -> None:
-    for m in messages:
-        sock.sendall(frame(encode_response(m)))
-
-
-def greet(sock: socket.socket) -> None:
-    assert isinstance(recv_request(sock), Request.Hello)
-    send(sock, Response.Hello(version=PROTOCOL_VERSION, daemon_pid=1234))
-
+from audiodecode._protocol import ErrorInfo, Request, Response, StatusReport
+from conftest import greet, recv_request, send
 
 STATUS = Response.Status(
     StatusReport(
@@ -79,39 +43,6 @@ STATUS = Response.Status(
         worker_busy_share=0.0,
     )
 )
-
-
-@pytest.fixture
-def fake_daemon(tmp_path: Path) -> Iterator[Callable[[Script], str]]:
-    """Serve one connection with a script; re-raises the script's failures at teardown."""
-    path = str(tmp_path / "fake.sock")
-    errors: list[BaseException] = []
-    threads: list[threading.Thread] = []
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-
-    def start(script: Script) -> str:
-        def run() -> None:
-            conn, _ = listener.accept()
-            try:
-                script(conn)
-            except BaseException as e:  # noqa: BLE001 - reported by the fixture
-                errors.append(e)
-            finally:
-                conn.close()
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        threads.append(t)
-        return path
-
-    yield start
-    for t in threads:
-        t.join(5)
-    listener.close()
-    if errors:
-        raise errors[0]
 
 
 def test_socket_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:

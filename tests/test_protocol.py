@@ -29,6 +29,8 @@ from audiodecode._protocol import (
     StreamInfo,
     StreamSpec,
     StreamStatus,
+    TranscribeOptions,
+    TranscribeSpec,
     decode_request,
     decode_response,
     encode_request,
@@ -125,6 +127,12 @@ REQUESTS: dict[str, Any] = {
     ),
     "req_status": Request.Status(),
     "req_shutdown": Request.Shutdown(),
+    "req_transcribe": Request.Transcribe(
+        TranscribeSpec(
+            paths=["/data/a.wav", "/data/b é.flac"],
+            options=TranscribeOptions(language="de", hotwords="AudioDecode", word_timestamps=True),
+        )
+    ),
 }
 
 RESPONSES: dict[str, Any] = {
@@ -195,6 +203,10 @@ RESPONSES: dict[str, Any] = {
     "resp_error": Response.Error(
         ErrorInfo(kind=ErrorKind.VERSION_MISMATCH, path=None, message="v")
     ),
+    "resp_transcribed": Response.Transcribed(
+        index=3, record='{"audio_filepath":"/a.wav","duration":1.5,"text":"Hallo."}'
+    ),
+    "resp_transcribe_done": Response.TranscribeDone(files=5, errors=1),
 }
 
 
@@ -250,7 +262,7 @@ def test_trailing_bytes_are_errors() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (struct.pack("<I", 9), "unknown variant 9"),
+        (struct.pack("<I", 11), "unknown variant 11"),
         (bytes.fromhex("05000000") + b"\x00" * 8 + b"\xff\xff", "truncated"),
     ],
 )
@@ -275,6 +287,19 @@ def test_invalid_bool_option_and_utf8_are_errors() -> None:
     load[mono_at] = 2
     with pytest.raises(ProtocolError, match="invalid bool"):
         decode_request(bytes(load))
+
+
+def test_f32_fields_decode_to_the_shortest_decimal() -> None:
+    # 0.2 is no f32; it must still read back as 0.2 (what Rust prints), so that decoded
+    # options compare equal to the ones written in Python.
+    def through_the_wire(options: TranscribeOptions) -> TranscribeOptions:
+        msg = Request.Transcribe(TranscribeSpec(paths=[], options=options))
+        return decode_request(encode_request(msg)).spec.options
+
+    options = TranscribeOptions(temperatures=[0.1, 0.2, 1e-7, -3.4e38], patience=0.3)
+    assert through_the_wire(options) == options
+    # A value with more digits than an f32 holds comes back as that f32's shortest form.
+    assert through_the_wire(TranscribeOptions(patience=0.123456789)).patience == 0.12345679
 
 
 def test_huge_length_prefix_does_not_allocate() -> None:

@@ -14,6 +14,7 @@ from audiodecode._errors import (
     AudioFileNotFoundError,
     BadRequestError,
     DaemonError,
+    TranscriptionError,
     VersionMismatchError,
 )
 from audiodecode._protocol import ErrorKind
@@ -21,6 +22,14 @@ from audiodecode.api import load
 from audiodecode.augment import Gain, Noise, Reverb, Shift, Speed
 from audiodecode.loader import AudioDataLoader
 from audiodecode.splits import create_train_val_loaders
+from audiodecode.transcribe import (
+    Segment,
+    Transcription,
+    WhisperInference,
+    Word,
+    transcribe_batch,
+    transcribe_file,
+)
 
 __all__ = [
     "AudioDataLoader",
@@ -36,11 +45,18 @@ __all__ = [
     "Gain",
     "Noise",
     "Reverb",
+    "Segment",
     "Shift",
     "Speed",
+    "Transcription",
+    "TranscriptionError",
     "VersionMismatchError",
+    "WhisperInference",
+    "Word",
     "create_train_val_loaders",
     "find_binary",
     "load",
+    "transcribe_batch",
+    "transcribe_file",
 ]
 __version__ = "0.1.0"

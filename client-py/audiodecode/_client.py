@@ -2,7 +2,9 @@
 
 Requests other than ``Release`` get exactly one response each, in order. Independently the
 daemon pushes ``BatchReady``/``EndOfEpoch``/``StreamFailed`` for open streams at any time;
-pushes read while waiting for a response are queued per stream for ``next_push``.
+pushes read while waiting for a response are queued per stream for ``next_push``. A long
+request (``Transcribe``) is answered with progress messages (``Transcribed``) before its one
+response; ``request`` hands them to a callback.
 
 Reads use a blocking socket with a short timeout in a loop: a daemon that dies closes the
 socket (read returns nothing, or ECONNRESET), which is reported at once as ``DaemonError``,
@@ -16,10 +18,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
 from audiodecode._errors import DaemonError, error_from_info
 from audiodecode._protocol import (
+    PROGRESS_TYPES,
     PROTOCOL_VERSION,
     PUSH_TYPES,
     AnyRequest,
@@ -112,10 +116,21 @@ class Connection:
                 except (BrokenPipeError, ConnectionResetError) as e:
                     raise self._gone(e) from None
 
-    def request(self, msg: AnyRequest, expect: type[R], timeout: float | None = None) -> R:
+    def request(
+        self,
+        msg: AnyRequest,
+        expect: type[R],
+        timeout: float | None = None,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+    ) -> R:
         """Send ``msg`` and return its one response, which must be an ``expect``;
         ``Response.Error`` raises the matching ``AudioDecodeError``. Without ``timeout``
-        this waits as long as the daemon lives."""
+        this waits as long as the daemon lives.
+
+        Progress messages (``Transcribed``) before the response go to ``on_progress``. If it
+        raises, the connection is closed: the rest of the reply cannot be skipped, and a
+        closed connection makes the daemon abandon the request."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self.send(msg)
@@ -123,6 +138,13 @@ class Connection:
                 reply = self._read(deadline)
                 if isinstance(reply, PUSH_TYPES):
                     self._pushes[reply.stream].append(reply)
+                    continue
+                if on_progress is not None and isinstance(reply, PROGRESS_TYPES):
+                    try:
+                        on_progress(reply)
+                    except BaseException:
+                        self.close()
+                        raise
                     continue
                 if isinstance(reply, Response.Error):
                     raise error_from_info(reply.error)

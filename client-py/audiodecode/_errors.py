@@ -43,6 +43,11 @@ class BadRequestError(AudioDecodeError, ValueError):
     """The daemon rejected the request's parameters (also a ``ValueError``)."""
 
 
+class TranscriptionError(AudioDecodeError):
+    """A file could not be transcribed (undecodable audio, or the model failed on it); the
+    message names the file, as does ``path``."""
+
+
 _BY_KIND: dict[ErrorKind, type[AudioDecodeError]] = {
     ErrorKind.VERSION_MISMATCH: VersionMismatchError,
     ErrorKind.BAD_REQUEST: BadRequestError,

@@ -2,11 +2,12 @@
 
 This mirrors ``protocol/src/lib.rs`` and ``protocol/src/ring.rs`` (see ``protocol/README.md``
 for the bytes). The encoding is driven by the field annotations, so each message is declared
-once: ``U32``/``U64``/``I64``/``F64`` are fixed-width little-endian, ``bool`` is one byte,
-``str``/``bytes``/``list`` carry a u64 length, ``X | None`` is a u8 tag then the value, an
-``IntEnum`` is its u32 variant index, and a union of dataclasses is a Rust enum whose u32
-variant index is the position in the union. The golden vectors written by the Rust tests
-(``protocol/golden``) are checked against this codec byte for byte.
+once: ``U32``/``U64``/``I32``/``I64``/``F32``/``F64`` are fixed-width little-endian (an ``F32``
+decodes to the shortest decimal that is the same f32, so ``0.2`` reads back as ``0.2``),
+``bool`` is one byte, ``str``/``bytes``/``list`` carry a u64 length, ``X | None`` is a u8 tag
+then the value, an ``IntEnum`` is its u32 variant index, and a union of dataclasses is a Rust
+enum whose u32 variant index is the position in the union. The golden vectors written by the
+Rust tests (``protocol/golden``) are checked against this codec byte for byte.
 
 The field types are resolved once per class with ``typing.get_type_hints``.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -43,7 +45,9 @@ class _Fixed:
 
 U32 = Annotated[int, _Fixed("I")]
 U64 = Annotated[int, _Fixed("Q")]
+I32 = Annotated[int, _Fixed("i")]
 I64 = Annotated[int, _Fixed("q")]
+F32 = Annotated[float, _Fixed("f")]
 F64 = Annotated[float, _Fixed("d")]
 
 
@@ -263,6 +267,46 @@ class LoadSpec:
 
 
 @_frozen
+class TranscribeOptions:
+    """Model choice and decoding options, with faster-whisper's names and defaults (the
+    defaults are Rust's ``TranscribeOptions::default``)."""
+
+    model: str = "base"  # a CTranslate2 model directory or a name (base, large-v3, ...)
+    device: str = "auto"
+    compute_type: str = "auto"
+    threads: U32 = 0  # 0: the cores the daemon may use
+    batch_size: U32 = 0  # 0: sized from memory
+    language: str | None = None  # None: detected per file
+    multilingual: bool = False
+    task: str = "transcribe"
+    beam_size: U32 = 5
+    best_of: U32 = 5
+    patience: F32 = 1.0
+    length_penalty: F32 = 1.0
+    repetition_penalty: F32 = 1.0
+    no_repeat_ngram_size: U32 = 0
+    temperatures: list[F32] = dataclasses.field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    )
+    compression_ratio_threshold: F32 | None = 2.4
+    log_prob_threshold: F32 | None = -1.0
+    no_speech_threshold: F32 | None = 0.6
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    word_timestamps: bool = False
+    without_timestamps: bool = False
+    suppress_blank: bool = True
+    suppress_tokens: list[I32] = dataclasses.field(default_factory=lambda: [-1])
+    max_initial_timestamp: F32 = 1.0
+
+
+@_frozen
+class TranscribeSpec:
+    paths: list[str]
+    options: TranscribeOptions
+
+
+@_frozen
 class LoadedAudio:
     sample_rate: U32
     channels: U32
@@ -342,6 +386,10 @@ class Request:
     class Shutdown:
         pass
 
+    @_frozen
+    class Transcribe:
+        spec: TranscribeSpec
+
 
 AnyRequest = (
     Request.Hello
@@ -351,6 +399,7 @@ AnyRequest = (
     | Request.Load
     | Request.Status
     | Request.Shutdown
+    | Request.Transcribe
 )
 
 
@@ -398,6 +447,19 @@ class Response:
     class Error:
         error: ErrorInfo
 
+    @_frozen
+    class Transcribed:
+        """File ``index`` of a ``Transcribe`` request: its JSON record (``audiodecode
+        label``'s JSONL line, with an ``error`` field when the file failed)."""
+
+        index: U64
+        record: str
+
+    @_frozen
+    class TranscribeDone:
+        files: U64
+        errors: U64
+
 
 AnyResponse = (
     Response.Hello
@@ -409,10 +471,14 @@ AnyResponse = (
     | Response.Status
     | Response.Ok
     | Response.Error
+    | Response.Transcribed
+    | Response.TranscribeDone
 )
 
 # Pushed by the daemon at any time, interleaved with the one response per request.
 PUSH_TYPES = (Response.BatchReady, Response.EndOfEpoch, Response.StreamFailed)
+# Sent while a long request is served, before its one response (``TranscribeDone``).
+PROGRESS_TYPES = (Response.Transcribed,)
 
 
 # --- The codec. -----------------------------------------------------------------------------
@@ -435,7 +501,8 @@ class _Reader:
         return out
 
     def fixed(self, code: str) -> Any:
-        return struct.unpack("<" + code, self.take(struct.calcsize(code)))[0]
+        value = struct.unpack("<" + code, self.take(struct.calcsize(code)))[0]
+        return _shortest_f32(value) if code == "f" else value
 
     def length(self) -> int:
         n = self.fixed("Q")
@@ -447,6 +514,19 @@ class _Reader:
                 f"{len(self.view) - self.pos} bytes"
             )
         return n
+
+
+def _shortest_f32(value: float) -> float:
+    """The shortest decimal that rounds to the same f32 (what Rust prints): ``0.2`` stays
+    ``0.2`` instead of becoming ``0.20000000298023224`` on the way through an f32."""
+    if not math.isfinite(value):
+        return value
+    exact = struct.pack("<f", value)
+    for digits in range(1, 10):  # 9 significant digits always suffice for an f32
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("<f", candidate) == exact:
+            return candidate
+    return value
 
 
 @functools.cache
@@ -542,7 +622,8 @@ def _decode(tp: Any, r: _Reader) -> Any:
         n = r.length()
         if get_origin(elem) is Annotated:
             code = get_args(elem)[1].code
-            return list(struct.unpack(f"<{n}{code}", r.take(n * struct.calcsize(code))))
+            values = struct.unpack(f"<{n}{code}", r.take(n * struct.calcsize(code)))
+            return [_shortest_f32(v) for v in values] if code == "f" else list(values)
         return [_decode(elem, r) for _ in range(n)]
     if (members := _union_members(tp)) is not None:
         if type(None) in members:
@@ -648,6 +729,7 @@ def frame_length(prefix: bytes | bytearray | memoryview) -> int:
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "PROGRESS_TYPES",
     "PROTOCOL_VERSION",
     "PUSH_TYPES",
     "AnyAugment",
@@ -673,6 +755,8 @@ __all__ = [
     "StreamInfo",
     "StreamSpec",
     "StreamStatus",
+    "TranscribeOptions",
+    "TranscribeSpec",
     "decode_request",
     "decode_response",
     "encode_request",

@@ -39,6 +39,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the running daemon.
     Stop(SocketArg),
+    /// Pseudo-transcribe audio with Whisper into a JSONL manifest (or srt/vtt/txt files).
+    Label(Box<crate::label_cli::LabelArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +158,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run_serve(&args),
         Command::Status(args) => run_status(&args),
         Command::Stop(args) => run_stop(&args),
+        Command::Label(args) => crate::label_cli::run_label(&args),
     }
 }
 

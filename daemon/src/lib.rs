@@ -11,6 +11,8 @@ pub mod client;
 pub mod decode;
 pub mod error;
 pub mod item;
+pub mod label;
+pub mod label_cli;
 pub mod manifest;
 mod mp4_edit;
 pub mod output;

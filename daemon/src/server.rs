@@ -120,6 +120,9 @@ struct Daemon {
     waker: Arc<Waker>,
     started: Instant,
     shutdown: bool,
+    models: Arc<crate::label::service::ModelCache>,
+    /// Cancel flags of running transcriptions, by connection.
+    transcriptions: HashMap<Token, Arc<AtomicBool>>,
 }
 
 /// Exclusive lock on `<socket>.lock` for the daemon's lifetime: a second daemon for the same
@@ -186,6 +189,8 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         waker,
         started: Instant::now(),
         shutdown: false,
+        models: Arc::default(),
+        transcriptions: HashMap::new(),
     };
     ready();
     let result = daemon.run();
@@ -445,6 +450,32 @@ impl Daemon {
                     let _ = waker.wake();
                 });
             }
+            Request::Transcribe(spec) => {
+                conn.busy = true;
+                let tx = self.events_tx.clone();
+                let waker = Arc::clone(&self.waker);
+                let models = Arc::clone(&self.models);
+                let workers = self.tuner.plan().workers;
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.transcriptions.insert(token, Arc::clone(&cancel));
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("transcribe".into())
+                        .spawn(move || {
+                            let mut push = |message| {
+                                let _ = tx.send(Event::Push(token, message));
+                                let _ = waker.wake();
+                            };
+                            let done = crate::label::service::serve_transcribe(
+                                &spec, &models, workers, &cancel, &mut push,
+                            );
+                            let _ = tx.send(Event::Reply(token, done));
+                            let _ = waker.wake();
+                        });
+                if let Err(e) = spawned {
+                    self.finish_busy(token, internal(format!("cannot start transcription: {e}")));
+                }
+            }
             Request::Status => {
                 let report = self.status();
                 self.reply(token, Response::Status(report));
@@ -673,6 +704,9 @@ impl Daemon {
     fn drop_connection(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(&mut conn.socket);
+        }
+        if let Some(cancel) = self.transcriptions.remove(&token) {
+            cancel.store(true, Ordering::Relaxed);
         }
         let mine: Vec<u32> = self
             .streams

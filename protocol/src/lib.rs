@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -67,6 +67,9 @@ pub enum Request {
     Load(LoadSpec),
     Status,
     Shutdown,
+    /// Transcribe files with Whisper; the daemon answers one `Transcribed` per file (in
+    /// input order) and then `TranscribeDone`, or `Error` when the model cannot load.
+    Transcribe(TranscribeSpec),
 }
 
 /// Daemon to client.
@@ -98,6 +101,16 @@ pub enum Response {
     Status(StatusReport),
     Ok,
     Error(ErrorInfo),
+    /// File `index` of a `Transcribe` request: one JSON object, the same record
+    /// `audiodecode label` writes as a JSONL line (an `error` field when it failed).
+    Transcribed {
+        index: u64,
+        record: String,
+    },
+    TranscribeDone {
+        files: u64,
+        errors: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -259,6 +272,84 @@ pub struct LoadSpec {
     pub offset: f64,
     pub duration: Option<f64>,
     pub quality: Quality,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct TranscribeSpec {
+    pub paths: Vec<String>,
+    pub options: TranscribeOptions,
+}
+
+/// Model choice and decoding options, with faster-whisper's names and defaults.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct TranscribeOptions {
+    /// A CTranslate2 model directory or a model name (`base`, `tiny.en`, `large-v3`, …).
+    pub model: String,
+    /// `auto`, `cpu` or `cuda`.
+    pub device: String,
+    /// `auto`, `int8`, `int8_float16`, `float16`, `float32`, …
+    pub compute_type: String,
+    /// Model threads; 0 = the cores the daemon may use.
+    pub threads: u32,
+    /// Pieces per model call; 0 = sized from memory.
+    pub batch_size: u32,
+    /// `None` detects the language of each file.
+    pub language: Option<String>,
+    /// Detect the language of every ≤30 s piece (recordings that switch languages).
+    pub multilingual: bool,
+    /// `transcribe` or `translate` (to English).
+    pub task: String,
+    pub beam_size: u32,
+    pub best_of: u32,
+    pub patience: f32,
+    pub length_penalty: f32,
+    pub repetition_penalty: f32,
+    pub no_repeat_ngram_size: u32,
+    /// Fallback temperatures, tried in order while a result fails the thresholds.
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: Option<f32>,
+    pub log_prob_threshold: Option<f32>,
+    pub no_speech_threshold: Option<f32>,
+    pub initial_prompt: Option<String>,
+    pub hotwords: Option<String>,
+    pub word_timestamps: bool,
+    pub without_timestamps: bool,
+    pub suppress_blank: bool,
+    /// Token ids to suppress; `-1` stands for the model's non-speech symbols.
+    pub suppress_tokens: Vec<i32>,
+    pub max_initial_timestamp: f32,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            model: "base".into(),
+            device: "auto".into(),
+            compute_type: "auto".into(),
+            threads: 0,
+            batch_size: 0,
+            language: None,
+            multilingual: false,
+            task: "transcribe".into(),
+            beam_size: 5,
+            best_of: 5,
+            patience: 1.0,
+            length_penalty: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            log_prob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+            initial_prompt: None,
+            hotwords: None,
+            word_timestamps: false,
+            without_timestamps: false,
+            suppress_blank: true,
+            suppress_tokens: vec![-1],
+            max_initial_timestamp: 1.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]

@@ -128,6 +128,18 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("req_status", Request::Status),
         ("req_shutdown", Request::Shutdown),
+        (
+            "req_transcribe",
+            Request::Transcribe(TranscribeSpec {
+                paths: vec!["/data/a.wav".into(), "/data/b é.flac".into()],
+                options: TranscribeOptions {
+                    language: Some("de".into()),
+                    hotwords: Some("AudioDecode".into()),
+                    word_timestamps: true,
+                    ..TranscribeOptions::default()
+                },
+            }),
+        ),
     ];
     let responses = vec![
         (
@@ -240,6 +252,20 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 path: None,
                 message: "v".into(),
             }),
+        ),
+        (
+            "resp_transcribed",
+            Response::Transcribed {
+                index: 3,
+                record: r#"{"audio_filepath":"/a.wav","duration":1.5,"text":"Hallo."}"#.into(),
+            },
+        ),
+        (
+            "resp_transcribe_done",
+            Response::TranscribeDone {
+                files: 5,
+                errors: 1,
+            },
         ),
     ];
     let mut out: Vec<(&str, Vec<u8>)> = requests

@@ -1,0 +1,214 @@
+//! Word timestamps from a CTranslate2 alignment (token index, encoder frame) path: words
+//! start where their first token's frame jumps, punctuation joins its word, and overlong
+//! words at pauses are trimmed (the same heuristics as faster-whisper, so timings match).
+
+use super::engine::PieceOutput;
+use super::vocab::Vocab;
+use super::Word;
+
+/// Encoder frames per second (the encoder halves the 100 Hz mel rate).
+const FRAMES_PER_SECOND: f64 = 50.0;
+const PREPEND_PUNCTUATION: &str = "\"'“¿([{-";
+const APPEND_PUNCTUATION: &str = "\"'.。,，!！?？:：”)]}、";
+const SENTENCE_END: &str = ".。!！?？";
+
+pub struct AlignInput<'a> {
+    /// (text token index, encoder frame) along the DTW path.
+    pub alignments: Vec<(i64, i64)>,
+    pub token_probs: &'a [f32],
+}
+
+struct Timing {
+    word: String,
+    tokens: usize,
+    start: f64,
+    end: f64,
+    probability: f32,
+}
+
+/// Fills `words` of every segment of one piece (times relative to the piece).
+pub fn align_words(vocab: &Vocab, piece: &mut PieceOutput, input: AlignInput<'_>) {
+    let mut tokens: Vec<u32> = piece
+        .segments
+        .iter()
+        .flat_map(|s| s.tokens.iter().copied())
+        .collect();
+    tokens.push(vocab.eot);
+    let words = vocab.split_words(&tokens, &piece.language);
+    if words.len() <= 1 {
+        return;
+    }
+    // Frame of each text token: where the path first reaches it.
+    let mut jump_times = Vec::new();
+    let mut previous: Option<i64> = None;
+    for &(token, frame) in &input.alignments {
+        if previous != Some(token) {
+            jump_times.push(frame as f64 / FRAMES_PER_SECOND);
+            previous = Some(token);
+        }
+    }
+    let time_at = |i: usize| {
+        jump_times
+            .get(i)
+            .or(jump_times.last())
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let mut timings = Vec::new();
+    let mut boundary = 0usize;
+    for (word, ids) in &words[..words.len() - 1] {
+        let next = boundary + ids.len();
+        let probs = input
+            .token_probs
+            .get(boundary..next.min(input.token_probs.len()));
+        let probability = probs
+            .filter(|p| !p.is_empty())
+            .map_or(0.0, |p| p.iter().sum::<f32>() / p.len() as f32);
+        timings.push(Timing {
+            word: word.clone(),
+            tokens: ids.len(),
+            start: time_at(boundary),
+            end: time_at(next),
+            probability,
+        });
+        boundary = next;
+    }
+
+    let (median, max_duration) = typical_durations(&timings);
+    if max_duration > 0.0 {
+        for i in 1..timings.len() {
+            if timings[i].end - timings[i].start > max_duration {
+                if SENTENCE_END.contains(timings[i].word.as_str()) {
+                    timings[i].end = timings[i].start + max_duration;
+                } else if SENTENCE_END.contains(timings[i - 1].word.as_str()) {
+                    timings[i].start = timings[i].end - max_duration;
+                }
+            }
+        }
+    }
+    merge_punctuation(&mut timings);
+
+    let mut next_timing = 0usize;
+    let mut last_speech = 0.0f64;
+    for segment in &mut piece.segments {
+        let mut words = Vec::new();
+        let mut consumed = 0usize;
+        while next_timing < timings.len() && consumed < segment.tokens.len() {
+            let t = &timings[next_timing];
+            if !t.word.is_empty() {
+                words.push(Word {
+                    start: round2(t.start),
+                    end: round2(t.end),
+                    word: t.word.clone(),
+                    probability: t.probability,
+                });
+            }
+            consumed += t.tokens;
+            next_timing += 1;
+        }
+        if let (Some(first), Some(_)) = (words.first().cloned(), words.last()) {
+            // The first word after a long pause is often stretched back into the pause.
+            if first.end - last_speech > median * 4.0
+                && (first.end - first.start > max_duration
+                    || (words.len() > 1 && words[1].end - first.start > max_duration * 2.0))
+            {
+                if words.len() > 1 && words[1].end - words[1].start > max_duration {
+                    let boundary = (words[1].end / 2.0).max(words[1].end - max_duration);
+                    words[0].end = boundary;
+                    words[1].start = boundary;
+                }
+                words[0].start = (words[0].end - max_duration).max(0.0);
+            }
+            if segment.start < words[0].end && segment.start - 0.5 > words[0].start {
+                words[0].start = (words[0].end - median).min(segment.start).max(0.0);
+            } else {
+                segment.start = words[0].start;
+            }
+            let last = words.len() - 1;
+            if segment.end > words[last].start && segment.end + 0.5 < words[last].end {
+                words[last].end = (words[last].start + median).max(segment.end);
+            } else {
+                segment.end = words[last].end;
+            }
+            last_speech = segment.end;
+        }
+        segment.words = Some(words);
+    }
+    // Adjustments above may pull a segment boundary back; keep times monotonic.
+    let mut floor = 0.0f64;
+    for segment in &mut piece.segments {
+        segment.start = segment.start.max(floor);
+        segment.end = segment.end.max(segment.start);
+        floor = segment.end;
+        if let Some(words) = &mut segment.words {
+            let mut word_floor = segment.start;
+            for w in words.iter_mut() {
+                w.start = w.start.max(word_floor).min(segment.end);
+                w.end = w.end.max(w.start).min(segment.end);
+                word_floor = w.end;
+            }
+        }
+    }
+}
+
+/// Median non-zero word duration (capped at 0.7 s) and twice that.
+fn typical_durations(timings: &[Timing]) -> (f64, f64) {
+    let mut durations: Vec<f64> = timings
+        .iter()
+        .map(|t| t.end - t.start)
+        .filter(|&d| d != 0.0)
+        .collect();
+    if durations.is_empty() {
+        return (0.0, 0.0);
+    }
+    durations.sort_by(f64::total_cmp);
+    let n = durations.len();
+    let median = if n % 2 == 1 {
+        durations[n / 2]
+    } else {
+        (durations[n / 2 - 1] + durations[n / 2]) / 2.0
+    };
+    let median = median.min(0.7);
+    (median, median * 2.0)
+}
+
+/// Opening punctuation joins the next word, closing punctuation the previous one.
+fn merge_punctuation(timings: &mut [Timing]) {
+    if timings.len() < 2 {
+        return;
+    }
+    let mut j = timings.len() - 1;
+    for i in (0..timings.len() - 1).rev() {
+        let previous = &timings[i];
+        if previous.word.starts_with(' ')
+            && PREPEND_PUNCTUATION.contains(previous.word.trim())
+            && !previous.word.trim().is_empty()
+        {
+            let (word, tokens) = (std::mem::take(&mut timings[i].word), timings[i].tokens);
+            timings[i].tokens = 0;
+            timings[j].word = word + &timings[j].word;
+            timings[j].tokens += tokens;
+        } else {
+            j = i;
+        }
+    }
+    let mut i = 0;
+    for j in 1..timings.len() {
+        let following = &timings[j].word;
+        if !timings[i].word.ends_with(' ')
+            && !following.is_empty()
+            && APPEND_PUNCTUATION.contains(following.as_str())
+        {
+            let (word, tokens) = (std::mem::take(&mut timings[j].word), timings[j].tokens);
+            timings[j].tokens = 0;
+            timings[i].word.push_str(&word);
+            timings[i].tokens += tokens;
+        } else {
+            i = j;
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

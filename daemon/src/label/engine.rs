@@ -1,0 +1,661 @@
+//! One loaded Whisper model and batched decoding of ≤30 s pieces: encode once, detect the
+//! language, beam search with temperature fallback, split at timestamp tokens, and align
+//! words. Faithful to faster-whisper's decoding rules so results are comparable.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use audiodecode_protocol::TranscribeOptions;
+use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
+
+use super::align::{align_words, AlignInput};
+use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
+use super::model::{resolve_model, ModelConfig};
+use super::vocab::{Vocab, TIME_PRECISION};
+use super::Segment;
+
+/// Whisper's decoder context; prompt plus output must fit.
+const MAX_LENGTH: usize = 448;
+
+/// What selects a loaded model: the same key reuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelKey {
+    pub dir: PathBuf,
+    pub cuda: bool,
+    pub compute_type: String,
+    pub threads: usize,
+}
+
+impl ModelKey {
+    pub fn from_options(
+        options: &TranscribeOptions,
+        default_threads: usize,
+    ) -> Result<Self, String> {
+        let dir = resolve_model(&options.model)?;
+        let cuda = match options.device.as_str() {
+            "auto" => cuda_devices() > 0,
+            "cpu" => false,
+            "cuda" => {
+                if cuda_devices() == 0 {
+                    return Err(if cfg!(feature = "cuda") {
+                        "--device cuda: no CUDA device found".into()
+                    } else {
+                        "--device cuda: this build has no CUDA support (build with --features cuda)"
+                            .into()
+                    });
+                }
+                true
+            }
+            other => return Err(format!("unknown device '{other}' (auto, cpu or cuda)")),
+        };
+        let compute_type = match options.compute_type.as_str() {
+            "auto" | "default" if cuda => "float16".to_string(),
+            "auto" | "default" => "int8".to_string(),
+            other => other.to_string(),
+        };
+        parse_compute_type(&compute_type)?;
+        let threads = match options.threads {
+            0 => default_threads.max(1),
+            n => n as usize,
+        };
+        Ok(Self {
+            dir,
+            cuda,
+            compute_type,
+            threads,
+        })
+    }
+}
+
+fn cuda_devices() -> i32 {
+    if cfg!(feature = "cuda") {
+        ct2rs::sys::get_device_count(Device::CUDA)
+    } else {
+        0
+    }
+}
+
+fn parse_compute_type(name: &str) -> Result<ComputeType, String> {
+    Ok(match name {
+        "int8" => ComputeType::INT8,
+        "int8_float32" => ComputeType::INT8_FLOAT32,
+        "int8_float16" => ComputeType::INT8_FLOAT16,
+        "int8_bfloat16" => ComputeType::INT8_BFLOAT16,
+        "int16" => ComputeType::INT16,
+        "float16" => ComputeType::FLOAT16,
+        "bfloat16" => ComputeType::BFLOAT16,
+        "float32" => ComputeType::FLOAT32,
+        other => {
+            return Err(format!(
+                "unknown compute type '{other}' (auto, int8, int8_float16, float16, float32, …)"
+            ))
+        }
+    })
+}
+
+/// One ≤30 s piece ready for the model.
+pub struct PieceInput {
+    /// `[n_mels, 3000]` log-mel features.
+    pub features: Vec<f32>,
+    /// Samples of real audio in the piece (the rest of the 30 s window is padding).
+    pub samples: usize,
+    /// Language to decode in; `None` detects it (once per `group` in a batch).
+    pub language: Option<String>,
+    /// Pieces of one file share a group, so they share one detected language.
+    pub group: usize,
+}
+
+/// Result for one piece, times relative to the piece start.
+#[derive(Clone, Debug)]
+pub struct PieceOutput {
+    pub language: String,
+    pub language_probability: f32,
+    pub segments: Vec<Segment>,
+}
+
+pub struct WhisperEngine {
+    model: Whisper,
+    pub vocab: Vocab,
+    pub front: MelFrontEnd,
+    config: ModelConfig,
+    pub key: ModelKey,
+}
+
+/// One decoding attempt for one piece.
+struct Attempt {
+    tokens: Vec<u32>,
+    avg_logprob: f32,
+    no_speech_prob: f32,
+    compression_ratio: f32,
+}
+
+impl WhisperEngine {
+    pub fn load(key: &ModelKey) -> Result<Self, String> {
+        let config = ModelConfig::read(&key.dir)?;
+        let vocab = Vocab::load(&key.dir, &config.lang_ids)?;
+        let ct2_config = Config {
+            device: if key.cuda { Device::CUDA } else { Device::CPU },
+            compute_type: parse_compute_type(&key.compute_type)?,
+            num_threads_per_replica: key.threads,
+            ..Config::default()
+        };
+        let model = Whisper::new(&key.dir, ct2_config)
+            .map_err(|e| format!("{}: cannot load the model: {e}", key.dir.display()))?;
+        let front = MelFrontEnd::new(model.n_mels());
+        Ok(Self {
+            model,
+            vocab,
+            front,
+            config,
+            key: key.clone(),
+        })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.model.is_multilingual()
+    }
+
+    /// Checks options against this model before any audio is decoded.
+    pub fn check_options(&self, options: &TranscribeOptions) -> Result<(), String> {
+        if let Some(lang) = &options.language {
+            if self.is_multilingual() && self.vocab.language_token(lang).is_none() {
+                return Err(format!("unknown language code '{lang}'"));
+            }
+            if !self.is_multilingual() && lang != "en" {
+                return Err(format!(
+                    "the model {} is English-only; it cannot transcribe '{lang}'",
+                    self.key.dir.display()
+                ));
+            }
+        }
+        match options.task.as_str() {
+            "transcribe" => {}
+            "translate" if self.is_multilingual() => {}
+            "translate" => return Err("an English-only model cannot translate".into()),
+            other => return Err(format!("unknown task '{other}' (transcribe or translate)")),
+        }
+        if options.beam_size == 0 || options.temperatures.is_empty() {
+            return Err("beam size must be ≥ 1 and at least one temperature is needed".into());
+        }
+        Ok(())
+    }
+
+    /// Decodes a batch of pieces. An error here concerns the whole batch (the model failed).
+    pub fn transcribe(
+        &self,
+        pieces: &[PieceInput],
+        options: &TranscribeOptions,
+    ) -> Result<Vec<PieceOutput>, String> {
+        if pieces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut features = stack_features(pieces);
+        let n_mels = self.front.n_mels();
+        let shape = [pieces.len(), n_mels, WINDOW_FRAMES];
+        let view = StorageView::new(&shape, &mut features, Device::CPU)
+            .map_err(|e| format!("model input: {e}"))?;
+        let trace = std::env::var_os("AUDIODECODE_LABEL_TRACE").is_some();
+        let t0 = std::time::Instant::now();
+        let encoded = self
+            .model
+            .encode(&view, false)
+            .map_err(|e| format!("encoder: {e}"))?;
+        let t1 = std::time::Instant::now();
+        let languages = self.languages(pieces, options, &encoded)?;
+        let t2 = std::time::Instant::now();
+
+        let prompts: Vec<Vec<u32>> = languages
+            .iter()
+            .map(|(lang, _)| self.prompt(lang, options))
+            .collect();
+        let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
+        let mut fallback_pool: Vec<Vec<Attempt>> = (0..pieces.len()).map(|_| Vec::new()).collect();
+        let mut pending: Vec<usize> = (0..pieces.len()).collect();
+        for (round, &temperature) in options.temperatures.iter().enumerate() {
+            if pending.is_empty() {
+                break;
+            }
+            let results = if round == 0 {
+                self.generate(&encoded, &prompts, temperature, options)?
+            } else {
+                // Re-encode only the pieces that need another try (rare).
+                let subset: Vec<&PieceInput> = pending.iter().map(|&i| &pieces[i]).collect();
+                let mut sub_features = stack_features_of(&subset);
+                let sub_shape = [subset.len(), n_mels, WINDOW_FRAMES];
+                let sub_view = StorageView::new(&sub_shape, &mut sub_features, Device::CPU)
+                    .map_err(|e| format!("model input: {e}"))?;
+                let sub_prompts: Vec<Vec<u32>> =
+                    pending.iter().map(|&i| prompts[i].clone()).collect();
+                self.generate(&sub_view, &sub_prompts, temperature, options)?
+            };
+            let batch_ids: Vec<usize> = if round == 0 {
+                (0..pieces.len()).collect()
+            } else {
+                pending.clone()
+            };
+            let mut still = Vec::new();
+            for (attempt, piece) in results.into_iter().zip(batch_ids) {
+                let too_repetitive = options
+                    .compression_ratio_threshold
+                    .is_some_and(|t| attempt.compression_ratio > t);
+                let too_unlikely = options
+                    .log_prob_threshold
+                    .is_some_and(|t| attempt.avg_logprob < t);
+                let silence = options
+                    .no_speech_threshold
+                    .is_some_and(|t| attempt.no_speech_prob > t)
+                    && too_unlikely;
+                if (too_repetitive || too_unlikely) && !silence {
+                    fallback_pool[piece].push(attempt);
+                    still.push(piece);
+                } else {
+                    attempts[piece] = Some(attempt);
+                }
+            }
+            pending = still;
+        }
+        // Every temperature failed: keep the most likely attempt, preferring ones that are
+        // not repetitive.
+        for piece in pending {
+            let pool = std::mem::take(&mut fallback_pool[piece]);
+            let not_repetitive = |a: &Attempt| {
+                options
+                    .compression_ratio_threshold
+                    .is_none_or(|t| a.compression_ratio <= t)
+            };
+            let any_ok = pool.iter().any(not_repetitive);
+            attempts[piece] = pool
+                .into_iter()
+                .filter(|a| !any_ok || not_repetitive(a))
+                .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob));
+        }
+
+        let mut outputs = Vec::with_capacity(pieces.len());
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            let (language, language_probability) = languages[i].clone();
+            let segments = match attempt {
+                Some(a) if !self.is_no_speech(&a, options) => {
+                    self.segments(&a, pieces[i].samples, options)
+                }
+                _ => Vec::new(),
+            };
+            outputs.push(PieceOutput {
+                language,
+                language_probability,
+                segments,
+            });
+        }
+        let t3 = std::time::Instant::now();
+        if options.word_timestamps {
+            self.add_words(pieces, &mut outputs, &encoded, options)?;
+        }
+        if trace {
+            eprintln!(
+                "batch {}: encode {:.3} s, language {:.3} s, decode {:.3} s, align {:.3} s",
+                pieces.len(),
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64(),
+                (t3 - t2).as_secs_f64(),
+                t3.elapsed().as_secs_f64()
+            );
+        }
+        Ok(outputs)
+    }
+
+    /// A window whose no-speech probability is high and whose text is unlikely is silence.
+    fn is_no_speech(&self, a: &Attempt, options: &TranscribeOptions) -> bool {
+        let quiet = options
+            .no_speech_threshold
+            .is_some_and(|t| a.no_speech_prob > t);
+        let unlikely = options.log_prob_threshold.is_none_or(|t| a.avg_logprob < t);
+        quiet && unlikely
+    }
+
+    /// Language and probability per piece: given, English-only, or detected once per group.
+    fn languages(
+        &self,
+        pieces: &[PieceInput],
+        options: &TranscribeOptions,
+        encoded: &StorageView,
+    ) -> Result<Vec<(String, f32)>, String> {
+        if !self.is_multilingual() {
+            return Ok(vec![("en".to_string(), 1.0); pieces.len()]);
+        }
+        if let (Some(lang), false) = (&options.language, options.multilingual) {
+            return Ok(vec![(lang.clone(), 1.0); pieces.len()]);
+        }
+        let needs_detection = options.multilingual || pieces.iter().any(|p| p.language.is_none());
+        let detected = if needs_detection {
+            self.model
+                .detect_language(encoded)
+                .map_err(|e| format!("language detection: {e}"))?
+        } else {
+            Vec::new()
+        };
+        let best = |i: usize| -> (String, f32) {
+            detected
+                .get(i)
+                .and_then(|d| d.first())
+                .and_then(|d| {
+                    let code = self.vocab.language_of_token(&d.language)?;
+                    Some((code.to_string(), d.probability))
+                })
+                .unwrap_or_else(|| ("en".to_string(), 0.0))
+        };
+        let mut group_first: std::collections::HashMap<usize, usize> = Default::default();
+        Ok(pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                if options.multilingual {
+                    return best(i);
+                }
+                match &piece.language {
+                    Some(lang) => (lang.clone(), 1.0),
+                    None => best(*group_first.entry(piece.group).or_insert(i)),
+                }
+            })
+            .collect())
+    }
+
+    fn prompt(&self, language: &str, options: &TranscribeOptions) -> Vec<u32> {
+        let v = &self.vocab;
+        let mut prompt = Vec::new();
+        let previous: Vec<u32> = options
+            .initial_prompt
+            .as_deref()
+            .map(|p| v.encode(&format!(" {}", p.trim())))
+            .unwrap_or_default();
+        let hotwords: Vec<u32> = options
+            .hotwords
+            .as_deref()
+            .map(|h| v.encode(&format!(" {}", h.trim())))
+            .unwrap_or_default();
+        if !previous.is_empty() || !hotwords.is_empty() {
+            prompt.push(v.sot_prev);
+            let half = MAX_LENGTH / 2 - 1;
+            prompt.extend(hotwords.iter().take(half));
+            let skip = previous.len().saturating_sub(half);
+            prompt.extend(&previous[skip..]);
+        }
+        prompt.push(v.sot);
+        if self.is_multilingual() {
+            if let Some(lang) = v.language_token(language) {
+                prompt.push(lang);
+            }
+            let task = if options.task == "translate" {
+                v.translate
+            } else {
+                v.transcribe
+            };
+            prompt.extend(task);
+        }
+        if options.without_timestamps {
+            prompt.push(v.no_timestamps);
+        }
+        prompt
+    }
+
+    /// The start-of-transcript sequence alignment scores against.
+    fn sot_sequence(&self, language: &str, options: &TranscribeOptions) -> Vec<usize> {
+        let mut seq = vec![self.vocab.sot as usize];
+        if self.is_multilingual() {
+            if let Some(lang) = self.vocab.language_token(language) {
+                seq.push(lang as usize);
+            }
+            let task = if options.task == "translate" {
+                self.vocab.translate
+            } else {
+                self.vocab.transcribe
+            };
+            seq.extend(task.map(|t| t as usize));
+        }
+        seq
+    }
+
+    fn suppress_tokens(&self, options: &TranscribeOptions) -> Vec<i32> {
+        let mut tokens: Vec<i32> = Vec::new();
+        for &t in &options.suppress_tokens {
+            if t == -1 {
+                tokens.extend(&self.config.suppress_ids);
+            } else if t >= 0 {
+                tokens.push(t);
+            }
+        }
+        let v = &self.vocab;
+        let specials = [
+            v.transcribe,
+            v.translate,
+            Some(v.sot),
+            Some(v.sot_prev),
+            v.sot_lm,
+            v.no_speech,
+        ];
+        tokens.extend(specials.into_iter().flatten().map(|t| t as i32));
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
+    }
+
+    fn generate(
+        &self,
+        features: &StorageView,
+        prompts: &[Vec<u32>],
+        temperature: f32,
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Attempt>, String> {
+        let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let sampling = temperature > 0.0;
+        let ct2_options = WhisperOptions {
+            beam_size: if sampling {
+                1
+            } else {
+                options.beam_size as usize
+            },
+            patience: options.patience,
+            length_penalty: options.length_penalty,
+            repetition_penalty: options.repetition_penalty,
+            no_repeat_ngram_size: options.no_repeat_ngram_size as usize,
+            max_length: MAX_LENGTH.max(longest_prompt + 1),
+            sampling_topk: if sampling { 0 } else { 1 },
+            sampling_temperature: if sampling { temperature } else { 1.0 },
+            num_hypotheses: if sampling {
+                options.best_of.max(1) as usize
+            } else {
+                1
+            },
+            return_scores: true,
+            return_logits_vocab: false,
+            return_no_speech_prob: true,
+            max_initial_timestamp_index: (f64::from(options.max_initial_timestamp) / TIME_PRECISION)
+                .round() as usize,
+            suppress_blank: options.suppress_blank,
+            suppress_tokens: self.suppress_tokens(options),
+        };
+        let token_prompts: Vec<Vec<String>> = prompts
+            .iter()
+            .map(|p| p.iter().map(|&t| self.vocab.token_string(t)).collect())
+            .collect();
+        let results = self
+            .model
+            .generate(features, &token_prompts, &ct2_options)
+            .map_err(|e| format!("decoder: {e}"))?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                let tokens: Vec<u32> = r
+                    .sequences_ids
+                    .first()
+                    .map(|s| s.iter().map(|&t| t as u32).collect())
+                    .unwrap_or_default();
+                let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
+                // CTranslate2 returns the length-normalised score; recover the mean log
+                // probability over tokens plus end-of-text, as faster-whisper does.
+                let len = tokens.len() as f32;
+                let cumulative = score * len.powf(options.length_penalty);
+                let avg_logprob = cumulative / (len + 1.0);
+                let text = self.vocab.decode(&tokens);
+                Attempt {
+                    compression_ratio: compression_ratio(text.trim()),
+                    tokens,
+                    avg_logprob,
+                    no_speech_prob: r.no_speech_prob,
+                }
+            })
+            .collect())
+    }
+
+    /// Splits a piece's tokens into segments at consecutive timestamp tokens.
+    fn segments(&self, a: &Attempt, samples: usize, options: &TranscribeOptions) -> Vec<Segment> {
+        let v = &self.vocab;
+        let duration = samples as f64 / f64::from(super::mel::SAMPLE_RATE);
+        let ts = |t: u32| f64::from(t - v.timestamp_begin()) * TIME_PRECISION;
+        let mut spans: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+        if options.without_timestamps || !a.tokens.iter().any(|&t| v.is_timestamp(t)) {
+            spans.push((0.0, duration, a.tokens.clone()));
+        } else {
+            let mut start: Option<f64> = None;
+            let mut text: Vec<u32> = Vec::new();
+            for &t in &a.tokens {
+                if v.is_timestamp(t) {
+                    match start {
+                        None => start = Some(ts(t)),
+                        Some(s) if !text.is_empty() => {
+                            spans.push((s, ts(t), std::mem::take(&mut text)));
+                            start = None;
+                        }
+                        // Two timestamps with nothing between: the later one opens.
+                        Some(_) => start = Some(ts(t)),
+                    }
+                } else if t < v.eot {
+                    text.push(t);
+                }
+            }
+            if !text.is_empty() {
+                // Text after the last timestamp runs to the end of the piece.
+                spans.push((start.unwrap_or(0.0), duration, text));
+            }
+        }
+        let mut segments = Vec::new();
+        let mut last_end = 0.0f64;
+        for (start, end, tokens) in spans {
+            let text = v.decode(&tokens);
+            if text.trim().is_empty() {
+                continue;
+            }
+            // Never backwards, never past the audio.
+            let start = start.max(last_end).min(duration);
+            let end = end.min(duration).max(start);
+            last_end = end;
+            segments.push(Segment {
+                start,
+                end,
+                text,
+                tokens,
+                avg_logprob: a.avg_logprob,
+                no_speech_prob: a.no_speech_prob,
+                compression_ratio: a.compression_ratio,
+                language: None,
+                words: None,
+            });
+        }
+        segments
+    }
+
+    /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW).
+    fn add_words(
+        &self,
+        pieces: &[PieceInput],
+        outputs: &mut [PieceOutput],
+        encoded: &StorageView,
+        options: &TranscribeOptions,
+    ) -> Result<(), String> {
+        let with_text: Vec<usize> = (0..outputs.len())
+            .filter(|&i| !outputs[i].segments.is_empty())
+            .collect();
+        if with_text.is_empty() {
+            return Ok(());
+        }
+        let text_tokens: Vec<Vec<usize>> = with_text
+            .iter()
+            .map(|&i| {
+                outputs[i]
+                    .segments
+                    .iter()
+                    .flat_map(|s| s.tokens.iter().map(|&t| t as usize))
+                    .collect()
+            })
+            .collect();
+        let frames: Vec<usize> = with_text
+            .iter()
+            .map(|&i| pieces[i].samples.div_ceil(HOP).min(WINDOW_FRAMES))
+            .collect();
+        // Alignment uses one start sequence per call, so call once per language/task.
+        let mut by_sequence: std::collections::BTreeMap<Vec<usize>, Vec<usize>> =
+            Default::default();
+        for (k, &i) in with_text.iter().enumerate() {
+            by_sequence
+                .entry(self.sot_sequence(&outputs[i].language, options))
+                .or_default()
+                .push(k);
+        }
+        let whole_batch = by_sequence.len() == 1 && with_text.len() == pieces.len();
+        for (sequence, members) in by_sequence {
+            let results = if whole_batch {
+                self.model
+                    .align(encoded, &sequence, &text_tokens, &frames, 7)
+            } else {
+                let subset: Vec<&PieceInput> =
+                    members.iter().map(|&k| &pieces[with_text[k]]).collect();
+                let mut sub = stack_features_of(&subset);
+                let shape = [subset.len(), self.front.n_mels(), WINDOW_FRAMES];
+                let view = StorageView::new(&shape, &mut sub, Device::CPU)
+                    .map_err(|e| format!("model input: {e}"))?;
+                let tokens: Vec<Vec<usize>> =
+                    members.iter().map(|&k| text_tokens[k].clone()).collect();
+                let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
+                self.model.align(&view, &sequence, &tokens, &sub_frames, 7)
+            }
+            .map_err(|e| format!("word alignment: {e}"))?;
+            for (result, &k) in results.iter().zip(&members) {
+                let i = with_text[k];
+                let input = AlignInput {
+                    alignments: result
+                        .alignments
+                        .iter()
+                        .map(|a| (a.token_x, a.frame_x))
+                        .collect(),
+                    token_probs: &result.text_token_probs,
+                };
+                align_words(&self.vocab, &mut outputs[i], input);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stack_features(pieces: &[PieceInput]) -> Vec<f32> {
+    let refs: Vec<&PieceInput> = pieces.iter().collect();
+    stack_features_of(&refs)
+}
+
+fn stack_features_of(pieces: &[&PieceInput]) -> Vec<f32> {
+    let mut all = Vec::with_capacity(pieces.iter().map(|p| p.features.len()).sum());
+    for p in pieces {
+        all.extend_from_slice(&p.features);
+    }
+    all
+}
+
+/// zlib compression ratio of the text: repetitive hallucinations compress very well.
+pub fn compression_ratio(text: &str) -> f32 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let compressed = encoder
+        .write_all(text.as_bytes())
+        .and_then(|_| encoder.finish())
+        .map_or(text.len(), |c| c.len());
+    text.len() as f32 / compressed.max(1) as f32
+}

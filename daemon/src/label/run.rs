@@ -1,0 +1,318 @@
+//! Labeling a list of files: decode + features on worker threads, pieces of many files
+//! batched through the model on the calling thread, results handed out in input order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use audiodecode_protocol::TranscribeOptions;
+use crossbeam_channel::bounded;
+
+use super::engine::{PieceInput, PieceOutput, WhisperEngine};
+use super::mel::SAMPLE_RATE;
+use super::pieces::cut_pieces;
+use super::record::FileLabel;
+use crate::error::DecodeError;
+use crate::pipeline::{load, LoadRequest};
+use crate::{ChannelMode, Quality};
+
+/// What the sink receives per file, in input order.
+pub struct LabelEvent {
+    pub index: usize,
+    pub label: FileLabel,
+}
+
+/// A decoded file cut into pieces with their features.
+struct Prepared {
+    index: usize,
+    duration: f64,
+    pieces: Vec<(f64, PieceInput)>,
+}
+
+enum Ready {
+    File(Prepared),
+    Failed(usize, FileLabel),
+}
+
+/// Pieces per model call when the caller leaves it to us: enough to fill the GEMMs on a
+/// CPU, more on a GPU; memory per piece is ~1 MB of features plus activations.
+pub fn auto_batch_size(cuda: bool) -> usize {
+    if cuda {
+        16
+    } else {
+        8
+    }
+}
+
+/// Labels `files`, calling `sink` once per file in input order. Per-file problems become
+/// error records; `Err` only when the model itself fails to run at all.
+pub fn label_files(
+    engine: &WhisperEngine,
+    files: &[String],
+    options: &TranscribeOptions,
+    workers: usize,
+    batch_size: usize,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(LabelEvent),
+) {
+    let batch_size = batch_size.max(1);
+    let next_file = AtomicUsize::new(0);
+    let (tx, rx) = bounded::<Ready>(batch_size * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            let tx = tx.clone();
+            let next_file = &next_file;
+            scope.spawn(move || loop {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let index = next_file.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = files.get(index) else { break };
+                if tx.send(prepare(engine, index, path)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+
+        let mut state = ModelLoop {
+            engine,
+            options,
+            files,
+            queue: Vec::new(),
+            partial: HashMap::new(),
+            languages: HashMap::new(),
+            finished: BTreeMap::new(),
+            next_out: 0,
+        };
+        let mut channel_open = true;
+        while channel_open || !state.queue.is_empty() {
+            // Fill a batch; block only while the workers can still deliver.
+            while state.queue.len() < batch_size && channel_open {
+                match rx.recv() {
+                    Ok(ready) => state.accept(ready),
+                    Err(_) => channel_open = false,
+                }
+            }
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let take = state.queue.len().min(batch_size);
+            let batch: Vec<QueuedPiece> = state.queue.drain(..take).collect();
+            state.run_batch(batch);
+            state.flush(sink);
+        }
+        state.flush(sink);
+        // Unblock workers still sending, then let the scope join them.
+        drop(rx);
+    });
+}
+
+fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
+    let request = LoadRequest {
+        sample_rate: Some(SAMPLE_RATE),
+        channels: ChannelMode::Mono,
+        quality: Quality::Fast,
+        ..LoadRequest::default()
+    };
+    let decoded = match load(Path::new(path), &request, 1) {
+        Ok(audio) => audio,
+        // A file with no samples has nothing to say; it is not an error.
+        Err(DecodeError::Empty { .. }) => {
+            return Ready::File(Prepared {
+                index,
+                duration: 0.0,
+                pieces: Vec::new(),
+            })
+        }
+        Err(e) => return Ready::Failed(index, FileLabel::failed(path, None, e.to_string())),
+    };
+    let duration = decoded.duration();
+    let samples = decoded.planes.into_iter().next().unwrap_or_default();
+    let features = catch_unwind(AssertUnwindSafe(|| {
+        cut_pieces(&samples)
+            .into_iter()
+            .filter(|range| !range.is_empty())
+            .map(|range| {
+                let offset = range.start as f64 / f64::from(SAMPLE_RATE);
+                let piece = PieceInput {
+                    features: engine.front.window_features(&samples[range.clone()]),
+                    samples: range.len(),
+                    language: None,
+                    group: index,
+                };
+                (offset, piece)
+            })
+            .collect()
+    }));
+    match features {
+        Ok(pieces) => Ready::File(Prepared {
+            index,
+            duration,
+            pieces,
+        }),
+        Err(_) => Ready::Failed(
+            index,
+            FileLabel::failed(
+                path,
+                Some(duration),
+                format!("{path}: feature extraction failed"),
+            ),
+        ),
+    }
+}
+
+struct QueuedPiece {
+    file: usize,
+    piece: usize,
+    input: PieceInput,
+}
+
+/// A file whose pieces are in flight.
+struct Partial {
+    duration: f64,
+    offsets: Vec<f64>,
+    outputs: Vec<Option<PieceOutput>>,
+    error: Option<String>,
+}
+
+struct ModelLoop<'a> {
+    engine: &'a WhisperEngine,
+    options: &'a TranscribeOptions,
+    files: &'a [String],
+    queue: Vec<QueuedPiece>,
+    partial: HashMap<usize, Partial>,
+    /// Language detected on a file's first piece, used for its later pieces.
+    languages: HashMap<usize, String>,
+    finished: BTreeMap<usize, FileLabel>,
+    next_out: usize,
+}
+
+impl ModelLoop<'_> {
+    fn accept(&mut self, ready: Ready) {
+        match ready {
+            Ready::Failed(index, label) => {
+                self.finished.insert(index, label);
+            }
+            Ready::File(prepared) => {
+                if prepared.pieces.is_empty() {
+                    let label = FileLabel::from_pieces(
+                        &self.files[prepared.index],
+                        prepared.duration,
+                        Vec::new(),
+                        &[],
+                        self.options.multilingual,
+                    );
+                    self.finished.insert(prepared.index, label);
+                    return;
+                }
+                let count = prepared.pieces.len();
+                let mut offsets = Vec::with_capacity(count);
+                for (piece, (offset, mut input)) in prepared.pieces.into_iter().enumerate() {
+                    offsets.push(offset);
+                    input.language = self.options.language.clone();
+                    self.queue.push(QueuedPiece {
+                        file: prepared.index,
+                        piece,
+                        input,
+                    });
+                }
+                self.partial.insert(
+                    prepared.index,
+                    Partial {
+                        duration: prepared.duration,
+                        offsets,
+                        outputs: (0..count).map(|_| None).collect(),
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn run_batch(&mut self, mut batch: Vec<QueuedPiece>) {
+        if !self.options.multilingual {
+            for q in &mut batch {
+                if q.input.language.is_none() {
+                    q.input.language = self.languages.get(&q.file).cloned();
+                }
+            }
+        }
+        let inputs: Vec<PieceInput> = batch
+            .iter_mut()
+            .map(|q| PieceInput {
+                features: std::mem::take(&mut q.input.features),
+                samples: q.input.samples,
+                language: q.input.language.take(),
+                group: q.input.group,
+            })
+            .collect();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.engine.transcribe(&inputs, self.options)
+        }))
+        .unwrap_or_else(|_| Err("the model panicked".to_string()));
+        match result {
+            Ok(outputs) => {
+                for (q, output) in batch.iter().zip(outputs) {
+                    self.languages
+                        .entry(q.file)
+                        .or_insert_with(|| output.language.clone());
+                    if let Some(p) = self.partial.get_mut(&q.file) {
+                        p.outputs[q.piece] = Some(output);
+                    }
+                }
+            }
+            Err(message) => {
+                for q in &batch {
+                    if let Some(p) = self.partial.get_mut(&q.file) {
+                        p.error = Some(format!(
+                            "{}: transcription failed: {message}",
+                            self.files[q.file]
+                        ));
+                        p.outputs[q.piece] = Some(PieceOutput {
+                            language: String::new(),
+                            language_probability: 0.0,
+                            segments: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        let complete: Vec<usize> = self
+            .partial
+            .iter()
+            .filter(|(_, p)| p.outputs.iter().all(Option::is_some))
+            .map(|(&i, _)| i)
+            .collect();
+        for index in complete {
+            let Some(p) = self.partial.remove(&index) else {
+                continue;
+            };
+            self.languages.remove(&index);
+            let path = &self.files[index];
+            let label = match p.error {
+                Some(error) => FileLabel::failed(path, Some(p.duration), error),
+                None => FileLabel::from_pieces(
+                    path,
+                    p.duration,
+                    p.outputs.into_iter().flatten().collect(),
+                    &p.offsets,
+                    self.options.multilingual,
+                ),
+            };
+            self.finished.insert(index, label);
+        }
+    }
+
+    /// Hands out finished files while they are next in input order.
+    fn flush(&mut self, sink: &mut dyn FnMut(LabelEvent)) {
+        while let Some(label) = self.finished.remove(&self.next_out) {
+            sink(LabelEvent {
+                index: self.next_out,
+                label,
+            });
+            self.next_out += 1;
+        }
+    }
+}
