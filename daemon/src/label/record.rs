@@ -75,6 +75,15 @@ impl FileLabel {
                 segments.push(s);
             }
         }
+        // Pieces decoded again to fill skipped speech come last; put everything in time
+        // order and keep times from going backwards.
+        segments.sort_by(|a: &Segment, b: &Segment| a.start.total_cmp(&b.start));
+        let mut floor = 0.0f64;
+        for s in &mut segments {
+            s.start = s.start.max(floor);
+            s.end = s.end.max(s.start);
+            floor = s.end;
+        }
         // Without re-detection every piece has the file's language; with it, the file's
         // language is the one spoken longest.
         let (language, probability) = if multilingual {

@@ -28,6 +28,8 @@ struct Prepared {
     index: usize,
     duration: f64,
     pieces: Vec<(f64, PieceInput)>,
+    /// The 16 kHz audio, kept to re-decode stretches of speech the model skipped.
+    samples: Vec<f32>,
 }
 
 enum Ready {
@@ -124,6 +126,7 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
                 index,
                 duration: 0.0,
                 pieces: Vec::new(),
+                samples: Vec::new(),
             })
         }
         Err(e) => return Ready::Failed(index, FileLabel::failed(path, None, e.to_string())),
@@ -133,7 +136,7 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     let features = catch_unwind(AssertUnwindSafe(|| {
         cut_pieces(&samples)
             .into_iter()
-            .filter(|range| !range.is_empty())
+            .filter(|range| !is_silent(&samples[range.clone()]))
             .map(|range| {
                 let offset = range.start as f64 / f64::from(SAMPLE_RATE);
                 let piece = PieceInput {
@@ -151,6 +154,7 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
             index,
             duration,
             pieces,
+            samples,
         }),
         Err(_) => Ready::Failed(
             index,
@@ -163,6 +167,52 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     }
 }
 
+/// Whisper invents words ("you", "thank you") for silence; a piece that never rises above
+/// −50 dBFS holds no audible speech, so it skips the model and yields no text.
+fn is_silent(samples: &[f32]) -> bool {
+    const PEAK: f32 = 0.003_162; // −50 dBFS
+    samples.iter().all(|x| x.abs() < PEAK)
+}
+
+/// Parts of an uncovered stretch worth decoding again: at least 1.5 s long, holding at
+/// least 0.5 s of sound, and not a whole piece that already gave nothing (the same input
+/// would give the same nothing).
+fn speech_holes(
+    samples: &[f32],
+    gap: std::ops::Range<usize>,
+    pieces: &[std::ops::Range<usize>],
+) -> Vec<std::ops::Range<usize>> {
+    const MIN_GAP: usize = SAMPLE_RATE as usize * 3 / 2;
+    const MIN_SOUND: usize = SAMPLE_RATE as usize / 2;
+    const FRAME: usize = 160;
+    if gap.len() < MIN_GAP {
+        return Vec::new();
+    }
+    let Some(audio) = samples.get(gap.clone()) else {
+        return Vec::new();
+    };
+    // 10 ms frames above −50 dBFS RMS count as sound.
+    let loud = audio
+        .chunks(FRAME)
+        .filter(|c| c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32 > 1e-5)
+        .count();
+    if loud * FRAME < MIN_SOUND {
+        return Vec::new();
+    }
+    let mostly_a_piece = pieces.iter().any(|p| {
+        let overlap = gap.end.min(p.end).saturating_sub(gap.start.max(p.start));
+        overlap * 10 >= p.len() * 9
+    });
+    if mostly_a_piece {
+        return Vec::new();
+    }
+    cut_pieces(audio)
+        .into_iter()
+        .map(|r| gap.start + r.start..gap.start + r.end)
+        .filter(|r| !is_silent(&samples[r.clone()]))
+        .collect()
+}
+
 struct QueuedPiece {
     file: usize,
     piece: usize,
@@ -172,9 +222,13 @@ struct QueuedPiece {
 /// A file whose pieces are in flight.
 struct Partial {
     duration: f64,
-    offsets: Vec<f64>,
+    /// (start, end) of each piece in samples.
+    ranges: Vec<std::ops::Range<usize>>,
     outputs: Vec<Option<PieceOutput>>,
     error: Option<String>,
+    samples: Vec<f32>,
+    /// Skipped speech has been looked for (once per file).
+    holes_checked: bool,
 }
 
 struct ModelLoop<'a> {
@@ -208,9 +262,10 @@ impl ModelLoop<'_> {
                     return;
                 }
                 let count = prepared.pieces.len();
-                let mut offsets = Vec::with_capacity(count);
+                let mut ranges = Vec::with_capacity(count);
                 for (piece, (offset, mut input)) in prepared.pieces.into_iter().enumerate() {
-                    offsets.push(offset);
+                    let start = (offset * f64::from(SAMPLE_RATE)).round() as usize;
+                    ranges.push(start..start + input.samples);
                     input.language = self.options.language.clone();
                     self.queue.push(QueuedPiece {
                         file: prepared.index,
@@ -222,9 +277,11 @@ impl ModelLoop<'_> {
                     prepared.index,
                     Partial {
                         duration: prepared.duration,
-                        offsets,
+                        ranges,
                         outputs: (0..count).map(|_| None).collect(),
                         error: None,
+                        samples: prepared.samples,
+                        holes_checked: false,
                     },
                 );
             }
@@ -286,23 +343,90 @@ impl ModelLoop<'_> {
             .map(|(&i, _)| i)
             .collect();
         for index in complete {
+            if self.queue_holes(index) {
+                continue;
+            }
             let Some(p) = self.partial.remove(&index) else {
                 continue;
             };
             self.languages.remove(&index);
             let path = &self.files[index];
+            let offsets: Vec<f64> = p
+                .ranges
+                .iter()
+                .map(|r| r.start as f64 / f64::from(SAMPLE_RATE))
+                .collect();
             let label = match p.error {
                 Some(error) => FileLabel::failed(path, Some(p.duration), error),
                 None => FileLabel::from_pieces(
                     path,
                     p.duration,
                     p.outputs.into_iter().flatten().collect(),
-                    &p.offsets,
+                    &offsets,
                     self.options.multilingual,
                 ),
             };
             self.finished.insert(index, label);
         }
+    }
+
+    /// Whisper sometimes jumps over a sentence inside a window (its next timestamp lands past
+    /// it) or stops before the window ends. Stretches of speech that no segment covers are
+    /// decoded again as pieces of their own, once. Returns whether any were queued.
+    fn queue_holes(&mut self, index: usize) -> bool {
+        let Some(p) = self.partial.get_mut(&index) else {
+            return false;
+        };
+        if p.holes_checked || p.error.is_some() || self.options.without_timestamps {
+            return false;
+        }
+        p.holes_checked = true;
+        let rate = f64::from(SAMPLE_RATE);
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for (range, output) in p.ranges.iter().zip(&p.outputs) {
+            for s in output.iter().flat_map(|o| &o.segments) {
+                let a = range.start + (s.start * rate) as usize;
+                let b = range.start + (s.end * rate) as usize;
+                covered.push((a, b.max(a)));
+            }
+        }
+        covered.sort_unstable();
+        let mut holes = Vec::new();
+        let mut cursor = 0usize;
+        for &(a, b) in covered
+            .iter()
+            .chain(std::iter::once(&(p.samples.len(), p.samples.len())))
+        {
+            if a > cursor {
+                holes.extend(speech_holes(&p.samples, cursor..a, &p.ranges));
+            }
+            cursor = cursor.max(b);
+        }
+        if holes.is_empty() {
+            return false;
+        }
+        let language = if self.options.multilingual {
+            None
+        } else {
+            self.languages.get(&index).cloned()
+        };
+        for hole in holes {
+            let piece = p.ranges.len();
+            let input = PieceInput {
+                features: self.engine.front.window_features(&p.samples[hole.clone()]),
+                samples: hole.len(),
+                language: language.clone(),
+                group: index,
+            };
+            p.ranges.push(hole);
+            p.outputs.push(None);
+            self.queue.push(QueuedPiece {
+                file: index,
+                piece,
+                input,
+            });
+        }
+        true
     }
 
     /// Hands out finished files while they are next in input order.

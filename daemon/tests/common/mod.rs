@@ -167,7 +167,7 @@ fn long_specs() -> Vec<Spec> {
 /// A tool must be installed: the tests would prove nothing without it.
 pub fn require_tool(tool: &str) {
     let ok = Command::new(tool)
-        .arg(if tool == "espeak-ng" {
+        .arg(if tool == "espeak-ng" || tool == "sox" {
             "--version"
         } else {
             "-version"

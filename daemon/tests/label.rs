@@ -1,0 +1,518 @@
+//! Labeling on speech synthesised with espeak-ng from known sentences, with the offline
+//! multilingual `base` model: accuracy, languages, translation, prompts, word times, long
+//! files, silence and broken inputs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+use audiodecode::label::{label_files, FileLabel, ModelKey, WhisperEngine};
+use audiodecode_protocol::TranscribeOptions;
+use common::{require_tool, scratch_dir};
+
+/// Sentences written for these tests, spoken by espeak-ng.
+const SENTENCES: &[&str] = &[
+    "Every morning the baker opens his small shop before the sun rises.",
+    "The children played football in the park until it started to rain.",
+    "Please remember to close the windows when you leave the office.",
+    "A gentle wind moved the leaves of the old oak tree in the garden.",
+    "My sister bought a new bicycle and rides it to school every day.",
+    "The train to the coast was late because of a problem with the signals.",
+    "We cooked a large pot of vegetable soup for the whole family.",
+    "The museum will show a collection of paintings from local artists.",
+    "He forgot his umbrella at home and walked back through the storm.",
+    "The library is quiet in the afternoon, so many students study there.",
+    "Our neighbours have a friendly dog that barks at every passing car.",
+    "The farmer planted potatoes and carrots in the field behind the barn.",
+    "She wrote a long letter to her grandmother who lives in the mountains.",
+    "The doctor told him to drink more water and to sleep longer at night.",
+    "After dinner we sat outside and watched the stars appear in the sky.",
+    "The engineers tested the bridge carefully before it opened to traffic.",
+    "Fresh bread and warm coffee are the best way to start a weekend.",
+    "The teacher asked the class to read the first chapter of the book.",
+    "A small boat sailed slowly across the lake toward the wooden pier.",
+    "The market sells apples, pears and cherries during the summer months.",
+    "They painted the kitchen walls a bright yellow colour last weekend.",
+    "The concert in the town square attracted hundreds of happy visitors.",
+    "Remember to water the plants on the balcony while I am away.",
+    "The old clock on the wall stopped working many years ago.",
+];
+
+/// Word error rate bound for `base` on these synthetic voices (measured ≈ 3–6 %).
+const MAX_WER: f64 = 0.12;
+
+struct Speech {
+    dir: tempfile::TempDir,
+    clips: Vec<PathBuf>,
+}
+
+fn speech() -> &'static Speech {
+    static SPEECH: OnceLock<Speech> = OnceLock::new();
+    SPEECH.get_or_init(|| {
+        require_tool("espeak-ng");
+        let dir = scratch_dir("label-speech");
+        let clips = SENTENCES
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let path = dir.path().join(format!("clip{i:02}.wav"));
+                espeak("en-us", 130, text, &path);
+                path
+            })
+            .collect();
+        Speech { dir, clips }
+    })
+}
+
+fn espeak(voice: &str, speed: u32, text: &str, out: &Path) {
+    let status = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", &speed.to_string(), "-g", "4", "-w"])
+        .arg(out)
+        .arg(text)
+        .status()
+        .expect("run espeak-ng");
+    assert!(status.success(), "espeak-ng failed for {text}");
+}
+
+fn ffmpeg(args: &[&str]) {
+    require_tool("ffmpeg");
+    let status = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error"])
+        .args(args)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg {args:?} failed");
+}
+
+fn engine() -> &'static WhisperEngine {
+    static ENGINE: OnceLock<WhisperEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let options = TranscribeOptions::default();
+        let key =
+            ModelKey::from_options(&options, 2).expect("the offline base model (pip package)");
+        WhisperEngine::load(&key).expect("load base")
+    })
+}
+
+fn transcribe(paths: &[PathBuf], options: &TranscribeOptions) -> Vec<FileLabel> {
+    engine().check_options(options).expect("valid options");
+    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut out = Vec::new();
+    label_files(
+        engine(),
+        &files,
+        options,
+        2,
+        8,
+        &AtomicBool::new(false),
+        &mut |e| {
+            assert_eq!(e.index, out.len(), "results come in input order");
+            out.push(e.label);
+        },
+    );
+    assert_eq!(out.len(), files.len());
+    out
+}
+
+fn clip_labels() -> &'static Vec<FileLabel> {
+    static LABELS: OnceLock<Vec<FileLabel>> = OnceLock::new();
+    LABELS.get_or_init(|| transcribe(&speech().clips, &TranscribeOptions::default()))
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['-', '—'], " ")
+        .split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word-level edit distance / reference length.
+fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut prev_diag = row[0];
+        row[0] = i + 1;
+        for (j, hw) in h.iter().enumerate() {
+            let cost = usize::from(rw != hw);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev_diag + cost);
+            prev_diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[h.len()] as f64 / r.len().max(1) as f64
+}
+
+fn text(label: &FileLabel) -> &str {
+    assert!(
+        label.error.is_none(),
+        "{}: {:?}",
+        label.audio_filepath,
+        label.error
+    );
+    label.text.as_deref().unwrap_or("")
+}
+
+#[test]
+fn english_speech_matches_the_sentences() {
+    let labels = clip_labels();
+    let reference = SENTENCES.join(" ");
+    let hypothesis: Vec<&str> = labels.iter().map(text).collect();
+    let rate = wer(&reference, &hypothesis.join(" "));
+    eprintln!(
+        "base WER on {} espeak-ng sentences: {:.1} %",
+        SENTENCES.len(),
+        rate * 100.0
+    );
+    assert!(rate <= MAX_WER, "WER {rate:.3} > {MAX_WER}: {hypothesis:?}");
+    for label in labels {
+        assert_eq!(label.language.as_deref(), Some("en"));
+        assert!(label.language_probability.unwrap_or(0.0) > 0.5);
+        let duration = label.duration.unwrap_or(0.0);
+        let mut last = 0.0;
+        for s in label.segments.as_deref().unwrap_or(&[]) {
+            assert!(
+                s.start >= last && s.end >= s.start && s.end <= duration + 1e-6,
+                "{s:?}"
+            );
+            last = s.end;
+        }
+    }
+}
+
+#[test]
+fn every_container_and_codec_transcribes_alike() {
+    let dir = scratch_dir("label-formats");
+    let formats = [
+        ("flac", vec![]),
+        ("mp3", vec!["-b:a", "64k"]),
+        ("ogg", vec!["-c:a", "libvorbis"]),
+        ("opus", vec!["-b:a", "64k"]),
+        ("m4a", vec!["-c:a", "aac"]),
+    ];
+    let mut paths = Vec::new();
+    for (i, (ext, codec)) in formats.iter().enumerate() {
+        let out = dir.path().join(format!("clip{i}.{ext}"));
+        let input = speech().clips[i].display().to_string();
+        // Opus only codes 48 kHz; the others get the common 44.1 kHz.
+        let rate = if *ext == "opus" { "48000" } else { "44100" };
+        let mut args = vec!["-i", input.as_str(), "-ar", rate];
+        args.extend(codec.iter().copied());
+        let out_s = out.display().to_string();
+        args.push(out_s.as_str());
+        ffmpeg(&args);
+        paths.push(out);
+    }
+    for (i, label) in transcribe(&paths, &TranscribeOptions::default())
+        .iter()
+        .enumerate()
+    {
+        let rate = wer(SENTENCES[i], text(label));
+        assert!(
+            rate <= 0.25,
+            "{}: WER {rate:.2}: {:?}",
+            label.audio_filepath,
+            label.text
+        );
+    }
+}
+
+#[test]
+fn detects_english_german_and_french() {
+    let dir = scratch_dir("label-languages");
+    let cases = [
+        (
+            "en",
+            "en-us",
+            130,
+            "The weather is lovely today and we are going for a walk.",
+        ),
+        (
+            "de",
+            "de",
+            120,
+            "Das Wetter ist heute sehr schön, und wir gehen im Park spazieren.",
+        ),
+        (
+            "fr",
+            "fr",
+            150,
+            "Bonjour à tous, je voudrais une tasse de café et un croissant, s'il vous plaît.",
+        ),
+    ];
+    let paths: Vec<PathBuf> = cases
+        .iter()
+        .map(|(code, voice, speed, sentence)| {
+            let path = dir.path().join(format!("{code}.wav"));
+            espeak(voice, *speed, sentence, &path);
+            path
+        })
+        .collect();
+    let labels = transcribe(&paths, &TranscribeOptions::default());
+    for ((code, _, _, sentence), label) in cases.iter().zip(&labels) {
+        assert_eq!(label.language.as_deref(), Some(*code), "{:?}", label.text);
+        assert!(label.language_probability.unwrap_or(0.0) > 0.5, "{label:?}");
+        let rate = wer(sentence, text(label));
+        assert!(rate <= 0.5, "{code}: WER {rate:.2}: {:?}", label.text);
+    }
+
+    // Translation turns the German sentence into English.
+    let translate = TranscribeOptions {
+        task: "translate".into(),
+        ..TranscribeOptions::default()
+    };
+    let english = transcribe(&paths[1..2], &translate);
+    let said = words(text(&english[0]));
+    for expected in ["weather", "today", "park"] {
+        assert!(
+            said.iter().any(|w| w == expected),
+            "no '{expected}' in {said:?}"
+        );
+    }
+    assert!(
+        !said.iter().any(|w| w == "wetter" || w == "heute"),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn hotwords_and_initial_prompt_reach_the_decoder() {
+    let dir = scratch_dir("label-prompts");
+    let path = dir.path().join("product.wav");
+    espeak(
+        "en-us",
+        130,
+        "Our new product is called Quenvix and it ships next week.",
+        &path,
+    );
+    let plain = transcribe(std::slice::from_ref(&path), &TranscribeOptions::default());
+    let score = |l: &FileLabel| {
+        l.segments
+            .as_deref()
+            .unwrap_or(&[])
+            .first()
+            .map(|s| s.avg_logprob)
+    };
+    for options in [
+        TranscribeOptions {
+            hotwords: Some("Quenvix".into()),
+            ..TranscribeOptions::default()
+        },
+        TranscribeOptions {
+            initial_prompt: Some("Quenvix release notes.".into()),
+            ..TranscribeOptions::default()
+        },
+    ] {
+        let prompted = transcribe(std::slice::from_ref(&path), &options);
+        // The spelling comes from the prompt, and the prompt changes the decoder's scores.
+        assert!(
+            text(&prompted[0]).contains("Quenvix"),
+            "{:?}",
+            prompted[0].text
+        );
+        assert_ne!(score(&prompted[0]), score(&plain[0]));
+    }
+}
+
+#[test]
+fn word_timestamps_lie_inside_their_segments_in_order() {
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        ..TranscribeOptions::default()
+    };
+    let labels = transcribe(&speech().clips[..4], &options);
+    for label in &labels {
+        let segments = label.segments.as_deref().unwrap_or(&[]);
+        assert!(!segments.is_empty());
+        let mut last = 0.0;
+        for s in segments {
+            let words = s.words.as_deref().expect("words");
+            assert!(!words.is_empty());
+            let joined: String = words.iter().map(|w| w.word.as_str()).collect();
+            assert_eq!(joined.trim(), s.text.trim());
+            for w in words {
+                assert!(
+                    w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                    "{w:?} outside {s:?}"
+                );
+                assert!(
+                    w.start >= last - 1e-9 && w.end >= w.start,
+                    "{w:?} before {last}"
+                );
+                assert!((0.0..=1.0).contains(&w.probability));
+                last = w.end;
+            }
+        }
+        // Speech starts within the first second of these clips and spans most of them.
+        let first = segments[0].words.as_deref().unwrap_or(&[])[0].start;
+        assert!(first < 1.0, "first word at {first}");
+    }
+}
+
+#[test]
+fn a_long_recording_loses_no_words_at_piece_boundaries() {
+    require_tool("sox");
+    let dir = scratch_dir("label-long");
+    let gap = dir.path().join("gap.wav");
+    let first = speech().clips[0].display().to_string();
+    // 0.7 s of silence at the clips' rate, between sentences.
+    let status = Command::new("sox")
+        .args([
+            first.as_str(),
+            gap.to_str().unwrap_or_default(),
+            "trim",
+            "0",
+            "0.7",
+            "vol",
+            "0",
+        ])
+        .status()
+        .expect("sox");
+    assert!(status.success());
+    let long = dir.path().join("long.wav");
+    let mut args: Vec<String> = Vec::new();
+    // Twice through the sentences: several minutes, so several pieces.
+    for _ in 0..2 {
+        for clip in &speech().clips {
+            args.push(clip.display().to_string());
+            args.push(gap.display().to_string());
+        }
+    }
+    args.push(long.display().to_string());
+    let status = Command::new("sox").args(&args).status().expect("sox");
+    assert!(status.success());
+
+    let label = &transcribe(std::slice::from_ref(&long), &TranscribeOptions::default())[0];
+    let duration = label.duration.unwrap_or(0.0);
+    assert!(duration > 180.0, "only {duration} s");
+    let alone: Vec<&str> = clip_labels().iter().map(text).collect();
+    let alone = format!("{0} {0}", alone.join(" "));
+    let rate = wer(&alone, text(label));
+    eprintln!(
+        "long ({duration:.0} s) vs clips alone: WER {:.1} %",
+        rate * 100.0
+    );
+    assert!(
+        rate <= 0.05,
+        "WER {rate:.3} between the long file and its clips alone"
+    );
+    // Every sentence's ending survives (cuts fall in the pauses after them): two of its
+    // last three words are heard (by stem, so "mountain" counts for "mountains").
+    let stem = |w: &str| w.chars().take(5).collect::<String>();
+    let said: Vec<String> = words(text(label)).iter().map(|w| stem(w)).collect();
+    for sentence in SENTENCES {
+        let ending = words(sentence);
+        let heard = ending
+            .iter()
+            .rev()
+            .take(3)
+            .filter(|w| said.contains(&stem(w)))
+            .count();
+        assert!(heard >= 2, "the end of '{sentence}' is lost");
+    }
+    let segments = label.segments.as_deref().unwrap_or(&[]);
+    for pair in segments.windows(2) {
+        assert!(
+            pair[1].start >= pair[0].end - 1e-9,
+            "{:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(segments
+        .last()
+        .is_some_and(|s| s.end > duration - 30.0 && s.end <= duration + 1e-6));
+}
+
+#[test]
+fn silence_and_empty_audio_give_no_text() {
+    let dir = scratch_dir("label-silence");
+    let silence = dir.path().join("silence.wav");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono",
+        "-t",
+        "12",
+        silence.to_str().unwrap_or_default(),
+    ]);
+    let empty = dir.path().join("empty.wav");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono",
+        "-t",
+        "0",
+        empty.to_str().unwrap_or_default(),
+    ]);
+    let labels = transcribe(&[silence, empty], &TranscribeOptions::default());
+    for label in &labels {
+        assert!(label.error.is_none(), "{label:?}");
+        assert_eq!(label.text.as_deref(), Some(""), "{label:?}");
+    }
+}
+
+#[test]
+fn broken_inputs_become_error_records() {
+    let dir = scratch_dir("label-broken");
+    let garbage = dir.path().join("garbage.mp3");
+    std::fs::write(&garbage, vec![0x5au8; 20_000]).expect("write");
+    let missing = dir.path().join("missing.wav");
+    let good = speech().clips[2].clone();
+    let labels = transcribe(
+        &[garbage.clone(), good, missing.clone()],
+        &TranscribeOptions::default(),
+    );
+    for (label, path) in [(&labels[0], &garbage), (&labels[2], &missing)] {
+        let error = label.error.as_deref().expect("an error");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(label.text.is_none());
+    }
+    assert!(wer(SENTENCES[2], text(&labels[1])) <= 0.25);
+}
+
+#[test]
+fn unknown_models_say_where_they_looked() {
+    let options = TranscribeOptions {
+        model: "large-v3".into(),
+        ..TranscribeOptions::default()
+    };
+    let hub = scratch_dir("label-hub");
+    // Point the Hugging Face cache somewhere empty so a real download cannot interfere.
+    std::env::set_var("HF_HUB_CACHE", hub.path());
+    let error = ModelKey::from_options(&options, 2).expect_err("not downloaded");
+    assert!(
+        error.contains("models--Systran--faster-whisper-large-v3"),
+        "{error}"
+    );
+    let error = ModelKey::from_options(
+        &TranscribeOptions {
+            model: "nonsense".into(),
+            ..options.clone()
+        },
+        2,
+    )
+    .expect_err("unknown");
+    assert!(error.contains("unknown model"), "{error}");
+    let error = ModelKey::from_options(
+        &TranscribeOptions {
+            model: "/nowhere/model".into(),
+            ..options
+        },
+        2,
+    )
+    .expect_err("no dir");
+    assert!(error.contains("/nowhere/model"), "{error}");
+    let _ = speech().dir.path();
+}

@@ -1,0 +1,305 @@
+//! `audiodecode label` end to end with the small English `tiny.en` model: JSONL fields,
+//! resume after a kill, shards, subtitle formats, error lines.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{require_tool, scratch_dir};
+
+const LINES: &[&str] = &[
+    "Open the door and let the cat inside.",
+    "The red kite flew high above the hill.",
+    "Dinner is ready, so please wash your hands.",
+    "A cold wind blew across the empty beach.",
+    "He reads the newspaper every evening.",
+    "The bus stops right in front of the school.",
+    "Put the books back on the top shelf.",
+    "Our garden is full of roses this year.",
+];
+
+struct Corpus {
+    dir: tempfile::TempDir,
+    files: Vec<PathBuf>,
+}
+
+fn corpus() -> &'static Corpus {
+    static CORPUS: OnceLock<Corpus> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        require_tool("espeak-ng");
+        let dir = scratch_dir("label-cli");
+        let files = LINES
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let path = dir.path().join(format!("line{i}.wav"));
+                let ok = Command::new("espeak-ng")
+                    .args(["-v", "en-us", "-s", "130", "-w"])
+                    .arg(&path)
+                    .arg(line)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "espeak-ng");
+                path
+            })
+            .collect();
+        Corpus { dir, files }
+    })
+}
+
+fn label_command(inputs: &[&Path], out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_audiodecode"));
+    cmd.arg("label")
+        .args(inputs)
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--model",
+            "tiny.en",
+            "--threads",
+            "2",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ])
+        .args(extra);
+    cmd
+}
+
+fn label(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
+    let out = label_command(inputs, out, extra)
+        .output()
+        .expect("run audiodecode");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn records(path: &Path) -> BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("read output")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            (
+                v["audio_filepath"].as_str().unwrap_or_default().to_string(),
+                v,
+            )
+        })
+        .collect()
+}
+
+fn texts(records: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, String> {
+    records
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn full_run() -> &'static BTreeMap<String, serde_json::Value> {
+    static FULL: OnceLock<BTreeMap<String, serde_json::Value>> = OnceLock::new();
+    FULL.get_or_init(|| {
+        let out = corpus().dir.path().join("full.jsonl");
+        label(&[corpus().dir.path()], &out, &[]);
+        records(&out)
+    })
+}
+
+#[test]
+fn a_directory_becomes_a_manifest_with_every_field() {
+    let full = full_run();
+    assert_eq!(full.len(), LINES.len());
+    let (mut heard_total, mut content_total) = (0, 0);
+    for (i, file) in corpus().files.iter().enumerate() {
+        let r = &full[&file.display().to_string()];
+        for field in [
+            "duration",
+            "text",
+            "language",
+            "language_probability",
+            "segments",
+        ] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        assert_eq!(r["language"], "en");
+        // tiny.en on a synthetic voice gets most content words, not all.
+        let said: Vec<String> = r["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+            .collect();
+        let content: Vec<String> = LINES[i]
+            .to_lowercase()
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+            .filter(|w| w.len() > 3)
+            .collect();
+        let heard = content.iter().filter(|w| said.contains(w)).count();
+        assert!(heard >= 1, "{said:?} vs {:?}", LINES[i]);
+        heard_total += heard;
+        content_total += content.len();
+        for s in r["segments"].as_array().expect("segments") {
+            for field in [
+                "start",
+                "end",
+                "text",
+                "avg_logprob",
+                "no_speech_prob",
+                "compression_ratio",
+            ] {
+                assert!(!s[field].is_null(), "{field} missing in {s}");
+            }
+        }
+    }
+    assert!(
+        heard_total * 10 >= content_total * 7,
+        "{heard_total} of {content_total} content words"
+    );
+}
+
+#[test]
+fn resume_after_a_kill_gives_the_same_manifest() {
+    let dir = scratch_dir("label-resume");
+    let out = dir.path().join("labels.jsonl");
+    let inputs: Vec<&Path> = corpus().files.iter().map(PathBuf::as_path).collect();
+    let mut child = label_command(&inputs, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill as soon as the first file is written; its line may be torn mid-write.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        before < LINES.len(),
+        "the run finished before it could be killed"
+    );
+    // Simulate a torn last line as a crash mid-write would leave it.
+    let mut torn = std::fs::read(&out).expect("read");
+    torn.extend_from_slice(b"{\"audio_filepath\": \"/half");
+    std::fs::write(&out, torn).expect("write");
+
+    let refused = label_command(&inputs, &out, &[]).output().expect("run");
+    assert!(
+        !refused.status.success(),
+        "an existing output needs --resume or --overwrite"
+    );
+    label(&inputs, &out, &["--resume"]);
+    let resumed = records(&out);
+    assert_eq!(resumed.len(), LINES.len(), "every file exactly once");
+    let lines = std::fs::read_to_string(&out).expect("read").lines().count();
+    assert_eq!(lines, LINES.len());
+    assert_eq!(texts(&resumed), texts(full_run()));
+}
+
+#[test]
+fn shards_cover_every_file_once() {
+    let dir = scratch_dir("label-shards");
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for shard in 0..3 {
+        let out = dir.path().join(format!("part{shard}.jsonl"));
+        label(
+            &[corpus().dir.path()],
+            &out,
+            &["--shard", &format!("{shard}/3")],
+        );
+        let part = records(&out);
+        total += part.len();
+        for (path, record) in part {
+            assert_eq!(record["text"], full_run()[&path]["text"]);
+            seen.insert(path);
+        }
+    }
+    assert_eq!(total, LINES.len());
+    assert_eq!(seen.len(), LINES.len());
+    let bad = label_command(
+        &[corpus().dir.path()],
+        &dir.path().join("x.jsonl"),
+        &["--shard", "3/3"],
+    )
+    .output()
+    .expect("run");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn subtitle_formats_are_written_beside_each_other() {
+    let dir = scratch_dir("label-formats");
+    let inputs: Vec<&Path> = corpus().files[..2].iter().map(PathBuf::as_path).collect();
+    for format in ["srt", "vtt", "txt", "tsv", "json"] {
+        let out = dir.path().join(format);
+        label(&inputs, &out, &["--format", format]);
+        for input in &inputs {
+            let stem = input
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(out.join(format!("{stem}.{format}"))).expect("output file");
+            match format {
+                "srt" => assert!(
+                    text.starts_with("1\n00:00:0") && text.contains(" --> "),
+                    "{text}"
+                ),
+                "vtt" => assert!(text.starts_with("WEBVTT\n\n00:00:0"), "{text}"),
+                "tsv" => assert!(text.starts_with("start\tend\ttext\n"), "{text}"),
+                "json" => {
+                    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                    assert_eq!(v["text"], full_run()[&input.display().to_string()]["text"]);
+                }
+                _ => assert!(!text.trim().is_empty()),
+            }
+        }
+    }
+}
+
+#[test]
+fn broken_and_missing_inputs_are_error_lines_not_failures() {
+    let dir = scratch_dir("label-errors");
+    let garbage = dir.path().join("notes.wav");
+    std::fs::write(&garbage, "these are meeting notes, not audio\n".repeat(200)).expect("write");
+    let missing = dir.path().join("gone.wav");
+    let out = dir.path().join("labels.jsonl");
+    let run = label(&[&garbage, &corpus().files[0], &missing], &out, &[]);
+    assert!(run.status.success());
+    let r = records(&out);
+    assert_eq!(r.len(), 3);
+    for path in [&garbage, &missing] {
+        let error = r[&path.display().to_string()]["error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
+    assert!(r[&corpus().files[0].display().to_string()]["error"].is_null());
+
+    let no_model = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
+        .args(["label", "--model", "/no/such/model", "--out"])
+        .arg(dir.path().join("none.jsonl"))
+        .arg(&corpus().files[0])
+        .output()
+        .expect("run");
+    assert!(!no_model.status.success());
+    assert!(String::from_utf8_lossy(&no_model.stderr).contains("/no/such/model"));
+}

@@ -1,0 +1,115 @@
+"""Transcription through a real daemon with the offline English ``tiny.en`` model, and the
+loop closed: a labeling manifest feeds ``AudioDataLoader.from_manifest``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from audiodecode import (
+    AudioDataLoader,
+    BadRequestError,
+    Daemon,
+    TranscriptionError,
+    WhisperInference,
+    transcribe_batch,
+    transcribe_file,
+)
+
+SENTENCES = [
+    "The green bottle stands on the kitchen table.",
+    "Please call me when the train arrives.",
+    "We will meet at the library after lunch.",
+]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required: apt-get install espeak-ng")
+    root = tmp_path_factory.mktemp("speech")
+    paths = []
+    for i, text in enumerate(SENTENCES):
+        path = root / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(path), text], check=True)
+        paths.append(path)
+    return paths
+
+
+def key_words(text: str) -> set[str]:
+    return {w.strip(".,").lower() for w in text.split() if len(w.strip(".,")) > 4}
+
+
+def test_transcribe_file_and_batch(daemon: Daemon, speech: list[Path], tmp_path: Path) -> None:
+    one = transcribe_file(speech[0], model="tiny.en", word_timestamps=True, beam_size=2)
+    assert one.language == "en" and one.duration > 1.0
+    assert key_words(SENTENCES[0]) <= key_words(one.text), one.text
+    words = [w for s in one.segments for w in (s.words or [])]
+    assert words and all(w.start <= w.end for w in words)
+    one.save_srt(tmp_path / "a.srt")
+    assert (tmp_path / "a.srt").read_text().startswith("1\n00:00:0")
+    assert one.to_dict()["text"] == one.text
+
+    many = transcribe_batch(speech, model="tiny.en", show_progress=False)
+    assert [Path(t.path).name for t in many] == [p.name for p in speech]
+    for sentence, t in zip(SENTENCES, many, strict=True):
+        assert key_words(sentence) <= key_words(t.text), t.text
+
+
+def test_whisper_inference_keeps_its_options(daemon: Daemon, speech: list[Path]) -> None:
+    whisper = WhisperInference(model_size="tiny.en", beam_size=1, batch_size=2)
+    texts = [t.text for t in whisper.transcribe_batch(speech, show_progress=False)]
+    assert len(texts) == len(SENTENCES)
+    assert key_words(SENTENCES[1]) <= key_words(whisper.transcribe_file(speech[1]).text)
+
+
+def test_errors_name_the_file_and_the_model(
+    daemon: Daemon, speech: list[Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"\x00" * 4096)
+    with pytest.raises(TranscriptionError, match="broken.mp3"):
+        transcribe_file(broken, model="tiny.en")
+    skipped = transcribe_batch(
+        [broken, speech[0]], model="tiny.en", on_error="skip", show_progress=False
+    )
+    assert skipped[0] is None and skipped[1] is not None
+    with pytest.raises(BadRequestError, match="English-only"):
+        transcribe_file(speech[0], model="tiny.en", language="de")
+    with pytest.raises(BadRequestError, match="/no/such/model"):
+        transcribe_file(speech[0], model="/no/such/model")
+
+
+def test_a_labeling_manifest_trains_the_loader(
+    daemon: Daemon, binary: Path, speech: list[Path], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "labels.jsonl"
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00")
+    subprocess.run(
+        [
+            str(binary),
+            "label",
+            *map(str, speech),
+            str(broken),
+            "--out",
+            str(manifest),
+            "--model",
+            "tiny.en",
+            "--quiet",
+        ],
+        check=True,
+    )
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(records) == len(speech) + 1 and "error" in records[-1]
+
+    loader = AudioDataLoader.from_manifest(
+        manifest, label_field="text", batch_size=2, target_sr=16000
+    )
+    seen = []
+    for batch in loader:
+        seen += list(batch.texts)
+    assert sorted(seen) == sorted(r["text"] for r in records if "error" not in r)
