@@ -115,7 +115,7 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     let request = LoadRequest {
         sample_rate: Some(SAMPLE_RATE),
         channels: ChannelMode::Mono,
-        quality: Quality::Fast,
+        quality: Quality::Hq,
         ..LoadRequest::default()
     };
     let decoded = match load(Path::new(path), &request, 1) {
