@@ -18,7 +18,7 @@ const LINES: &[&str] = &[
     "A cold wind blew across the empty beach.",
     "He reads the newspaper every evening.",
     "The bus stops right in front of the school.",
-    "Put the books back on the top shelf.",
+    "The sun is shining over the quiet town.",
     "Our garden is full of roses this year.",
 ];
 
