@@ -269,17 +269,7 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
     let workers = jobs.min(plan.len());
     // Spare threads split long files into parallel segments.
     let threads_per_file = (jobs / workers).max(1);
-    let progress = if args.quiet || plan.len() < 2 {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(plan.len() as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files ({per_sec}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = files_progress(plan.len(), args.quiet || plan.len() < 2);
 
     let started = Instant::now();
     let next = AtomicUsize::new(0);
@@ -324,6 +314,21 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
         );
     }
     exit_code(failed > 0)
+}
+
+/// A progress bar over `total` files (files/s, plus a message); hidden when asked.
+pub(crate) fn files_progress(total: usize, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Decode one file and write it; returns the seconds of audio written.

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use audiodecode_protocol::{Dataset, TranscribeOptions};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::label::record::TextFormat;
 use crate::label::run::auto_batch_size;
@@ -356,17 +355,7 @@ fn label(args: &LabelArgs) -> Result<usize, String> {
         args.workers
     };
 
-    let progress = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(todo.len() as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files ({per_sec}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = crate::cli::files_progress(todo.len(), args.quiet);
     let started = Instant::now();
     let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
     let mut audio_seconds = 0.0f64;

@@ -436,26 +436,22 @@ fn a_long_recording_loses_no_words_at_piece_boundaries() {
 #[test]
 fn silence_and_empty_audio_give_no_text() {
     let dir = scratch_dir("label-silence");
-    let silence = dir.path().join("silence.wav");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "anullsrc=r=16000:cl=mono",
-        "-t",
-        "12",
-        silence.to_str().unwrap_or_default(),
-    ]);
-    let empty = dir.path().join("empty.wav");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "anullsrc=r=16000:cl=mono",
-        "-t",
-        "0",
-        empty.to_str().unwrap_or_default(),
-    ]);
+    let silent_wav = |name: &str, seconds: &str| {
+        let path = dir.path().join(name);
+        let out = path.display().to_string();
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-t",
+            seconds,
+            &out,
+        ]);
+        path
+    };
+    let silence = silent_wav("silence.wav", "12");
+    let empty = silent_wav("empty.wav", "0");
     let labels = transcribe(&[silence, empty], &TranscribeOptions::default());
     for label in &labels {
         assert!(label.error.is_none(), "{label:?}");
