@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -244,16 +244,10 @@ fn text_output_path(
     dir.join(name)
 }
 
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("partial{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
 pub fn run_label(args: &LabelArgs) -> ExitCode {
+    // Per-file errors are in the output and counted; the run itself succeeded.
     match label(args) {
-        // Per-file errors are in the output and counted; the run itself succeeded.
-        Ok(_errors) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -261,7 +255,7 @@ pub fn run_label(args: &LabelArgs) -> ExitCode {
     }
 }
 
-fn label(args: &LabelArgs) -> Result<usize, String> {
+fn label(args: &LabelArgs) -> Result<(), String> {
     let options = args.options();
     let mut files = expand_inputs(&args.inputs)?;
     if let Some((i, n)) = args.shard {
@@ -338,7 +332,7 @@ fn label(args: &LabelArgs) -> Result<usize, String> {
         );
     }
     if todo.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
 
     let cores = crate::tune::Resources::detect().logical_cores;
@@ -387,8 +381,10 @@ fn label(args: &LabelArgs) -> Result<usize, String> {
                 }
                 (None, Some(path)) if label.error.is_none() => {
                     let format = args.format.unwrap_or(TextFormat::Json);
-                    write_atomically(&path, &format.render(&label))
-                        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+                    crate::output::write_atomically(&path, |w| {
+                        w.write_all(format.render(&label).as_bytes())
+                    })
+                    .map_err(|e| format!("{}: cannot write: {e}", path.display()))
                 }
                 _ => Ok(()),
             };
@@ -408,8 +404,7 @@ fn label(args: &LabelArgs) -> Result<usize, String> {
     if let Some(e) = write_error {
         return Err(e);
     }
-    if let Some(file) = &mut jsonl {
-        let _ = file.seek(SeekFrom::End(0));
+    if let Some(file) = &jsonl {
         file.sync_all()
             .map_err(|e| format!("{}: cannot sync: {e}", args.out.display()))?;
     }
@@ -425,5 +420,5 @@ fn label(args: &LabelArgs) -> Result<usize, String> {
             key.dir.display()
         );
     }
-    Ok(errors)
+    Ok(())
 }

@@ -44,14 +44,23 @@ impl OutputFormat {
 
 /// Write `audio` to `path` atomically in `format`.
 pub fn write_audio(path: &Path, audio: &DecodedAudio, format: OutputFormat) -> std::io::Result<()> {
+    write_atomically(path, |w| match format {
+        OutputFormat::Wav => write_wav(w, audio),
+        OutputFormat::Npy => write_npy(w, audio),
+        OutputFormat::F32 => write_interleaved(w, audio),
+    })
+}
+
+/// Writes `path` through a temporary file beside it, synced and renamed into place, so
+/// readers and crashes never see a partial file.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        match format {
-            OutputFormat::Wav => write_wav(&mut w, audio)?,
-            OutputFormat::Npy => write_npy(&mut w, audio)?,
-            OutputFormat::F32 => write_interleaved(&mut w, audio)?,
-        }
+        write(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         // Special files (/dev/null, FIFOs) cannot be replaced by a rename; copy into them.
         if is_special(path) {

@@ -191,10 +191,7 @@ impl WhisperEngine {
             return Ok(Vec::new());
         }
         let mut features = stack_features(pieces);
-        let n_mels = self.front.n_mels();
-        let shape = [pieces.len(), n_mels, WINDOW_FRAMES];
-        let view = StorageView::new(&shape, &mut features, Device::CPU)
-            .map_err(|e| format!("model input: {e}"))?;
+        let view = self.input_view(&mut features)?;
         let trace = std::env::var_os("AUDIODECODE_LABEL_TRACE").is_some();
         let t0 = std::time::Instant::now();
         let encoded = self
@@ -220,11 +217,8 @@ impl WhisperEngine {
                 self.generate(&encoded, &prompts, temperature, options)?
             } else {
                 // Re-encode only the pieces that need another try (rare).
-                let subset: Vec<&PieceInput> = pending.iter().map(|&i| &pieces[i]).collect();
-                let mut sub_features = stack_features_of(&subset);
-                let sub_shape = [subset.len(), n_mels, WINDOW_FRAMES];
-                let sub_view = StorageView::new(&sub_shape, &mut sub_features, Device::CPU)
-                    .map_err(|e| format!("model input: {e}"))?;
+                let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
+                let sub_view = self.input_view(&mut sub_features)?;
                 let sub_prompts: Vec<Vec<u32>> =
                     pending.iter().map(|&i| prompts[i].clone()).collect();
                 self.generate(&sub_view, &sub_prompts, temperature, options)?
@@ -379,39 +373,38 @@ impl WhisperEngine {
             let skip = previous.len().saturating_sub(half);
             prompt.extend(&previous[skip..]);
         }
-        prompt.push(v.sot);
-        if self.is_multilingual() {
-            if let Some(lang) = v.language_token(language) {
-                prompt.push(lang);
-            }
-            let task = if options.task == "translate" {
-                v.translate
-            } else {
-                v.transcribe
-            };
-            prompt.extend(task);
-        }
+        prompt.extend(self.sot_sequence(language, options));
         if options.without_timestamps {
             prompt.push(v.no_timestamps);
         }
         prompt
     }
 
-    /// The start-of-transcript sequence alignment scores against.
-    fn sot_sequence(&self, language: &str, options: &TranscribeOptions) -> Vec<usize> {
-        let mut seq = vec![self.vocab.sot as usize];
+    /// Start of transcript, then language and task on multilingual models.
+    fn sot_sequence(&self, language: &str, options: &TranscribeOptions) -> Vec<u32> {
+        let v = &self.vocab;
+        let mut seq = vec![v.sot];
         if self.is_multilingual() {
-            if let Some(lang) = self.vocab.language_token(language) {
-                seq.push(lang as usize);
-            }
+            seq.extend(v.language_token(language));
             let task = if options.task == "translate" {
-                self.vocab.translate
+                v.translate
             } else {
-                self.vocab.transcribe
+                v.transcribe
             };
-            seq.extend(task.map(|t| t as usize));
+            seq.extend(task);
         }
         seq
+    }
+
+    /// A `[batch, n_mels, 3000]` model input over stacked features.
+    fn input_view<'a>(&self, features: &'a mut [f32]) -> Result<StorageView<'a>, String> {
+        let per_piece = self.front.n_mels() * WINDOW_FRAMES;
+        let shape = [
+            features.len() / per_piece,
+            self.front.n_mels(),
+            WINDOW_FRAMES,
+        ];
+        StorageView::new(&shape, features, Device::CPU).map_err(|e| format!("model input: {e}"))
     }
 
     fn suppress_tokens(&self, options: &TranscribeOptions) -> Vec<i32> {
@@ -596,7 +589,12 @@ impl WhisperEngine {
             Default::default();
         for (k, &i) in with_text.iter().enumerate() {
             by_sequence
-                .entry(self.sot_sequence(&outputs[i].language, options))
+                .entry(
+                    self.sot_sequence(&outputs[i].language, options)
+                        .into_iter()
+                        .map(|t| t as usize)
+                        .collect(),
+                )
                 .or_default()
                 .push(k);
         }
@@ -606,12 +604,8 @@ impl WhisperEngine {
                 self.model
                     .align(encoded, &sequence, &text_tokens, &frames, 7)
             } else {
-                let subset: Vec<&PieceInput> =
-                    members.iter().map(|&k| &pieces[with_text[k]]).collect();
-                let mut sub = stack_features_of(&subset);
-                let shape = [subset.len(), self.front.n_mels(), WINDOW_FRAMES];
-                let view = StorageView::new(&shape, &mut sub, Device::CPU)
-                    .map_err(|e| format!("model input: {e}"))?;
+                let mut sub = stack_features(members.iter().map(|&k| &pieces[with_text[k]]));
+                let view = self.input_view(&mut sub)?;
                 let tokens: Vec<Vec<usize>> =
                     members.iter().map(|&k| text_tokens[k].clone()).collect();
                 let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
@@ -652,13 +646,9 @@ fn keep_large_allocations() {
     }
 }
 
-fn stack_features(pieces: &[PieceInput]) -> Vec<f32> {
-    let refs: Vec<&PieceInput> = pieces.iter().collect();
-    stack_features_of(&refs)
-}
-
-fn stack_features_of(pieces: &[&PieceInput]) -> Vec<f32> {
-    let mut all = Vec::with_capacity(pieces.iter().map(|p| p.features.len()).sum());
+/// The features of several pieces back to back, `[batch, n_mels, 3000]`.
+fn stack_features<'a>(pieces: impl IntoIterator<Item = &'a PieceInput>) -> Vec<f32> {
+    let mut all = Vec::new();
     for p in pieces {
         all.extend_from_slice(&p.features);
     }

@@ -204,16 +204,13 @@ fn join_parts(source_dir: &Path, parts: &[PathBuf], target: &Path) -> std::io::R
             std::fs::copy(&path, target.join(name))?;
         }
     }
-    // Written under a temporary name and renamed, so a crash never leaves a short model.
-    let partial = target.join(format!("model.bin.{}.partial", std::process::id()));
-    {
-        let mut out = std::fs::File::create(&partial)?;
+    // Atomic, so a crash never leaves a short model behind.
+    crate::output::write_atomically(&target.join("model.bin"), |out| {
         for part in parts {
-            std::io::copy(&mut std::fs::File::open(part)?, &mut out)?;
+            std::io::copy(&mut std::fs::File::open(part)?, out)?;
         }
-        out.sync_all()?;
-    }
-    std::fs::rename(&partial, target.join("model.bin"))
+        Ok(())
+    })
 }
 
 /// The parts of the model's `config.json` decoding needs.

@@ -288,46 +288,39 @@ impl ModelLoop<'_> {
         }
     }
 
-    fn run_batch(&mut self, mut batch: Vec<QueuedPiece>) {
-        if !self.options.multilingual {
-            for q in &mut batch {
-                if q.input.language.is_none() {
+    fn run_batch(&mut self, batch: Vec<QueuedPiece>) {
+        let (ids, inputs): (Vec<(usize, usize)>, Vec<PieceInput>) = batch
+            .into_iter()
+            .map(|mut q| {
+                if !self.options.multilingual && q.input.language.is_none() {
                     q.input.language = self.languages.get(&q.file).cloned();
                 }
-            }
-        }
-        let inputs: Vec<PieceInput> = batch
-            .iter_mut()
-            .map(|q| PieceInput {
-                features: std::mem::take(&mut q.input.features),
-                samples: q.input.samples,
-                language: q.input.language.take(),
-                group: q.input.group,
+                ((q.file, q.piece), q.input)
             })
-            .collect();
+            .unzip();
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.engine.transcribe(&inputs, self.options)
         }))
         .unwrap_or_else(|_| Err("the model panicked".to_string()));
         match result {
             Ok(outputs) => {
-                for (q, output) in batch.iter().zip(outputs) {
+                for (&(file, piece), output) in ids.iter().zip(outputs) {
                     self.languages
-                        .entry(q.file)
+                        .entry(file)
                         .or_insert_with(|| output.language.clone());
-                    if let Some(p) = self.partial.get_mut(&q.file) {
-                        p.outputs[q.piece] = Some(output);
+                    if let Some(p) = self.partial.get_mut(&file) {
+                        p.outputs[piece] = Some(output);
                     }
                 }
             }
             Err(message) => {
-                for q in &batch {
-                    if let Some(p) = self.partial.get_mut(&q.file) {
+                for &(file, piece) in &ids {
+                    if let Some(p) = self.partial.get_mut(&file) {
                         p.error = Some(format!(
                             "{}: transcription failed: {message}",
-                            self.files[q.file]
+                            self.files[file]
                         ));
-                        p.outputs[q.piece] = Some(PieceOutput {
+                        p.outputs[piece] = Some(PieceOutput {
                             language: String::new(),
                             language_probability: 0.0,
                             segments: Vec::new(),
