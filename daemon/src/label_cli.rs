@@ -12,7 +12,7 @@ use audiodecode_protocol::{Dataset, TranscribeOptions};
 use clap::Args;
 
 use crate::label::record::TextFormat;
-use crate::label::run::auto_batch_size;
+use crate::label::run::{auto_batch_size, Schedule, DEFAULT_BLOCK_FILES};
 use crate::label::{label_files, ModelKey, WhisperEngine};
 use crate::manifest;
 
@@ -94,6 +94,15 @@ pub struct LabelArgs {
     /// One segment per piece, no timestamp tokens (slightly faster).
     #[arg(long)]
     pub without_timestamps: bool,
+    /// Give every short clip a 30 s window of its own instead of packing several clips,
+    /// separated by silence, into one window (packing is faster: the encoder's cost is per
+    /// window; clips whose share of a packed result is unclear are decoded alone anyway).
+    #[arg(long)]
+    pub no_pack: bool,
+    /// Files labelled together before their lines are written at once. A crash loses at
+    /// most one block; larger blocks pack and batch a little better.
+    #[arg(long, default_value_t = DEFAULT_BLOCK_FILES, value_parser = clap::value_parser!(usize))]
+    pub block: usize,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -360,36 +369,49 @@ fn label(args: &LabelArgs) -> Result<(), String> {
         &engine,
         &paths,
         &options,
-        workers,
-        batch_size,
+        Schedule {
+            workers,
+            batch_size,
+            pack: !args.no_pack,
+            block_files: args.block,
+        },
         &cancel,
-        &mut |event| {
-            let label = event.label;
-            audio_seconds += label.duration.unwrap_or(0.0);
-            if let Some(error) = &label.error {
-                errors += 1;
-                progress.suspend(|| eprintln!("error: {error}"));
-            }
-            let written = match (&mut jsonl, text_path(todo[event.index])) {
-                (Some(file), _) => {
-                    // One write per file: a crash can tear at most the line being written,
-                    // which --resume cuts off.
-                    let mut line = label.to_json_line();
-                    line.push('\n');
-                    file.write_all(line.as_bytes())
-                        .map_err(|e| format!("{}: cannot write: {e}", args.out.display()))
+        &mut |events| {
+            // A block's JSONL lines go out in one write: a crash keeps or loses whole
+            // blocks, so --resume starts at a block boundary and relabels what the
+            // uninterrupted run would have (a torn write leaves a cut line that it drops).
+            let mut lines = String::new();
+            let count = events.len() as u64;
+            for event in events {
+                let label = event.label;
+                audio_seconds += label.duration.unwrap_or(0.0);
+                if let Some(error) = &label.error {
+                    errors += 1;
+                    progress.suspend(|| eprintln!("error: {error}"));
                 }
-                (None, Some(path)) if label.error.is_none() => {
+                if jsonl.is_some() {
+                    lines.push_str(&label.to_json_line());
+                    lines.push('\n');
+                } else if let (Some(path), None) = (text_path(todo[event.index]), &label.error) {
                     let format = args.format.unwrap_or(TextFormat::Json);
-                    crate::output::write_atomically(&path, |w| {
+                    let written = crate::output::write_atomically(&path, |w| {
                         w.write_all(format.render(&label).as_bytes())
                     })
-                    .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+                    .map_err(|e| format!("{}: cannot write: {e}", path.display()));
+                    if let Err(e) = written {
+                        write_error.get_or_insert(e);
+                    }
                 }
-                _ => Ok(()),
-            };
-            if let Err(e) = written {
-                write_error.get_or_insert(e);
+            }
+            if let Some(file) = &mut jsonl {
+                let written = file
+                    .write_all(lines.as_bytes())
+                    .map_err(|e| format!("{}: cannot write: {e}", args.out.display()));
+                if let Err(e) = written {
+                    write_error.get_or_insert(e);
+                }
+            }
+            if write_error.is_some() {
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             let elapsed = started.elapsed().as_secs_f64().max(1e-9);
@@ -397,7 +419,7 @@ fn label(args: &LabelArgs) -> Result<(), String> {
                 "{:.1} audio s/s, {errors} errors",
                 audio_seconds / elapsed
             ));
-            progress.inc(1);
+            progress.inc(count);
         },
     );
     progress.finish_and_clear();

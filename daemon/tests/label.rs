@@ -9,6 +9,9 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
+use audiodecode::label::engine::PieceInput;
+use audiodecode::label::pack::MIN_CLIP_LANGUAGE_PROBABILITY;
+use audiodecode::label::run::Schedule;
 use audiodecode::label::{label_files, FileLabel, ModelKey, WhisperEngine};
 use audiodecode_protocol::TranscribeOptions;
 use common::{require_tool, scratch_dir};
@@ -98,19 +101,31 @@ fn engine() -> &'static WhisperEngine {
 }
 
 fn transcribe(paths: &[PathBuf], options: &TranscribeOptions) -> Vec<FileLabel> {
+    transcribe_with(paths, options, true)
+}
+
+/// `pack`: short clips share windows (the default) or each gets its own.
+fn transcribe_with(paths: &[PathBuf], options: &TranscribeOptions, pack: bool) -> Vec<FileLabel> {
     engine().check_options(options).expect("valid options");
     let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut out = Vec::new();
+    let schedule = Schedule {
+        workers: 2,
+        batch_size: 8,
+        pack,
+        block_files: 64,
+    };
     label_files(
         engine(),
         &files,
         options,
-        2,
-        8,
+        schedule,
         &AtomicBool::new(false),
-        &mut |e| {
-            assert_eq!(e.index, out.len(), "results come in input order");
-            out.push(e.label);
+        &mut |events| {
+            for e in events {
+                assert_eq!(e.index, out.len(), "results come in input order");
+                out.push(e.label);
+            }
         },
     );
     assert_eq!(out.len(), files.len());
@@ -190,6 +205,44 @@ fn english_speech_matches_the_sentences() {
 }
 
 #[test]
+fn packed_clips_read_like_clips_decoded_alone() {
+    let packed = clip_labels();
+    let alone = transcribe_with(&speech().clips, &TranscribeOptions::default(), false);
+    let joined = |labels: &[FileLabel]| labels.iter().map(text).collect::<Vec<_>>().join(" ");
+    let reference = SENTENCES.join(" ");
+    let (packed_wer, alone_wer) = (
+        wer(&reference, &joined(packed)),
+        wer(&reference, &joined(&alone)),
+    );
+    eprintln!(
+        "WER packed {:.1} %, alone {:.1} %",
+        packed_wer * 100.0,
+        alone_wer * 100.0
+    );
+    assert!(
+        packed_wer <= alone_wer + 0.02,
+        "packed {packed_wer:.3} vs alone {alone_wer:.3}"
+    );
+    for ((p, a), sentence) in packed.iter().zip(&alone).zip(SENTENCES) {
+        // Each clip gets its own sentence, not a neighbour's words (a leak adds a whole
+        // sentence: WER near 1; the synthetic voice alone costs up to ~0.3).
+        assert!(
+            wer(sentence, text(p)) <= 0.4,
+            "{sentence:?} -> {:?}",
+            p.text
+        );
+        assert_eq!(p.language, a.language);
+        let duration = p.duration.unwrap_or(0.0);
+        for s in p.segments.as_deref().unwrap_or(&[]) {
+            assert!(
+                s.start >= 0.0 && s.end <= duration + 1e-6,
+                "{s:?} in {duration} s"
+            );
+        }
+    }
+}
+
+#[test]
 fn every_container_and_codec_transcribes_alike() {
     let dir = scratch_dir("label-formats");
     let formats = [
@@ -257,8 +310,26 @@ fn detects_english_german_and_french() {
             path
         })
         .collect();
-    let labels = transcribe(&paths, &TranscribeOptions::default());
-    for ((code, _, _, sentence), label) in cases.iter().zip(&labels) {
+    // English clips between them: packed windows mix languages, which must not leak.
+    let mixed = [
+        paths[0].clone(),
+        speech().clips[0].clone(),
+        paths[1].clone(),
+        speech().clips[1].clone(),
+        paths[2].clone(),
+    ];
+    let mixed_labels = transcribe(&mixed, &TranscribeOptions::default());
+    for (k, label) in [1, 3].into_iter().map(|k| (k, &mixed_labels[k])) {
+        assert_eq!(label.language.as_deref(), Some("en"), "{label:?}");
+        let rate = wer(SENTENCES[k / 2], text(label));
+        assert!(
+            rate <= 0.25,
+            "English clip {k}: WER {rate:.2}: {:?}",
+            label.text
+        );
+    }
+    let labels = [&mixed_labels[0], &mixed_labels[2], &mixed_labels[4]];
+    for ((code, _, _, sentence), label) in cases.iter().zip(labels) {
         assert_eq!(label.language.as_deref(), Some(*code), "{:?}", label.text);
         assert!(label.language_probability.unwrap_or(0.0) > 0.5, "{label:?}");
         let rate = wer(sentence, text(label));
@@ -356,6 +427,48 @@ fn word_timestamps_lie_inside_their_segments_in_order() {
         let first = segments[0].words.as_deref().unwrap_or(&[])[0].start;
         assert!(first < 1.0, "first word at {first}");
     }
+}
+
+#[test]
+fn long_recordings_with_word_times_get_a_segment_per_sentence() {
+    require_tool("sox");
+    let dir = scratch_dir("label-long-words");
+    let long = dir.path().join("long.wav");
+    // About 45 s: two pieces, each decoded without timestamps.
+    let mut args: Vec<String> = speech().clips[..10]
+        .iter()
+        .map(|c| c.display().to_string())
+        .collect();
+    args.push(long.display().to_string());
+    let status = Command::new("sox").args(&args).status().expect("sox");
+    assert!(status.success());
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        ..TranscribeOptions::default()
+    };
+    let label = &transcribe(std::slice::from_ref(&long), &options)[0];
+    let duration = label.duration.unwrap_or(0.0);
+    assert!(duration > 35.0, "only {duration} s");
+    let segments = label.segments.as_deref().unwrap_or(&[]);
+    assert!(
+        segments.len() >= 8,
+        "{} segments for 10 sentences",
+        segments.len()
+    );
+    let mut last = 0.0;
+    for s in segments {
+        assert!(
+            s.start >= last && s.end > s.start && s.end <= duration + 1e-6,
+            "{s:?}"
+        );
+        last = s.end;
+        let words = s.words.as_deref().unwrap_or(&[]);
+        let joined: String = words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(joined.trim(), s.text.trim());
+    }
+    let reference = SENTENCES[..10].join(" ");
+    let rate = wer(&reference, text(label));
+    assert!(rate <= MAX_WER, "WER {rate:.3}: {:?}", label.text);
 }
 
 #[test]
@@ -515,4 +628,90 @@ fn unknown_models_say_where_they_looked() {
     .expect_err("no dir");
     assert!(error.contains("/nowhere/model"), "{error}");
     let _ = speech().dir.path();
+}
+
+#[test]
+fn clip_language_detection_is_right_or_unsure() {
+    // Packing trusts a clip's language detected from its own frames only above a
+    // probability; below it the clip is decoded alone. Above it, it must be right.
+    let dir = scratch_dir("label-clip-languages");
+    let cases = [
+        (
+            "en",
+            "en-us",
+            130,
+            "The weather is lovely today and we are going for a walk.",
+        ),
+        (
+            "de",
+            "de",
+            120,
+            "Das Wetter ist heute sehr schön, und wir gehen im Park spazieren.",
+        ),
+        (
+            "fr",
+            "fr",
+            150,
+            "Bonjour à tous, je voudrais une tasse de café et un croissant.",
+        ),
+        (
+            "es",
+            "es",
+            140,
+            "Mañana vamos a la playa con mis amigos y comeremos paella.",
+        ),
+        (
+            "it",
+            "it",
+            140,
+            "Domani andiamo al mare con i nostri amici e mangiamo la pizza.",
+        ),
+        (
+            "de",
+            "de",
+            120,
+            "Ich habe gestern einen langen Brief an meine Großmutter geschrieben.",
+        ),
+    ];
+    let mut paths: Vec<(&str, PathBuf)> = Vec::new();
+    for (k, (code, voice, speed, sentence)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("{code}{k}.wav"));
+        espeak(voice, *speed, sentence, &path);
+        paths.push((code, path));
+    }
+    paths.extend(speech().clips.iter().map(|c| ("en", c.clone())));
+    let request = audiodecode::LoadRequest {
+        sample_rate: Some(16_000),
+        channels: audiodecode::ChannelMode::Mono,
+        ..audiodecode::LoadRequest::default()
+    };
+    let inputs: Vec<PieceInput> = paths
+        .iter()
+        .map(|(_, p)| {
+            let audio = audiodecode::load(p, &request, 1).expect("load");
+            let samples = audio.planes.into_iter().next().unwrap_or_default();
+            PieceInput {
+                features: engine().front.window_features(&samples),
+                samples: samples.len(),
+                language: None,
+                group: 0,
+                without_timestamps: false,
+                sound: 0..samples.len(),
+            }
+        })
+        .collect();
+    let clips: Vec<&PieceInput> = inputs.iter().collect();
+    let detected = engine().detect_clip_languages(&clips).expect("detect");
+    let mut sure = 0;
+    for ((code, path), (language, probability)) in paths.iter().zip(&detected) {
+        if *probability >= MIN_CLIP_LANGUAGE_PROBABILITY {
+            sure += 1;
+            assert_eq!(language, code, "{} at {probability}", path.display());
+        }
+    }
+    assert!(
+        sure * 10 >= paths.len() * 8,
+        "only {sure} of {} sure",
+        paths.len()
+    );
 }

@@ -4,7 +4,7 @@
 
 use super::engine::PieceOutput;
 use super::vocab::Vocab;
-use super::Word;
+use super::{Segment, Word};
 
 /// Encoder frames per second (the encoder halves the 100 Hz mel rate).
 const FRAMES_PER_SECOND: f64 = 50.0;
@@ -211,4 +211,40 @@ fn merge_punctuation(timings: &mut [Timing]) {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// Splits segments that carry word times at sentence ends. A piece decoded without
+/// timestamps is one segment of up to 30 s; its words give sentence-sized segments back.
+pub fn split_sentences(segments: Vec<Segment>) -> Vec<Segment> {
+    let mut out = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let Some(words) = segment.words.clone().filter(|w| w.len() > 1) else {
+            out.push(segment);
+            continue;
+        };
+        let mut sentence: Vec<Word> = Vec::new();
+        let last = words.len() - 1;
+        for (i, word) in words.into_iter().enumerate() {
+            let ends = word
+                .word
+                .trim_end()
+                .chars()
+                .last()
+                .is_some_and(|c| SENTENCE_END.contains(c));
+            sentence.push(word);
+            if ends || i == last {
+                let first = &sentence[0];
+                let end = sentence.last().map_or(first.end, |w| w.end);
+                out.push(Segment {
+                    start: first.start,
+                    end,
+                    text: sentence.iter().map(|w| w.word.as_str()).collect(),
+                    tokens: Vec::new(),
+                    words: Some(std::mem::take(&mut sentence)),
+                    ..segment.clone()
+                });
+            }
+        }
+    }
+    out
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use audiodecode_protocol::TranscribeOptions;
 use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
 
-use super::align::{align_words, AlignInput};
+use super::align::{align_words, split_sentences, AlignInput};
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
 use super::vocab::{Vocab, TIME_PRECISION};
@@ -16,6 +16,8 @@ use super::Segment;
 
 /// Whisper's decoder context; prompt plus output must fit.
 const MAX_LENGTH: usize = 448;
+/// Clips per language-detection call.
+const DETECTION_BATCH: usize = 8;
 
 /// What selects a loaded model: the same key reuses it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +105,12 @@ pub struct PieceInput {
     pub language: Option<String>,
     /// Pieces of one file share a group, so they share one detected language.
     pub group: usize,
+    /// Decode without timestamp tokens: the piece becomes one segment over `sound`.
+    /// Pieces of long recordings are decoded this way: fewer tokens, and Whisper does not
+    /// jump over sentences as it can when it predicts timestamps.
+    pub without_timestamps: bool,
+    /// Samples from the first to the last audible moment of the piece.
+    pub sound: std::ops::Range<usize>,
 }
 
 /// Result for one piece, times relative to the piece start.
@@ -204,7 +212,14 @@ impl WhisperEngine {
 
         let prompts: Vec<Vec<u32>> = languages
             .iter()
-            .map(|(lang, _)| self.prompt(lang, options))
+            .zip(pieces)
+            .map(|((lang, _), piece)| {
+                self.prompt(
+                    lang,
+                    options,
+                    piece.without_timestamps || options.without_timestamps,
+                )
+            })
             .collect();
         let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
         let mut fallback_pool: Vec<Vec<Attempt>> = (0..pieces.len()).map(|_| Vec::new()).collect();
@@ -270,7 +285,7 @@ impl WhisperEngine {
             let (language, language_probability) = languages[i].clone();
             let segments = match attempt {
                 Some(a) if !self.is_no_speech(&a, options) => {
-                    self.segments(&a, pieces[i].samples, options)
+                    self.segments(&a, &pieces[i], options)
                 }
                 _ => Vec::new(),
             };
@@ -283,6 +298,11 @@ impl WhisperEngine {
         let t3 = std::time::Instant::now();
         if options.word_timestamps {
             self.add_words(pieces, &mut outputs, &encoded, options)?;
+            for (output, piece) in outputs.iter_mut().zip(pieces) {
+                if piece.without_timestamps {
+                    output.segments = split_sentences(std::mem::take(&mut output.segments));
+                }
+            }
         }
         if trace {
             eprintln!(
@@ -295,6 +315,54 @@ impl WhisperEngine {
             );
         }
         Ok(outputs)
+    }
+
+    /// Language and probability of each clip, from an encoder pass over the clip's own
+    /// frames rather than a padded 30 s window (CTranslate2 accepts shorter inputs): clips
+    /// of 2–15 s cost a fraction of a window each, so they can be detected one by one and
+    /// then packed with clips of their language. Clips of similar length share a call,
+    /// padded with 0.0 features as faster-whisper pads.
+    pub fn detect_clip_languages(
+        &self,
+        clips: &[&PieceInput],
+    ) -> Result<Vec<(String, f32)>, String> {
+        let n_mels = self.front.n_mels();
+        let frames_of = |p: &PieceInput| p.samples.div_ceil(HOP).clamp(2, WINDOW_FRAMES);
+        let mut order: Vec<usize> = (0..clips.len()).collect();
+        order.sort_by_key(|&i| frames_of(clips[i]));
+        let mut found = vec![("en".to_string(), 0.0f32); clips.len()];
+        for group in order.chunks(DETECTION_BATCH) {
+            let frames = group
+                .iter()
+                .map(|&i| frames_of(clips[i]))
+                .max()
+                .unwrap_or(2);
+            let frames = frames.next_multiple_of(2);
+            let mut features = vec![0.0f32; group.len() * n_mels * frames];
+            for (k, &i) in group.iter().enumerate() {
+                let own = frames_of(clips[i]);
+                for m in 0..n_mels {
+                    let src = &clips[i].features[m * WINDOW_FRAMES..m * WINDOW_FRAMES + own];
+                    let at = (k * n_mels + m) * frames;
+                    features[at..at + own].copy_from_slice(src);
+                }
+            }
+            let shape = [group.len(), n_mels, frames];
+            let view = StorageView::new(&shape, &mut features, Device::CPU)
+                .map_err(|e| format!("model input: {e}"))?;
+            let detected = self
+                .model
+                .detect_language(&view)
+                .map_err(|e| format!("language detection: {e}"))?;
+            for (&i, d) in group.iter().zip(detected) {
+                if let Some(best) = d.first() {
+                    if let Some(code) = self.vocab.language_of_token(&best.language) {
+                        found[i] = (code.to_string(), best.probability);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// A window whose no-speech probability is high and whose text is unlikely is silence.
@@ -353,7 +421,7 @@ impl WhisperEngine {
             .collect())
     }
 
-    fn prompt(&self, language: &str, options: &TranscribeOptions) -> Vec<u32> {
+    fn prompt(&self, language: &str, options: &TranscribeOptions, plain: bool) -> Vec<u32> {
         let v = &self.vocab;
         let mut prompt = Vec::new();
         let previous: Vec<u32> = options
@@ -374,7 +442,7 @@ impl WhisperEngine {
             prompt.extend(&previous[skip..]);
         }
         prompt.extend(self.sot_sequence(language, options));
-        if options.without_timestamps {
+        if plain {
             prompt.push(v.no_timestamps);
         }
         prompt
@@ -500,13 +568,25 @@ impl WhisperEngine {
     }
 
     /// Splits a piece's tokens into segments at consecutive timestamp tokens.
-    fn segments(&self, a: &Attempt, samples: usize, options: &TranscribeOptions) -> Vec<Segment> {
+    fn segments(
+        &self,
+        a: &Attempt,
+        piece: &PieceInput,
+        options: &TranscribeOptions,
+    ) -> Vec<Segment> {
         let v = &self.vocab;
-        let duration = samples as f64 / f64::from(super::mel::SAMPLE_RATE);
+        let rate = f64::from(super::mel::SAMPLE_RATE);
+        let duration = piece.samples as f64 / rate;
         let ts = |t: u32| f64::from(t - v.timestamp_begin()) * TIME_PRECISION;
         let mut spans: Vec<(f64, f64, Vec<u32>)> = Vec::new();
-        if options.without_timestamps || !a.tokens.iter().any(|&t| v.is_timestamp(t)) {
-            spans.push((0.0, duration, a.tokens.clone()));
+        let plain = piece.without_timestamps || options.without_timestamps;
+        if plain || !a.tokens.iter().any(|&t| v.is_timestamp(t)) {
+            let text: Vec<u32> = a.tokens.iter().copied().filter(|&t| t < v.eot).collect();
+            let (start, end) = (
+                piece.sound.start as f64 / rate,
+                piece.sound.end as f64 / rate,
+            );
+            spans.push((start, end.max(start), text));
         } else {
             let mut start: Option<f64> = None;
             let mut text: Vec<u32> = Vec::new();

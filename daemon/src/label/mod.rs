@@ -8,6 +8,7 @@ pub mod align;
 pub mod engine;
 pub mod mel;
 pub mod model;
+pub mod pack;
 pub mod pieces;
 pub mod record;
 pub mod run;

@@ -30,7 +30,7 @@ pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
         let first = (start + SEARCH_FROM_SAMPLES) / HOP;
         // The cut must leave this piece within 30 s.
         let last = ((start + WINDOW_SAMPLES) / HOP).saturating_sub(1);
-        let cut_frame = longest_pause(&energy, first, last)
+        let cut_frame = last_pause(&energy, first, last)
             .unwrap_or_else(|| quietest_window(&prefix, first, last));
         let cut = (cut_frame * HOP).clamp(start + HOP, start + WINDOW_SAMPLES);
         pieces.push(start..cut);
@@ -40,15 +40,17 @@ pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
     pieces
 }
 
-/// Centre of the longest run of frames near the quietest level in `first..=last`: the gap
-/// between sentences rather than a short stop inside a word. `None` without a 100 ms run.
-fn longest_pause(energy: &[f64], first: usize, last: usize) -> Option<usize> {
+/// Centre of the last pause near the quietest level in `first..=last`: the latest run of
+/// quiet frames lasting 200 ms (longer than the stops inside words; faster-whisper's batched
+/// pipeline cuts at 160 ms of VAD silence), so that pieces stay long and few; without one,
+/// the longest run of at least 100 ms. `None` without either.
+fn last_pause(energy: &[f64], first: usize, last: usize) -> Option<usize> {
     let last = last.min(energy.len().saturating_sub(1));
     let range = energy.get(first..=last)?;
     let floor = range.iter().copied().fold(f64::INFINITY, f64::min);
     // Within 3 dB of the floor, or digitally near-silent (−60 dBFS).
     let quiet = (floor * 2.0).max(1e-6 * HOP as f64);
-    let mut best: Option<(usize, usize)> = None;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut run_start = None;
     // A loud sentinel after the range closes a run that reaches its end.
     let flags = range
@@ -59,15 +61,16 @@ fn longest_pause(energy: &[f64], first: usize, last: usize) -> Option<usize> {
         match (is_quiet, run_start) {
             (true, None) => run_start = Some(f),
             (false, Some(s)) => {
-                if best.is_none_or(|(bs, be)| f - s >= be - bs) {
-                    best = Some((s, f));
-                }
+                runs.push((s, f));
                 run_start = None;
             }
             _ => {}
         }
     }
-    best.filter(|(s, e)| e - s >= PAUSE_FRAMES / 2)
+    let latest_long = runs.iter().rev().find(|(s, e)| e - s >= PAUSE_FRAMES);
+    let longest = runs.iter().max_by_key(|(s, e)| e - s);
+    latest_long
+        .or(longest.filter(|(s, e)| e - s >= PAUSE_FRAMES / 2))
         .map(|(s, e)| (s + e) / 2)
 }
 
@@ -88,9 +91,30 @@ fn quietest_window(prefix: &[f64], first: usize, last: usize) -> usize {
     best + PAUSE_FRAMES / 2
 }
 
+/// Samples from the first to the last 10 ms frame above −50 dBFS RMS: where a segment of a
+/// piece decoded without timestamps starts and ends. Empty (`0..0`) for silence.
+pub fn sound_span(samples: &[f32]) -> std::ops::Range<usize> {
+    const LOUD_MEAN_SQUARE: f32 = 1e-5; // −50 dBFS
+    let loud = |c: &[f32]| c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32 > LOUD_MEAN_SQUARE;
+    let first = samples.chunks(HOP).position(loud);
+    let last = samples.chunks(HOP).rposition(loud);
+    match (first, last) {
+        (Some(a), Some(b)) => a * HOP..((b + 1) * HOP).min(samples.len()),
+        _ => 0..0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sound_span_skips_leading_and_trailing_quiet() {
+        let mut samples = vec![0.0f32; 16_000];
+        samples[3_200..8_000].fill(0.2);
+        assert_eq!(sound_span(&samples), 3_200..8_000);
+        assert_eq!(sound_span(&[0.0; 800]), 0..0);
+    }
 
     #[test]
     fn short_audio_is_one_piece() {

@@ -10,8 +10,9 @@ use audiodecode_protocol::TranscribeOptions;
 use crossbeam_channel::bounded;
 
 use super::engine::{PieceInput, PieceOutput, WhisperEngine};
-use super::mel::SAMPLE_RATE;
-use super::pieces::cut_pieces;
+use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
+use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
+use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
 use crate::error::DecodeError;
 use crate::pipeline::{load, LoadRequest};
@@ -47,17 +48,43 @@ pub fn auto_batch_size(cuda: bool) -> usize {
     }
 }
 
-/// Labels `files`, calling `sink` once per file in input order. Per-file problems become
-/// error records; `Err` only when the model itself fails to run at all.
+/// How a labeling run spreads its work.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// Decode and feature threads.
+    pub workers: usize,
+    /// Windows per model call.
+    pub batch_size: usize,
+    /// Short clips share 30 s windows (see [`super::pack`]).
+    pub pack: bool,
+    /// Files taken into one block at most. A block is labelled to the end before the next
+    /// starts, so its windows and batches depend only on its files: a run resumed at a block
+    /// boundary gives the results an uninterrupted run would. Its audio is what is held.
+    pub block_files: usize,
+}
+
+/// Files in one block unless the caller says otherwise (see [`Schedule::block_files`]).
+pub const DEFAULT_BLOCK_FILES: usize = 64;
+/// Pieces in one block at most, in batches (bounds memory on long recordings).
+const BLOCK_BATCHES: usize = 8;
+
+/// Labels `files`, handing results to `sink` in input order, a block of files at a time
+/// (one call per block, so a writer can append a block at once). Per-file problems become
+/// error records.
 pub fn label_files(
     engine: &WhisperEngine,
     files: &[String],
     options: &TranscribeOptions,
-    workers: usize,
-    batch_size: usize,
+    schedule: Schedule,
     cancel: &AtomicBool,
-    sink: &mut dyn FnMut(LabelEvent),
+    sink: &mut dyn FnMut(Vec<LabelEvent>),
 ) {
+    let Schedule {
+        workers,
+        batch_size,
+        pack,
+        block_files,
+    } = schedule;
     let batch_size = batch_size.max(1);
     let next_file = AtomicUsize::new(0);
     let (tx, rx) = bounded::<Ready>(batch_size * 2);
@@ -82,33 +109,63 @@ pub fn label_files(
             engine,
             options,
             files,
+            // Per-piece language detection cannot be shared by a window of several files.
+            pack: pack.then(BTreeMap::new).filter(|_| !options.multilingual),
+            undetected: Vec::new(),
             queue: Vec::new(),
             partial: HashMap::new(),
             languages: HashMap::new(),
             finished: BTreeMap::new(),
             next_out: 0,
         };
-        let mut channel_open = true;
-        while channel_open || !state.queue.is_empty() {
-            // Fill a batch; block only while the workers can still deliver.
-            while state.queue.len() < batch_size && channel_open {
-                match rx.recv() {
-                    Ok(ready) => state.accept(ready),
-                    Err(_) => channel_open = false,
-                }
+        // Workers finish files out of order; blocks take them in order.
+        let mut early: BTreeMap<usize, Ready> = BTreeMap::new();
+        let mut next_in = 0usize;
+        while next_in < files.len() && !cancel.load(Ordering::Relaxed) {
+            let mut taken = 0usize;
+            while next_in < files.len()
+                && taken < block_files.max(1)
+                && state.queue.len() < BLOCK_BATCHES * batch_size
+            {
+                let ready = match early.remove(&next_in) {
+                    Some(ready) => ready,
+                    None => match rx.recv() {
+                        Ok(ready) => {
+                            early.insert(ready.index(), ready);
+                            continue;
+                        }
+                        // Workers stop only when cancelled.
+                        Err(_) => break,
+                    },
+                };
+                state.accept(ready);
+                next_in += 1;
+                taken += 1;
             }
-            if cancel.load(Ordering::Relaxed) {
+            state.detect_and_pack();
+            state.close_windows();
+            while !state.queue.is_empty() && !cancel.load(Ordering::Relaxed) {
+                let take = state.queue.len().min(batch_size);
+                let batch: Vec<QueuedPiece> = state.queue.drain(..take).collect();
+                state.run_batch(batch);
+            }
+            state.flush(sink);
+            if taken == 0 {
                 break;
             }
-            let take = state.queue.len().min(batch_size);
-            let batch: Vec<QueuedPiece> = state.queue.drain(..take).collect();
-            state.run_batch(batch);
-            state.flush(sink);
         }
-        state.flush(sink);
         // Unblock workers still sending, then let the scope join them.
         drop(rx);
     });
+}
+
+impl Ready {
+    fn index(&self) -> usize {
+        match self {
+            Ready::File(prepared) => prepared.index,
+            Ready::Failed(index, _) => *index,
+        }
+    }
 }
 
 fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
@@ -133,17 +190,21 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     };
     let duration = decoded.duration();
     let samples = decoded.planes.into_iter().next().unwrap_or_default();
+    let long = samples.len() > WINDOW_SAMPLES;
     let features = catch_unwind(AssertUnwindSafe(|| {
         cut_pieces(&samples)
             .into_iter()
             .filter(|range| !is_silent(&samples[range.clone()]))
             .map(|range| {
                 let offset = range.start as f64 / f64::from(SAMPLE_RATE);
+                let audio = &samples[range.clone()];
                 let piece = PieceInput {
-                    features: engine.front.window_features(&samples[range.clone()]),
+                    features: engine.front.window_features(audio),
                     samples: range.len(),
                     language: None,
                     group: index,
+                    without_timestamps: long,
+                    sound: sound_span(audio),
                 };
                 (offset, piece)
             })
@@ -213,10 +274,36 @@ fn speech_holes(
         .collect()
 }
 
+/// One window for the model and whose audio is in it.
 struct QueuedPiece {
+    input: PieceInput,
+    /// The files' pieces in the window: one, or several packed short clips.
+    members: Vec<Member>,
+    /// The language its packed clips were detected in, which the window's own detection
+    /// must confirm.
+    expected_language: Option<String>,
+}
+
+struct Member {
     file: usize,
     piece: usize,
-    input: PieceInput,
+    /// Where the clip lies in a packed window (unused for a window of its own).
+    slot: Slot,
+}
+
+impl QueuedPiece {
+    fn alone(file: usize, piece: usize, input: PieceInput) -> Self {
+        let slot = Slot {
+            file,
+            offset: 0,
+            samples: input.samples,
+        };
+        Self {
+            input,
+            members: vec![Member { file, piece, slot }],
+            expected_language: None,
+        }
+    }
 }
 
 /// A file whose pieces are in flight.
@@ -229,12 +316,22 @@ struct Partial {
     samples: Vec<f32>,
     /// Skipped speech has been looked for (once per file).
     holes_checked: bool,
+    /// A short clip's own window, kept while it is packed with others in case its share of
+    /// the packed result cannot be told apart.
+    own_window: Option<PieceInput>,
+    /// A short clip's language detected from its own frames, and its probability.
+    detected: Option<(String, f32)>,
 }
 
 struct ModelLoop<'a> {
     engine: &'a WhisperEngine,
     options: &'a TranscribeOptions,
     files: &'a [String],
+    /// Short clips waiting to share a window, by the language the window is decoded in
+    /// (`""` when it is given or the model is English-only); `None` when packing is off.
+    pack: Option<BTreeMap<String, Packer>>,
+    /// Short clips whose language is detected (from their own frames) before packing.
+    undetected: Vec<usize>,
     queue: Vec<QueuedPiece>,
     partial: HashMap<usize, Partial>,
     /// Language detected on a file's first piece, used for its later pieces.
@@ -261,20 +358,25 @@ impl ModelLoop<'_> {
                     self.finished.insert(prepared.index, label);
                     return;
                 }
+                let index = prepared.index;
                 let count = prepared.pieces.len();
                 let mut ranges = Vec::with_capacity(count);
+                let mut own_window = None;
+                let packable = count == 1
+                    && self.pack.is_some()
+                    && Packer::packable(prepared.pieces[0].1.samples);
                 for (piece, (offset, mut input)) in prepared.pieces.into_iter().enumerate() {
                     let start = (offset * f64::from(SAMPLE_RATE)).round() as usize;
                     ranges.push(start..start + input.samples);
                     input.language = self.options.language.clone();
-                    self.queue.push(QueuedPiece {
-                        file: prepared.index,
-                        piece,
-                        input,
-                    });
+                    if packable {
+                        own_window = Some(input);
+                    } else {
+                        self.queue.push(QueuedPiece::alone(index, piece, input));
+                    }
                 }
                 self.partial.insert(
-                    prepared.index,
+                    index,
                     Partial {
                         duration: prepared.duration,
                         ranges,
@@ -282,45 +384,187 @@ impl ModelLoop<'_> {
                         error: None,
                         samples: prepared.samples,
                         holes_checked: false,
+                        own_window,
+                        detected: None,
                     },
                 );
+                if packable {
+                    let detect = self.options.language.is_none() && self.engine.is_multilingual();
+                    if detect {
+                        self.undetected.push(index);
+                    } else {
+                        self.pack_clip(index, String::new());
+                    }
+                }
             }
         }
     }
 
-    fn run_batch(&mut self, batch: Vec<QueuedPiece>) {
-        let (ids, inputs): (Vec<(usize, usize)>, Vec<PieceInput>) = batch
+    /// Detects the language of the clips waiting for it and packs each with clips of its
+    /// language; a clip whose detection is unsure is decoded alone.
+    fn detect_and_pack(&mut self) {
+        let files = std::mem::take(&mut self.undetected);
+        let clips: Vec<&PieceInput> = files
+            .iter()
+            .filter_map(|f| self.partial.get(f).and_then(|p| p.own_window.as_ref()))
+            .collect();
+        if clips.is_empty() {
+            return;
+        }
+        let detected = if clips.len() == files.len() {
+            catch_unwind(AssertUnwindSafe(|| {
+                self.engine.detect_clip_languages(&clips)
+            }))
+            .unwrap_or_else(|_| Err("the model panicked".into()))
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if detected.len() != files.len() {
+            // Decoding alone detects again and reports a model failure per file.
+            for file in files {
+                self.queue_alone(file);
+            }
+            return;
+        }
+        for (file, (language, probability)) in files.into_iter().zip(detected) {
+            if probability < MIN_CLIP_LANGUAGE_PROBABILITY {
+                self.queue_alone(file);
+                continue;
+            }
+            if let Some(p) = self.partial.get_mut(&file) {
+                p.detected = Some((language.clone(), probability));
+            }
+            self.pack_clip(file, language);
+        }
+    }
+
+    /// Adds a short clip to the open window of its language, closing that window first
+    /// when the clip does not fit.
+    fn pack_clip(&mut self, file: usize, language: String) {
+        let Some(p) = self.partial.get(&file) else {
+            return;
+        };
+        let Some(range) = p.ranges.first().cloned() else {
+            return;
+        };
+        let full = self
+            .pack
+            .as_ref()
+            .and_then(|packs| packs.get(&language))
+            .is_some_and(|packer| !packer.fits(range.len()));
+        if full {
+            self.close_window(&language);
+        }
+        if let (Some(packs), Some(p)) = (&mut self.pack, self.partial.get(&file)) {
+            packs
+                .entry(language)
+                .or_default()
+                .push(file, &p.samples[range]);
+        }
+    }
+
+    /// Queues every open window of packed clips.
+    fn close_windows(&mut self) {
+        let languages: Vec<String> = self
+            .pack
+            .as_ref()
+            .map(|packs| packs.keys().cloned().collect())
+            .unwrap_or_default();
+        for language in languages {
+            self.close_window(&language);
+        }
+    }
+
+    /// Queues the open window of `language` (a lone clip goes as its own window).
+    fn close_window(&mut self, language: &str) {
+        let Some(packer) = self
+            .pack
+            .as_mut()
+            .and_then(|packs| packs.get_mut(language))
+            .filter(|p| !p.is_empty())
+        else {
+            return;
+        };
+        let (audio, slots) = packer.take();
+        if let [slot] = slots.as_slice() {
+            self.queue_alone(slot.file);
+            return;
+        }
+        // Clips grouped by detected language: the window detects again, to confirm.
+        let expected_language = (!language.is_empty()).then(|| language.to_string());
+        let input = PieceInput {
+            features: self.engine.front.window_features(&audio),
+            samples: audio.len(),
+            language: if expected_language.is_some() {
+                None
+            } else {
+                self.options.language.clone()
+            },
+            group: slots[0].file,
+            without_timestamps: false,
+            sound: 0..audio.len(),
+        };
+        let members = slots
             .into_iter()
-            .map(|mut q| {
-                if !self.options.multilingual && q.input.language.is_none() {
-                    q.input.language = self.languages.get(&q.file).cloned();
-                }
-                ((q.file, q.piece), q.input)
+            .map(|slot| Member {
+                file: slot.file,
+                piece: 0,
+                slot,
             })
-            .unzip();
+            .collect();
+        self.queue.push(QueuedPiece {
+            input,
+            members,
+            expected_language,
+        });
+    }
+
+    /// Queues a short clip's own window: it was packed alone, or its packed result was
+    /// unclear.
+    fn queue_alone(&mut self, file: usize) {
+        if let Some(input) = self
+            .partial
+            .get_mut(&file)
+            .and_then(|p| p.own_window.take())
+        {
+            self.queue.push(QueuedPiece::alone(file, 0, input));
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<QueuedPiece>) {
+        let mut members: Vec<(Vec<Member>, Option<String>)> = Vec::with_capacity(batch.len());
+        let mut inputs: Vec<PieceInput> = Vec::with_capacity(batch.len());
+        for mut q in batch {
+            if let [only] = q.members.as_slice() {
+                if !self.options.multilingual && q.input.language.is_none() {
+                    q.input.language = self.languages.get(&only.file).cloned();
+                }
+            }
+            members.push((q.members, q.expected_language));
+            inputs.push(q.input);
+        }
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.engine.transcribe(&inputs, self.options)
         }))
         .unwrap_or_else(|_| Err("the model panicked".to_string()));
         match result {
             Ok(outputs) => {
-                for (&(file, piece), output) in ids.iter().zip(outputs) {
-                    self.languages
-                        .entry(file)
-                        .or_insert_with(|| output.language.clone());
-                    if let Some(p) = self.partial.get_mut(&file) {
-                        p.outputs[piece] = Some(output);
+                for ((members, expected), output) in members.into_iter().zip(outputs) {
+                    match members.as_slice() {
+                        [only] => self.store(only.file, only.piece, output),
+                        _ => self.unpack(&members, &output, expected.as_deref()),
                     }
                 }
             }
             Err(message) => {
-                for &(file, piece) in &ids {
-                    if let Some(p) = self.partial.get_mut(&file) {
+                for member in members.iter().flat_map(|(m, _)| m) {
+                    if let Some(p) = self.partial.get_mut(&member.file) {
                         p.error = Some(format!(
                             "{}: transcription failed: {message}",
-                            self.files[file]
+                            self.files[member.file]
                         ));
-                        p.outputs[piece] = Some(PieceOutput {
+                        p.outputs[member.piece] = Some(PieceOutput {
                             language: String::new(),
                             language_probability: 0.0,
                             segments: Vec::new(),
@@ -363,6 +607,43 @@ impl ModelLoop<'_> {
         }
     }
 
+    fn store(&mut self, file: usize, piece: usize, output: PieceOutput) {
+        self.languages
+            .entry(file)
+            .or_insert_with(|| output.language.clone());
+        if let Some(p) = self.partial.get_mut(&file) {
+            p.own_window = None;
+            p.outputs[piece] = Some(output);
+        }
+    }
+
+    /// Gives each clip of a packed window its segments, or queues it alone when its share
+    /// is unclear or the window was heard in another language than its clips were detected
+    /// in. A clip's language probability is its own detection's.
+    fn unpack(&mut self, members: &[Member], output: &PieceOutput, expected: Option<&str>) {
+        let shares = if expected.is_none_or(|l| l == output.language) {
+            let slots: Vec<Slot> = members.iter().map(|m| m.slot.clone()).collect();
+            split_window(output, &slots)
+        } else {
+            vec![None; members.len()]
+        };
+        for (member, share) in members.iter().zip(shares) {
+            match share {
+                Some(mut share) => {
+                    let detected = self
+                        .partial
+                        .get(&member.file)
+                        .and_then(|p| p.detected.clone());
+                    if let Some((_, probability)) = detected {
+                        share.language_probability = probability;
+                    }
+                    self.store(member.file, member.piece, share)
+                }
+                None => self.queue_alone(member.file),
+            }
+        }
+    }
+
     /// Whisper sometimes jumps over a sentence inside a window (its next timestamp lands past
     /// it) or stops before the window ends. Stretches of speech that no segment covers are
     /// decoded again as pieces of their own, once. Returns whether any were queued.
@@ -370,7 +651,9 @@ impl ModelLoop<'_> {
         let Some(p) = self.partial.get_mut(&index) else {
             return false;
         };
-        if p.holes_checked || p.error.is_some() || self.options.without_timestamps {
+        // Long recordings are decoded without timestamps: each piece is covered whole.
+        let long = p.samples.len() > WINDOW_SAMPLES;
+        if p.holes_checked || p.error.is_some() || self.options.without_timestamps || long {
             return false;
         }
         p.holes_checked = true;
@@ -405,31 +688,34 @@ impl ModelLoop<'_> {
         };
         for hole in holes {
             let piece = p.ranges.len();
+            let audio = &p.samples[hole.clone()];
             let input = PieceInput {
-                features: self.engine.front.window_features(&p.samples[hole.clone()]),
+                features: self.engine.front.window_features(audio),
                 samples: hole.len(),
                 language: language.clone(),
                 group: index,
+                without_timestamps: false,
+                sound: sound_span(audio),
             };
             p.ranges.push(hole);
             p.outputs.push(None);
-            self.queue.push(QueuedPiece {
-                file: index,
-                piece,
-                input,
-            });
+            self.queue.push(QueuedPiece::alone(index, piece, input));
         }
         true
     }
 
-    /// Hands out finished files while they are next in input order.
-    fn flush(&mut self, sink: &mut dyn FnMut(LabelEvent)) {
+    /// Hands out finished files that are next in input order, together.
+    fn flush(&mut self, sink: &mut dyn FnMut(Vec<LabelEvent>)) {
+        let mut events = Vec::new();
         while let Some(label) = self.finished.remove(&self.next_out) {
-            sink(LabelEvent {
+            events.push(LabelEvent {
                 index: self.next_out,
                 label,
             });
             self.next_out += 1;
+        }
+        if !events.is_empty() {
+            sink(events);
         }
     }
 }

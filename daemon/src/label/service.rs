@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use audiodecode_protocol::{ErrorInfo, ErrorKind, Response, TranscribeSpec};
 
-use super::run::{auto_batch_size, label_files};
+use super::run::{auto_batch_size, label_files, Schedule, DEFAULT_BLOCK_FILES};
 use super::{ModelKey, WhisperEngine};
 
 #[derive(Default)]
@@ -68,16 +68,22 @@ pub fn serve_transcribe(
         &engine,
         &spec.paths,
         &spec.options,
-        workers,
-        batch_size,
+        Schedule {
+            workers,
+            batch_size,
+            pack: true,
+            block_files: DEFAULT_BLOCK_FILES,
+        },
         cancel,
-        &mut |event| {
-            files += 1;
-            errors += u64::from(event.label.error.is_some());
-            push(Response::Transcribed {
-                index: event.index as u64,
-                record: event.label.to_json_line(),
-            });
+        &mut |events| {
+            for event in events {
+                files += 1;
+                errors += u64::from(event.label.error.is_some());
+                push(Response::Transcribed {
+                    index: event.index as u64,
+                    record: event.label.to_json_line(),
+                });
+            }
         },
     );
     Response::TranscribeDone { files, errors }
