@@ -44,6 +44,46 @@ const SENTENCES: &[&str] = &[
     "The old clock on the wall stopped working many years ago.",
 ];
 
+/// (language, espeak-ng voice, words per minute, sentence) for language tests.
+const LANGUAGE_CASES: &[(&str, &str, u32, &str)] = &[
+    (
+        "en",
+        "en-us",
+        130,
+        "The weather is lovely today and we are going for a walk.",
+    ),
+    (
+        "de",
+        "de",
+        120,
+        "Das Wetter ist heute sehr schön, und wir gehen im Park spazieren.",
+    ),
+    (
+        "fr",
+        "fr",
+        150,
+        "Bonjour à tous, je voudrais une tasse de café et un croissant, s'il vous plaît.",
+    ),
+    (
+        "es",
+        "es",
+        140,
+        "Mañana vamos a la playa con mis amigos y comeremos paella.",
+    ),
+    (
+        "it",
+        "it",
+        140,
+        "Domani andiamo al mare con i nostri amici e mangiamo la pizza.",
+    ),
+    (
+        "de",
+        "de",
+        120,
+        "Ich habe gestern einen langen Brief an meine Großmutter geschrieben.",
+    ),
+];
+
 /// Word error rate bound for `base` on these synthetic voices (measured ≈ 3–6 %).
 const MAX_WER: f64 = 0.12;
 
@@ -78,6 +118,19 @@ fn espeak(voice: &str, speed: u32, text: &str, out: &Path) {
         .status()
         .expect("run espeak-ng");
     assert!(status.success(), "espeak-ng failed for {text}");
+}
+
+/// Each case spoken into `dir`, in order.
+fn speak(dir: &Path, cases: &[(&str, &str, u32, &str)]) -> Vec<PathBuf> {
+    cases
+        .iter()
+        .enumerate()
+        .map(|(k, (code, voice, speed, sentence))| {
+            let path = dir.join(format!("{code}{k}.wav"));
+            espeak(voice, *speed, sentence, &path);
+            path
+        })
+        .collect()
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -282,34 +335,8 @@ fn every_container_and_codec_transcribes_alike() {
 #[test]
 fn detects_english_german_and_french() {
     let dir = scratch_dir("label-languages");
-    let cases = [
-        (
-            "en",
-            "en-us",
-            130,
-            "The weather is lovely today and we are going for a walk.",
-        ),
-        (
-            "de",
-            "de",
-            120,
-            "Das Wetter ist heute sehr schön, und wir gehen im Park spazieren.",
-        ),
-        (
-            "fr",
-            "fr",
-            150,
-            "Bonjour à tous, je voudrais une tasse de café et un croissant, s'il vous plaît.",
-        ),
-    ];
-    let paths: Vec<PathBuf> = cases
-        .iter()
-        .map(|(code, voice, speed, sentence)| {
-            let path = dir.path().join(format!("{code}.wav"));
-            espeak(voice, *speed, sentence, &path);
-            path
-        })
-        .collect();
+    let cases = &LANGUAGE_CASES[..3];
+    let paths = speak(dir.path(), cases);
     // English clips between them: packed windows mix languages, which must not leak.
     let mixed = [
         paths[0].clone(),
@@ -635,50 +662,8 @@ fn clip_language_detection_is_right_or_unsure() {
     // Packing trusts a clip's language detected from its own frames only above a
     // probability; below it the clip is decoded alone. Above it, it must be right.
     let dir = scratch_dir("label-clip-languages");
-    let cases = [
-        (
-            "en",
-            "en-us",
-            130,
-            "The weather is lovely today and we are going for a walk.",
-        ),
-        (
-            "de",
-            "de",
-            120,
-            "Das Wetter ist heute sehr schön, und wir gehen im Park spazieren.",
-        ),
-        (
-            "fr",
-            "fr",
-            150,
-            "Bonjour à tous, je voudrais une tasse de café et un croissant.",
-        ),
-        (
-            "es",
-            "es",
-            140,
-            "Mañana vamos a la playa con mis amigos y comeremos paella.",
-        ),
-        (
-            "it",
-            "it",
-            140,
-            "Domani andiamo al mare con i nostri amici e mangiamo la pizza.",
-        ),
-        (
-            "de",
-            "de",
-            120,
-            "Ich habe gestern einen langen Brief an meine Großmutter geschrieben.",
-        ),
-    ];
-    let mut paths: Vec<(&str, PathBuf)> = Vec::new();
-    for (k, (code, voice, speed, sentence)) in cases.iter().enumerate() {
-        let path = dir.path().join(format!("{code}{k}.wav"));
-        espeak(voice, *speed, sentence, &path);
-        paths.push((code, path));
-    }
+    let codes = LANGUAGE_CASES.iter().map(|(code, ..)| *code);
+    let mut paths: Vec<(&str, PathBuf)> = codes.zip(speak(dir.path(), LANGUAGE_CASES)).collect();
     paths.extend(speech().clips.iter().map(|c| ("en", c.clone())));
     let request = audiodecode::LoadRequest {
         sample_rate: Some(16_000),

@@ -44,3 +44,19 @@ pub struct Segment {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub words: Option<Vec<Word>>,
 }
+
+/// A plain segment for unit tests.
+#[cfg(test)]
+pub(crate) fn test_segment(start: f64, end: f64, text: &str) -> Segment {
+    Segment {
+        start,
+        end,
+        text: text.into(),
+        tokens: Vec::new(),
+        avg_logprob: -0.2,
+        no_speech_prob: 0.01,
+        compression_ratio: 1.0,
+        language: None,
+        words: None,
+    }
+}

@@ -155,20 +155,7 @@ fn shifted(segment: &Segment, clip_start: f64, clip_duration: f64) -> Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn segment(start: f64, end: f64, text: &str) -> Segment {
-        Segment {
-            start,
-            end,
-            text: text.into(),
-            tokens: Vec::new(),
-            avg_logprob: -0.2,
-            no_speech_prob: 0.0,
-            compression_ratio: 1.2,
-            language: None,
-            words: None,
-        }
-    }
+    use crate::label::test_segment as segment;
 
     fn window(segments: Vec<Segment>) -> PieceOutput {
         PieceOutput {

@@ -218,20 +218,7 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn segment(start: f64, end: f64, text: &str) -> Segment {
-        Segment {
-            start,
-            end,
-            text: text.into(),
-            tokens: Vec::new(),
-            avg_logprob: -0.2,
-            no_speech_prob: 0.01,
-            compression_ratio: 1.0,
-            language: None,
-            words: None,
-        }
-    }
+    use crate::label::test_segment as segment;
 
     #[test]
     fn subtitle_formats() {
