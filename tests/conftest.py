@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import uuid
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from audiodecode._protocol import (
     encode_response,
     frame,
 )
+from audiodecode._ring import shm_path
 
 
 def built_binary() -> Path:
@@ -115,6 +117,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     whole = clips[-1].read_bytes()
     truncated.write_bytes(whole[: len(whole) // 2])
     return Corpus(root, clips, classes, resampled, stereo, encoded, source, garbage, truncated)
+
+
+@pytest.fixture
+def shm_name() -> Iterator[str]:
+    """A fresh shared-memory name for a synthetic ring, unlinked after the test."""
+    # Not the daemon's "audiodecode-" prefix: a starting daemon may sweep those.
+    name = f"/adtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    try:
+        os.unlink(shm_path(name))
+    except FileNotFoundError:
+        pass
 
 
 @pytest.fixture(scope="session")

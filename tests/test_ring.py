@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import struct
-import uuid
-from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from audiodecode._batch import make_batch
+from audiodecode._batch import Batch, SlotBatches
 from audiodecode._protocol import RING_MAGIC, ItemInfo, RingGeometry, StreamInfo
 from audiodecode._ring import Ring, SlotHeader, shm_path
 
 GEOMETRY = RingGeometry.new(3, 4, 2, 100, 16000)
-
-
-@pytest.fixture
-def shm_name() -> Iterator[str]:
-    # Not the daemon's "audiodecode-" prefix: a starting daemon may sweep those.
-    name = f"/adtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    try:
-        os.unlink(shm_path(name))
-    except FileNotFoundError:
-        pass
 
 
 def write_slot(
@@ -134,8 +124,8 @@ def test_torch_batch_is_zero_copy(shm_name: str) -> None:
         classes=[],
     )
     with Ring(shm_name, g, mono=True) as ring:
-        view = make_batch(ring.read(0), info, torch, copy=False, device=None, texts=False)
-        owned = make_batch(ring.read(0), info, torch, copy=True, device=None, texts=False)
+        view = SlotBatches(ring, info, torch, texts=False, copy=False).make(0)
+        owned = SlotBatches(ring, info, torch, texts=False, copy=True).make(0)
         assert view.paths == ["/b.wav", "/a.wav"]
         assert view.labels.tolist() == [1, 0] and view.labels.dtype == torch.int64
         with open(path, "r+b") as f:
@@ -177,3 +167,101 @@ def test_bad_rings_are_errors(shm_name: str) -> None:
     make_ring_file(shm_name, GEOMETRY, magic=b"NOTARING")
     with pytest.raises(ValueError, match="bad magic"):
         Ring(shm_name, GEOMETRY, mono=False)
+
+
+def stream_info(name: str, g: RingGeometry, items: list[ItemInfo]) -> StreamInfo:
+    return StreamInfo(stream=1, shm_name=name, ring=g, batches_per_epoch=1, items=items, classes=[])
+
+
+@pytest.mark.parametrize("use_torch", [False, True])
+def test_batch_fields_are_snapshots_taken_at_fetch(shm_name: str, use_torch: bool) -> None:
+    """lengths/labels/indices/paths are decoded lazily, but from a copy taken when the
+    batch was made: a slot refilled before the first access does not change them."""
+    torch = optional_torch(use_torch)
+    path = make_ring_file(shm_name, GEOMETRY)
+    header = SlotHeader(seq=0, epoch=0, batch=2, channels=2, frames=4, sample_rate=8000)
+    write_slot(path, GEOMETRY, 2, header, [4, 3], [5, -1], [1, 0], np.ones((2, 2, 4)))
+    items = [ItemInfo("/a.wav", 0, None), ItemInfo("/b.wav", 5, None)]
+    with Ring(shm_name, GEOMETRY, mono=False) as ring:
+        batches = SlotBatches(
+            ring, stream_info(shm_name, GEOMETRY, items), torch, texts=False, copy=False
+        )
+        batch = batches.make(2)
+        refill = SlotHeader(seq=1, epoch=0, batch=1, channels=2, frames=2, sample_rate=8000)
+        write_slot(path, GEOMETRY, 2, refill, [2], [0], [0], np.zeros((1, 2, 2)))
+        assert len(batch) == 2 and batch.sample_rate == 8000
+        lengths = as_np(batch.lengths)
+        assert lengths.tolist() == [4, 3] and lengths.dtype == np.int64
+        assert as_np(batch.labels).tolist() == [5, -1]
+        assert as_np(batch.indices).tolist() == [1, 0]
+        assert batch.paths == ["/b.wav", "/a.wav"]
+        # The audio is the view: it shows the refill (the documented lifetime).
+        audio = as_np(batch.audio)
+        assert audio.shape == (2, 2, 4) and audio[0, 0, 0] == 0.0
+        assert not audio[0, 0].any() and audio[0, 1].all()  # the refill wrote 4 zeros
+        batches.close()
+
+
+def optional_torch(use: bool) -> Any:
+    return pytest.importorskip("torch") if use else None
+
+
+def as_np(x: Any) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+@pytest.mark.parametrize("use_torch", [False, True])
+def test_slot_views_are_reused_and_reshaped(shm_name: str, use_torch: bool) -> None:
+    torch = optional_torch(use_torch)
+    g = RingGeometry.new(2, 4, 1, 16, 16000)
+    path = make_ring_file(shm_name, g)
+    items = [ItemInfo(f"/{i}.wav", -1, f"text {i}") for i in range(4)]
+    batches = None
+    with Ring(shm_name, g, mono=True) as ring:
+        batches = SlotBatches(ring, stream_info(shm_name, g, items), torch, texts=True, copy=False)
+        for seq, (b, t) in enumerate([(3, 16), (3, 16), (2, 5), (4, 16)]):
+            audio = np.arange(b * t, dtype=np.float32).reshape(b, 1, t) + seq
+            h = SlotHeader(seq=seq, epoch=0, batch=b, channels=1, frames=t, sample_rate=16000)
+            write_slot(path, g, 1, h, [t] * b, [-1] * b, list(range(b)), audio)
+            batch = batches.make(1)
+            np.testing.assert_array_equal(as_np(batch.audio), audio[:, 0])
+            assert batch.labels == [f"text {i}" for i in range(b)]
+        too_long = SlotHeader(seq=4, epoch=0, batch=1, channels=1, frames=17, sample_rate=16000)
+        write_slot(path, g, 0, too_long, [17], [-1], [0], np.zeros(17))
+        with pytest.raises(ValueError, match="exceeds the ring geometry"):
+            batches.make(0)
+        batches.close()
+
+
+def test_ring_batches_copy_replace_and_pickle(shm_name: str) -> None:
+    path = make_ring_file(shm_name, GEOMETRY)
+    header = SlotHeader(seq=0, epoch=0, batch=1, channels=2, frames=3, sample_rate=16000)
+    write_slot(path, GEOMETRY, 0, header, [3], [2], [0], np.full((1, 2, 3), 0.25))
+    info = stream_info(shm_name, GEOMETRY, [ItemInfo("/a.wav", 2, None)])
+    with Ring(shm_name, GEOMETRY, mono=False) as ring:
+        owned = SlotBatches(ring, info, None, texts=False, copy=True).make(0)
+        view = SlotBatches(ring, info, None, texts=False, copy=False).make(0)
+        write_slot(path, GEOMETRY, 0, header, [3], [2], [0], np.zeros((1, 2, 3)))
+        assert owned.audio.sum() == 1.5 and view.audio.sum() == 0.0
+        quiet = dataclasses.replace(owned, audio=owned.audio * 0)
+        assert quiet.paths == ["/a.wav"] and len(quiet) == 1 and quiet.audio.sum() == 0.0
+        back = pickle.loads(pickle.dumps(owned))
+        assert type(back) is Batch and back.paths == ["/a.wav"]
+        assert back.lengths.tolist() == [3] and back.audio.sum() == 1.5
+
+
+@pytest.mark.parametrize("use_torch", [False, True])
+def test_an_empty_batch_has_empty_fields(shm_name: str, use_torch: bool) -> None:
+    torch = optional_torch(use_torch)
+    path = make_ring_file(shm_name, GEOMETRY)
+    header = SlotHeader(seq=0, epoch=0, batch=0, channels=2, frames=0, sample_rate=16000)
+    write_slot(path, GEOMETRY, 0, header, [], [], [], np.zeros(0))
+    with Ring(shm_name, GEOMETRY, mono=False) as ring:
+        batches = SlotBatches(
+            ring, stream_info(shm_name, GEOMETRY, []), torch, texts=False, copy=False
+        )
+        batch = batches.make(0)
+        assert len(batch) == 0 and tuple(batch.audio.shape) == (0, 2, 0)
+        assert as_np(batch.lengths).dtype == as_np(batch.labels).dtype == np.int64
+        assert as_np(batch.indices).tolist() == [] and batch.paths == []
+        batches.close()

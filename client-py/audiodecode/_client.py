@@ -46,19 +46,23 @@ R = TypeVar("R")
 
 class Connection:
     """A handshaken connection. Not for concurrent use from several threads except through
-    ``request``/``send``, which are serialised."""
+    ``request``/``send``, which are serialised.
+
+    ``fd``, ``inbox`` and ``closed`` are public for a stream's per-batch loop
+    (``Stream.batches``), which writes and parses without the lock: a loader's connection is
+    used by the one thread that iterates it."""
 
     def __init__(self, sock: socket.socket, path: str) -> None:
         self._sock = sock
-        self._fd = sock.fileno()
+        self.fd = sock.fileno()
         self.path = path
         self._pushes: dict[int, collections.deque[Any]] = collections.defaultdict(collections.deque)
         self._lock = threading.RLock()
-        self._closed = False
+        self.closed = False
         self.daemon_pid = 0
         # Bytes received but not yet parsed: one recv often carries several pushes (the
         # daemon announces every ready batch at once), so later next() calls need no syscall.
-        self._inbox = bytearray()
+        self.inbox = bytearray()
         self._scratch = bytearray(RECV_CHUNK)
 
     @classmethod
@@ -98,23 +102,27 @@ class Connection:
         """Send a request that has no response (``Release``)."""
         data = memoryview(frame(encode_request(msg)))
         with self._lock:
-            self._check_open()
+            self.check_open()
             # One write(2) first: a socket with a timeout is non-blocking underneath, and
             # socket.send would poll(2) before every send, doubling the syscalls of the
             # per-batch Release.
             try:
-                sent = os.write(self._fd, data)
+                sent = os.write(self.fd, data)
             except BlockingIOError:
                 sent = 0
             except (BrokenPipeError, ConnectionResetError) as e:
-                raise self._gone(e) from None
-            while sent < len(data):
-                try:
-                    sent += self._sock.send(data[sent:])
-                except TimeoutError:
-                    continue  # a big frame and a busy daemon; a dead one gives EPIPE
-                except (BrokenPipeError, ConnectionResetError) as e:
-                    raise self._gone(e) from None
+                raise self.gone(e) from None
+            self.send_rest(data, sent)
+
+    def send_rest(self, data: memoryview, sent: int) -> None:
+        """Send ``data[sent:]``, waiting for room in the socket buffer."""
+        while sent < len(data):
+            try:
+                sent += self._sock.send(data[sent:])
+            except TimeoutError:
+                continue  # a big frame and a busy daemon; a dead one gives EPIPE
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise self.gone(e) from None
 
     def request(
         self,
@@ -171,17 +179,22 @@ class Connection:
                 self._pushes[msg.stream].append(msg)
             return queue.popleft()
 
+    def queued(self, stream: int) -> collections.deque[Any]:
+        """``stream``'s pushes already read and decoded (while waiting for a response);
+        they come before any still in ``inbox``."""
+        return self._pushes[stream]
+
     def forget(self, stream: int) -> None:
         """Drop queued pushes of a closed stream."""
         with self._lock:
             self._pushes.pop(stream, None)
 
     def _read(self, deadline: float | None = None) -> AnyResponse:
-        self._fill(4, deadline)
-        n = frame_length(self._inbox[:4])
-        self._fill(4 + n, deadline)
-        payload = self._inbox[4 : 4 + n]
-        del self._inbox[: 4 + n]
+        self.fill(4, deadline)
+        n = frame_length(self.inbox[:4])
+        self.fill(4 + n, deadline)
+        payload = self.inbox[4 : 4 + n]
+        del self.inbox[: 4 + n]
         try:
             return decode_response(payload)
         except ProtocolError as e:
@@ -189,17 +202,17 @@ class Connection:
                 f"undecodable message from the audiodecode daemon at {self.path}: {e}"
             ) from None
 
-    def _fill(self, n: int, deadline: float | None = None) -> None:
+    def fill(self, n: int, deadline: float | None = None) -> None:
         """Receive until the inbox holds at least ``n`` bytes."""
-        self._check_open()
-        while len(self._inbox) < n:
+        self.check_open()
+        while len(self.inbox) < n:
             try:
                 # Try a plain read first (no poll(2)); wait with the timeout only if empty.
-                k = os.readv(self._fd, [self._scratch])
+                k = os.readv(self.fd, [self._scratch])
             except BlockingIOError:
                 k = None
             except (ConnectionResetError, BrokenPipeError) as e:
-                raise self._gone(e) from None
+                raise self.gone(e) from None
             if k is None:
                 try:
                     k = self._sock.recv_into(self._scratch)
@@ -211,14 +224,14 @@ class Connection:
                         ) from None
                     continue  # nothing yet; the daemon may be busy decoding
                 except (ConnectionResetError, BrokenPipeError) as e:
-                    raise self._gone(e) from None
+                    raise self.gone(e) from None
             if k == 0:
-                raise self._gone(None)
-            self._inbox += memoryview(self._scratch)[:k]
+                raise self.gone(None)
+            self.inbox += memoryview(self._scratch)[:k]
 
     # --- Lifecycle. -------------------------------------------------------------------------
 
-    def _gone(self, cause: OSError | None) -> DaemonError:
+    def gone(self, cause: OSError | None) -> DaemonError:
         self.close()
         why = f" ({cause.strerror or cause})" if cause is not None else ""
         return DaemonError(
@@ -226,17 +239,13 @@ class Connection:
             "did it crash? (its log is daemon.log beside the socket)"
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
+    def check_open(self) -> None:
+        if self.closed:
             raise DaemonError(f"connection to the audiodecode daemon at {self.path} is closed")
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self._sock.close()
 
     def __enter__(self) -> Self:

@@ -670,6 +670,12 @@ _RELEASE = struct.Struct("<III")
 _BATCH_READY = struct.Struct("<IIIQ")
 _RELEASE_INDEX = get_args(AnyRequest).index(Request.Release)
 _BATCH_READY_INDEX = get_args(AnyResponse).index(Response.BatchReady)
+BATCH_READY_BYTES = _BATCH_READY.size
+
+
+def batch_ready_prefix(stream: int) -> bytes:
+    """The first 12 bytes of every framed ``BatchReady`` for ``stream``."""
+    return struct.pack("<III", BATCH_READY_BYTES, _BATCH_READY_INDEX, stream)
 
 
 def encode_request(msg: AnyRequest) -> bytes:
@@ -728,6 +734,7 @@ def frame_length(prefix: bytes | bytearray | memoryview) -> int:
 
 
 __all__ = [
+    "BATCH_READY_BYTES",
     "MAX_FRAME_BYTES",
     "PROGRESS_TYPES",
     "PROTOCOL_VERSION",
@@ -757,6 +764,7 @@ __all__ = [
     "StreamStatus",
     "TranscribeOptions",
     "TranscribeSpec",
+    "batch_ready_prefix",
     "decode_request",
     "decode_response",
     "encode_request",

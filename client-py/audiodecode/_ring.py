@@ -83,64 +83,77 @@ class Ring:
                     f"{path}: {size} bytes, but the ring geometry needs {geometry.total_bytes()}"
                 )
             # Read-write because torch refuses to wrap read-only memory; we never write.
-            self._mmap = mmap.mmap(fd, geometry.total_bytes(), mmap.MAP_SHARED)
+            # Public: ``SlotBatches`` views each slot's header and arrays in it.
+            self.mapping = mmap.mmap(fd, geometry.total_bytes(), mmap.MAP_SHARED)
         finally:
             os.close(fd)
-        if self._mmap[: len(RING_MAGIC)] != RING_MAGIC:
-            self._mmap.close()
+        if self.mapping[: len(RING_MAGIC)] != RING_MAGIC:
+            self.mapping.close()
             raise ValueError(f"{path} is not an audiodecode ring (bad magic)")
+        g = geometry
+        self.slot_bases = [g.slot_offset(k) for k in range(g.slots)]
+        # Bytes from a slot's start to the end of its per-item arrays: the header and
+        # everything but the audio, copied out in one piece per batch.
+        self.meta_bytes = g.indices_offset + 8 * g.batch_capacity
+        # Each slot's audio region at full capacity, viewed once: a batch's audio is a
+        # reshaped prefix of one of these, so fetching it creates no buffer export.
+        capacity = g.batch_capacity * g.channels * g.max_frames
+        self.audio_slots: list[np.ndarray] | None = [
+            np.frombuffer(self.mapping, "<f4", capacity, base + g.audio_offset)
+            for base in self.slot_bases
+        ]
 
     def header(self, slot: int) -> SlotHeader:
         self._check_slot(slot)
-        off = self.geometry.slot_offset(slot)
-        return SlotHeader.parse(self._mmap[off : off + SLOT_HEADER_BYTES])
+        off = self.slot_bases[slot]
+        return SlotHeader.parse(self.mapping[off : off + SLOT_HEADER_BYTES])
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.geometry.slots:
             raise IndexError(f"slot {slot} outside a ring of {self.geometry.slots}")
 
-    def _audio_shape(self, h: SlotHeader) -> tuple[int, ...]:
-        if self.mono and h.channels == 1:
-            return (h.batch, h.frames)
-        return (h.batch, h.channels, h.frames)
+    def audio_shape(self, batch: int, channels: int, frames: int) -> tuple[int, ...]:
+        if self.mono and channels == 1:
+            return (batch, frames)
+        return (batch, channels, frames)
 
-    def _validate(self, h: SlotHeader) -> None:
+    def check(self, batch: int, channels: int, frames: int) -> None:
+        """Refuse a slot header that does not fit the ring (a corrupt or foreign slot)."""
         g = self.geometry
-        if h.batch > g.batch_capacity or h.channels > g.channels or h.frames > g.max_frames:
+        if batch > g.batch_capacity or channels > g.channels or frames > g.max_frames:
             raise ValueError(
-                f"slot header {h} exceeds the ring geometry "
+                f"slot header (B={batch}, C={channels}, T={frames}) exceeds the ring geometry "
                 f"(B≤{g.batch_capacity}, C≤{g.channels}, T≤{g.max_frames})"
             )
 
     def read(self, slot: int) -> SlotArrays:
-        """The slot's arrays; the audio is a zero-copy numpy view of the mapping.
+        """The slot's arrays; the audio is a zero-copy numpy view of the mapping. (The plain
+        decoding of a slot, for tests and inspection; the loader uses ``SlotBatches``.)
 
         Wrap it with ``torch.from_numpy`` for a tensor: that shares the memory and keeps
         the numpy view (and so the mapping's buffer export) alive, whereas
         ``torch.frombuffer`` on the mmap itself would let the ring be unmapped under a
         live tensor.
         """
-        h = self.header(slot)
-        self._validate(h)
+        self._check_slot(slot)
+        base = self.slot_bases[slot]
+        meta = self.mapping[base : base + self.meta_bytes]
+        h = SlotHeader.parse(meta)
+        self.check(h.batch, h.channels, h.frames)
         g = self.geometry
-        base = g.slot_offset(slot)
 
         def small(offset: int, dtype: str) -> np.ndarray:
-            view = np.frombuffer(self._mmap, dtype=dtype, count=h.batch, offset=base + offset)
-            return view.astype(np.int64)  # always a copy: these outlive the slot
+            # A copy out of ``meta``: these outlive the slot.
+            return np.frombuffer(meta, dtype, h.batch, offset).astype(np.int64)
 
-        audio = np.frombuffer(
-            self._mmap,
-            dtype="<f4",
-            count=h.batch * h.channels * h.frames,
-            offset=base + g.audio_offset,
-        ).reshape(self._audio_shape(h))
+        assert self.audio_slots is not None, "ring is closed"
+        audio = self.audio_slots[slot][: h.batch * h.channels * h.frames]
         return SlotArrays(
             header=h,
             lengths=small(g.lengths_offset, "<u4"),
             labels=small(g.labels_offset, "<i8"),
             indices=small(g.indices_offset, "<u8"),
-            audio=audio,
+            audio=audio.reshape(self.audio_shape(h.batch, h.channels, h.frames)),
         )
 
     def pin(self) -> None:
@@ -151,7 +164,7 @@ class Ring:
             return
         import torch
 
-        ptr = np.frombuffer(self._mmap, dtype=np.uint8).ctypes.data
+        ptr = np.frombuffer(self.mapping, dtype=np.uint8).ctypes.data
         err = torch.cuda.cudart().cudaHostRegister(ptr, self.geometry.total_bytes(), 0)
         if int(err) != 0:
             raise RuntimeError(f"cudaHostRegister failed on ring {self.name}: error {err}")
@@ -163,8 +176,10 @@ class Ring:
 
             torch.cuda.cudart().cudaHostUnregister(self._pinned_ptr)
             self._pinned_ptr = None
+        # Our own views hold the mapping's buffer export; drop them so it can be unmapped.
+        self.audio_slots = None
         try:
-            self._mmap.close()
+            self.mapping.close()
         except BufferError:
             # A caller still holds a view of a batch (numpy or torch); the mapping is
             # released when that view is garbage collected.

@@ -8,7 +8,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from audiodecode._batch import Batch, make_batch, text_labels
+from audiodecode._batch import Batch, SlotBatches, text_labels, to_device
 from audiodecode._client import Connection
 from audiodecode._daemon import Daemon, active_daemon, connect
 from audiodecode._datasets import PathLike, map_labels, resolve_dataset
@@ -159,6 +159,8 @@ class AudioDataLoader:
         self._batches_done = 0
         self._resume: int | None = None
         self._active = False
+        # The stream being iterated, which counts the batches taken.
+        self._stream: Stream | None = None
         self._batches_per_epoch: int | None = None
         self._conn: Connection | None = None
         # A stream opened ahead of iteration (by len() or classes) and kept for it.
@@ -202,7 +204,10 @@ class AudioDataLoader:
     def state_dict(self) -> dict[str, int]:
         """The position: batches of ``epoch`` yielded so far (also after leaving an
         iteration early). A finished epoch reads as the next epoch at batch 0."""
-        done = self._batches_done if self._resume is None else self._resume
+        if self._stream is not None:
+            done = self._stream.batches_taken
+        else:
+            done = self._batches_done if self._resume is None else self._resume
         return {"epoch": self.epoch, "batches_done": done, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -275,48 +280,59 @@ class AudioDataLoader:
         if self._active:
             raise RuntimeError("this loader is already being iterated")
         stream = self._open()
-        self._active = True
-        self._batches_done, self._resume = stream.spec.start_batch, None
+        self._active, self._stream, self._resume = True, stream, None
         self.skipped = []
-        texts = text_labels(stream.info)
-        # On CUDA the copy out of the slot is asynchronous: this event says when it has
-        # finished and the slot may be handed back.
-        copied: Any = None
+        batches = SlotBatches(
+            stream.ring, stream.info, self.torch, texts=text_labels(stream.info), copy=self.copy
+        )
         try:
             if self._cuda:
                 stream.ring.pin()
-            while True:
-                if copied is not None:
-                    copied.synchronize()
-                stream.release()
-                got = stream.next()
-                if got is None:
-                    break
-                _, arrays = got
-                batch = make_batch(
-                    arrays,
-                    stream.info,
-                    self.torch,
-                    copy=self.copy,
-                    device=self.device,
-                    texts=texts,
-                    non_blocking=self._cuda,
-                )
-                if self.copy:
-                    stream.release()
-                elif self._cuda:
-                    copied = self.torch.cuda.Event()
-                    copied.record()
-                self._batches_done += 1
-                yield batch if self.transform is None else self.transform(batch)
+            if self.device is None and not self.copy and self.transform is None:
+                # The common case adds no step per batch (see Stream.batches).
+                yield from stream.batches(batches.make)
+            else:
+                yield from self._adapted(stream, batches)
+            self._stream = None
             self.skipped = [(s.path, s.message) for s in stream.skipped]
             self.epoch += 1
             self._batches_done = 0
         finally:
+            if self._stream is not None:  # left early: keep the position for state_dict
+                self._batches_done = stream.batches_taken
+                self._stream = None
             self._active = False
+            batches.close()
+            stream.close()
+
+    def _adapted(self, stream: Stream, batches: SlotBatches) -> Iterator[Batch]:
+        """The batches moved to ``device``, copied out (the slot then goes back at once), or
+        transformed, as the loader was asked."""
+        torch, device, cuda, transform = self.torch, self.device, self._cuda, self.transform
+        taken = stream.batches(batches.make)
+        # On CUDA the copy out of the slot is asynchronous: this event says when it has
+        # finished, and so when the slot may be handed back (by the next step of ``taken``).
+        copied: Any = None
+        try:
+            while True:
+                if copied is not None:
+                    copied.synchronize()
+                    copied = None
+                batch = next(taken, None)
+                if batch is None:
+                    return
+                if device is not None:
+                    batch = to_device(batch, device, non_blocking=cuda)
+                if self.copy:
+                    stream.release()
+                elif cuda:
+                    copied = torch.cuda.Event()
+                    copied.record()
+                yield batch if transform is None else transform(batch)
+        finally:
             if copied is not None:
                 copied.synchronize()
-            stream.close()
+            taken.close()
 
     def close(self) -> None:
         """Close the connection (the daemon frees this loader's streams)."""

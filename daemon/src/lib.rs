@@ -20,6 +20,7 @@ mod pcm;
 pub mod pipeline;
 pub mod pool;
 pub mod resample;
+pub mod residency;
 pub mod ring;
 pub mod sampler;
 pub mod server;

@@ -1,0 +1,133 @@
+"""A stream's per-batch loop against a fake daemon and a synthetic ring: prebuilt Release
+frames out, announcements taken from the inbox without decoding, pushes of other streams
+left queued, the epoch's end and the daemon's errors."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import numpy as np
+import pytest
+from audiodecode import DaemonError
+from audiodecode._batch import SlotBatches
+from audiodecode._client import Connection
+from audiodecode._protocol import (
+    CropMode,
+    Dataset,
+    ItemInfo,
+    OnError,
+    Request,
+    Response,
+    RingGeometry,
+    SkippedItem,
+    StreamInfo,
+    encode_response,
+    frame,
+)
+from audiodecode._ring import SlotHeader
+from audiodecode._stream import Stream
+from conftest import greet, recv_request, send
+from test_protocol import stream_spec
+from test_ring import make_ring_file, write_slot
+
+GEOMETRY = RingGeometry.new(2, 2, 1, 4, 16000)
+SPEC = stream_spec(
+    dataset=Dataset.Files(paths=["/a.wav", "/b.wav", "/c.wav"], labels=[0, 1, 2]),
+    batch_size=2,
+    max_seconds=None,
+    crop=CropMode.START,
+    shuffle=False,
+    seed=0,
+    epoch=0,
+    start_batch=0,
+    rank=0,
+    world_size=1,
+    on_error=OnError.SKIP,
+    augment=[],
+)
+
+
+def fill(path: str, slot: int, seq: int) -> None:
+    """Slot ``slot`` holds batch ``seq``: two items, audio all ``seq``."""
+    header = SlotHeader(seq=seq, epoch=0, batch=2, channels=1, frames=4, sample_rate=16000)
+    write_slot(path, GEOMETRY, slot, header, [4, 3], [seq, seq], [0, 1], np.full((2, 1, 4), seq))
+
+
+def info(shm: str) -> StreamInfo:
+    items = [ItemInfo(p, i, None) for i, p in enumerate(["/a.wav", "/b.wav", "/c.wav"])]
+    return StreamInfo(
+        stream=1, shm_name=shm, ring=GEOMETRY, batches_per_epoch=3, items=items, classes=[]
+    )
+
+
+def frames(*messages: Any) -> bytes:
+    return b"".join(frame(encode_response(m)) for m in messages)
+
+
+def test_batches_release_slots_and_end_with_the_epoch(fake_daemon: Any, shm_name: str) -> None:
+    path = make_ring_file(shm_name, GEOMETRY)
+    fill(path, 0, 0)
+    fill(path, 1, 1)
+    skipped = [SkippedItem(index=2, path="/c.wav", message="bad")]
+
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        assert isinstance(recv_request(sock), Request.OpenStream)
+        # One write: the client reads the announcements with the response, then takes them
+        # from its inbox (another stream's push among them stays queued for that stream).
+        sock.sendall(
+            frames(
+                Response.StreamOpened(info(shm_name)),
+                Response.BatchReady(stream=1, slot=0, seq=0),
+                Response.BatchReady(stream=2, slot=1, seq=0),
+                Response.BatchReady(stream=1, slot=1, seq=1),
+            )
+        )
+        assert recv_request(sock) == Request.Release(stream=1, slot=0)
+        fill(path, 0, 2)
+        send(sock, Response.BatchReady(stream=1, slot=0, seq=2))
+        assert recv_request(sock) == Request.Release(stream=1, slot=1)
+        send(sock, Response.EndOfEpoch(stream=1, skipped=skipped))
+        assert recv_request(sock) == Request.Release(stream=1, slot=0)
+        assert recv_request(sock) == Request.CloseStream(stream=1)
+        send(sock, Response.Ok())
+
+    with Connection.open(fake_daemon(script)) as conn:
+        stream = Stream(conn, SPEC)
+        made = SlotBatches(stream.ring, stream.info, None, texts=False, copy=False)
+        seen = []
+        for batch in stream.batches(made.make):
+            seen.append((stream.held, float(batch.audio.max()), batch.labels.tolist()))
+            assert stream.batches_taken == len(seen)
+        assert seen == [(0, 0.0, [0, 0]), (1, 1.0, [1, 1]), (0, 2.0, [2, 2])]
+        assert stream.finished and stream.skipped == skipped
+        assert conn.next_push(2) == Response.BatchReady(stream=2, slot=1, seq=0)
+        made.close()
+        stream.close()
+
+
+@pytest.mark.parametrize(
+    "push, error",
+    [
+        (Response.BatchReady(stream=1, slot=0, seq=3), "batch 3 announced in slot 0"),
+        (Response.BatchReady(stream=1, slot=2, seq=0), "in a ring of 2"),
+    ],
+)
+def test_unexpected_announcements_are_errors(
+    fake_daemon: Any, shm_name: str, push: Any, error: str
+) -> None:
+    make_ring_file(shm_name, GEOMETRY)
+
+    def script(sock: socket.socket) -> None:
+        greet(sock)
+        recv_request(sock)
+        sock.sendall(frames(Response.StreamOpened(info(shm_name)), push))
+        assert recv_request(sock) == Request.CloseStream(stream=1)
+        send(sock, Response.Ok())
+
+    with Connection.open(fake_daemon(script)) as conn:
+        stream = Stream(conn, SPEC)
+        with pytest.raises(DaemonError, match=error):
+            next(stream.batches(lambda slot: slot))
+        stream.close()
