@@ -101,7 +101,7 @@ pub struct LabelArgs {
     pub no_pack: bool,
     /// Files labelled together before their lines are written at once. A crash loses at
     /// most one block; larger blocks pack and batch a little better.
-    #[arg(long, default_value_t = DEFAULT_BLOCK_FILES, value_parser = clap::value_parser!(usize))]
+    #[arg(long, default_value_t = DEFAULT_BLOCK_FILES)]
     pub block: usize,
     #[arg(long, short)]
     pub quiet: bool,
@@ -396,19 +396,15 @@ fn label(args: &LabelArgs) -> Result<(), String> {
                     let format = args.format.unwrap_or(TextFormat::Json);
                     let written = crate::output::write_atomically(&path, |w| {
                         w.write_all(format.render(&label).as_bytes())
-                    })
-                    .map_err(|e| format!("{}: cannot write: {e}", path.display()));
+                    });
                     if let Err(e) = written {
-                        write_error.get_or_insert(e);
+                        write_error.get_or_insert(format!("{}: cannot write: {e}", path.display()));
                     }
                 }
             }
             if let Some(file) = &mut jsonl {
-                let written = file
-                    .write_all(lines.as_bytes())
-                    .map_err(|e| format!("{}: cannot write: {e}", args.out.display()));
-                if let Err(e) = written {
-                    write_error.get_or_insert(e);
+                if let Err(e) = file.write_all(lines.as_bytes()) {
+                    write_error.get_or_insert(format!("{}: cannot write: {e}", args.out.display()));
                 }
             }
             if write_error.is_some() {

@@ -213,13 +213,7 @@ impl WhisperEngine {
         let prompts: Vec<Vec<u32>> = languages
             .iter()
             .zip(pieces)
-            .map(|((lang, _), piece)| {
-                self.prompt(
-                    lang,
-                    options,
-                    piece.without_timestamps || options.without_timestamps,
-                )
-            })
+            .map(|((lang, _), piece)| self.prompt(lang, options, plain(piece, options)))
             .collect();
         let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
         let mut fallback_pool: Vec<Vec<Attempt>> = (0..pieces.len()).map(|_| Vec::new()).collect();
@@ -579,8 +573,7 @@ impl WhisperEngine {
         let duration = piece.samples as f64 / rate;
         let ts = |t: u32| f64::from(t - v.timestamp_begin()) * TIME_PRECISION;
         let mut spans: Vec<(f64, f64, Vec<u32>)> = Vec::new();
-        let plain = piece.without_timestamps || options.without_timestamps;
-        if plain || !a.tokens.iter().any(|&t| v.is_timestamp(t)) {
+        if plain(piece, options) || !a.tokens.iter().any(|&t| v.is_timestamp(t)) {
             let text: Vec<u32> = a.tokens.iter().copied().filter(|&t| t < v.eot).collect();
             let (start, end) = (
                 piece.sound.start as f64 / rate,
@@ -724,6 +717,11 @@ fn keep_large_allocations() {
             }
         });
     }
+}
+
+/// Whether a piece is decoded without timestamp tokens (one segment over its sound).
+fn plain(piece: &PieceInput, options: &TranscribeOptions) -> bool {
+    piece.without_timestamps || options.without_timestamps
 }
 
 /// The features of several pieces back to back, `[batch, n_mels, 3000]`.

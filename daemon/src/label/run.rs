@@ -285,9 +285,9 @@ struct QueuedPiece {
 }
 
 struct Member {
-    file: usize,
     piece: usize,
-    /// Where the clip lies in a packed window (unused for a window of its own).
+    /// The file, and where its clip lies in a packed window (offset 0 for a window of its
+    /// own).
     slot: Slot,
 }
 
@@ -300,7 +300,7 @@ impl QueuedPiece {
         };
         Self {
             input,
-            members: vec![Member { file, piece, slot }],
+            members: vec![Member { piece, slot }],
             expected_language: None,
         }
     }
@@ -507,11 +507,7 @@ impl ModelLoop<'_> {
         };
         let members = slots
             .into_iter()
-            .map(|slot| Member {
-                file: slot.file,
-                piece: 0,
-                slot,
-            })
+            .map(|slot| Member { piece: 0, slot })
             .collect();
         self.queue.push(QueuedPiece {
             input,
@@ -538,7 +534,7 @@ impl ModelLoop<'_> {
         for mut q in batch {
             if let [only] = q.members.as_slice() {
                 if !self.options.multilingual && q.input.language.is_none() {
-                    q.input.language = self.languages.get(&only.file).cloned();
+                    q.input.language = self.languages.get(&only.slot.file).cloned();
                 }
             }
             members.push((q.members, q.expected_language));
@@ -552,17 +548,17 @@ impl ModelLoop<'_> {
             Ok(outputs) => {
                 for ((members, expected), output) in members.into_iter().zip(outputs) {
                     match members.as_slice() {
-                        [only] => self.store(only.file, only.piece, output),
+                        [only] => self.store(only.slot.file, only.piece, output),
                         _ => self.unpack(&members, &output, expected.as_deref()),
                     }
                 }
             }
             Err(message) => {
                 for member in members.iter().flat_map(|(m, _)| m) {
-                    if let Some(p) = self.partial.get_mut(&member.file) {
+                    if let Some(p) = self.partial.get_mut(&member.slot.file) {
                         p.error = Some(format!(
                             "{}: transcription failed: {message}",
-                            self.files[member.file]
+                            self.files[member.slot.file]
                         ));
                         p.outputs[member.piece] = Some(PieceOutput {
                             language: String::new(),
@@ -632,14 +628,14 @@ impl ModelLoop<'_> {
                 Some(mut share) => {
                     let detected = self
                         .partial
-                        .get(&member.file)
+                        .get(&member.slot.file)
                         .and_then(|p| p.detected.clone());
                     if let Some((_, probability)) = detected {
                         share.language_probability = probability;
                     }
-                    self.store(member.file, member.piece, share)
+                    self.store(member.slot.file, member.piece, share)
                 }
-                None => self.queue_alone(member.file),
+                None => self.queue_alone(member.slot.file),
             }
         }
     }
