@@ -69,7 +69,7 @@ def test_handshake_and_pushes_queued_while_waiting(fake_daemon) -> None:
             STATUS,
         )
         # A Release has no reply; the next request's reply follows directly.
-        assert recv_request(sock) == Request.Release(stream=1, slot=0)
+        assert recv_request(sock) == Request.Release(stream=1, released=1)
         assert isinstance(recv_request(sock), Request.Status)
         send(sock, STATUS, Response.EndOfEpoch(stream=1, skipped=[]))
         assert recv_request(sock) == Request.Shutdown()
@@ -78,7 +78,7 @@ def test_handshake_and_pushes_queued_while_waiting(fake_daemon) -> None:
         assert conn.daemon_pid == 1234
         assert conn.request(Request.Status(), Response.Status) == STATUS
         assert conn.next_push(1) == Response.BatchReady(stream=1, slot=0, seq=0)
-        conn.send(Request.Release(stream=1, slot=0))
+        conn.send(Request.Release(stream=1, released=1))
         assert conn.request(Request.Status(), Response.Status) == STATUS
         assert conn.next_push(2) == Response.EndOfEpoch(stream=2, skipped=[])
         assert conn.next_push(1) == Response.BatchReady(stream=1, slot=1, seq=1)
@@ -110,8 +110,8 @@ def test_connection_reset_is_a_daemon_error(fake_daemon) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     conn = Connection.open(fake_daemon(script))
-    conn.send(Request.Release(stream=1, slot=0))
-    conn.send(Request.Release(stream=1, slot=1))  # left unread by the fake
+    conn.send(Request.Release(stream=1, released=1))
+    conn.send(Request.Release(stream=1, released=2))  # left unread by the fake
     with pytest.raises(DaemonError, match="closed the connection .Connection reset"):
         conn.request(Request.Status(), Response.Status)
 

@@ -113,7 +113,7 @@ REQUESTS: dict[str, Any] = {
     "req_open_directory": Request.OpenStream(
         stream_spec(dataset=Dataset.Directory(path="/d"), quality=Quality.FAST)
     ),
-    "req_release": Request.Release(stream=2, slot=7),
+    "req_release": Request.Release(stream=2, released=7),
     "req_close": Request.CloseStream(stream=2),
     "req_load": Request.Load(
         LoadSpec(
@@ -324,4 +324,4 @@ def test_encoding_checks_types() -> None:
     with pytest.raises(TypeError):
         encode_request(Request.OpenStream(stream_spec(mono=1)))
     with pytest.raises(struct.error):
-        encode_request(Request.Release(stream=-1, slot=0))
+        encode_request(Request.Release(stream=-1, released=0))

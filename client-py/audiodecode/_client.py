@@ -206,28 +206,42 @@ class Connection:
         """Receive until the inbox holds at least ``n`` bytes."""
         self.check_open()
         while len(self.inbox) < n:
+            # A plain read first (no poll(2)); wait with the timeout only if empty.
+            if self._read_now():
+                continue
             try:
-                # Try a plain read first (no poll(2)); wait with the timeout only if empty.
-                k = os.readv(self.fd, [self._scratch])
-            except BlockingIOError:
-                k = None
+                k = self._sock.recv_into(self._scratch)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    self.close()
+                    raise DaemonError(
+                        f"no answer from {self.path} (is it an audiodecode daemon?)"
+                    ) from None
+                continue  # nothing yet; the daemon may be busy decoding
             except (ConnectionResetError, BrokenPipeError) as e:
                 raise self.gone(e) from None
-            if k is None:
-                try:
-                    k = self._sock.recv_into(self._scratch)
-                except TimeoutError:
-                    if deadline is not None and time.monotonic() > deadline:
-                        self.close()
-                        raise DaemonError(
-                            f"no answer from {self.path} (is it an audiodecode daemon?)"
-                        ) from None
-                    continue  # nothing yet; the daemon may be busy decoding
-                except (ConnectionResetError, BrokenPipeError) as e:
-                    raise self.gone(e) from None
-            if k == 0:
-                raise self.gone(None)
-            self.inbox += memoryview(self._scratch)[:k]
+            self._received(k)
+
+    def read_available(self) -> None:
+        """Add to the inbox what the socket holds, without waiting."""
+        self.check_open()
+        self._read_now()
+
+    def _read_now(self) -> bool:
+        """One read that does not wait; whether it got anything."""
+        try:
+            k = os.readv(self.fd, [self._scratch])
+        except BlockingIOError:
+            return False
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise self.gone(e) from None
+        self._received(k)
+        return True
+
+    def _received(self, k: int) -> None:
+        if k == 0:
+            raise self.gone(None)
+        self.inbox += memoryview(self._scratch)[:k]
 
     # --- Lifecycle. -------------------------------------------------------------------------
 

@@ -22,12 +22,18 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
 RING_HEADER_BYTES = 4096
 SLOT_HEADER_BYTES = 64
+# The ring header's hand-off words (byte offsets of little-endian u64s; protocol/src/ring.rs).
+RELEASED_OFFSET = 64  # client: batches handed back since the stream opened
+DOORBELL_OFFSET = 128  # daemon: send Release once that count reaches this
+ANNOUNCED_OFFSET = 192  # daemon: batches announced since the stream opened
+ANNOUNCE_LOG_OFFSET = 256  # announcement i is entry i % slots: seq << 32 | slot
+MAX_SLOTS = (RING_HEADER_BYTES - ANNOUNCE_LOG_OFFSET) // 8
 SLOT_ALIGN = 4096
 AUDIO_ALIGN = 64
 
@@ -368,7 +374,7 @@ class Request:
     @_frozen
     class Release:
         stream: U32
-        slot: U32
+        released: U64
 
     @_frozen
     class CloseStream:
@@ -666,11 +672,19 @@ def decode(tp: Any, data: bytes | bytearray | memoryview) -> Any:
 # The two messages of the per-batch hot path skip the generic, annotation-driven codec:
 # a Release and a BatchReady cost a few microseconds instead of ~100. The golden-vector
 # tests cover both paths.
-_RELEASE = struct.Struct("<III")
+_RELEASE = struct.Struct("<IIQ")
 _BATCH_READY = struct.Struct("<IIIQ")
 _RELEASE_INDEX = get_args(AnyRequest).index(Request.Release)
 _BATCH_READY_INDEX = get_args(AnyResponse).index(Response.BatchReady)
 BATCH_READY_BYTES = _BATCH_READY.size
+
+
+_RELEASE_FRAME = struct.Struct("<IIIQ")
+
+
+def release_frame(stream: int, released: int) -> bytes:
+    """A framed ``Release`` in one pack: it is sent from the training loop's ``next()``."""
+    return _RELEASE_FRAME.pack(_RELEASE.size, _RELEASE_INDEX, stream, released)
 
 
 def batch_ready_prefix(stream: int) -> bytes:
@@ -680,7 +694,7 @@ def batch_ready_prefix(stream: int) -> bytes:
 
 def encode_request(msg: AnyRequest) -> bytes:
     if type(msg) is Request.Release:
-        return _RELEASE.pack(_RELEASE_INDEX, msg.stream, msg.slot)
+        return _RELEASE.pack(_RELEASE_INDEX, msg.stream, msg.released)
     return encode(AnyRequest, msg)
 
 

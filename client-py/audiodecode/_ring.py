@@ -16,7 +16,7 @@ from typing import Self
 
 import numpy as np
 
-from audiodecode._protocol import RING_MAGIC, SLOT_HEADER_BYTES, RingGeometry
+from audiodecode._protocol import RING_HEADER_BYTES, RING_MAGIC, SLOT_HEADER_BYTES, RingGeometry
 
 _SLOT_HEADER = struct.Struct("<QQIIQI")
 
@@ -102,6 +102,11 @@ class Ring:
             np.frombuffer(self.mapping, "<f4", capacity, base + g.audio_offset)
             for base in self.slot_bases
         ]
+        # The header's hand-off words as native u64s, indexed by byte offset // 8 (only used
+        # where native is little-endian x86-64; see ``Stream``).
+        header = memoryview(self.mapping)[:RING_HEADER_BYTES]
+        self.words = header.cast("Q")
+        header.release()
 
     def header(self, slot: int) -> SlotHeader:
         self._check_slot(slot)
@@ -178,6 +183,7 @@ class Ring:
             self._pinned_ptr = None
         # Our own views hold the mapping's buffer export; drop them so it can be unmapped.
         self.audio_slots = None
+        self.words.release()
         try:
             self.mapping.close()
         except BufferError:

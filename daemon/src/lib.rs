@@ -24,6 +24,7 @@ pub mod residency;
 pub mod ring;
 pub mod sampler;
 pub mod server;
+pub mod slots;
 pub mod stream;
 pub mod tune;
 

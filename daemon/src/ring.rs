@@ -8,7 +8,12 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
-use audiodecode_protocol::ring::{ring_header, RingGeometry, SlotHeader};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use audiodecode_protocol::ring::{
+    announcement, ring_header, RingGeometry, SlotHeader, ANNOUNCED_OFFSET, ANNOUNCE_LOG_OFFSET,
+    DOORBELL_OFFSET, NO_DOORBELL, RELEASED_OFFSET, RING_HEADER_BYTES,
+};
 use memmap2::MmapMut;
 
 /// `/dev/shm` names: `audiodecode-<uid>-<pid>-<n>`.
@@ -73,6 +78,40 @@ impl RingMemory {
     fn write_header(&mut self) {
         let header = ring_header(&self.geometry);
         self.map[..header.len()].copy_from_slice(&header);
+        self.word(DOORBELL_OFFSET)
+            .store(NO_DOORBELL, Ordering::Relaxed);
+    }
+
+    /// A hand-off word of the ring header.
+    pub(crate) fn word(&self, offset: u64) -> &AtomicU64 {
+        let offset = offset as usize;
+        assert!(offset.is_multiple_of(8) && offset + 8 <= RING_HEADER_BYTES as usize);
+        // SAFETY: in bounds of the mapping (the header is 4096 bytes), 8-aligned (the
+        // mapping is page aligned), and valid as long as `self`. This process touches the
+        // word only atomically; the client does plain aligned 8-byte loads and stores, which
+        // x86-64 performs atomically (other clients do not write shared words).
+        unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(offset).cast_mut().cast()) }
+    }
+
+    /// How many batches the client says it has handed back (x86-64 clients store it here).
+    pub fn client_released(&self) -> u64 {
+        // Acquire: the client's reads of the slots it handed back came before its store.
+        self.word(RELEASED_OFFSET).load(Ordering::Acquire)
+    }
+
+    /// Ask the client to send `Release` once it has handed back `released` batches.
+    pub fn set_doorbell(&self, released: u64) {
+        self.word(DOORBELL_OFFSET).store(released, Ordering::SeqCst);
+    }
+
+    /// Publish announcement `index` (counted from 0): batch `seq` is in `slot`. The slot
+    /// must be completely written: the release store orders it before the count.
+    pub fn publish(&self, index: u64, seq: u64, slot: u32) {
+        let entry = ANNOUNCE_LOG_OFFSET + 8 * (index % u64::from(self.geometry.slots));
+        self.word(entry)
+            .store(announcement(seq, slot), Ordering::Relaxed);
+        self.word(ANNOUNCED_OFFSET)
+            .store(index + 1, Ordering::Release);
     }
 
     /// The name clients open, with the leading slash (`shm_open` form).

@@ -25,6 +25,7 @@ use crate::decode::ChannelMode;
 use crate::pipeline::{load, LoadRequest};
 use crate::pool::Pool;
 use crate::ring::RingMemory;
+use crate::slots::SlotLedger;
 use crate::stream::{self, error_info, quality_of, StreamStats};
 use crate::tune::{Plan, Tuner};
 
@@ -72,15 +73,10 @@ enum Event {
 struct StreamEntry {
     conn: Token,
     ring: Arc<RingMemory>,
-    free_slots: Sender<u32>,
+    slots: Arc<SlotLedger>,
     cancel: Arc<AtomicBool>,
     stats: Arc<StreamStats>,
     total_batches: u64,
-    /// Slots in circulation; the ring has room for `ring.geometry().slots`.
-    depth: u32,
-    /// Depth the tuner wants: released slots are parked while `depth` is above it.
-    target_depth: u32,
-    parked: Vec<u32>,
     tunable: bool,
     opened: Instant,
 }
@@ -88,7 +84,15 @@ struct StreamEntry {
 impl StreamEntry {
     fn close(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+        self.slots.close();
         self.ring.unlink();
+    }
+}
+
+impl Drop for StreamEntry {
+    fn drop(&mut self) {
+        // However the entry goes, its driver must not wait for slots any more.
+        self.close();
     }
 }
 
@@ -400,18 +404,10 @@ impl Daemon {
                     );
                 }
             }
-            Request::Release { stream, slot } => {
+            Request::Release { stream, released } => {
                 // No reply: releases are fire-and-forget so the client never waits on them.
-                if let Some(entry) = self.streams.get_mut(&stream).filter(|e| e.conn == token) {
-                    if slot < entry.ring.geometry().slots {
-                        entry.stats.released.fetch_add(1, Ordering::Relaxed);
-                        if entry.depth > entry.target_depth {
-                            entry.depth -= 1;
-                            entry.parked.push(slot);
-                        } else {
-                            let _ = entry.free_slots.send(slot);
-                        }
-                    }
+                if let Some(entry) = self.streams.get(&stream).filter(|e| e.conn == token) {
+                    entry.slots.released(released);
                 }
             }
             Request::CloseStream { stream } => {
@@ -519,21 +515,10 @@ impl Daemon {
             self.pool.resize(decision.workers);
         }
         for (id, grow) in decision.depth {
-            let Some(e) = self.streams.get_mut(&id).filter(|e| e.tunable) else {
+            let Some(e) = self.streams.get(&id).filter(|e| e.tunable) else {
                 continue;
             };
-            let cap = e.ring.geometry().slots;
-            if grow {
-                e.target_depth = (e.target_depth + 1).min(cap);
-            } else {
-                e.target_depth = e.target_depth.saturating_sub(1).max(crate::tune::MIN_DEPTH);
-            }
-            // Growing puts parked slots back in circulation; shrinking happens on release.
-            while e.depth < e.target_depth {
-                let Some(slot) = e.parked.pop() else { break };
-                e.depth += 1;
-                let _ = e.free_slots.send(slot);
-            }
+            e.slots.retarget(grow, crate::tune::SETTLED_DEPTH);
         }
     }
 
@@ -544,7 +529,7 @@ impl Daemon {
             .map(|(&id, e)| {
                 let secs = e.opened.elapsed().as_secs_f64().max(1e-9);
                 let announced = e.stats.announced.load(Ordering::Relaxed);
-                let released = e.stats.released.load(Ordering::Relaxed);
+                let (ring_depth, ring_filled) = e.slots.depth_and_filled();
                 StreamStatus {
                     stream: id,
                     batches_done: announced,
@@ -554,8 +539,8 @@ impl Daemon {
                         / f64::from(e.ring.geometry().sample_rate)
                         / secs,
                     workers: self.pool.size() as u32,
-                    ring_depth: e.depth,
-                    ring_filled: announced.saturating_sub(released) as u32,
+                    ring_depth,
+                    ring_filled: ring_filled as u32,
                     skipped: e.stats.skipped.load(Ordering::Relaxed),
                     padding_share: padding_share(&e.stats),
                     decode_wait_share: self.tuner.decode_wait_share(id),
@@ -601,13 +586,10 @@ impl Daemon {
                         StreamEntry {
                             conn: token,
                             ring: Arc::clone(&opened.ring),
-                            free_slots: opened.free_slots,
+                            slots: opened.slots,
                             cancel: opened.cancel,
                             stats: opened.stats,
                             total_batches: opened.info.batches_per_epoch,
-                            depth: opened.depth,
-                            target_depth: opened.depth,
-                            parked: opened.parked,
                             tunable: opened.tunable,
                             opened: Instant::now(),
                         },

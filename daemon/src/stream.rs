@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use audiodecode_protocol::ring::{RingGeometry, SlotHeader};
+use audiodecode_protocol::ring::{RingGeometry, SlotHeader, MAX_SLOTS};
 use audiodecode_protocol::{
     ErrorInfo, ErrorKind, ItemInfo, OnError, Response, SkippedItem, StreamSpec,
 };
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::augment::Step;
 use crate::cache::{AudioCache, DurationCache};
@@ -25,6 +25,7 @@ use crate::item::{augment_steps, decode_item, ItemAudio, ItemResult};
 use crate::pool::Pool;
 use crate::resample::Quality;
 use crate::ring::{RingMemory, SlotWriter};
+use crate::slots::SlotLedger;
 
 pub fn quality_of(q: audiodecode_protocol::Quality) -> Quality {
     match q {
@@ -58,7 +59,6 @@ pub struct StreamStats {
     /// When the stream opened: the tuner measures a young stream over its own lifetime.
     pub opened: Instant,
     pub announced: AtomicU64,
-    pub released: AtomicU64,
     pub items: AtomicU64,
     /// Output frames delivered (for audio-seconds per second).
     pub frames: AtomicU64,
@@ -76,7 +76,6 @@ impl Default for StreamStats {
         Self {
             opened: Instant::now(),
             announced: AtomicU64::new(0),
-            released: AtomicU64::new(0),
             items: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             padded_frames: AtomicU64::new(0),
@@ -94,7 +93,7 @@ pub struct StreamJob {
     pub items: Arc<Vec<ItemInfo>>,
     pub batches: Vec<Vec<u64>>,
     pub ring: Arc<RingMemory>,
-    pub free_slots: Receiver<u32>,
+    pub slots: Arc<SlotLedger>,
     pub cancel: Arc<AtomicBool>,
     pub stats: Arc<StreamStats>,
     pub pool: Pool,
@@ -196,7 +195,7 @@ pub fn drive(job: StreamJob) {
         }
         // Wait for the client to hand back a slot: the only place the driver waits on it.
         let waiting = Instant::now();
-        let Ok(slot) = job.free_slots.recv() else {
+        let Some(slot) = job.slots.take(&job.ring) else {
             return;
         };
         add_elapsed(&job.stats.slot_wait_ns, waiting);
@@ -211,6 +210,7 @@ pub fn drive(job: StreamJob) {
         let frames: u64 = rows.iter().map(|r| r.2.frames() as u64).sum();
         job.stats.frames.fetch_add(frames, Ordering::Relaxed);
         job.stats.announced.fetch_add(1, Ordering::Relaxed);
+        job.slots.announce(&job.ring, batch.seq, slot);
         (job.notify)(Response::BatchReady {
             stream: job.id,
             slot,
@@ -255,8 +255,8 @@ fn write_batch(
         .iter()
         .map(|(i, l, audio)| (*i, *l, audio.planes(channels)))
         .collect();
-    // SAFETY: the driver received `slot` from the free-slot channel, so it owns it until it
-    // announces the batch; nothing else writes or reads it meanwhile.
+    // SAFETY: the driver took `slot` from the ledger, so it owns it until it announces the
+    // batch; nothing else writes or reads it meanwhile.
     let bytes = unsafe { ring.slot_mut(slot) };
     SlotWriter { geometry, bytes }.write(header, &refs);
     rows.len() as u64 * frames
@@ -266,14 +266,11 @@ fn write_batch(
 pub struct Opened {
     pub info: audiodecode_protocol::StreamInfo,
     pub ring: Arc<RingMemory>,
-    pub free_slots: Sender<u32>,
+    pub slots: Arc<SlotLedger>,
     pub cancel: Arc<AtomicBool>,
     pub stats: Arc<StreamStats>,
-    /// Slots handed out at start; the rest of the ring's slots are parked for the tuner.
-    pub depth: u32,
     /// False when the client fixed the depth (`prefetch`).
     pub tunable: bool,
-    pub parked: Vec<u32>,
     /// Starts the driver. Called after `StreamOpened` is queued, so the reply reaches the
     /// client before the first `BatchReady`.
     pub start: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
@@ -317,6 +314,12 @@ fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
         if !(s.is_finite() && s > 0.0) {
             return Err(bad_request(format!("max_batch_seconds {s}")));
         }
+    }
+    if spec.prefetch > MAX_SLOTS {
+        return Err(bad_request(format!(
+            "prefetch {} (a ring has at most {MAX_SLOTS} slots)",
+            spec.prefetch
+        )));
     }
     Ok(())
 }
@@ -485,11 +488,8 @@ pub fn open(
         message: format!("cannot create shared memory: {e}"),
     })?;
     let ring = Arc::new(ring);
-    let (free_tx, free_rx) = crossbeam_channel::unbounded();
-    for slot in 0..depth {
-        let _ = free_tx.send(slot);
-    }
-    let parked: Vec<u32> = (depth..slots).rev().collect();
+    // The ring's other slots are parked for the tuner.
+    let ledger = Arc::new(SlotLedger::new(depth, slots));
     let cancel = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(StreamStats::default());
     let info = audiodecode_protocol::StreamInfo {
@@ -506,7 +506,7 @@ pub fn open(
         items,
         batches,
         ring: Arc::clone(&ring),
-        free_slots: free_rx,
+        slots: Arc::clone(&ledger),
         cancel: Arc::clone(&cancel),
         stats: Arc::clone(&stats),
         pool: pool.clone(),
@@ -523,12 +523,10 @@ pub fn open(
     Ok(Opened {
         info,
         ring,
-        free_slots: free_tx,
+        slots: ledger,
         cancel,
         stats,
-        depth,
         tunable: spec_prefetch == 0,
-        parked,
         start,
     })
 }

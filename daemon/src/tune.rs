@@ -43,6 +43,11 @@ pub struct Plan {
 /// holds memory.
 pub const MIN_DEPTH: u32 = 2;
 pub const MAX_DEPTH: u32 = 8;
+/// The depth a client-bound stream shrinks to, where its ring has the slots: a waiting
+/// driver asks the client to ring once half the slots in circulation are back
+/// (`slots.rs`), so four make that one system call per two batches; two would make it one
+/// per batch.
+pub const SETTLED_DEPTH: u32 = 4;
 
 impl Resources {
     pub fn detect() -> Self {

@@ -226,7 +226,7 @@ fn a_stream_delivers_every_item_once_equal_to_load() {
                 client
                     .send(&Request::Release {
                         stream: info.stream,
-                        slot,
+                        released: seqs.len() as u64,
                     })
                     .expect("release");
             }
@@ -287,7 +287,7 @@ fn the_daemon_waits_for_released_slots() {
     client
         .send(&Request::Release {
             stream: info.stream,
-            slot: slots[0],
+            released: 1,
         })
         .expect("release");
     match client.receive().expect("message") {
@@ -297,6 +297,82 @@ fn the_daemon_waits_for_released_slots() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// A header word of a writable ring mapping.
+fn ring_word(map: &memmap2::MmapMut, offset: u64) -> &std::sync::atomic::AtomicU64 {
+    assert!(offset.is_multiple_of(8) && offset + 8 <= 4096);
+    // SAFETY: in bounds, 8-aligned (the mapping is page aligned), lives as long as `map`.
+    unsafe {
+        std::sync::atomic::AtomicU64::from_ptr(map.as_ptr().add(offset as usize).cast_mut().cast())
+    }
+}
+
+#[test]
+fn a_client_handing_back_through_the_ring_header_rings_once_per_two_batches() {
+    use audiodecode_protocol::ring::{
+        announcement, ANNOUNCED_OFFSET, ANNOUNCE_LOG_OFFSET, DOORBELL_OFFSET, NO_DOORBELL,
+        RELEASED_OFFSET,
+    };
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = corpus(dir.path(), 24);
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    let mut slow_client = spec(paths, 2);
+    slow_client.prefetch = 4;
+    let info = open(&mut client, slow_client);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm{}", info.shm_name))
+        .expect("open shm");
+    // SAFETY: the daemon keeps the segment alive while the stream is open.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file).expect("map shm") };
+    let (mut taken, mut sent, mut rings) = (0u64, 0u64, 0u64);
+    loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, seq, .. } => {
+                assert!(ring_word(&map, ANNOUNCED_OFFSET).load(SeqCst) > taken);
+                let entry = ANNOUNCE_LOG_OFFSET + 8 * (taken % u64::from(info.ring.slots));
+                assert_eq!(ring_word(&map, entry).load(SeqCst), announcement(seq, slot));
+                // A training step long enough for decoding to fill the ring: the driver
+                // then waits for a slot (and has set the doorbell), or has finished.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let asked = |sent: u64| {
+                    let doorbell = ring_word(&map, DOORBELL_OFFSET).load(SeqCst);
+                    doorbell != NO_DOORBELL && doorbell > sent
+                };
+                while !asked(sent) && ring_word(&map, ANNOUNCED_OFFSET).load(SeqCst) < 12 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the driver neither waits nor ends"
+                    );
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                taken += 1;
+                ring_word(&map, RELEASED_OFFSET).store(taken, SeqCst);
+                // Ring once per doorbell: a count already sent covers it.
+                let doorbell = ring_word(&map, DOORBELL_OFFSET).load(SeqCst);
+                if taken >= doorbell && doorbell > sent {
+                    rings += 1;
+                    sent = taken;
+                    client
+                        .send(&Request::Release {
+                            stream: info.stream,
+                            released: taken,
+                        })
+                        .expect("release");
+                }
+            }
+            Response::EndOfEpoch { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(taken, 12);
+    // Four slots in circulation: the driver asks again once two are back, so the client
+    // rings every other batch until the last batch is announced (at 2, 4, 6 and 8).
+    assert_eq!(rings, 4, "rang {rings} times for 12 batches");
 }
 
 #[test]
@@ -317,15 +393,17 @@ fn broken_items_are_skipped_or_raised() {
     let mut client = daemon.client();
     let info = open(&mut client, spec(paths.clone(), 3));
     let mut delivered = 0;
+    let mut released = 0;
     let skipped = loop {
         match client.receive().expect("message") {
             Response::BatchReady { slot, .. } => {
                 let map = map_ring(&info);
                 delivered += read_slot(&map, &info.ring, slot).header.batch;
+                released += 1;
                 client
                     .send(&Request::Release {
                         stream: info.stream,
-                        slot,
+                        released,
                     })
                     .expect("release");
             }
@@ -348,13 +426,15 @@ fn broken_items_are_skipped_or_raised() {
     raise.on_error = OnError::Raise;
     raise.shuffle = false;
     let info = open(&mut client, raise);
+    let mut released = 0;
     loop {
         match client.receive().expect("message") {
-            Response::BatchReady { slot, .. } => {
+            Response::BatchReady { .. } => {
+                released += 1;
                 client
                     .send(&Request::Release {
                         stream: info.stream,
-                        slot,
+                        released,
                     })
                     .expect("release");
             }
@@ -461,14 +541,16 @@ type Epoch = (Vec<(u64, Vec<f32>)>, Vec<(usize, u64)>);
 /// `on_batch` has seen it; `on_batch` returns false to stop early.
 fn each_batch(client: &mut Client, info: &StreamInfo, mut on_batch: impl FnMut(Batch) -> bool) {
     let map = map_ring(info);
+    let mut released = 0;
     loop {
         match client.receive().expect("message") {
             Response::BatchReady { slot, .. } => {
                 let keep_going = on_batch(read_slot(&map, &info.ring, slot));
+                released += 1;
                 client
                     .send(&Request::Release {
                         stream: info.stream,
-                        slot,
+                        released,
                     })
                     .expect("release");
                 if !keep_going {

@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -55,10 +55,12 @@ pub enum Request {
         client_pid: u32,
     },
     OpenStream(StreamSpec),
-    /// The client is done with a slot; the daemon may refill it.
+    /// The client has handed back the first `released` batches announced to it since the
+    /// stream opened (it takes and hands back batches in order); the daemon may refill
+    /// their slots. See "Ownership" in the README for when a client sends it.
     Release {
         stream: u32,
-        slot: u32,
+        released: u64,
     },
     CloseStream {
         stream: u32,
@@ -81,7 +83,7 @@ pub enum Response {
     },
     StreamOpened(StreamInfo),
     /// Slot `slot` holds batch `seq` (0-based within the epoch, counted from the stream's
-    /// `start_batch`); the client owns it until it sends `Release`.
+    /// `start_batch`); the client owns it until it hands it back (`Release`).
     BatchReady {
         stream: u32,
         slot: u32,

@@ -14,6 +14,26 @@ pub const RING_MAGIC: [u8; 8] = *b"ADRING01";
 pub const RING_HEADER_BYTES: u64 = 4096;
 pub const SLOT_HEADER_BYTES: u64 = 64;
 const SLOT_ALIGN: u64 = 4096;
+
+// The hand-off words in the ring header: each on its own 64-byte cache line, written by
+// one side and read by the other (README, "Ownership"). All are little-endian u64.
+/// Written by the client: batches it has handed back since the stream opened.
+pub const RELEASED_OFFSET: u64 = 64;
+/// Written by the daemon: the client sends `Release` once its count reaches this value
+/// (`NO_DOORBELL`: it need not).
+pub const DOORBELL_OFFSET: u64 = 128;
+/// Written by the daemon: batches announced since the stream opened.
+pub const ANNOUNCED_OFFSET: u64 = 192;
+/// Announcement `i` (from 0) is entry `i % slots` of this table: `seq << 32 | slot`.
+pub const ANNOUNCE_LOG_OFFSET: u64 = 256;
+pub const NO_DOORBELL: u64 = u64::MAX;
+/// The most slots a ring may have: its announcement table fills the rest of the header.
+pub const MAX_SLOTS: u32 = ((RING_HEADER_BYTES - ANNOUNCE_LOG_OFFSET) / 8) as u32;
+
+/// An announcement table entry.
+pub fn announcement(seq: u64, slot: u32) -> u64 {
+    (seq << 32) | u64::from(slot)
+}
 const AUDIO_ALIGN: u64 = 64;
 
 /// Everything a client needs to map the ring; sent in `StreamOpened` and also written into
@@ -148,6 +168,22 @@ mod tests {
         assert_eq!(g.slot_bytes % 4096, 0);
         assert_eq!(g.slot_offset(1) - g.slot_offset(0), g.slot_bytes);
         assert_eq!(g.total_bytes(), g.slot_offset(4));
+    }
+
+    #[test]
+    fn hand_off_words_fit_the_header_on_separate_lines() {
+        for w in [
+            RELEASED_OFFSET,
+            DOORBELL_OFFSET,
+            ANNOUNCED_OFFSET,
+            ANNOUNCE_LOG_OFFSET,
+        ] {
+            assert_eq!(w % 64, 0);
+            assert!(w >= 64, "the informational header uses the first 44 bytes");
+        }
+        assert_eq!(MAX_SLOTS, 480);
+        assert!(ANNOUNCE_LOG_OFFSET + 8 * u64::from(MAX_SLOTS) <= RING_HEADER_BYTES);
+        assert_eq!(announcement(5, 3), (5 << 32) | 3);
     }
 
     #[test]

@@ -113,7 +113,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 ..stream_spec()
             }),
         ),
-        ("req_release", Request::Release { stream: 2, slot: 7 }),
+        (
+            "req_release",
+            Request::Release {
+                stream: 2,
+                released: 7,
+            },
+        ),
         ("req_close", Request::CloseStream { stream: 2 }),
         (
             "req_load",
@@ -323,6 +329,10 @@ fn trailing_bytes_and_truncation_are_errors() {
     let mut bytes = encode(&Request::Status).expect("encodes");
     bytes.push(0);
     assert!(decode::<Request>(&bytes).is_err());
-    let bytes = encode(&Request::Release { stream: 1, slot: 2 }).expect("encodes");
+    let bytes = encode(&Request::Release {
+        stream: 1,
+        released: 2,
+    })
+    .expect("encodes");
     assert!(decode::<Request>(&bytes[..bytes.len() - 1]).is_err());
 }
