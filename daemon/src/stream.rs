@@ -216,6 +216,10 @@ pub fn drive(job: StreamJob) {
             slot,
             seq: batch.seq,
         });
+        drop(rows);
+        if batch.seq % TRIM_EVERY_BATCHES == 0 {
+            crate::residency::return_free_heap();
+        }
     }
     (job.notify)(Response::EndOfEpoch {
         stream: job.id,
@@ -275,6 +279,11 @@ pub struct Opened {
     /// client before the first `BatchReady`.
     pub start: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
 }
+
+/// How often a stream returns the heap's free pages: about one batch of decoded items is
+/// free at any time, so trimming after every few batches gives back nearly as much as after
+/// each, and the pages that decoding faults back in are a quarter.
+const TRIM_EVERY_BATCHES: u64 = 4;
 
 /// Slot length when neither `max_seconds` nor the files' headers bound it.
 const DEFAULT_MAX_SECONDS: f64 = 30.0;
