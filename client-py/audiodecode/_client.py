@@ -48,7 +48,7 @@ class Connection:
     """A handshaken connection. Not for concurrent use from several threads except through
     ``request``/``send``, which are serialised.
 
-    ``fd``, ``inbox`` and ``closed`` are public for a stream's per-batch loop
+    ``inbox``, ``send_frame`` and ``read_available`` are for a stream's per-batch loop
     (``Stream.batches``), which writes and parses without the lock: a loader's connection is
     used by the one thread that iterates it."""
 
@@ -100,19 +100,24 @@ class Connection:
 
     def send(self, msg: AnyRequest) -> None:
         """Send a request that has no response (``Release``)."""
-        data = memoryview(frame(encode_request(msg)))
+        data = frame(encode_request(msg))
         with self._lock:
-            self.check_open()
-            # One write(2) first: a socket with a timeout is non-blocking underneath, and
-            # socket.send would poll(2) before every send, doubling the syscalls of the
-            # per-batch Release.
-            try:
-                sent = os.write(self.fd, data)
-            except BlockingIOError:
-                sent = 0
-            except (BrokenPipeError, ConnectionResetError) as e:
-                raise self.gone(e) from None
-            self.send_rest(data, sent)
+            self.send_frame(data)
+
+    def send_frame(self, data: bytes) -> None:
+        """Write one framed message. Without the lock: a stream's per-batch loop calls it
+        (a loader's connection is used by the one thread that iterates it)."""
+        self.check_open()  # the fd of a closed connection may belong to another file now
+        # One write(2) first: a socket with a timeout is non-blocking underneath, and
+        # socket.send would poll(2) before every send, doubling the syscalls.
+        try:
+            sent = os.write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise self.gone(e) from None
+        if sent < len(data):
+            self.send_rest(memoryview(data), sent)
 
     def send_rest(self, data: memoryview, sent: int) -> None:
         """Send ``data[sent:]``, waiting for room in the socket buffer."""

@@ -16,7 +16,6 @@ item's error.
 
 from __future__ import annotations
 
-import os
 import platform
 import struct
 from collections.abc import Callable, Iterator
@@ -134,19 +133,8 @@ class Stream:
 
     def _send_released(self) -> None:
         """Tell the daemon how many batches have been handed back."""
-        conn = self.conn
-        if conn.closed:
-            conn.check_open()  # raises: the fd may already belong to another file
-        data = release_frame(self.id, self._released)
         self._sent = self._released
-        try:
-            sent = os.write(conn.fd, data)
-        except BlockingIOError:
-            sent = 0
-        except (BrokenPipeError, ConnectionResetError) as e:
-            raise conn.gone(e) from None
-        if sent < len(data):
-            conn.send_rest(memoryview(data), sent)
+        self.conn.send_frame(release_frame(self.id, self._released))
 
     def _wait_announcement(self) -> tuple[int, int] | None:
         """The next batch's (slot, seq) from the socket, waiting for it; ``None`` at the end
