@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import audiodecode._stream
 import numpy as np
 import pytest
 from audiodecode import AudioDataLoader, AudioFileError, Daemon, DaemonError, load
@@ -60,7 +61,17 @@ def sorted_shm(daemon_pid: int) -> list[str]:
     return sorted(glob.glob(f"/dev/shm/audiodecode-{os.geteuid()}-{daemon_pid}-*"))
 
 
-def test_batches_equal_load_of_their_files(daemon: Daemon, corpus: Corpus) -> None:
+@pytest.fixture(params=["ring header", "socket"])
+def handoff(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both slot hand-offs: through the ring header (x86-64) and over the socket (the one
+    weakly ordered CPUs use)."""
+    if request.param == "ring header" and not audiodecode._stream.SHARED_HANDOFF:
+        pytest.skip("the ring-header hand-off is for x86-64")
+    monkeypatch.setattr(audiodecode._stream, "SHARED_HANDOFF", request.param == "ring header")
+    return str(request.param)
+
+
+def test_batches_equal_load_of_their_files(daemon: Daemon, corpus: Corpus, handoff: str) -> None:
     files = corpus.clips + corpus.resampled + [corpus.encoded["flac"], corpus.encoded["mp3"]]
     loader = AudioDataLoader(files, batch_size=4, crop="start", max_seconds=MAX_S)
     batches = list(loader)
@@ -246,6 +257,23 @@ def test_skip_policy_reports_broken_files(daemon: Daemon, corpus: Corpus) -> Non
     broken = {str(corpus.garbage), str(corpus.truncated), str(corpus.root / "nope.wav")}
     assert set(skipped) == broken
     assert all(Path(path).name in message for path, message in skipped.items())
+
+
+def test_a_batch_of_only_broken_files_is_left_out(
+    daemon: Daemon, corpus: Corpus, handoff: str
+) -> None:
+    broken = [corpus.garbage, corpus.truncated]
+    files = corpus.clips[:2] + broken + corpus.clips[2:4]
+    loader = AudioDataLoader(
+        files, batch_size=2, shuffle=False, crop="start", max_seconds=MAX_S, prefetch=2
+    )
+    got = []
+    for batch in loader:
+        check_batch(batch)
+        got.append((as_np(batch.indices).tolist(), loader.state_dict()["batches_done"]))
+    # Batch 1 is gone; the position still counts it, so a resume lands right.
+    assert got == [([0, 1], 1), ([4, 5], 3)]
+    assert sorted(path for path, _ in loader.skipped) == sorted(str(p) for p in broken)
 
 
 def test_raise_policy_names_the_file(daemon: Daemon, corpus: Corpus) -> None:

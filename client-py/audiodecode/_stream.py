@@ -54,7 +54,7 @@ _DROP_STALE_EVERY = 32
 
 
 class Stream:
-    def __init__(self, conn: Connection, spec: StreamSpec, shared: bool = SHARED_HANDOFF) -> None:
+    def __init__(self, conn: Connection, spec: StreamSpec, shared: bool | None = None) -> None:
         self.conn = conn
         self.spec = spec
         self.info: StreamInfo = conn.request(Request.OpenStream(spec), Response.StreamOpened).info
@@ -64,7 +64,7 @@ class Stream:
         except BaseException:
             self._close_on_daemon()
             raise
-        self.shared = shared
+        self.shared = SHARED_HANDOFF if shared is None else shared
         self.held: int | None = None
         self.skipped: list[SkippedItem] = []
         self.finished = False
