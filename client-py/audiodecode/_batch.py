@@ -12,10 +12,8 @@ from typing import Any
 import numpy as np
 
 from audiodecode._protocol import StreamInfo
-from audiodecode._ring import Ring
+from audiodecode._ring import SLOT_HEADER_STRUCT, Ring
 
-# seq, epoch, batch, channels, frames, sample_rate (``SlotHeader``'s layout).
-_SLOT_HEADER = struct.Struct("<QQIIQI")
 # Only batch, channels and frames: what picks the audio view.
 _SHAPE = struct.Struct("<16xIIQ")
 
@@ -102,11 +100,11 @@ class RingBatch(Batch):
 
     @cached_property
     def _count(self) -> int:
-        return int(_SLOT_HEADER.unpack_from(self._meta)[2])
+        return int(SLOT_HEADER_STRUCT.unpack_from(self._meta)[2])
 
     @cached_property
     def sample_rate(self) -> int:  # type: ignore[override]
-        return int(_SLOT_HEADER.unpack_from(self._meta)[5])
+        return int(SLOT_HEADER_STRUCT.unpack_from(self._meta)[5])
 
     @cached_property
     def lengths(self) -> Any:  # type: ignore[override]

@@ -48,13 +48,14 @@ class Connection:
     """A handshaken connection. Not for concurrent use from several threads except through
     ``request``/``send``, which are serialised.
 
-    ``inbox``, ``send_frame`` and ``read_available`` are for a stream's per-batch loop
+    ``inbox``, ``queued``, ``fill``, ``read_available`` and ``send_frame`` are for a stream's
+    per-batch loop
     (``Stream.batches``), which writes and parses without the lock: a loader's connection is
     used by the one thread that iterates it."""
 
     def __init__(self, sock: socket.socket, path: str) -> None:
         self._sock = sock
-        self.fd = sock.fileno()
+        self._fd = sock.fileno()
         self.path = path
         self._pushes: dict[int, collections.deque[Any]] = collections.defaultdict(collections.deque)
         self._lock = threading.RLock()
@@ -107,19 +108,19 @@ class Connection:
     def send_frame(self, data: bytes) -> None:
         """Write one framed message. Without the lock: a stream's per-batch loop calls it
         (a loader's connection is used by the one thread that iterates it)."""
-        self.check_open()  # the fd of a closed connection may belong to another file now
+        self._check_open()  # the fd of a closed connection may belong to another file now
         # One write(2) first: a socket with a timeout is non-blocking underneath, and
         # socket.send would poll(2) before every send, doubling the syscalls.
         try:
-            sent = os.write(self.fd, data)
+            sent = os.write(self._fd, data)
         except BlockingIOError:
             sent = 0
         except (BrokenPipeError, ConnectionResetError) as e:
-            raise self.gone(e) from None
+            raise self._gone(e) from None
         if sent < len(data):
-            self.send_rest(memoryview(data), sent)
+            self._send_rest(memoryview(data), sent)
 
-    def send_rest(self, data: memoryview, sent: int) -> None:
+    def _send_rest(self, data: memoryview, sent: int) -> None:
         """Send ``data[sent:]``, waiting for room in the socket buffer."""
         while sent < len(data):
             try:
@@ -127,7 +128,7 @@ class Connection:
             except TimeoutError:
                 continue  # a big frame and a busy daemon; a dead one gives EPIPE
             except (BrokenPipeError, ConnectionResetError) as e:
-                raise self.gone(e) from None
+                raise self._gone(e) from None
 
     def request(
         self,
@@ -209,7 +210,7 @@ class Connection:
 
     def fill(self, n: int, deadline: float | None = None) -> None:
         """Receive until the inbox holds at least ``n`` bytes."""
-        self.check_open()
+        self._check_open()
         while len(self.inbox) < n:
             # A plain read first (no poll(2)); wait with the timeout only if empty.
             if self._read_now():
@@ -224,33 +225,33 @@ class Connection:
                     ) from None
                 continue  # nothing yet; the daemon may be busy decoding
             except (ConnectionResetError, BrokenPipeError) as e:
-                raise self.gone(e) from None
+                raise self._gone(e) from None
             self._received(k)
 
     def read_available(self) -> None:
         """Add to the inbox what the socket holds, without waiting."""
-        self.check_open()
+        self._check_open()
         self._read_now()
 
     def _read_now(self) -> bool:
         """One read that does not wait; whether it got anything."""
         try:
-            k = os.readv(self.fd, [self._scratch])
+            k = os.readv(self._fd, [self._scratch])
         except BlockingIOError:
             return False
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise self.gone(e) from None
+            raise self._gone(e) from None
         self._received(k)
         return True
 
     def _received(self, k: int) -> None:
         if k == 0:
-            raise self.gone(None)
+            raise self._gone(None)
         self.inbox += memoryview(self._scratch)[:k]
 
     # --- Lifecycle. -------------------------------------------------------------------------
 
-    def gone(self, cause: OSError | None) -> DaemonError:
+    def _gone(self, cause: OSError | None) -> DaemonError:
         self.close()
         why = f" ({cause.strerror or cause})" if cause is not None else ""
         return DaemonError(
@@ -258,7 +259,7 @@ class Connection:
             "did it crash? (its log is daemon.log beside the socket)"
         )
 
-    def check_open(self) -> None:
+    def _check_open(self) -> None:
         if self.closed:
             raise DaemonError(f"connection to the audiodecode daemon at {self.path} is closed")
 

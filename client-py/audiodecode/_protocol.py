@@ -33,7 +33,6 @@ RELEASED_OFFSET = 64  # client: batches handed back since the stream opened
 DOORBELL_OFFSET = 128  # daemon: send Release once that count reaches this
 ANNOUNCED_OFFSET = 192  # daemon: batches announced since the stream opened
 ANNOUNCE_LOG_OFFSET = 256  # announcement i is entry i % slots: seq << 32 | slot
-MAX_SLOTS = (RING_HEADER_BYTES - ANNOUNCE_LOG_OFFSET) // 8
 SLOT_ALIGN = 4096
 AUDIO_ALIGN = 64
 
@@ -677,9 +676,7 @@ _BATCH_READY = struct.Struct("<IIIQ")
 _RELEASE_INDEX = get_args(AnyRequest).index(Request.Release)
 _BATCH_READY_INDEX = get_args(AnyResponse).index(Response.BatchReady)
 BATCH_READY_BYTES = _BATCH_READY.size
-
-
-_RELEASE_FRAME = struct.Struct("<IIIQ")
+_RELEASE_FRAME = struct.Struct("<IIIQ")  # length prefix, then the Release
 
 
 def release_frame(stream: int, released: int) -> bytes:

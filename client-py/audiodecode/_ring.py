@@ -18,7 +18,8 @@ import numpy as np
 
 from audiodecode._protocol import RING_HEADER_BYTES, RING_MAGIC, SLOT_HEADER_BYTES, RingGeometry
 
-_SLOT_HEADER = struct.Struct("<QQIIQI")
+# seq, epoch, batch, channels, frames, sample_rate: the slot header's first 36 bytes.
+SLOT_HEADER_STRUCT = struct.Struct("<QQIIQI")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,10 @@ class SlotHeader:
 
     @classmethod
     def parse(cls, raw: bytes | memoryview) -> SlotHeader:
-        return cls(*_SLOT_HEADER.unpack_from(raw))
+        return cls(*SLOT_HEADER_STRUCT.unpack_from(raw))
 
     def to_bytes(self) -> bytes:
-        packed = _SLOT_HEADER.pack(
+        packed = SLOT_HEADER_STRUCT.pack(
             self.seq,
             self.epoch,
             self.batch,

@@ -142,13 +142,14 @@ class Stream:
         the daemon waits for it and the doorbell was missed."""
         if self._released > self._sent:
             self._send_released()
-        conn, sid, ready = self.conn, self.id, self._ready
+        conn, sid = self.conn, self.id
         inbox, queued = conn.inbox, conn.queued(sid)
         while True:
             if not inbox and not queued:
                 conn.fill(1)  # one read: waits for the daemon, takes all it has sent
-            if len(inbox) >= _READY_BYTES and inbox.startswith(ready) and not queued:
-                slot, seq = _SLOT_SEQ.unpack_from(inbox, 12)
+            front = None if queued else self._front_announcement()
+            if front is not None:
+                slot, seq = front
                 del inbox[:_READY_BYTES]
             else:
                 push = conn.next_push(sid)
@@ -167,15 +168,19 @@ class Stream:
     def _drop_stale(self) -> None:
         """Read what the socket holds without waiting, and drop the pushes of batches
         already taken from the ring header (a later push stays for ``_wait_announcement``)."""
-        conn, ready = self.conn, self._ready
-        conn.read_available()
-        inbox = conn.inbox
-        while (
-            len(inbox) >= _READY_BYTES
-            and inbox.startswith(ready)
-            and _SLOT_SEQ.unpack_from(inbox, 12)[1] < self._next_seq
-        ):
-            del inbox[:_READY_BYTES]
+        self.conn.read_available()
+        while (front := self._front_announcement()) is not None and front[1] < self._next_seq:
+            del self.conn.inbox[:_READY_BYTES]
+
+    def _front_announcement(self) -> tuple[int, int] | None:
+        """The (slot, seq) of this stream's ``BatchReady`` at the front of the inbox, read
+        from its first 12 bytes and its last 12 without decoding; ``None`` if something else
+        is there."""
+        inbox = self.conn.inbox
+        if len(inbox) < _READY_BYTES or not inbox.startswith(self._ready):
+            return None
+        slot, seq = _SLOT_SEQ.unpack_from(inbox, 12)
+        return slot, seq
 
     @property
     def batches_taken(self) -> int:

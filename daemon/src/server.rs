@@ -81,18 +81,13 @@ struct StreamEntry {
     opened: Instant,
 }
 
-impl StreamEntry {
-    fn close(&self) {
+/// Dropping the entry closes the stream: its driver stops (also when it waits for a slot)
+/// and the ring's name is unlinked.
+impl Drop for StreamEntry {
+    fn drop(&mut self) {
         self.cancel.store(true, Ordering::SeqCst);
         self.slots.close();
         self.ring.unlink();
-    }
-}
-
-impl Drop for StreamEntry {
-    fn drop(&mut self) {
-        // However the entry goes, its driver must not wait for slots any more.
-        self.close();
     }
 }
 
@@ -150,7 +145,6 @@ fn prepare_socket_dir(socket: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Returns Ok(false) when another daemon already serves this socket.
 /// Puts the daemon (and every thread it starts later) under `SCHED_BATCH`: the same CPU
 /// share, but a thread it wakes no longer preempts the thread that woke it. Every batch a
 /// training loop releases wakes the daemon; without this the kernel switches to it at once
@@ -166,6 +160,7 @@ fn run_batch_scheduled() {
     }
 }
 
+/// Returns Ok(false) when another daemon already serves this socket.
 pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     prepare_socket_dir(&options.socket)?;
@@ -216,9 +211,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
     };
     ready();
     let result = daemon.run();
-    for entry in daemon.streams.values() {
-        entry.close();
-    }
+    daemon.streams.clear();
     let _ = std::fs::remove_file(&options.socket);
     result.map(|_| true)
 }
@@ -411,8 +404,7 @@ impl Daemon {
                 }
             }
             Request::CloseStream { stream } => {
-                if let Some(entry) = self.streams.get(&stream).filter(|e| e.conn == token) {
-                    entry.close();
+                if self.streams.get(&stream).is_some_and(|e| e.conn == token) {
                     self.streams.remove(&stream);
                 }
                 self.reply(token, Response::Ok);
@@ -528,19 +520,18 @@ impl Daemon {
             .iter()
             .map(|(&id, e)| {
                 let secs = e.opened.elapsed().as_secs_f64().max(1e-9);
-                let announced = e.stats.announced.load(Ordering::Relaxed);
-                let (ring_depth, ring_filled) = e.slots.depth_and_filled();
+                let slots = e.slots.counts();
                 StreamStatus {
                     stream: id,
-                    batches_done: announced,
+                    batches_done: slots.announced,
                     batches_total: e.total_batches,
                     items_per_second: e.stats.items.load(Ordering::Relaxed) as f64 / secs,
                     audio_seconds_per_second: e.stats.frames.load(Ordering::Relaxed) as f64
                         / f64::from(e.ring.geometry().sample_rate)
                         / secs,
                     workers: self.pool.size() as u32,
-                    ring_depth,
-                    ring_filled: ring_filled as u32,
+                    ring_depth: slots.depth,
+                    ring_filled: (slots.announced - slots.handed_back) as u32,
                     skipped: e.stats.skipped.load(Ordering::Relaxed),
                     padding_share: padding_share(&e.stats),
                     decode_wait_share: self.tuner.decode_wait_share(id),
@@ -708,17 +699,7 @@ impl Daemon {
         if let Some(cancel) = self.transcriptions.remove(&token) {
             cancel.store(true, Ordering::Relaxed);
         }
-        let mine: Vec<u32> = self
-            .streams
-            .iter()
-            .filter(|(_, e)| e.conn == token)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in mine {
-            if let Some(entry) = self.streams.remove(&id) {
-                entry.close();
-            }
-        }
+        self.streams.retain(|_, e| e.conn != token);
     }
 }
 

@@ -11,15 +11,27 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use audiodecode_protocol::ring::NO_DOORBELL;
 
 use crate::ring::RingMemory;
 
 pub struct SlotLedger {
+    ring: Arc<RingMemory>,
     state: Mutex<State>,
     changed: Condvar,
+}
+
+/// What `status` shows of a ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotCounts {
+    /// Slots in circulation.
+    pub depth: u32,
+    /// Batches announced since the stream opened.
+    pub announced: u64,
+    /// Batches the client has handed back.
+    pub handed_back: u64,
 }
 
 struct State {
@@ -56,10 +68,12 @@ impl State {
 }
 
 impl SlotLedger {
-    /// A ring of `slots` slots with the first `depth` in circulation.
-    pub fn new(depth: u32, slots: u32) -> Self {
+    /// The slots of `ring`, the first `depth` in circulation.
+    pub fn new(ring: Arc<RingMemory>, depth: u32) -> Self {
+        let slots = ring.geometry().slots;
         let depth = depth.min(slots);
         Self {
+            ring,
             state: Mutex::new(State {
                 free: (0..depth).collect(),
                 announced: VecDeque::new(),
@@ -81,7 +95,8 @@ impl SlotLedger {
 
     /// A free slot, waiting for the client to hand one back if need be; `None` once the
     /// stream is closed.
-    pub fn take(&self, ring: &RingMemory) -> Option<u32> {
+    pub fn take(&self) -> Option<u32> {
+        let ring = &self.ring;
         let mut state = self.lock();
         loop {
             if state.closed {
@@ -107,10 +122,10 @@ impl SlotLedger {
     }
 
     /// The driver filled `slot` with batch `seq` and is about to announce it.
-    pub fn announce(&self, ring: &RingMemory, seq: u64, slot: u32) {
+    pub fn announce(&self, seq: u64, slot: u32) {
         let mut state = self.lock();
         state.announced.push_back(slot);
-        ring.publish(state.announcements, seq, slot);
+        self.ring.publish(state.announcements, seq, slot);
         state.announcements += 1;
     }
 
@@ -124,9 +139,8 @@ impl SlotLedger {
     /// it by one down to `floor` (the next slot handed back is parked).
     pub fn retarget(&self, grow: bool, floor: u32) {
         let mut state = self.lock();
-        let slots = state.depth + state.parked.len() as u32;
         state.target = if grow {
-            (state.target + 1).min(slots)
+            (state.target + 1).min(self.ring.geometry().slots)
         } else {
             state.target.saturating_sub(1).max(floor.min(state.target))
         };
@@ -141,14 +155,13 @@ impl SlotLedger {
         self.changed.notify_all();
     }
 
-    /// Slots in circulation, and batches announced but not handed back.
-    pub fn depth_and_filled(&self) -> (u32, u64) {
+    pub fn counts(&self) -> SlotCounts {
         let state = self.lock();
-        (state.depth, state.announced.len() as u64)
-    }
-
-    pub fn handed_back(&self) -> u64 {
-        self.lock().released
+        SlotCounts {
+            depth: state.depth,
+            announced: state.announcements,
+            handed_back: state.released,
+        }
     }
 
     /// The stream is closing: a waiting driver gives up.
@@ -161,18 +174,32 @@ impl SlotLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use audiodecode_protocol::ring::{
         RingGeometry, ANNOUNCED_OFFSET, ANNOUNCE_LOG_OFFSET, DOORBELL_OFFSET, RELEASED_OFFSET,
     };
 
-    fn ring(slots: u32) -> Arc<RingMemory> {
+    /// A ring of `slots` slots and its ledger with `depth` in circulation.
+    fn ledger(slots: u32, depth: u32) -> (Arc<RingMemory>, Arc<SlotLedger>) {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(9_000);
         let g = RingGeometry::new(slots, 2, 1, 16, 16000);
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-        Arc::new(RingMemory::create(g, serial).expect("ring"))
+        let ring = Arc::new(RingMemory::create(g, serial).expect("ring"));
+        (Arc::clone(&ring), Arc::new(SlotLedger::new(ring, depth)))
+    }
+
+    /// Take and announce `batches` slots, as batches 0, 1, ...
+    fn fill_all(ledger: &SlotLedger, batches: u64) {
+        for seq in 0..batches {
+            let slot = ledger.take().expect("free");
+            ledger.announce(seq, slot);
+        }
+    }
+
+    fn depth_and_filled(ledger: &SlotLedger) -> (u32, u64) {
+        let c = ledger.counts();
+        (c.depth, c.announced - c.handed_back)
     }
 
     fn header_word(ring: &RingMemory, offset: u64) -> u64 {
@@ -181,45 +208,36 @@ mod tests {
 
     #[test]
     fn slots_circulate_in_hand_back_order() {
-        let r = ring(4);
-        let ledger = SlotLedger::new(2, 4);
-        let a = ledger.take(&r).expect("free");
-        let b = ledger.take(&r).expect("free");
+        let (r, ledger) = ledger(4, 2);
+        let a = ledger.take().expect("free");
+        let b = ledger.take().expect("free");
         assert_eq!((a, b), (0, 1));
-        ledger.announce(&r, 10, a);
-        ledger.announce(&r, 11, b);
+        ledger.announce(10, a);
+        ledger.announce(11, b);
         assert_eq!(header_word(&r, ANNOUNCED_OFFSET), 2);
         assert_eq!(header_word(&r, ANNOUNCE_LOG_OFFSET + 8), (11 << 32) | 1);
         ledger.released(1);
-        assert_eq!(ledger.take(&r), Some(0));
-        assert_eq!(ledger.depth_and_filled(), (2, 1));
+        assert_eq!(ledger.take(), Some(0));
+        assert_eq!(depth_and_filled(&ledger), (2, 1));
     }
 
     #[test]
     fn the_count_in_shared_memory_frees_slots_without_a_message() {
-        let r = ring(2);
-        let ledger = SlotLedger::new(2, 2);
-        for seq in 0..2 {
-            let slot = ledger.take(&r).expect("free");
-            ledger.announce(&r, seq, slot);
-        }
+        let (r, ledger) = ledger(2, 2);
+        fill_all(&ledger, 2);
         r.word(RELEASED_OFFSET).store(1, Ordering::SeqCst);
-        assert_eq!(ledger.take(&r), Some(0));
-        assert_eq!(ledger.handed_back(), 1);
+        assert_eq!(ledger.take(), Some(0));
+        assert_eq!(ledger.counts().handed_back, 1);
     }
 
     #[test]
     fn a_waiting_driver_asks_for_half_its_slots_and_wakes_on_release() {
-        let r = ring(4);
-        let ledger = Arc::new(SlotLedger::new(4, 4));
-        for seq in 0..4 {
-            let slot = ledger.take(&r).expect("free");
-            ledger.announce(&r, seq, slot);
-        }
+        let (r, ledger) = ledger(4, 4);
+        fill_all(&ledger, 4);
         assert_eq!(header_word(&r, DOORBELL_OFFSET), NO_DOORBELL);
         let waiter = {
-            let (r, ledger) = (Arc::clone(&r), Arc::clone(&ledger));
-            std::thread::spawn(move || ledger.take(&r))
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || ledger.take())
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while header_word(&r, DOORBELL_OFFSET) == NO_DOORBELL {
@@ -233,20 +251,16 @@ mod tests {
         ledger.released(2);
         assert_eq!(waiter.join().expect("joins"), Some(0));
         assert_eq!(header_word(&r, DOORBELL_OFFSET), NO_DOORBELL);
-        assert_eq!(ledger.take(&r), Some(1));
+        assert_eq!(ledger.take(), Some(1));
     }
 
     #[test]
     fn closing_wakes_a_waiting_driver() {
-        let r = ring(2);
-        let ledger = Arc::new(SlotLedger::new(2, 2));
-        for seq in 0..2 {
-            let slot = ledger.take(&r).expect("free");
-            ledger.announce(&r, seq, slot);
-        }
+        let (_ring, ledger) = ledger(2, 2);
+        fill_all(&ledger, 2);
         let waiter = {
-            let (r, ledger) = (Arc::clone(&r), Arc::clone(&ledger));
-            std::thread::spawn(move || ledger.take(&r))
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || ledger.take())
         };
         std::thread::sleep(Duration::from_millis(20));
         ledger.close();
@@ -255,31 +269,26 @@ mod tests {
 
     #[test]
     fn shrinking_parks_handed_back_slots_and_growing_returns_them() {
-        let r = ring(4);
-        let ledger = SlotLedger::new(4, 4);
-        for seq in 0..4 {
-            let slot = ledger.take(&r).expect("free");
-            ledger.announce(&r, seq, slot);
-        }
+        let (_ring, ledger) = ledger(4, 4);
+        fill_all(&ledger, 4);
         ledger.retarget(false, 2);
         ledger.retarget(false, 2);
         ledger.retarget(false, 2); // not below the floor
         ledger.released(3);
-        assert_eq!(ledger.depth_and_filled(), (2, 1));
-        assert_eq!(ledger.take(&r), Some(2));
+        assert_eq!(depth_and_filled(&ledger), (2, 1));
+        assert_eq!(ledger.take(), Some(2));
         ledger.retarget(true, 2);
-        assert_eq!(ledger.depth_and_filled().0, 3);
-        assert_eq!(ledger.take(&r), Some(1));
+        assert_eq!(depth_and_filled(&ledger).0, 3);
+        assert_eq!(ledger.take(), Some(1));
     }
 
     #[test]
     fn a_count_past_the_announcements_frees_only_what_was_announced() {
-        let r = ring(2);
-        let ledger = SlotLedger::new(2, 2);
-        let slot = ledger.take(&r).expect("free");
-        ledger.announce(&r, 0, slot);
+        let (_ring, ledger) = ledger(2, 2);
+        let slot = ledger.take().expect("free");
+        ledger.announce(0, slot);
         ledger.released(99);
-        assert_eq!(ledger.handed_back(), 1);
-        assert_eq!(ledger.depth_and_filled(), (2, 0));
+        assert_eq!(ledger.counts().handed_back, 1);
+        assert_eq!(depth_and_filled(&ledger), (2, 0));
     }
 }

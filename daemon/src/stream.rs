@@ -58,7 +58,6 @@ pub fn error_info(err: &DecodeError) -> ErrorInfo {
 pub struct StreamStats {
     /// When the stream opened: the tuner measures a young stream over its own lifetime.
     pub opened: Instant,
-    pub announced: AtomicU64,
     pub items: AtomicU64,
     /// Output frames delivered (for audio-seconds per second).
     pub frames: AtomicU64,
@@ -75,7 +74,6 @@ impl Default for StreamStats {
     fn default() -> Self {
         Self {
             opened: Instant::now(),
-            announced: AtomicU64::new(0),
             items: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             padded_frames: AtomicU64::new(0),
@@ -195,7 +193,7 @@ pub fn drive(job: StreamJob) {
         }
         // Wait for the client to hand back a slot: the only place the driver waits on it.
         let waiting = Instant::now();
-        let Some(slot) = job.slots.take(&job.ring) else {
+        let Some(slot) = job.slots.take() else {
             return;
         };
         add_elapsed(&job.stats.slot_wait_ns, waiting);
@@ -209,8 +207,7 @@ pub fn drive(job: StreamJob) {
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let frames: u64 = rows.iter().map(|r| r.2.frames() as u64).sum();
         job.stats.frames.fetch_add(frames, Ordering::Relaxed);
-        job.stats.announced.fetch_add(1, Ordering::Relaxed);
-        job.slots.announce(&job.ring, batch.seq, slot);
+        job.slots.announce(batch.seq, slot);
         (job.notify)(Response::BatchReady {
             stream: job.id,
             slot,
@@ -498,7 +495,7 @@ pub fn open(
     })?;
     let ring = Arc::new(ring);
     // The ring's other slots are parked for the tuner.
-    let ledger = Arc::new(SlotLedger::new(depth, slots));
+    let ledger = Arc::new(SlotLedger::new(Arc::clone(&ring), depth));
     let cancel = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(StreamStats::default());
     let info = audiodecode_protocol::StreamInfo {
