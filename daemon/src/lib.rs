@@ -4,31 +4,18 @@
 //! (rubato, streaming), [`pipeline`] (one item → samples), [`output`] (file writers) and
 //! [`cli`].
 
-pub mod augment;
-pub mod cache;
 pub mod cli;
-pub mod client;
 pub mod decode;
 pub mod error;
-pub mod item;
+pub mod feed;
 pub mod label;
-pub mod label_cli;
-pub mod manifest;
-mod mp4_edit;
-pub mod output;
-mod pcm;
-pub mod pipeline;
-pub mod pool;
-pub mod resample;
-pub mod residency;
-pub mod ring;
-pub mod sampler;
-pub mod server;
-pub mod slots;
-pub mod stream;
-pub mod tune;
+pub mod sys;
 
+// Paths the integration tests and earlier callers use.
+pub use decode::resample;
+pub use feed::client;
+
+pub use decode::{load, DecodedAudio, LoadRequest};
 pub use decode::{probe_info, AudioInfo, ChannelMode};
 pub use error::DecodeError;
-pub use pipeline::{load, DecodedAudio, LoadRequest};
 pub use resample::Quality;

@@ -205,7 +205,7 @@ fn join_parts(source_dir: &Path, parts: &[PathBuf], target: &Path) -> std::io::R
         }
     }
     // Atomic, so a crash never leaves a short model behind.
-    crate::output::write_atomically(&target.join("model.bin"), |out| {
+    crate::cli::output::write_atomically(&target.join("model.bin"), |out| {
         for part in parts {
             std::io::copy(&mut std::fs::File::open(part)?, out)?;
         }

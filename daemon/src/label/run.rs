@@ -14,8 +14,8 @@ use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
 use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
+use crate::decode::{load, LoadRequest};
 use crate::error::DecodeError;
-use crate::pipeline::{load, LoadRequest};
 use crate::{ChannelMode, Quality};
 
 /// What the sink receives per file, in input order.

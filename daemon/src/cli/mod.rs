@@ -1,5 +1,8 @@
 //! The `audiodecode` command line.
 
+pub mod label;
+pub mod output;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,11 +13,11 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::output::{write_audio, OutputFormat};
+use crate::decode::resample::Quality;
+use crate::decode::{load, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
-use crate::output::{write_audio, OutputFormat};
-use crate::pipeline::{load, LoadRequest};
-use crate::resample::Quality;
-use crate::server;
+use crate::feed::server;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +43,7 @@ pub enum Command {
     /// Stop the running daemon.
     Stop(SocketArg),
     /// Pseudo-transcribe audio with Whisper into a JSONL manifest (or srt/vtt/txt files).
-    Label(Box<crate::label_cli::LabelArgs>),
+    Label(Box<crate::cli::label::LabelArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -158,7 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run_serve(&args),
         Command::Status(args) => run_status(&args),
         Command::Stop(args) => run_stop(&args),
-        Command::Label(args) => crate::label_cli::run_label(&args),
+        Command::Label(args) => crate::cli::label::run_label(&args),
     }
 }
 
@@ -362,7 +365,7 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
     if !args.foreground {
         return spawn_detached(args, &socket);
     }
-    let mut plan = crate::tune::plan(&crate::tune::Resources::detect());
+    let mut plan = crate::feed::tune::plan(&crate::feed::tune::Resources::detect());
     if let Some(n) = args.max_workers {
         plan.max_workers = n.max(1);
     }
@@ -416,7 +419,7 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
 /// already have threads is unsafe).
 fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
     use std::os::unix::process::CommandExt;
-    if crate::client::Client::connect(socket).is_ok() {
+    if crate::feed::client::Client::connect(socket).is_ok() {
         eprintln!(
             "audiodecode: a daemon is already running on {}",
             socket.display()
@@ -476,7 +479,7 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(client) = crate::client::Client::connect(socket) {
+        if let Ok(client) = crate::feed::client::Client::connect(socket) {
             if client.daemon_pid != child.id() {
                 // Another daemon won the start-up race; ours must not take over later.
                 let _ = child.kill();
@@ -491,7 +494,7 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Another daemon may have won the race for the lock; that one answers soon.
-            if crate::client::Client::connect(socket).is_ok() {
+            if crate::feed::client::Client::connect(socket).is_ok() {
                 return ExitCode::SUCCESS;
             }
             eprintln!(
@@ -512,7 +515,7 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
 fn run_status(args: &StatusArgs) -> ExitCode {
     let socket = args.socket.path();
     loop {
-        let report = crate::client::Client::connect(&socket)
+        let report = crate::feed::client::Client::connect(&socket)
             .and_then(|mut c| c.request(&audiodecode_protocol::Request::Status));
         match report {
             Ok(audiodecode_protocol::Response::Status(r)) => {
@@ -607,7 +610,7 @@ fn print_status(r: &audiodecode_protocol::StatusReport, json: bool, watch: bool)
 
 fn run_stop(args: &SocketArg) -> ExitCode {
     let socket = args.path();
-    match crate::client::Client::connect(&socket)
+    match crate::feed::client::Client::connect(&socket)
         .and_then(|mut c| c.request(&audiodecode_protocol::Request::Shutdown))
     {
         Ok(_) => ExitCode::SUCCESS,

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::decode::resample::Quality;
 use crate::decode::ChannelMode;
-use crate::pipeline::DecodedAudio;
-use crate::resample::Quality;
+use crate::decode::DecodedAudio;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {

@@ -11,10 +11,10 @@ use std::time::Instant;
 use audiodecode_protocol::{Dataset, TranscribeOptions};
 use clap::Args;
 
+use crate::feed::manifest;
 use crate::label::record::TextFormat;
 use crate::label::run::{auto_batch_size, Schedule, DEFAULT_BLOCK_FILES};
 use crate::label::{label_files, ModelKey, WhisperEngine};
-use crate::manifest;
 
 #[derive(Args, Debug)]
 pub struct LabelArgs {
@@ -344,7 +344,7 @@ fn label(args: &LabelArgs) -> Result<(), String> {
         return Ok(());
     }
 
-    let cores = crate::tune::Resources::detect().logical_cores;
+    let cores = crate::feed::tune::Resources::detect().logical_cores;
     let key = ModelKey::from_options(&options, cores)?;
     let engine = WhisperEngine::load(&key)?;
     engine.check_options(&options)?;
@@ -394,7 +394,7 @@ fn label(args: &LabelArgs) -> Result<(), String> {
                     lines.push('\n');
                 } else if let (Some(path), None) = (text_path(todo[event.index]), &label.error) {
                     let format = args.format.unwrap_or(TextFormat::Json);
-                    let written = crate::output::write_atomically(&path, |w| {
+                    let written = crate::cli::output::write_atomically(&path, |w| {
                         w.write_all(format.render(&label).as_bytes())
                     });
                     if let Err(e) = written {

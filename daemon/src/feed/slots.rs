@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use audiodecode_protocol::ring::NO_DOORBELL;
 
-use crate::ring::RingMemory;
+use crate::feed::ring::RingMemory;
 
 pub struct SlotLedger {
     ring: Arc<RingMemory>,

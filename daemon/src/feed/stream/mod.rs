@@ -17,15 +17,15 @@ use audiodecode_protocol::{
 };
 use crossbeam_channel::Receiver;
 
-use crate::augment::Step;
-use crate::cache::{AudioCache, DurationCache};
 use crate::decode::probe_info;
+use crate::decode::resample::Quality;
 use crate::error::DecodeError;
-use crate::item::{augment_steps, decode_item, ItemAudio, ItemResult};
-use crate::pool::Pool;
-use crate::resample::Quality;
-use crate::ring::{RingMemory, SlotWriter};
-use crate::slots::SlotLedger;
+use crate::feed::augment::Step;
+use crate::feed::cache::{AudioCache, DurationCache};
+use crate::feed::item::{augment_steps, decode_item, ItemAudio, ItemResult};
+use crate::feed::pool::Pool;
+use crate::feed::ring::{RingMemory, SlotWriter};
+use crate::feed::slots::SlotLedger;
 
 pub fn quality_of(q: audiodecode_protocol::Quality) -> Quality {
     match q {
@@ -215,7 +215,7 @@ pub fn drive(job: StreamJob) {
         });
         drop(rows);
         if batch.seq % TRIM_EVERY_BATCHES == 0 {
-            crate::residency::return_free_heap();
+            crate::sys::residency::return_free_heap();
         }
     }
     (job.notify)(Response::EndOfEpoch {
@@ -389,20 +389,20 @@ pub fn open(
     pool: &Pool,
     cache: &Arc<AudioCache>,
     durations: &Arc<DurationCache>,
-    (plan, streams): (&crate::tune::Plan, usize),
+    (plan, streams): (&crate::feed::tune::Plan, usize),
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
     let steps = augment_steps(&spec, cache).map_err(bad_request)?;
     // Slowing audio down lengthens it; slots must hold the longest result.
     let stretch = 1.0 / steps.iter().map(Step::min_speed).fold(1.0, f64::min);
-    let resolved = crate::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo {
+    let resolved = crate::feed::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo {
         kind: ErrorKind::BadRequest,
         path: None,
         message: e.to_string(),
     })?;
     let items = Arc::new(resolved.items);
-    let sampler = crate::sampler::SamplerSpec {
+    let sampler = crate::feed::sampler::SamplerSpec {
         items: items.len() as u64,
         batch_size: u64::from(spec.batch_size),
         shuffle: spec.shuffle,
@@ -430,7 +430,7 @@ pub fn open(
                 .iter()
                 .map(|d| d.unwrap_or(fallback).min(cap))
                 .collect();
-            let batches = crate::sampler::bucketed_batches(&sampler, &durations, budget);
+            let batches = crate::feed::sampler::bucketed_batches(&sampler, &durations, budget);
             let unknown = declared.iter().any(Option::is_none);
             (
                 batches,
@@ -438,7 +438,7 @@ pub fn open(
             )
         }
         None => {
-            let batches = crate::sampler::epoch_batches(&sampler);
+            let batches = crate::feed::sampler::epoch_batches(&sampler);
             let longest = match spec.max_seconds {
                 Some(s) => s,
                 None => {
@@ -469,12 +469,12 @@ pub fn open(
     // An explicit prefetch fixes the depth.
     let (slots, depth) = if spec.prefetch > 0 {
         (
-            spec.prefetch.max(crate::tune::MIN_DEPTH),
-            spec.prefetch.max(crate::tune::MIN_DEPTH),
+            spec.prefetch.max(crate::feed::tune::MIN_DEPTH),
+            spec.prefetch.max(crate::feed::tune::MIN_DEPTH),
         )
     } else {
         let slot_bytes = RingGeometry::new(1, batch_capacity, channels, max_frames, sr).slot_bytes;
-        let cap = crate::tune::ring_depth(plan, slot_bytes, streams);
+        let cap = crate::feed::tune::ring_depth(plan, slot_bytes, streams);
         (cap, cap.min(START_DEPTH))
     };
     let geometry = RingGeometry::new(slots, batch_capacity, channels, max_frames, sr);

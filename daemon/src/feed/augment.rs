@@ -6,9 +6,9 @@ use std::sync::Arc;
 use audiodecode_protocol::Augment;
 use realfft::RealFftPlanner;
 
-use crate::pipeline::DecodedAudio;
-use crate::resample::{Quality, StreamResampler};
-use crate::sampler::SplitMix64;
+use crate::decode::resample::{Quality, StreamResampler};
+use crate::decode::DecodedAudio;
+use crate::feed::sampler::SplitMix64;
 
 /// Salt for the augmentation RNG, so that it is independent of the crop's.
 const AUGMENT_SALT: u64 = 0xa076_1d64_78bd_642f;

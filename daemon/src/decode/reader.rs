@@ -24,8 +24,8 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::{TimeBase, Timestamp};
 
+use crate::decode::pcm::{self, PcmLayout};
 use crate::error::{DecodeError, Result};
-use crate::pcm::{self, PcmLayout};
 
 /// How channels leave the decoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -226,7 +226,7 @@ impl SourceReader {
     }
 
     fn apply_edit_list(&mut self) {
-        let Some(edit) = crate::mp4_edit::audio_edit(&self.path) else {
+        let Some(edit) = crate::decode::mp4_edit::audio_edit(&self.path) else {
             return;
         };
         let to_frames = |ts: u64| self.ts_to_frames(Timestamp::new(ts as i64)).max(0) as u64;

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use audiodecode_protocol::{CropMode, ItemInfo, StreamSpec};
 
-use crate::augment::{ClipSource, Step};
-use crate::cache::{AudioCache, CacheKey, FileStamp};
+use crate::decode::resample::Quality;
+use crate::decode::{load, DecodedAudio, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
-use crate::pipeline::{load, DecodedAudio, LoadRequest};
-use crate::resample::Quality;
-use crate::sampler::SplitMix64;
-use crate::stream::quality_of;
+use crate::feed::augment::{ClipSource, Step};
+use crate::feed::cache::{AudioCache, CacheKey, FileStamp};
+use crate::feed::sampler::SplitMix64;
+use crate::feed::stream::quality_of;
 
 /// One item's samples for a batch: a frame range of decoded audio, which may be shared
 /// with the cache (cropping is a range, not a copy).
@@ -135,7 +135,7 @@ pub fn decode_item(
             }
         })
         .collect();
-    crate::augment::apply(steps, &mut planes, sr, spec.seed, spec.epoch, index)
+    crate::feed::augment::apply(steps, &mut planes, sr, spec.seed, spec.epoch, index)
         .map_err(|e| DecodeError::invalid(path, format!("augmentation failed: {e}")))?;
     let audio = DecodedAudio {
         planes,
@@ -188,7 +188,7 @@ impl ClipSource for DatasetClips {
 /// The stream's augmentation steps, with noise and impulse-response datasets resolved.
 pub fn augment_steps(spec: &StreamSpec, cache: &Arc<AudioCache>) -> Result<Vec<Step>, String> {
     let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, String> {
-        let resolved = crate::manifest::resolve(dataset).map_err(|e| e.to_string())?;
+        let resolved = crate::feed::manifest::resolve(dataset).map_err(|e| e.to_string())?;
         Ok(Arc::new(DatasetClips {
             items: resolved.items,
             sample_rate: spec.sample_rate,

@@ -7,9 +7,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use crate::decode::resample::{Quality, ResampleSetupError, StreamResampler};
 use crate::decode::{ChannelMode, SourceReader};
 use crate::error::{DecodeError, Result};
-use crate::resample::{Quality, ResampleSetupError, StreamResampler};
 
 /// What to produce from a file.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

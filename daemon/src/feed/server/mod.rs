@@ -20,14 +20,14 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::cache::{AudioCache, DurationCache};
 use crate::decode::ChannelMode;
-use crate::pipeline::{load, LoadRequest};
-use crate::pool::Pool;
-use crate::ring::RingMemory;
-use crate::slots::SlotLedger;
-use crate::stream::{self, error_info, quality_of, StreamStats};
-use crate::tune::{Plan, Tuner};
+use crate::decode::{load, LoadRequest};
+use crate::feed::cache::{AudioCache, DurationCache};
+use crate::feed::pool::Pool;
+use crate::feed::ring::RingMemory;
+use crate::feed::slots::SlotLedger;
+use crate::feed::stream::{self, error_info, quality_of, StreamStats};
+use crate::feed::tune::{Plan, Tuner};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -170,9 +170,9 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
     // We hold the lock, so any socket file is left over from a dead daemon.
     let _ = std::fs::remove_file(&options.socket);
     // Until a client asks to label, the model libraries' start-up code is dead weight.
-    crate::residency::release_labeling_code();
+    crate::sys::residency::release_labeling_code();
     run_batch_scheduled();
-    let removed = crate::ring::remove_stale_segments();
+    let removed = crate::feed::ring::remove_stale_segments();
     if removed > 0 {
         eprintln!("audiodecode: removed {removed} shared-memory segments of dead daemons");
     }
@@ -510,7 +510,7 @@ impl Daemon {
             let Some(e) = self.streams.get(&id).filter(|e| e.tunable) else {
                 continue;
             };
-            e.slots.retarget(grow, crate::tune::SETTLED_DEPTH);
+            e.slots.retarget(grow, crate::feed::tune::SETTLED_DEPTH);
         }
     }
 
@@ -550,7 +550,7 @@ impl Daemon {
             cache_capacity: cache.capacity,
             cache_hits: cache.hits,
             cache_misses: cache.misses,
-            decodes: crate::item::DECODES.load(Ordering::Relaxed),
+            decodes: crate::feed::item::DECODES.load(Ordering::Relaxed),
             workers: self.pool.size() as u32,
             min_workers: self.tuner.plan().min_workers as u32,
             max_workers: self.tuner.plan().max_workers as u32,
@@ -747,7 +747,7 @@ fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
                 .iter()
                 .zip(samples.chunks_exact_mut(audio.frames() * 4))
             {
-                crate::ring::copy_f32_le(plane, dst);
+                crate::feed::ring::copy_f32_le(plane, dst);
             }
             Response::Loaded(LoadedAudio {
                 sample_rate: audio.sample_rate,

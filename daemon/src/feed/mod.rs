@@ -1,0 +1,15 @@
+//! Dataset → batches in shared memory: the server, streams, items, augmentation, sampling,
+//! the decoded-audio cache, manifests, rings and slots, the worker pool and the tuner.
+
+pub mod augment;
+pub mod cache;
+pub mod client;
+pub mod item;
+pub mod manifest;
+pub mod pool;
+pub mod ring;
+pub mod sampler;
+pub mod server;
+pub mod slots;
+pub mod stream;
+pub mod tune;

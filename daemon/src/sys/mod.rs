@@ -1,0 +1,3 @@
+//! The operating system behind safe functions.
+
+pub mod residency;
