@@ -1,6 +1,7 @@
 //! Typed per-file errors. Every variant names the file, so a message that reaches a user
 //! (CLI stderr, a skipped-item report, a Python exception) says which input failed and why.
 
+use audiodecode_protocol::{ErrorInfo, ErrorKind};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,22 +70,38 @@ impl DecodeError {
         }
     }
 
-    /// A short stable name for the kind of failure, used in JSON reports and on the wire.
+    /// A short stable name for the kind of failure, used in JSON reports.
     pub fn kind(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// The kind sent on the wire.
+    pub fn wire_kind(&self) -> ErrorKind {
+        self.classify().0
+    }
+
+    /// The one mapping from an error to its wire kind and its report name.
+    fn classify(&self) -> (ErrorKind, &'static str) {
         match self {
-            Self::NotFound { .. } => "not_found",
-            Self::Io { .. } => "io",
-            Self::Unsupported { .. } => "unsupported",
-            Self::Corrupt { .. } => "corrupt",
-            Self::Truncated { .. } => "truncated",
-            Self::Empty { .. } => "empty",
-            Self::OffsetPastEnd { .. } => "offset_past_end",
-            Self::InvalidRequest { .. } => "invalid_request",
-            Self::Panic { .. } => "panic",
+            Self::NotFound { .. } => (ErrorKind::NotFound, "not_found"),
+            Self::Io { .. } => (ErrorKind::Io, "io"),
+            Self::Unsupported { .. } => (ErrorKind::Unsupported, "unsupported"),
+            Self::Corrupt { .. } => (ErrorKind::Corrupt, "corrupt"),
+            Self::Truncated { .. } => (ErrorKind::Truncated, "truncated"),
+            Self::Empty { .. } => (ErrorKind::Empty, "empty"),
+            Self::OffsetPastEnd { .. } => (ErrorKind::OffsetPastEnd, "offset_past_end"),
+            Self::InvalidRequest { .. } => (ErrorKind::BadRequest, "invalid_request"),
+            Self::Panic { .. } => (ErrorKind::DecoderPanic, "panic"),
         }
     }
 
     pub(crate) fn open(path: &Path, err: std::io::Error) -> Self {
+        if let Some(not_regular) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::sys::NotRegular>())
+        {
+            return Self::invalid(path, not_regular.to_string());
+        }
         if err.kind() == std::io::ErrorKind::NotFound {
             Self::NotFound { path: path.into() }
         } else {
@@ -103,4 +120,23 @@ impl DecodeError {
     }
 }
 
+impl From<&DecodeError> for ErrorInfo {
+    fn from(err: &DecodeError) -> Self {
+        ErrorInfo {
+            kind: err.wire_kind(),
+            path: Some(err.path().to_string_lossy().into_owned()),
+            message: err.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = DecodeError> = std::result::Result<T, E>;
+
+/// The message a panic was raised with, for reports.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -1,8 +1,42 @@
-//! AudioDecode: decode, resample and batch audio for ML training.
+//! AudioDecode: decode, resample and batch audio for ML training, and pseudo-label it.
 //!
-//! One module per concept: [`decode`] (containers and codecs → planar f32), [`resample`]
-//! (rubato, streaming), [`pipeline`] (one item → samples), [`output`] (file writers) and
-//! [`cli`].
+//! # Layout
+//!
+//! The tree follows the pipeline; `docs/ARCHITECTURE.md` is the full map.
+//!
+//! - [`decode`]: file → planar f32. [`decode::reader`] probes containers and decodes with
+//!   symphonia, [`decode::pcm`] converts raw PCM, `decode::mp4_edit` reads MP4 edit
+//!   lists, [`decode::resample`] wraps rubato, [`decode::segments`] splits long files
+//!   into parallel segments ([`load`]), [`decode::limits`] bounds what headers and requests
+//!   may declare, [`decode::samples`] keeps samples finite and float PCM in [-1, 1], and
+//!   [`decode::audio`] holds the shared vocabulary ([`LoadRequest`], [`DecodedAudio`]).
+//! - [`feed`]: dataset → batches in shared memory. [`feed::server`] is the event loop on
+//!   the Unix socket; [`feed::stream`] plans an epoch and drives it; [`feed::item`] decodes
+//!   one item (through [`feed::cache`], cropping and [`feed::augment`]); [`feed::sampler`]
+//!   orders and shards items; [`feed::manifest`] reads datasets; [`feed::ring`] and
+//!   [`feed::slots`] own the shared memory and its slots; [`feed::pool`] runs the workers;
+//!   [`feed::tune`] sizes everything; [`feed::stats`] counts; [`feed::wire`] converts wire
+//!   types; [`feed::client`] is the Rust client the CLI uses.
+//! - [`label`]: Whisper through CTranslate2 — [`label::model`] finds a model,
+//!   [`label::mel`] makes features, [`label::pieces`] and [`label::pack`] cut and pack
+//!   audio into windows, [`label::engine`] decodes, [`label::align`] adds word times,
+//!   [`label::record`] writes outputs, [`label::run`] drives a dataset and
+//!   [`label::service`] serves `Transcribe` requests.
+//! - [`cli`]: the `audiodecode` command (one module per subcommand family).
+//! - [`sys`]: every OS call behind a safe function (the ring's mapping aside).
+//! - [`error`]: [`DecodeError`], and its one mapping to the wire's `ErrorKind`.
+//!
+//! A batch: the client's `OpenStream` reaches [`feed::server`], which has
+//! [`feed::stream::open`] plan the epoch and create the ring, replies `StreamOpened`
+//! (see Note [Stream open ordering]) and starts the driver; the driver submits each item to
+//! [`feed::pool`], where [`feed::item::decode_item`] runs [`load`] (or the cache), crops and
+//! augments; the driver writes the batch into a free slot and announces it (see Note
+//! [Slot hand-off]).
+//!
+//! A labeling request: `audiodecode label` ([`cli::label`]) or a `Transcribe` message
+//! ([`label::service`]) calls [`label::run::label_files`], which decodes files in blocks
+//! (see Note [Deterministic labeling blocks]), cuts or packs them into 30 s windows, runs
+//! [`label::engine`] in batches and writes one record per file.
 
 pub mod cli;
 pub mod decode;

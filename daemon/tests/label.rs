@@ -578,7 +578,7 @@ fn a_long_recording_loses_no_words_at_piece_boundaries() {
 }
 
 #[test]
-fn silence_and_empty_audio_give_no_text() {
+fn silence_gives_no_text_and_audio_free_files_are_errors() {
     let dir = scratch_dir("label-silence");
     let silent_wav = |name: &str, seconds: &str| {
         let path = dir.path().join(name);
@@ -596,10 +596,19 @@ fn silence_and_empty_audio_give_no_text() {
     };
     let silence = silent_wav("silence.wav", "12");
     let empty = silent_wav("empty.wav", "0");
-    let labels = transcribe(&[silence, empty], &TranscribeOptions::default());
-    for label in &labels {
-        assert!(label.error.is_none(), "{label:?}");
-        assert_eq!(label.text.as_deref(), Some(""), "{label:?}");
+    let zero_bytes = dir.path().join("zero.wav");
+    std::fs::write(&zero_bytes, b"").expect("write");
+    let labels = transcribe(
+        &[silence, empty.clone(), zero_bytes.clone()],
+        &TranscribeOptions::default(),
+    );
+    assert!(labels[0].error.is_none(), "{:?}", labels[0]);
+    assert_eq!(labels[0].text.as_deref(), Some(""), "{:?}", labels[0]);
+    // Nothing to hear is not an empty transcript: the label would claim silence.
+    for (label, path) in [(&labels[1], &empty), (&labels[2], &zero_bytes)] {
+        let error = label.error.as_deref().expect("an error");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(label.text.is_none() && label.language.is_none(), "{label:?}");
     }
 }
 
@@ -631,7 +640,9 @@ fn unknown_models_say_where_they_looked() {
     let hub = scratch_dir("label-hub");
     // Point the Hugging Face cache somewhere empty so a real download cannot interfere.
     std::env::set_var("HF_HUB_CACHE", hub.path());
-    let error = ModelKey::from_options(&options, 2).expect_err("not downloaded");
+    let error = ModelKey::from_options(&options, 2)
+        .expect_err("not downloaded")
+        .to_string();
     assert!(
         error.contains("models--Systran--faster-whisper-large-v3"),
         "{error}"
@@ -643,7 +654,8 @@ fn unknown_models_say_where_they_looked() {
         },
         2,
     )
-    .expect_err("unknown");
+    .expect_err("unknown")
+    .to_string();
     assert!(error.contains("unknown model"), "{error}");
     let error = ModelKey::from_options(
         &TranscribeOptions {
@@ -652,7 +664,8 @@ fn unknown_models_say_where_they_looked() {
         },
         2,
     )
-    .expect_err("no dir");
+    .expect_err("no dir")
+    .to_string();
     assert!(error.contains("/nowhere/model"), "{error}");
     let _ = speech().dir.path();
 }

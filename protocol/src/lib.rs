@@ -139,6 +139,26 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+impl ErrorInfo {
+    /// An error not about one file. Every error reply of the daemon is built here or from a
+    /// `DecodeError` (which adds the path).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            path: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct SkippedItem {
     pub index: u64,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use audiodecode_protocol::{Dataset, TranscribeOptions};
 use clap::Args;
 
+use crate::cli::error::CliError;
 use crate::feed::manifest;
 use crate::label::record::TextFormat;
 use crate::label::run::{auto_batch_size, Schedule, DEFAULT_BLOCK_FILES};
@@ -107,20 +108,20 @@ pub struct LabelArgs {
     pub quiet: bool,
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+fn parse_shard(s: &str) -> Result<(usize, usize), CliError> {
     let (i, n) = s
         .split_once('/')
-        .ok_or_else(|| format!("'{s}': expected i/n, e.g. 0/4"))?;
+        .ok_or_else(|| CliError::Usage(format!("'{s}': expected i/n, e.g. 0/4")))?;
     let i: usize = i
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}': bad shard index"))?;
+        .map_err(|_| CliError::Usage(format!("'{s}': bad shard index")))?;
     let n: usize = n
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}': bad shard count"))?;
+        .map_err(|_| CliError::Usage(format!("'{s}': bad shard count")))?;
     if n == 0 || i >= n {
-        return Err(format!("'{s}': need 0 <= i < n"));
+        return Err(CliError::Usage(format!("'{s}': need 0 <= i < n")));
     }
     Ok((i, n))
 }
@@ -129,13 +130,13 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 #[derive(Clone, Copy, Debug)]
 pub struct Threshold(pub Option<f32>);
 
-fn parse_threshold(s: &str) -> Result<Threshold, String> {
+fn parse_threshold(s: &str) -> Result<Threshold, CliError> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(Threshold(None));
     }
     s.parse::<f32>()
         .map(|v| Threshold(Some(v)))
-        .map_err(|_| format!("'{s}': expected a number or 'none'"))
+        .map_err(|_| CliError::Usage(format!("'{s}': expected a number or 'none'")))
 }
 
 impl LabelArgs {
@@ -166,7 +167,7 @@ impl LabelArgs {
 }
 
 /// Every input expanded to audio file paths, in order, duplicates dropped.
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, String> {
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, CliError> {
     let mut files = Vec::new();
     let mut seen = HashSet::new();
     for input in inputs {
@@ -184,7 +185,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, String> {
         };
         let paths = match dataset {
             Some(dataset) => manifest::resolve(&dataset)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| CliError::Usage(e.to_string()))?
                 .items
                 .into_iter()
                 .map(|item| item.path)
@@ -202,7 +203,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, String> {
 }
 
 /// Paths already labelled in a JSONL output. A torn last line (a crash mid-write) is cut.
-fn labelled_paths(out: &Path) -> Result<HashSet<String>, String> {
+fn labelled_paths(out: &Path) -> Result<HashSet<String>, CliError> {
     let mut done = HashSet::new();
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(out) else {
         return Ok(done);
@@ -214,7 +215,7 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, String> {
         line.clear();
         let n = reader
             .read_line(&mut line)
-            .map_err(|e| format!("{}: cannot read: {e}", out.display()))?;
+            .map_err(|e| CliError::Failed(format!("{}: cannot read: {e}", out.display())))?;
         if n == 0 || !line.ends_with('\n') {
             break;
         }
@@ -228,7 +229,7 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, String> {
     drop(reader);
     if file.metadata().map(|m| m.len()).unwrap_or(0) > good_len {
         file.set_len(good_len)
-            .map_err(|e| format!("{}: cannot cut a torn last line: {e}", out.display()))?;
+            .map_err(|e| CliError::Failed(format!("{}: cannot cut a torn last line: {e}", out.display())))?;
     }
     Ok(done)
 }
@@ -264,7 +265,7 @@ pub fn run_label(args: &LabelArgs) -> ExitCode {
     }
 }
 
-fn label(args: &LabelArgs) -> Result<(), String> {
+fn label(args: &LabelArgs) -> Result<(), CliError> {
     let options = args.options();
     let mut files = expand_inputs(&args.inputs)?;
     if let Some((i, n)) = args.shard {
@@ -298,17 +299,17 @@ fn label(args: &LabelArgs) -> Result<(), String> {
     let mut jsonl = None;
     let todo: Vec<usize> = if args.format.is_some() {
         std::fs::create_dir_all(&args.out)
-            .map_err(|e| format!("{}: cannot create: {e}", args.out.display()))?;
+            .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", args.out.display())))?;
         (0..files.len())
             .filter(|&k| !(args.resume && text_path(k).is_some_and(|p| p.exists())))
             .collect()
     } else {
         let exists = args.out.metadata().map(|m| m.len() > 0).unwrap_or(false);
         if exists && !args.resume && !args.overwrite {
-            return Err(format!(
+            return Err(CliError::Failed(format!(
                 "{} already exists; use --resume to continue it or --overwrite to replace it",
                 args.out.display()
-            ));
+            )));
         }
         let done = if args.resume {
             labelled_paths(&args.out)?
@@ -317,16 +318,16 @@ fn label(args: &LabelArgs) -> Result<(), String> {
         };
         if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
-                .map_err(|e| format!("{}: cannot create: {e}", parent.display()))?;
+                .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", parent.display())))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&args.out)
-            .map_err(|e| format!("{}: cannot open: {e}", args.out.display()))?;
+            .map_err(|e| CliError::Failed(format!("{}: cannot open: {e}", args.out.display())))?;
         if args.overwrite {
             file.set_len(0)
-                .map_err(|e| format!("{}: cannot truncate: {e}", args.out.display()))?;
+                .map_err(|e| CliError::Failed(format!("{}: cannot truncate: {e}", args.out.display())))?;
         }
         jsonl = Some(file);
         (0..files.len())
@@ -358,7 +359,7 @@ fn label(args: &LabelArgs) -> Result<(), String> {
         args.workers
     };
 
-    let progress = crate::cli::files_progress(todo.len(), args.quiet);
+    let progress = crate::cli::progress::files_progress(todo.len(), args.quiet);
     let started = Instant::now();
     let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
     let mut audio_seconds = 0.0f64;
@@ -394,7 +395,7 @@ fn label(args: &LabelArgs) -> Result<(), String> {
                     lines.push('\n');
                 } else if let (Some(path), None) = (text_path(todo[event.index]), &label.error) {
                     let format = args.format.unwrap_or(TextFormat::Json);
-                    let written = crate::cli::output::write_atomically(&path, |w| {
+                    let written = crate::sys::write_atomically(&path, |w| {
                         w.write_all(format.render(&label).as_bytes())
                     });
                     if let Err(e) = written {
@@ -420,11 +421,11 @@ fn label(args: &LabelArgs) -> Result<(), String> {
     );
     progress.finish_and_clear();
     if let Some(e) = write_error {
-        return Err(e);
+        return Err(CliError::Failed(e));
     }
     if let Some(file) = &jsonl {
         file.sync_all()
-            .map_err(|e| format!("{}: cannot sync: {e}", args.out.display()))?;
+            .map_err(|e| CliError::Failed(format!("{}: cannot sync: {e}", args.out.display())))?;
     }
     if !args.quiet {
         let elapsed = started.elapsed().as_secs_f64();

@@ -1,7 +1,9 @@
 //! The `audiodecode` command line.
 
+pub mod error;
 pub mod label;
 pub mod output;
+pub mod progress;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,12 +13,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::error::CliError;
 use crate::cli::output::{write_audio, OutputFormat};
 use crate::decode::resample::Quality;
 use crate::decode::{load, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
+use crate::cli::progress::files_progress;
 use crate::feed::server;
 
 #[derive(Parser, Debug)]
@@ -146,12 +149,12 @@ pub struct DecodeArgs {
     pub quiet: bool,
 }
 
-fn parse_quality(s: &str) -> Result<Quality, String> {
-    Quality::parse(s).ok_or_else(|| format!("unknown quality {s:?} (fast, hq, vhq)"))
+fn parse_quality(s: &str) -> Result<Quality, CliError> {
+    Quality::parse(s).ok_or_else(|| CliError::Usage(format!("unknown quality {s:?} (fast, hq, vhq)")))
 }
 
-fn parse_format(s: &str) -> Result<OutputFormat, String> {
-    OutputFormat::parse(s).ok_or_else(|| format!("unknown format {s:?} (wav, npy, f32)"))
+fn parse_format(s: &str) -> Result<OutputFormat, CliError> {
+    OutputFormat::parse(s).ok_or_else(|| CliError::Usage(format!("unknown format {s:?} (wav, npy, f32)")))
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -208,25 +211,25 @@ fn exit_code(failed: bool) -> ExitCode {
 }
 
 /// Where each input goes.
-fn plan_outputs(args: &DecodeArgs) -> Result<Vec<(PathBuf, PathBuf, OutputFormat)>, String> {
+fn plan_outputs(args: &DecodeArgs) -> Result<Vec<(PathBuf, PathBuf, OutputFormat)>, CliError> {
     let out = &args.output;
     let as_dir = out.to_string_lossy().ends_with('/') || out.is_dir();
     if !as_dir {
         if args.files.len() > 1 {
-            return Err(format!(
+            return Err(CliError::Usage(format!(
                 "{} inputs need an output directory (end -o with '/')",
                 args.files.len()
-            ));
+            )));
         }
         let format = OutputFormat::from_extension(out).ok_or_else(|| {
-            format!(
+            CliError::Usage(format!(
                 "{}: unknown output extension (use .wav, .npy or .f32)",
                 out.display()
-            )
+            ))
         })?;
         return Ok(vec![(args.files[0].clone(), out.clone(), format)]);
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| CliError::Usage(format!("{}: {e}", out.display())))?;
     let mut taken = HashSet::new();
     let ext = args.format.extension();
     Ok(args
@@ -319,21 +322,6 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
     exit_code(failed > 0)
 }
 
-/// A progress bar over `total` files (files/s, plus a message); hidden when asked.
-pub(crate) fn files_progress(total: usize, hidden: bool) -> ProgressBar {
-    if hidden {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files ({per_sec}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// Decode one file and write it; returns the seconds of audio written.
 fn decode_one(
     input: &Path,
@@ -341,8 +329,8 @@ fn decode_one(
     format: OutputFormat,
     req: &LoadRequest,
     threads: usize,
-) -> Result<f64, String> {
-    let audio = load(input, req, threads).map_err(|e| e.to_string())?;
+) -> Result<f64, CliError> {
+    let audio = load(input, req, threads)?;
     if audio.damaged {
         eprintln!(
             "warning: {}: damaged data; kept the first {:.3} s",
@@ -351,11 +339,11 @@ fn decode_one(
         );
     }
     write_audio(output, &audio, format).map_err(|e| {
-        format!(
+        CliError::Failed(format!(
             "{}: cannot write {}: {e}",
             input.display(),
             output.display()
-        )
+        ))
     })?;
     Ok(audio.duration())
 }
@@ -418,7 +406,6 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
 /// socket, and return once it answers (re-exec rather than fork: forking a process that may
 /// already have threads is unsafe).
 fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
-    use std::os::unix::process::CommandExt;
     if crate::feed::client::Client::connect(socket).is_ok() {
         eprintln!(
             "audiodecode: a daemon is already running on {}",
@@ -463,13 +450,7 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
     if let Ok(e) = stderr {
         cmd.stderr(e);
     }
-    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::sys::detach_into_new_session(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

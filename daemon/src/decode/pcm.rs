@@ -9,7 +9,7 @@
 use symphonia::core::codecs::audio::well_known::*;
 use symphonia::core::codecs::audio::AudioCodecParameters;
 
-use crate::decode::ChannelMode;
+use crate::decode::audio::ChannelMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PcmLayout {
@@ -27,6 +27,11 @@ pub enum PcmLayout {
 }
 
 impl PcmLayout {
+    /// Float samples can hold values outside [-1, 1], NaN or Inf; integers cannot.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F32Le | Self::F32Be | Self::F64Le | Self::F64Be)
+    }
+
     /// The layout of an interleaved, full-width PCM stream; `None` for anything needing
     /// symphonia's decoder (planar packing, A-law/µ-law, samples narrower than their slot).
     pub fn of(params: &AudioCodecParameters) -> Option<Self> {

@@ -5,7 +5,6 @@
 //! to a sink, which is usually the resampler. Offsets seek; lossy codecs pre-roll so that a
 //! slice equals the same range of a full decode.
 
-use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,40 +23,10 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::{TimeBase, Timestamp};
 
+use crate::decode::audio::{AudioInfo, ChannelMode};
+use crate::decode::{limits, samples};
 use crate::decode::pcm::{self, PcmLayout};
 use crate::error::{DecodeError, Result};
-
-/// How channels leave the decoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum ChannelMode {
-    /// Mean of all channels (librosa's `mono=True`).
-    Mono,
-    /// Every channel kept, in file order.
-    Keep,
-}
-
-impl ChannelMode {
-    pub fn from_mono(mono: bool) -> Self {
-        if mono {
-            Self::Mono
-        } else {
-            Self::Keep
-        }
-    }
-}
-
-/// Stream facts read from the container headers, without decoding the audio.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct AudioInfo {
-    pub path: PathBuf,
-    pub codec: String,
-    pub container: String,
-    pub sample_rate: u32,
-    pub channels: u16,
-    /// Playable frames (encoder delay and padding excluded), when the container declares them.
-    pub frames: Option<u64>,
-    pub duration: Option<f64>,
-}
 
 /// What a decode of a frame range produced.
 #[derive(Clone, Copy, Debug, Default)]
@@ -113,12 +82,9 @@ pub struct SourceReader {
 impl SourceReader {
     /// Probe the file by content (the extension is only a hint) and prepare its decoder.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| DecodeError::open(path, e))?;
+        let file = crate::sys::open_regular_file(path).map_err(|e| DecodeError::open(path, e))?;
         let meta = file.metadata().map_err(|e| DecodeError::open(path, e))?;
-        if meta.is_dir() {
-            return Err(DecodeError::invalid(path, "is a directory"));
-        }
-        if meta.is_file() && meta.len() == 0 {
+        if meta.len() == 0 {
             return Err(DecodeError::Empty { path: path.into() });
         }
         let mss = MediaSourceStream::new(
@@ -222,7 +188,20 @@ impl SourceReader {
         if reader.info.sample_rate == 0 || reader.info.channels == 0 {
             reader.fill_spec_from_first_packet()?;
         }
+        reader.check_limits()?;
         Ok(reader)
+    }
+
+    /// See Note [Resource limits]: nothing sized by the header is allocated before this.
+    fn check_limits(&mut self) -> Result<()> {
+        limits::check_file_rate(&self.path, self.info.sample_rate)?;
+        limits::check_file_channels(&self.path, usize::from(self.info.channels))?;
+        self.info.frames = limits::plausible_frames(self.info.frames, self.info.sample_rate);
+        if self.info.frames.is_none() {
+            self.info.duration = None;
+            self.exact_length = false;
+        }
+        Ok(())
     }
 
     fn apply_edit_list(&mut self) {
@@ -467,6 +446,9 @@ impl SourceReader {
                         mode,
                         &mut planes,
                     );
+                    if layout.is_float() {
+                        planes.iter_mut().for_each(|p| samples::clamp_float_pcm(p));
+                    }
                     let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
                     sink(&refs);
                     stats.frames += len as u64;
@@ -558,6 +540,7 @@ impl SourceReader {
                     });
                 }
                 convert_into(&buf, from, len, mode, &mut planes);
+                planes.iter_mut().for_each(|p| samples::replace_non_finite(p));
                 let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
                 sink(&refs);
                 stats.frames += len as u64;

@@ -5,6 +5,7 @@
 //! so the output of a whole stream has exactly `ceil(n_in * out_rate / in_rate)` frames, the
 //! length soxr and librosa produce.
 
+use crate::decode::limits::MAX_RESAMPLER_BLOCK;
 use rubato::audioadapter_buffers::direct::SequentialSliceOfVecs;
 use rubato::{Fft, FixedSync, Indexing, Resampler, WindowFunction};
 
@@ -277,6 +278,14 @@ fn build(
 ) -> Result<Box<dyn Resampler<f32>>, ResampleSetupError> {
     let (min_len, window) = quality.fft_shape();
     let (block_in, sub_chunks) = fft_block(in_rate, out_rate, min_len);
+    // See Note [Resource limits]: coprime rates make the block as long as the rates.
+    let block_out = (block_in as u64 * u64::from(out_rate) / u64::from(in_rate)) as usize;
+    if block_in.max(block_out) > MAX_RESAMPLER_BLOCK {
+        return Err(ResampleSetupError(format!(
+            "{in_rate} Hz -> {out_rate} Hz needs a {}-frame FFT block (limit {MAX_RESAMPLER_BLOCK})",
+            block_in.max(block_out)
+        )));
+    }
     Fft::<f32>::new_custom(
         in_rate as usize,
         out_rate as usize,

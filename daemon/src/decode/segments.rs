@@ -8,59 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use crate::decode::resample::{Quality, ResampleSetupError, StreamResampler};
-use crate::decode::{ChannelMode, SourceReader};
-use crate::error::{DecodeError, Result};
-
-/// What to produce from a file.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LoadRequest {
-    /// Output rate; `None` keeps the file's native rate.
-    pub sample_rate: Option<u32>,
-    pub channels: ChannelMode,
-    /// Start, in seconds from the beginning of the audio.
-    pub offset: f64,
-    /// Length in seconds; `None` reads to the end. Past the end simply stops there.
-    pub duration: Option<f64>,
-    pub quality: Quality,
-    /// Keep what decoded before damaged or truncated data instead of failing.
-    pub lenient: bool,
-}
-
-impl Default for LoadRequest {
-    fn default() -> Self {
-        Self {
-            sample_rate: None,
-            channels: ChannelMode::Mono,
-            offset: 0.0,
-            duration: None,
-            quality: Quality::Hq,
-            lenient: false,
-        }
-    }
-}
-
-/// Decoded audio, planar: `planes[c][t]`.
-#[derive(Clone, Debug, Default)]
-pub struct DecodedAudio {
-    pub planes: Vec<Vec<f32>>,
-    pub sample_rate: u32,
-    /// Lenient decoding stopped at damaged or truncated data.
-    pub damaged: bool,
-}
-
-impl DecodedAudio {
-    pub fn frames(&self) -> usize {
-        self.planes.first().map_or(0, Vec::len)
-    }
-
-    pub fn channels(&self) -> usize {
-        self.planes.len()
-    }
-
-    pub fn duration(&self) -> f64 {
-        self.frames() as f64 / f64::from(self.sample_rate.max(1))
-    }
-}
+use crate::decode::audio::{ChannelMode, DecodedAudio, LoadRequest};
+use crate::decode::{limits, SourceReader};
+use crate::error::{panic_message, DecodeError, Result};
 
 /// Decode `path` as asked, using up to `threads` threads for one long file. Decoder panics
 /// are caught and reported as [`DecodeError::Panic`] for this file.
@@ -70,14 +20,9 @@ pub fn load(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAud
 
 fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
         Err(DecodeError::Panic {
             path: path.into(),
-            message,
+            message: panic_message(payload.as_ref()),
         })
     })
 }
@@ -94,8 +39,8 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
             return Err(DecodeError::invalid(path, format!("duration {d} s")));
         }
     }
-    if req.sample_rate == Some(0) {
-        return Err(DecodeError::invalid(path, "target sample rate 0"));
+    if let Some(rate) = req.sample_rate {
+        limits::check_output_rate(path, rate)?;
     }
     let mut reader = SourceReader::open(path)?;
     let in_rate = reader.sample_rate();

@@ -6,6 +6,18 @@ use std::sync::Arc;
 use audiodecode_protocol::Augment;
 use realfft::RealFftPlanner;
 
+
+/// A bad augmentation request, a noise/RIR clip that cannot be loaded, or a step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AugmentError {
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("{0}")]
+    Clip(String),
+    #[error("{0}")]
+    Apply(String),
+}
+
 use crate::decode::resample::{Quality, StreamResampler};
 use crate::decode::DecodedAudio;
 use crate::feed::sampler::SplitMix64;
@@ -21,12 +33,12 @@ pub trait ClipSource: Send + Sync {
         self.len() == 0
     }
     /// Clip `index` as mono audio at the stream rate, or an error message.
-    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, String>;
+    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, AugmentError>;
 }
 
 /// Resolves a dataset (of noise clips or impulse responses) into a clip source.
 pub type ResolveClips<'a> =
-    dyn Fn(&audiodecode_protocol::Dataset) -> Result<Arc<dyn ClipSource>, String> + 'a;
+    dyn Fn(&audiodecode_protocol::Dataset) -> Result<Arc<dyn ClipSource>, AugmentError> + 'a;
 
 /// An augmentation with its clip source resolved.
 pub enum Step {
@@ -61,12 +73,12 @@ impl Step {
         spec: &Augment,
         sample_rate: u32,
         clips: &ResolveClips<'_>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AugmentError> {
         let check_p = |p: f64| {
             if (0.0..=1.0).contains(&p) {
                 Ok(p)
             } else {
-                Err(format!("probability {p} outside [0, 1]"))
+                Err(AugmentError::InvalidSpec(format!("probability {p} outside [0, 1]")))
             }
         };
         Ok(match spec {
@@ -87,7 +99,7 @@ impl Step {
                 ordered(*min_snr_db, *max_snr_db, "SNR")?;
                 let clips = noise.as_ref().map(clips).transpose()?;
                 if clips.as_ref().is_some_and(|c| c.is_empty()) {
-                    return Err("the noise dataset has no clips".into());
+                    return Err(AugmentError::InvalidSpec("the noise dataset has no clips".into()));
                 }
                 Self::Noise {
                     min_snr_db: *min_snr_db,
@@ -98,7 +110,7 @@ impl Step {
             }
             Augment::Speed { factors, p } => {
                 if factors.is_empty() || factors.iter().any(|f| !(0.25..=4.0).contains(f)) {
-                    return Err(format!("speed factors {factors:?} (each in 0.25..=4)"));
+                    return Err(AugmentError::InvalidSpec(format!("speed factors {factors:?} (each in 0.25..=4)")));
                 }
                 Self::Speed {
                     factors: factors.clone(),
@@ -107,7 +119,7 @@ impl Step {
             }
             Augment::Shift { max_seconds, p } => {
                 if !(max_seconds.is_finite() && *max_seconds >= 0.0) {
-                    return Err(format!("shift of {max_seconds} s"));
+                    return Err(AugmentError::InvalidSpec(format!("shift of {max_seconds} s")));
                 }
                 let max_frames = (max_seconds * f64::from(sample_rate)).round() as usize;
                 Self::Shift {
@@ -118,7 +130,7 @@ impl Step {
             Augment::Reverb { rirs, p } => {
                 let rirs = clips(rirs)?;
                 if rirs.is_empty() {
-                    return Err("the impulse-response dataset has no clips".into());
+                    return Err(AugmentError::InvalidSpec("the impulse-response dataset has no clips".into()));
                 }
                 Self::Reverb {
                     rirs,
@@ -137,11 +149,11 @@ impl Step {
     }
 }
 
-fn ordered(lo: f64, hi: f64, what: &str) -> Result<(), String> {
+fn ordered(lo: f64, hi: f64, what: &str) -> Result<(), AugmentError> {
     if lo.is_finite() && hi.is_finite() && lo <= hi {
         Ok(())
     } else {
-        Err(format!("{what} range {lo}..{hi}"))
+        Err(AugmentError::InvalidSpec(format!("{what} range {lo}..{hi}")))
     }
 }
 
@@ -153,7 +165,7 @@ pub fn apply(
     seed: u64,
     epoch: u64,
     item: u64,
-) -> Result<(), String> {
+) -> Result<(), AugmentError> {
     let mut rng = SplitMix64::for_item(seed ^ AUGMENT_SALT, epoch, item);
     for step in steps {
         // Draw the coin and the parameters even when skipping, so that one step's
@@ -228,7 +240,7 @@ fn add_noise(
     snr_db: f64,
     clips: Option<&dyn ClipSource>,
     pick: u64,
-) -> Result<(), String> {
+) -> Result<(), AugmentError> {
     let frames = planes.first().map_or(0, Vec::len);
     let signal = planes.iter().map(|p| power(p)).sum::<f64>() / planes.len().max(1) as f64;
     if frames == 0 || signal == 0.0 {
@@ -243,7 +255,7 @@ fn add_noise(
             let audio = clips.clip((pick % clips.len() as u64) as usize)?;
             let clip = audio.planes.first().map_or(&[][..], Vec::as_slice);
             if clip.is_empty() {
-                return Err("a noise clip is empty".into());
+                return Err(AugmentError::Apply("a noise clip is empty".into()));
             }
             let start = noise_rng.below(clip.len() as u64) as usize;
             (0..frames)
@@ -273,13 +285,13 @@ fn gaussian(rng: &mut SplitMix64) -> f64 {
 
 /// Play the audio `factor` times faster (pitch moves with it, as in Kaldi/ESPnet speed
 /// perturbation): resample from `rate * factor` to `rate`, so the length divides by it.
-fn change_speed(planes: &mut Vec<Vec<f32>>, factor: f64, rate: u32) -> Result<(), String> {
+fn change_speed(planes: &mut Vec<Vec<f32>>, factor: f64, rate: u32) -> Result<(), AugmentError> {
     if (factor - 1.0).abs() < 1e-9 {
         return Ok(());
     }
     let from = (f64::from(rate) * factor).round() as u32;
     let mut r =
-        StreamResampler::new(from, rate, planes.len(), Quality::Fast).map_err(|e| e.to_string())?;
+        StreamResampler::new(from, rate, planes.len(), Quality::Fast).map_err(|e| AugmentError::Apply(e.to_string()))?;
     let mut out: Vec<Vec<f32>> = vec![Vec::new(); planes.len()];
     let mut emit = |chunk: &[&[f32]]| {
         for (o, c) in out.iter_mut().zip(chunk) {
@@ -373,7 +385,7 @@ mod tests {
         fn len(&self) -> usize {
             self.0.len()
         }
-        fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, String> {
+        fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, AugmentError> {
             Ok(Arc::new(DecodedAudio {
                 planes: vec![self.0[index].clone()],
                 sample_rate: 16000,

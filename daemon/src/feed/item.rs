@@ -11,10 +11,10 @@ use crate::decode::resample::Quality;
 use crate::decode::{load, DecodedAudio, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
-use crate::feed::augment::{ClipSource, Step};
+use crate::feed::augment::{AugmentError, ClipSource, Step};
 use crate::feed::cache::{AudioCache, CacheKey, FileStamp};
 use crate::feed::sampler::SplitMix64;
-use crate::feed::stream::quality_of;
+use crate::feed::wire::quality_of;
 
 /// One item's samples for a batch: a frame range of decoded audio, which may be shared
 /// with the cache (cropping is a range, not a copy).
@@ -159,7 +159,7 @@ impl ClipSource for DatasetClips {
         self.items.len()
     }
 
-    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, String> {
+    fn clip(&self, index: usize) -> Result<Arc<DecodedAudio>, AugmentError> {
         let path = Path::new(&self.items[index].path);
         let req = LoadRequest {
             sample_rate: Some(self.sample_rate),
@@ -177,7 +177,7 @@ impl ClipSource for DatasetClips {
         if let Some(audio) = stamp.and_then(|s| self.cache.get(&key, s)) {
             return Ok(audio);
         }
-        let audio = Arc::new(load(path, &req, 1).map_err(|e| e.to_string())?);
+        let audio = Arc::new(load(path, &req, 1).map_err(|e| AugmentError::Clip(e.to_string()))?);
         if let Some(stamp) = stamp {
             self.cache.insert(key, stamp, Arc::clone(&audio));
         }
@@ -186,9 +186,12 @@ impl ClipSource for DatasetClips {
 }
 
 /// The stream's augmentation steps, with noise and impulse-response datasets resolved.
-pub fn augment_steps(spec: &StreamSpec, cache: &Arc<AudioCache>) -> Result<Vec<Step>, String> {
-    let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, String> {
-        let resolved = crate::feed::manifest::resolve(dataset).map_err(|e| e.to_string())?;
+pub fn augment_steps(
+    spec: &StreamSpec,
+    cache: &Arc<AudioCache>,
+) -> Result<Vec<Step>, AugmentError> {
+    let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, AugmentError> {
+        let resolved = crate::feed::manifest::resolve(dataset).map_err(|e| AugmentError::Clip(e.to_string()))?;
         Ok(Arc::new(DatasetClips {
             items: resolved.items,
             sample_rate: spec.sample_rate,

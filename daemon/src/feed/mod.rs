@@ -11,5 +11,7 @@ pub mod ring;
 pub mod sampler;
 pub mod server;
 pub mod slots;
+pub mod stats;
 pub mod stream;
 pub mod tune;
+pub mod wire;

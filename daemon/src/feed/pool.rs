@@ -1,11 +1,14 @@
 //! The daemon's decode workers: a crossbeam-channel thread pool, shared by every stream and
 //! `load` request, whose size the tuner changes at run time.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::panic_message;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -17,6 +20,7 @@ struct Shared {
     /// Nanoseconds spent running jobs, for the busy share.
     busy_ns: AtomicU64,
     spawned: AtomicUsize,
+    panicked: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -39,6 +43,7 @@ impl Pool {
                 live: AtomicUsize::new(0),
                 busy_ns: AtomicU64::new(0),
                 spawned: AtomicUsize::new(0),
+                panicked: AtomicU64::new(0),
             }),
         };
         pool.resize(size);
@@ -78,7 +83,31 @@ impl Pool {
         // The pool holds a receiver itself, so the channel cannot be closed.
         let _ = self.tx.send(Box::new(job));
     }
+
+    /// Runs `job` on a worker and hands `deliver` its result, or the panic it raised, so a
+    /// request is answered whatever happens to the job.
+    pub fn run<R: 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+        deliver: impl FnOnce(Result<R, JobPanicked>) + Send + 'static,
+    ) {
+        self.submit(move || {
+            let result = catch_unwind(AssertUnwindSafe(job))
+                .map_err(|payload| JobPanicked(panic_message(payload.as_ref())));
+            deliver(result);
+        });
+    }
+
+    /// Jobs that panicked since the pool started (each was answered with an error).
+    pub fn panicked(&self) -> u64 {
+        self.shared.panicked.load(Ordering::Relaxed)
+    }
 }
+
+/// A job panicked; the message is the panic's.
+#[derive(Debug, thiserror::Error)]
+#[error("a worker panicked: {0}")]
+pub struct JobPanicked(pub String);
 
 fn worker(shared: &Shared) {
     loop {
@@ -95,7 +124,11 @@ fn worker(shared: &Shared) {
         match shared.rx.recv_timeout(IDLE_CHECK) {
             Ok(job) => {
                 let started = Instant::now();
-                job();
+                // A panicking job must not take its worker with it: the pool would shrink
+                // below its size with every bad request.
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    shared.panicked.fetch_add(1, Ordering::Relaxed);
+                }
                 let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
                 shared.busy_ns.fetch_add(ns, Ordering::Relaxed);
             }

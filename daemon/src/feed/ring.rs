@@ -16,10 +16,45 @@ use audiodecode_protocol::ring::{
 };
 use memmap2::MmapMut;
 
-/// `/dev/shm` names: `audiodecode-<uid>-<pid>-<n>`.
+/// `/dev/shm` names: `audiodecode-<uid>-<pid>-<n>-<random>`.
 pub fn name_prefix() -> String {
-    // SAFETY: geteuid has no preconditions.
-    format!("audiodecode-{}-", unsafe { libc::geteuid() })
+    format!("audiodecode-{}-", crate::sys::effective_uid())
+}
+
+/// Tries this many random names before giving up; another user can only collide by chance.
+const NAME_ATTEMPTS: usize = 16;
+
+/// Creates a fresh segment under a name with a random part, exclusively (`O_EXCL`, 0600),
+/// so another local user can neither predict the next name nor block it by creating it
+/// first. See Note [Local users].
+fn create_segment(serial: u64) -> std::io::Result<(String, CString, i32)> {
+    let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+    for _ in 0..NAME_ATTEMPTS {
+        let name = format!(
+            "{}{}-{serial}-{:016x}",
+            name_prefix(),
+            std::process::id(),
+            crate::sys::random_u64()
+        );
+        let c_name = CString::new(format!("/{name}"))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: c_name is a valid NUL-terminated string; flags and mode are plain ints.
+        let fd = unsafe {
+            libc::shm_open(
+                c_name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600 as libc::mode_t,
+            )
+        };
+        if fd >= 0 {
+            return Ok((name, c_name, fd));
+        }
+        last = std::io::Error::last_os_error();
+        if last.kind() != std::io::ErrorKind::AlreadyExists {
+            break;
+        }
+    }
+    Err(last)
 }
 
 pub struct RingMemory {
@@ -35,20 +70,7 @@ unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
     pub fn create(geometry: RingGeometry, serial: u64) -> std::io::Result<Self> {
-        let name = format!("{}{}-{serial}", name_prefix(), std::process::id());
-        let c_name = CString::new(format!("/{name}"))
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: c_name is a valid NUL-terminated string; flags and mode are plain ints.
-        let fd = unsafe {
-            libc::shm_open(
-                c_name.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                0o600 as libc::mode_t,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let (name, c_name, fd) = create_segment(serial)?;
         // SAFETY: fd was just returned by shm_open and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
         let setup = (|| {

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,25 +19,19 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::decode::ChannelMode;
-use crate::decode::{load, LoadRequest};
+use crate::decode::load;
 use crate::feed::cache::{AudioCache, DurationCache};
 use crate::feed::pool::Pool;
 use crate::feed::ring::RingMemory;
 use crate::feed::slots::SlotLedger;
-use crate::feed::stream::{self, error_info, quality_of, StreamStats};
+use crate::feed::stats::StreamStats;
+use crate::feed::stream;
+use crate::feed::wire::load_request;
 use crate::feed::tune::{Plan, Tuner};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
-
-/// Set by SIGTERM/SIGINT; the loop checks it every tick.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 pub struct ServeOptions {
     pub socket: PathBuf,
@@ -54,8 +47,7 @@ pub fn default_socket_path() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("audiodecode").join("daemon.sock"),
-        // SAFETY: geteuid has no preconditions.
-        _ => PathBuf::from(format!("/tmp/audiodecode-{}", unsafe { libc::geteuid() }))
+        _ => PathBuf::from(format!("/tmp/audiodecode-{}", crate::sys::effective_uid()))
             .join("daemon.sock"),
     }
 }
@@ -133,31 +125,16 @@ fn take_lock(socket: &Path) -> std::io::Result<Option<std::fs::File>> {
         .truncate(false)
         .write(true)
         .open(&path)?;
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok((rc == 0).then_some(file))
+    Ok(crate::sys::try_lock_exclusive(&file).then_some(file))
 }
 
+/// The socket's directory must be private to this user. See Note [Local users].
 fn prepare_socket_dir(socket: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = socket.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Puts the daemon (and every thread it starts later) under `SCHED_BATCH`: the same CPU
-/// share, but a thread it wakes no longer preempts the thread that woke it. Every batch a
-/// training loop releases wakes the daemon; without this the kernel switches to it at once
-/// and the loop's `next()` pays the switch (~50 µs measured on a 2-core VM). Best effort.
-fn run_batch_scheduled() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: changes only this process's scheduling policy; `param` outlives the call.
-        unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        }
-    }
+    let dir = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    crate::sys::ensure_private_dir(dir).map_err(std::io::Error::other)
 }
 
 /// Returns Ok(false) when another daemon already serves this socket.
@@ -171,7 +148,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
     let _ = std::fs::remove_file(&options.socket);
     // Until a client asks to label, the model libraries' start-up code is dead weight.
     crate::sys::residency::release_labeling_code();
-    run_batch_scheduled();
+    crate::sys::use_batch_scheduling();
     let removed = crate::feed::ring::remove_stale_segments();
     if removed > 0 {
         eprintln!("audiodecode: removed {removed} shared-memory segments of dead daemons");
@@ -183,13 +160,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        // A client vanishing mid-write must not kill the daemon.
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    crate::sys::install_stop_signals();
     let mut daemon = Daemon {
         poll,
         listener,
@@ -219,7 +190,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
 impl Daemon {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(256);
-        while !self.shutdown && !STOP.load(Ordering::SeqCst) {
+        while !self.shutdown && !crate::sys::stop_requested() {
             match self
                 .poll
                 .poll(&mut events, Some(Duration::from_millis(250)))
@@ -340,11 +311,7 @@ impl Daemon {
                 Err(message) => {
                     self.reply(
                         token,
-                        Response::Error(ErrorInfo {
-                            kind: ErrorKind::BadRequest,
-                            path: None,
-                            message,
-                        }),
+                        Response::Error(ErrorInfo::bad_request(message)),
                     );
                     if let Some(c) = self.conns.get_mut(&token) {
                         c.closing = true;
@@ -380,11 +347,7 @@ impl Daemon {
                     );
                     self.reply(
                         token,
-                        Response::Error(ErrorInfo {
-                            kind: ErrorKind::VersionMismatch,
-                            path: None,
-                            message,
-                        }),
+                        Response::Error(ErrorInfo::new(ErrorKind::VersionMismatch, message)),
                     );
                 } else {
                     conn.greeted = true;
@@ -451,10 +414,17 @@ impl Daemon {
                 conn.busy = true;
                 let tx = self.events_tx.clone();
                 let waker = Arc::clone(&self.waker);
-                self.pool.submit(move || {
-                    let _ = tx.send(Event::Reply(token, load_reply(&spec)));
-                    let _ = waker.wake();
-                });
+                let path = spec.path.clone();
+                self.pool.run(
+                    move || load_reply(&spec),
+                    move |reply| {
+                        let reply = reply.unwrap_or_else(|panicked| {
+                            internal(format!("{path}: {panicked}"))
+                        });
+                        let _ = tx.send(Event::Reply(token, reply));
+                        let _ = waker.wake();
+                    },
+                );
             }
             Request::Transcribe(spec) => {
                 conn.busy = true;
@@ -585,19 +555,15 @@ impl Daemon {
                             opened: Instant::now(),
                         },
                     );
-                    // Queue the reply first, then start the driver: its first BatchReady
-                    // comes through this same queue, after the reply.
+                    // See Note [Stream open ordering]: queue the reply first, then start the
+                    // driver; its first BatchReady comes through this same queue, after it.
                     self.finish_busy(token, Response::StreamOpened(opened.info));
                     if let Err(e) = (opened.start)() {
                         self.reply(
                             token,
                             Response::StreamFailed {
                                 stream: id,
-                                error: ErrorInfo {
-                                    kind: ErrorKind::Internal,
-                                    path: None,
-                                    message: format!("cannot start stream thread: {e}"),
-                                },
+                                error: ErrorInfo::internal(format!("cannot start stream thread: {e}")),
                             },
                         );
                     }
@@ -713,39 +679,25 @@ fn padding_share(stats: &StreamStats) -> f64 {
     }
 }
 
-fn bad(message: &str) -> Response {
-    Response::Error(ErrorInfo {
-        kind: ErrorKind::BadRequest,
-        path: None,
-        message: message.into(),
-    })
+fn bad(message: impl Into<String>) -> Response {
+    Response::Error(ErrorInfo::bad_request(message))
 }
 
-fn internal(message: String) -> Response {
-    Response::Error(ErrorInfo {
-        kind: ErrorKind::Internal,
-        path: None,
-        message,
-    })
+fn internal(message: impl Into<String>) -> Response {
+    Response::Error(ErrorInfo::internal(message))
 }
 
 fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
-    let req = LoadRequest {
-        sample_rate: spec.sample_rate,
-        channels: ChannelMode::from_mono(spec.mono),
-        offset: spec.offset,
-        duration: spec.duration,
-        quality: quality_of(spec.quality),
-        lenient: false,
-    };
+    let req = load_request(spec);
     match load(Path::new(&spec.path), &req, 1) {
         Ok(audio) => {
             // Planar [channels, frames], little-endian: one bulk copy per channel.
             let mut samples = vec![0u8; audio.frames() * audio.channels() * 4];
+            // `max(1)`: a zero-length range (duration 0) has no chunks but must not panic.
             for (plane, dst) in audio
                 .planes
                 .iter()
-                .zip(samples.chunks_exact_mut(audio.frames() * 4))
+                .zip(samples.chunks_exact_mut((audio.frames() * 4).max(1)))
             {
                 crate::feed::ring::copy_f32_le(plane, dst);
             }
@@ -756,28 +708,11 @@ fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
                 samples,
             })
         }
-        Err(e) => Response::Error(error_info(&e)),
+        Err(e) => Response::Error(ErrorInfo::from(&e)),
     }
 }
 
 /// SO_PEERCRED: the peer must run as our user.
 fn same_user(socket: &UnixStream) -> bool {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred/len are valid out-parameters of the right size for SO_PEERCRED.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    // SAFETY: geteuid has no preconditions.
-    rc == 0 && cred.uid == unsafe { libc::geteuid() }
+    crate::sys::peer_uid(socket) == Some(crate::sys::effective_uid())
 }

@@ -7,7 +7,7 @@
 //! doorbell) or before it waits for a batch; other clients send `Release` every time. The
 //! driver asks for the doorbell only when it has no free slot, and then for half the slots
 //! in circulation at once, so a client that is slower than decoding makes one system call
-//! per few batches instead of one per batch.
+//! per few batches instead of one per batch. See Note [Slot hand-off].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};

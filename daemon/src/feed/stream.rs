@@ -18,7 +18,6 @@ use audiodecode_protocol::{
 use crossbeam_channel::Receiver;
 
 use crate::decode::probe_info;
-use crate::decode::resample::Quality;
 use crate::error::DecodeError;
 use crate::feed::augment::Step;
 use crate::feed::cache::{AudioCache, DurationCache};
@@ -26,63 +25,7 @@ use crate::feed::item::{augment_steps, decode_item, ItemAudio, ItemResult};
 use crate::feed::pool::Pool;
 use crate::feed::ring::{RingMemory, SlotWriter};
 use crate::feed::slots::SlotLedger;
-
-pub fn quality_of(q: audiodecode_protocol::Quality) -> Quality {
-    match q {
-        audiodecode_protocol::Quality::Fast => Quality::Fast,
-        audiodecode_protocol::Quality::Hq => Quality::Hq,
-        audiodecode_protocol::Quality::Vhq => Quality::Vhq,
-    }
-}
-
-pub fn error_info(err: &DecodeError) -> ErrorInfo {
-    let kind = match err {
-        DecodeError::NotFound { .. } => ErrorKind::NotFound,
-        DecodeError::Io { .. } => ErrorKind::Io,
-        DecodeError::Unsupported { .. } => ErrorKind::Unsupported,
-        DecodeError::Corrupt { .. } => ErrorKind::Corrupt,
-        DecodeError::Truncated { .. } => ErrorKind::Truncated,
-        DecodeError::Empty { .. } => ErrorKind::Empty,
-        DecodeError::OffsetPastEnd { .. } => ErrorKind::OffsetPastEnd,
-        DecodeError::InvalidRequest { .. } => ErrorKind::BadRequest,
-        DecodeError::Panic { .. } => ErrorKind::DecoderPanic,
-    };
-    ErrorInfo {
-        kind,
-        path: Some(err.path().to_string_lossy().into_owned()),
-        message: err.to_string(),
-    }
-}
-
-/// Live counters, read by `status`.
-pub struct StreamStats {
-    /// When the stream opened: the tuner measures a young stream over its own lifetime.
-    pub opened: Instant,
-    pub items: AtomicU64,
-    /// Output frames delivered (for audio-seconds per second).
-    pub frames: AtomicU64,
-    /// Frames of the delivered batches including padding (B x T summed).
-    pub padded_frames: AtomicU64,
-    /// Time the driver waited for items to decode (decoding is the bottleneck).
-    pub decode_wait_ns: AtomicU64,
-    /// Time the driver waited for the client to release a slot (the client is).
-    pub slot_wait_ns: AtomicU64,
-    pub skipped: AtomicU64,
-}
-
-impl Default for StreamStats {
-    fn default() -> Self {
-        Self {
-            opened: Instant::now(),
-            items: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            padded_frames: AtomicU64::new(0),
-            decode_wait_ns: AtomicU64::new(0),
-            slot_wait_ns: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-        }
-    }
-}
+use crate::feed::stats::StreamStats;
 
 /// Everything a driver needs; built by the server when a stream opens.
 pub struct StreamJob {
@@ -126,16 +69,27 @@ pub fn drive(job: StreamJob) {
             let max_frames = job.ring.geometry().max_frames;
             let cache = Arc::clone(&job.cache);
             let steps = Arc::clone(&job.augment);
-            job.pool.submit(move || {
-                if cancel.load(Ordering::Relaxed) {
-                    return;
-                }
-                let item = &items[index as usize];
-                let _ = tx.send((
-                    pos,
-                    decode_item(&spec, item, index, max_frames, Some(&cache), &steps),
-                ));
-            });
+            let path = items[index as usize].path.clone();
+            job.pool.run(
+                move || {
+                    if cancel.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let item = &items[index as usize];
+                    Some(decode_item(&spec, item, index, max_frames, Some(&cache), &steps))
+                },
+                move |result| {
+                    let result = match result {
+                        Ok(None) => return,
+                        Ok(Some(result)) => result,
+                        Err(panicked) => Err(DecodeError::Panic {
+                            path: path.into(),
+                            message: panicked.0,
+                        }),
+                    };
+                    let _ = tx.send((pos, result));
+                },
+            );
         }
         InFlight {
             seq: seq as u64,
@@ -173,7 +127,7 @@ pub fn drive(job: StreamJob) {
                     if job.spec.on_error == OnError::Raise {
                         (job.notify)(Response::StreamFailed {
                             stream: job.id,
-                            error: error_info(&err),
+                            error: ErrorInfo::from(&err),
                         });
                         return;
                     }
@@ -287,42 +241,34 @@ const DEFAULT_MAX_SECONDS: f64 = 30.0;
 /// Depth a stream starts with when the daemon chooses; the tuner moves it.
 const START_DEPTH: u32 = 4;
 
-fn bad_request(message: impl Into<String>) -> ErrorInfo {
-    ErrorInfo {
-        kind: ErrorKind::BadRequest,
-        path: None,
-        message: message.into(),
-    }
-}
-
 fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
     if spec.sample_rate == 0 || spec.sample_rate > 768_000 {
-        return Err(bad_request(format!("sample rate {} Hz", spec.sample_rate)));
+        return Err(ErrorInfo::bad_request(format!("sample rate {} Hz", spec.sample_rate)));
     }
     if spec.batch_size == 0 {
-        return Err(bad_request("batch size 0"));
+        return Err(ErrorInfo::bad_request("batch size 0"));
     }
     if spec.world_size == 0 || spec.rank >= spec.world_size {
-        return Err(bad_request(format!(
+        return Err(ErrorInfo::bad_request(format!(
             "rank {} of world size {}",
             spec.rank, spec.world_size
         )));
     }
     if !spec.mono && spec.channels == 0 {
-        return Err(bad_request("channels must be at least 1 when mono is off"));
+        return Err(ErrorInfo::bad_request("channels must be at least 1 when mono is off"));
     }
     if let Some(s) = spec.max_seconds {
         if !(s.is_finite() && s > 0.0) {
-            return Err(bad_request(format!("max_seconds {s}")));
+            return Err(ErrorInfo::bad_request(format!("max_seconds {s}")));
         }
     }
     if let Some(s) = spec.max_batch_seconds {
         if !(s.is_finite() && s > 0.0) {
-            return Err(bad_request(format!("max_batch_seconds {s}")));
+            return Err(ErrorInfo::bad_request(format!("max_batch_seconds {s}")));
         }
     }
     if spec.prefetch > MAX_SLOTS {
-        return Err(bad_request(format!(
+        return Err(ErrorInfo::bad_request(format!(
             "prefetch {} (a ring has at most {MAX_SLOTS} slots)",
             spec.prefetch
         )));
@@ -374,13 +320,6 @@ fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
     }
 }
 
-fn shm_available() -> Option<u64> {
-    let path = std::ffi::CString::new("/dev/shm").ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: path is valid and st is a properly sized out-parameter.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0)
-        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
-}
 
 /// Resolve the dataset, plan the epoch, create the ring and start the driver.
 pub fn open(
@@ -393,14 +332,10 @@ pub fn open(
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
     validate(&spec)?;
-    let steps = augment_steps(&spec, cache).map_err(bad_request)?;
+    let steps = augment_steps(&spec, cache).map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     // Slowing audio down lengthens it; slots must hold the longest result.
     let stretch = 1.0 / steps.iter().map(Step::min_speed).fold(1.0, f64::min);
-    let resolved = crate::feed::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo {
-        kind: ErrorKind::BadRequest,
-        path: None,
-        message: e.to_string(),
-    })?;
+    let resolved = crate::feed::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let items = Arc::new(resolved.items);
     let sampler = crate::feed::sampler::SamplerSpec {
         items: items.len() as u64,
@@ -451,7 +386,7 @@ pub fn open(
         }
     };
     if spec.start_batch > batches.len() as u64 {
-        return Err(bad_request(format!(
+        return Err(ErrorInfo::bad_request(format!(
             "start_batch {} past the {} batches of the epoch",
             spec.start_batch,
             batches.len()
@@ -478,9 +413,9 @@ pub fn open(
         (cap, cap.min(START_DEPTH))
     };
     let geometry = RingGeometry::new(slots, batch_capacity, channels, max_frames, sr);
-    if let Some(free) = shm_available() {
+    if let Some(free) = crate::sys::available_bytes("/dev/shm") {
         if geometry.total_bytes() > free {
-            return Err(bad_request(format!(
+            return Err(ErrorInfo::bad_request(format!(
                 "the batch ring needs {} MB but /dev/shm has {} MB free; set max_seconds or \
                  a smaller batch size or prefetch",
                 geometry.total_bytes() >> 20,
@@ -488,11 +423,7 @@ pub fn open(
             )));
         }
     }
-    let ring = RingMemory::create(geometry, u64::from(id)).map_err(|e| ErrorInfo {
-        kind: ErrorKind::Io,
-        path: None,
-        message: format!("cannot create shared memory: {e}"),
-    })?;
+    let ring = RingMemory::create(geometry, u64::from(id)).map_err(|e| ErrorInfo::new(ErrorKind::Io, format!("cannot create shared memory: {e}")))?;
     let ring = Arc::new(ring);
     // The ring's other slots are parked for the tuner.
     let ledger = Arc::new(SlotLedger::new(Arc::clone(&ring), depth));

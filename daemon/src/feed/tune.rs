@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::feed::stream::StreamStats;
+use crate::feed::stats::StreamStats;
 
 /// What the machine offers this process.
 #[derive(Clone, Debug, PartialEq)]

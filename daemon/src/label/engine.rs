@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use audiodecode_protocol::TranscribeOptions;
 use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
 
+use super::error::LabelError;
 use super::align::{align_words, split_sentences, AlignInput};
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
 use super::vocab::{Vocab, TIME_PRECISION};
-use super::Segment;
+use super::types::{PieceOutput, Segment};
+
+/// Seed of CTranslate2's sampling generator (see `WhisperEngine::load`).
+const SAMPLING_SEED: u32 = 0x5eed;
 
 /// Whisper's decoder context; prompt plus output must fit.
 const MAX_LENGTH: usize = 448;
@@ -32,23 +36,23 @@ impl ModelKey {
     pub fn from_options(
         options: &TranscribeOptions,
         default_threads: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LabelError> {
         let dir = resolve_model(&options.model)?;
         let cuda = match options.device.as_str() {
             "auto" => cuda_devices() > 0,
             "cpu" => false,
             "cuda" => {
                 if cuda_devices() == 0 {
-                    return Err(if cfg!(feature = "cuda") {
+                    return Err(LabelError::InvalidOptions(if cfg!(feature = "cuda") {
                         "--device cuda: no CUDA device found".into()
                     } else {
                         "--device cuda: this build has no CUDA support (build with --features cuda)"
                             .into()
-                    });
+                    }));
                 }
                 true
             }
-            other => return Err(format!("unknown device '{other}' (auto, cpu or cuda)")),
+            other => return Err(LabelError::InvalidOptions(format!("unknown device '{other}' (auto, cpu or cuda)"))),
         };
         let compute_type = match options.compute_type.as_str() {
             "auto" | "default" if cuda => "float16".to_string(),
@@ -77,7 +81,7 @@ fn cuda_devices() -> i32 {
     }
 }
 
-fn parse_compute_type(name: &str) -> Result<ComputeType, String> {
+fn parse_compute_type(name: &str) -> Result<ComputeType, LabelError> {
     Ok(match name {
         "int8" => ComputeType::INT8,
         "int8_float32" => ComputeType::INT8_FLOAT32,
@@ -88,9 +92,9 @@ fn parse_compute_type(name: &str) -> Result<ComputeType, String> {
         "bfloat16" => ComputeType::BFLOAT16,
         "float32" => ComputeType::FLOAT32,
         other => {
-            return Err(format!(
+            return Err(LabelError::InvalidOptions(format!(
                 "unknown compute type '{other}' (auto, int8, int8_float16, float16, float32, …)"
-            ))
+            )))
         }
     })
 }
@@ -113,14 +117,6 @@ pub struct PieceInput {
     pub sound: std::ops::Range<usize>,
 }
 
-/// Result for one piece, times relative to the piece start.
-#[derive(Clone, Debug)]
-pub struct PieceOutput {
-    pub language: String,
-    pub language_probability: f32,
-    pub segments: Vec<Segment>,
-}
-
 pub struct WhisperEngine {
     model: Whisper,
     pub vocab: Vocab,
@@ -138,8 +134,12 @@ struct Attempt {
 }
 
 impl WhisperEngine {
-    pub fn load(key: &ModelKey) -> Result<Self, String> {
-        keep_large_allocations();
+    pub fn load(key: &ModelKey) -> Result<Self, LabelError> {
+        crate::sys::keep_large_allocations();
+        // Temperature fallback samples; a fixed seed makes two runs over the same inputs
+        // give the same labels. CTranslate2 seeds each worker thread's generator once, from
+        // this value, at its first sampling call.
+        ct2rs::set_random_seed(SAMPLING_SEED);
         let config = ModelConfig::read(&key.dir)?;
         let vocab = Vocab::load(&key.dir, &config.lang_ids)?;
         let ct2_config = Config {
@@ -149,7 +149,7 @@ impl WhisperEngine {
             ..Config::default()
         };
         let model = Whisper::new(&key.dir, ct2_config)
-            .map_err(|e| format!("{}: cannot load the model: {e}", key.dir.display()))?;
+            .map_err(|e| LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display())))?;
         let front = MelFrontEnd::new(model.n_mels());
         Ok(Self {
             model,
@@ -165,26 +165,26 @@ impl WhisperEngine {
     }
 
     /// Checks options against this model before any audio is decoded.
-    pub fn check_options(&self, options: &TranscribeOptions) -> Result<(), String> {
+    pub fn check_options(&self, options: &TranscribeOptions) -> Result<(), LabelError> {
         if let Some(lang) = &options.language {
             if self.is_multilingual() && self.vocab.language_token(lang).is_none() {
-                return Err(format!("unknown language code '{lang}'"));
+                return Err(LabelError::InvalidOptions(format!("unknown language code '{lang}'")));
             }
             if !self.is_multilingual() && lang != "en" {
-                return Err(format!(
+                return Err(LabelError::InvalidOptions(format!(
                     "the model {} is English-only; it cannot transcribe '{lang}'",
                     self.key.dir.display()
-                ));
+                )));
             }
         }
         match options.task.as_str() {
             "transcribe" => {}
             "translate" if self.is_multilingual() => {}
-            "translate" => return Err("an English-only model cannot translate".into()),
-            other => return Err(format!("unknown task '{other}' (transcribe or translate)")),
+            "translate" => return Err(LabelError::InvalidOptions("an English-only model cannot translate".into())),
+            other => return Err(LabelError::InvalidOptions(format!("unknown task '{other}' (transcribe or translate)"))),
         }
         if options.beam_size == 0 || options.temperatures.is_empty() {
-            return Err("beam size must be ≥ 1 and at least one temperature is needed".into());
+            return Err(LabelError::InvalidOptions("beam size must be ≥ 1 and at least one temperature is needed".into()));
         }
         Ok(())
     }
@@ -194,7 +194,7 @@ impl WhisperEngine {
         &self,
         pieces: &[PieceInput],
         options: &TranscribeOptions,
-    ) -> Result<Vec<PieceOutput>, String> {
+    ) -> Result<Vec<PieceOutput>, LabelError> {
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
@@ -205,7 +205,7 @@ impl WhisperEngine {
         let encoded = self
             .model
             .encode(&view, false)
-            .map_err(|e| format!("encoder: {e}"))?;
+            .map_err(|e| LabelError::Inference(format!("encoder: {e}")))?;
         let t1 = std::time::Instant::now();
         let languages = self.languages(pieces, options, &encoded)?;
         let t2 = std::time::Instant::now();
@@ -319,7 +319,7 @@ impl WhisperEngine {
     pub fn detect_clip_languages(
         &self,
         clips: &[&PieceInput],
-    ) -> Result<Vec<(String, f32)>, String> {
+    ) -> Result<Vec<(String, f32)>, LabelError> {
         let n_mels = self.front.n_mels();
         let frames_of = |p: &PieceInput| p.samples.div_ceil(HOP).clamp(2, WINDOW_FRAMES);
         let mut order: Vec<usize> = (0..clips.len()).collect();
@@ -343,11 +343,11 @@ impl WhisperEngine {
             }
             let shape = [group.len(), n_mels, frames];
             let view = StorageView::new(&shape, &mut features, Device::CPU)
-                .map_err(|e| format!("model input: {e}"))?;
+                .map_err(|e| LabelError::Inference(format!("model input: {e}")))?;
             let detected = self
                 .model
                 .detect_language(&view)
-                .map_err(|e| format!("language detection: {e}"))?;
+                .map_err(|e| LabelError::Inference(format!("language detection: {e}")))?;
             for (&i, d) in group.iter().zip(detected) {
                 if let Some(best) = d.first() {
                     if let Some(code) = self.vocab.language_of_token(&best.language) {
@@ -374,7 +374,7 @@ impl WhisperEngine {
         pieces: &[PieceInput],
         options: &TranscribeOptions,
         encoded: &StorageView,
-    ) -> Result<Vec<(String, f32)>, String> {
+    ) -> Result<Vec<(String, f32)>, LabelError> {
         if !self.is_multilingual() {
             return Ok(vec![("en".to_string(), 1.0); pieces.len()]);
         }
@@ -385,7 +385,7 @@ impl WhisperEngine {
         let detected = if needs_detection {
             self.model
                 .detect_language(encoded)
-                .map_err(|e| format!("language detection: {e}"))?
+                .map_err(|e| LabelError::Inference(format!("language detection: {e}")))?
         } else {
             Vec::new()
         };
@@ -459,14 +459,14 @@ impl WhisperEngine {
     }
 
     /// A `[batch, n_mels, 3000]` model input over stacked features.
-    fn input_view<'a>(&self, features: &'a mut [f32]) -> Result<StorageView<'a>, String> {
+    fn input_view<'a>(&self, features: &'a mut [f32]) -> Result<StorageView<'a>, LabelError> {
         let per_piece = self.front.n_mels() * WINDOW_FRAMES;
         let shape = [
             features.len() / per_piece,
             self.front.n_mels(),
             WINDOW_FRAMES,
         ];
-        StorageView::new(&shape, features, Device::CPU).map_err(|e| format!("model input: {e}"))
+        StorageView::new(&shape, features, Device::CPU).map_err(|e| LabelError::Inference(format!("model input: {e}")))
     }
 
     fn suppress_tokens(&self, options: &TranscribeOptions) -> Vec<i32> {
@@ -499,7 +499,7 @@ impl WhisperEngine {
         prompts: &[Vec<u32>],
         temperature: f32,
         options: &TranscribeOptions,
-    ) -> Result<Vec<Attempt>, String> {
+    ) -> Result<Vec<Attempt>, LabelError> {
         let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let sampling = temperature > 0.0;
         let ct2_options = WhisperOptions {
@@ -535,7 +535,7 @@ impl WhisperEngine {
         let results = self
             .model
             .generate(features, &token_prompts, &ct2_options)
-            .map_err(|e| format!("decoder: {e}"))?;
+            .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
         Ok(results
             .into_iter()
             .map(|r| {
@@ -636,7 +636,7 @@ impl WhisperEngine {
         outputs: &mut [PieceOutput],
         encoded: &StorageView,
         options: &TranscribeOptions,
-    ) -> Result<(), String> {
+    ) -> Result<(), LabelError> {
         let with_text: Vec<usize> = (0..outputs.len())
             .filter(|&i| !outputs[i].segments.is_empty())
             .collect();
@@ -684,7 +684,7 @@ impl WhisperEngine {
                 let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
                 self.model.align(&view, &sequence, &tokens, &sub_frames, 7)
             }
-            .map_err(|e| format!("word alignment: {e}"))?;
+            .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?;
             for (result, &k) in results.iter().zip(&members) {
                 let i = with_text[k];
                 let input = AlignInput {
@@ -699,23 +699,6 @@ impl WhisperEngine {
             }
         }
         Ok(())
-    }
-}
-
-/// CTranslate2 allocates and frees multi-megabyte activations on every layer. glibc serves
-/// those with fresh `mmap`s, so each call page-faults and zeroes them again (≈10 % of the
-/// model's time, measured with perf). Raising the thresholds keeps freed blocks for reuse.
-fn keep_large_allocations() {
-    #[cfg(target_env = "gnu")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: mallopt only changes allocator tuning parameters.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-            }
-        });
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! [`model`] finds a model, [`mel`] computes features, [`vocab`] holds the tokenizer,
 //! [`engine`] decodes batches of ≤30 s pieces, [`align`] adds word times, [`pieces`] cuts
-//! long files, [`record`] writes JSONL and subtitle formats, [`run`] drives a whole dataset.
+//! long files, [`record`] writes JSONL and subtitle formats, [`run`] drives a whole dataset; [`types`] holds what they share.
+
+#![deny(unsafe_code)]
 
 pub mod align;
 pub mod engine;
+pub mod error;
 pub mod mel;
 pub mod model;
 pub mod pack;
@@ -13,50 +16,13 @@ pub mod pieces;
 pub mod record;
 pub mod run;
 pub mod service;
+pub mod types;
 pub mod vocab;
 
 pub use engine::{ModelKey, WhisperEngine};
+pub use error::LabelError;
 pub use record::FileLabel;
 pub use run::{label_files, LabelEvent};
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Word {
-    pub start: f64,
-    pub end: f64,
-    pub word: String,
-    pub probability: f32,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Segment {
-    pub start: f64,
-    pub end: f64,
-    pub text: String,
-    /// Text token ids (needed for word alignment; not written out).
-    #[serde(skip)]
-    pub tokens: Vec<u32>,
-    pub avg_logprob: f32,
-    pub no_speech_prob: f32,
-    pub compression_ratio: f32,
-    /// Set in multilingual mode, where each piece has its own language.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub language: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub words: Option<Vec<Word>>,
-}
-
-/// A plain segment for unit tests.
+pub use types::{PieceOutput, Segment, Word};
 #[cfg(test)]
-pub(crate) fn test_segment(start: f64, end: f64, text: &str) -> Segment {
-    Segment {
-        start,
-        end,
-        text: text.into(),
-        tokens: Vec::new(),
-        avg_logprob: -0.2,
-        no_speech_prob: 0.01,
-        compression_ratio: 1.0,
-        language: None,
-        words: None,
-    }
-}
+pub(crate) use types::test_segment;

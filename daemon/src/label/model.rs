@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use super::error::LabelError;
 
 /// Hugging Face repositories faster-whisper downloads each model name from.
 const HUB_REPOS: &[(&str, &str)] = &[
@@ -63,17 +64,17 @@ const MODEL_FILES: &[&str] = &["model.bin", "config.json", "tokenizer.json"];
 
 /// A model name or directory resolved to a directory holding `model.bin`, `config.json`
 /// and `tokenizer.json`. The error lists every place that was searched.
-pub fn resolve_model(spec: &str) -> Result<PathBuf, String> {
+pub fn resolve_model(spec: &str) -> Result<PathBuf, LabelError> {
     let mut looked = Vec::new();
     let as_path = Path::new(spec);
     if as_path.is_dir() || spec.contains('/') {
         return if is_model_dir(as_path) {
             Ok(as_path.to_path_buf())
         } else {
-            Err(format!(
+            Err(LabelError::Model(format!(
                 "{spec}: not a CTranslate2 Whisper model directory (needs {})",
                 MODEL_FILES.join(", ")
-            ))
+            )))
         };
     }
     if let Some((_, repo)) = HUB_REPOS.iter().find(|(name, _)| *name == spec) {
@@ -87,21 +88,21 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf, String> {
     if let Some(package) = OFFLINE_PACKAGES.iter().find(|p| p.name == spec) {
         match offline_package_dir(package) {
             Ok(dir) => return Ok(dir),
-            Err(reason) => looked.push(reason),
+            Err(reason) => looked.push(reason.to_string()),
         }
     }
     if looked.is_empty() {
         let names: Vec<&str> = HUB_REPOS.iter().map(|(n, _)| *n).collect();
-        return Err(format!(
+        return Err(LabelError::Model(format!(
             "unknown model '{spec}': give a CTranslate2 model directory or one of {}",
             names.join(", ")
-        ));
+        )));
     }
-    Err(format!(
+    Err(LabelError::Model(format!(
         "model '{spec}' not found; looked in: {}. Download it with faster-whisper \
          (WhisperModel(\"{spec}\")) or pass a CTranslate2 model directory",
         looked.join("; ")
-    ))
+    )))
 }
 
 fn is_model_dir(dir: &Path) -> bool {
@@ -145,7 +146,7 @@ fn hub_snapshot(repo_dir: &Path) -> Option<PathBuf> {
 
 /// Where Python imports `module` from, asking the interpreter in `AUDIODECODE_PYTHON`
 /// (default `python3`).
-fn python_module_dir(module: &str) -> Result<PathBuf, String> {
+fn python_module_dir(module: &str) -> Result<PathBuf, LabelError> {
     let python = std::env::var("AUDIODECODE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import importlib.util as u; s = u.find_spec('{module}'); \
@@ -154,32 +155,32 @@ fn python_module_dir(module: &str) -> Result<PathBuf, String> {
     let out = Command::new(&python)
         .args(["-c", &script])
         .output()
-        .map_err(|e| format!("Python package {module} (cannot run {python}: {e})"))?;
+        .map_err(|e| LabelError::Model(format!("Python package {module} (cannot run {python}: {e})")))?;
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if dir.is_empty() {
-        return Err(format!(
+        return Err(LabelError::Model(format!(
             "Python package {module} (not installed for {python})"
-        ));
+        )));
     }
     Ok(PathBuf::from(dir))
 }
 
 /// The package's model directory; a split `model.bin` is joined once into the user cache.
-fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, String> {
+fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, LabelError> {
     let root = python_module_dir(package.module)?;
     let dir = root.join(package.dir);
     if package.parts.is_empty() {
         return if is_model_dir(&dir) {
             Ok(dir)
         } else {
-            Err(format!("{} (incomplete)", dir.display()))
+            Err(LabelError::Model(format!("{} (incomplete)", dir.display())))
         };
     }
     let mut parts = Vec::new();
     for (module, file) in package.parts {
         let part = python_module_dir(module)?.join(file);
         if !part.is_file() {
-            return Err(format!("{} (missing)", part.display()));
+            return Err(LabelError::Model(format!("{} (missing)", part.display())));
         }
         parts.push(part);
     }
@@ -191,7 +192,7 @@ fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, String> {
         return Ok(joined);
     }
     join_parts(&dir, &parts, &joined)
-        .map_err(|e| format!("{} (cannot assemble the model: {e})", joined.display()))?;
+        .map_err(|e| LabelError::Model(format!("{} (cannot assemble the model: {e})", joined.display())))?;
     Ok(joined)
 }
 
@@ -205,7 +206,7 @@ fn join_parts(source_dir: &Path, parts: &[PathBuf], target: &Path) -> std::io::R
         }
     }
     // Atomic, so a crash never leaves a short model behind.
-    crate::cli::output::write_atomically(&target.join("model.bin"), |out| {
+    crate::sys::write_atomically(&target.join("model.bin"), |out| {
         for part in parts {
             std::io::copy(&mut std::fs::File::open(part)?, out)?;
         }
@@ -227,10 +228,10 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    pub fn read(dir: &Path) -> Result<Self, String> {
+    pub fn read(dir: &Path) -> Result<Self, LabelError> {
         let file = dir.join("config.json");
         let text = std::fs::read_to_string(&file)
-            .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: invalid: {e}", file.display()))
+            .map_err(|e| LabelError::Model(format!("{}: cannot read: {e}", file.display())))?;
+        serde_json::from_str(&text).map_err(|e| LabelError::Model(format!("{}: invalid: {e}", file.display())))
     }
 }

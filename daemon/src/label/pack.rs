@@ -4,9 +4,8 @@
 //! share cannot be told apart (a segment across the gap, no segment at all, an uncertain
 //! language) is decoded again alone, so packing does not cost words.
 
-use super::engine::PieceOutput;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
-use super::Segment;
+use super::types::{PieceOutput, Segment};
 
 /// Silence between packed clips: a clear pause at which Whisper ends its segments.
 pub const GAP_SAMPLES: usize = SAMPLE_RATE as usize;

@@ -2,8 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::engine::PieceOutput;
-use super::Segment;
+use super::types::{PieceOutput, Segment};
 
 /// One file's transcription, or the reason it failed.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use audiodecode_protocol::TranscribeOptions;
 use crossbeam_channel::bounded;
 
-use super::engine::{PieceInput, PieceOutput, WhisperEngine};
+use super::error::LabelError;
+use super::engine::{PieceInput, WhisperEngine};
+use super::types::PieceOutput;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
 use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
 use crate::decode::{load, LoadRequest};
-use crate::error::DecodeError;
 use crate::{ChannelMode, Quality};
 
 /// What the sink receives per file, in input order.
@@ -63,7 +64,8 @@ pub struct Schedule {
     pub block_files: usize,
 }
 
-/// Files in one block unless the caller says otherwise (see [`Schedule::block_files`]).
+/// Files in one block unless the caller says otherwise (see [`Schedule::block_files`] and
+/// Note [Deterministic labeling blocks]).
 pub const DEFAULT_BLOCK_FILES: usize = 64;
 /// Pieces in one block at most, in batches (bounds memory on long recordings).
 const BLOCK_BATCHES: usize = 8;
@@ -177,15 +179,6 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     };
     let decoded = match load(Path::new(path), &request, 1) {
         Ok(audio) => audio,
-        // A file with no samples has nothing to say; it is not an error.
-        Err(DecodeError::Empty { .. }) => {
-            return Ready::File(Prepared {
-                index,
-                duration: 0.0,
-                pieces: Vec::new(),
-                samples: Vec::new(),
-            })
-        }
         Err(e) => return Ready::Failed(index, FileLabel::failed(path, None, e.to_string())),
     };
     let duration = decoded.duration();
@@ -415,7 +408,7 @@ impl ModelLoop<'_> {
             catch_unwind(AssertUnwindSafe(|| {
                 self.engine.detect_clip_languages(&clips)
             }))
-            .unwrap_or_else(|_| Err("the model panicked".into()))
+            .unwrap_or_else(|_| Err(LabelError::Inference("the model panicked".into())))
             .unwrap_or_default()
         } else {
             Vec::new()
@@ -543,7 +536,7 @@ impl ModelLoop<'_> {
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.engine.transcribe(&inputs, self.options)
         }))
-        .unwrap_or_else(|_| Err("the model panicked".to_string()));
+        .unwrap_or_else(|_| Err(LabelError::Inference("the model panicked".into())));
         match result {
             Ok(outputs) => {
                 for ((members, expected), output) in members.into_iter().zip(outputs) {

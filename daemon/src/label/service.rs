@@ -4,8 +4,9 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use audiodecode_protocol::{ErrorInfo, ErrorKind, Response, TranscribeSpec};
+use audiodecode_protocol::{ErrorInfo, Response, TranscribeSpec};
 
+use super::error::LabelError;
 use super::run::{auto_batch_size, label_files, Schedule, DEFAULT_BLOCK_FILES};
 use super::{ModelKey, WhisperEngine};
 
@@ -16,11 +17,11 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
-    pub fn get(&self, key: &ModelKey) -> Result<Arc<WhisperEngine>, String> {
+    pub fn get(&self, key: &ModelKey) -> Result<Arc<WhisperEngine>, LabelError> {
         let mut loaded = self
             .loaded
             .lock()
-            .map_err(|_| "model cache poisoned".to_string())?;
+            .map_err(|_| LabelError::Model("model cache poisoned".to_string()))?;
         if let Some(engine) = loaded.as_ref().filter(|e| &e.key == key) {
             return Ok(Arc::clone(engine));
         }
@@ -40,13 +41,7 @@ pub fn serve_transcribe(
     cancel: &AtomicBool,
     push: &mut dyn FnMut(Response),
 ) -> Response {
-    let fail = |message: String| {
-        Response::Error(ErrorInfo {
-            kind: ErrorKind::BadRequest,
-            path: None,
-            message,
-        })
-    };
+    let fail = |e: LabelError| Response::Error(ErrorInfo::bad_request(e.to_string()));
     let key = match ModelKey::from_options(&spec.options, workers) {
         Ok(key) => key,
         Err(e) => return fail(e),
