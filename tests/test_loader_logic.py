@@ -42,6 +42,12 @@ def test_datasets_from_files_manifests_and_directories(
     monkeypatch.chdir(tmp_path)
     files = resolve_dataset(["a.wav", Path("sub/b.flac")], None)
     assert files == Dataset.Files(paths=[str(tmp_path / "a.wav"), str(tmp_path / "sub/b.flac")])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/b.flac").touch()
+    for name in ("m.jsonl", "M.JSON"):
+        (tmp_path / name).write_text('{"audio_filepath": "sub/b.flac"}\n')
+    (tmp_path / "m.csv").write_text("path,label\nsub/b.flac,1\n")
+    (tmp_path / "m.tsv").write_text("audio\tlabel\nsub/b.flac\t1\n")
     for name in ("m.jsonl", "m.csv", "M.JSON", "m.tsv"):
         got = resolve_dataset(name, "text")
         assert got == Dataset.Manifest(path=str(tmp_path / name), label_field="text")
@@ -101,6 +107,7 @@ def test_labels_need_a_file_list(tmp_path: Path) -> None:
 
 
 def test_from_manifest_defaults_to_text_labels(tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "text": "hi"}\n')
     loader = AudioDataLoader.from_manifest(tmp_path / "m.jsonl", batch_size=4)
     assert loader._spec().dataset == Dataset.Manifest(str(tmp_path / "m.jsonl"), "text")
     assert loader.batch_size == 4

@@ -36,6 +36,7 @@ from audiodecode._protocol import (
     frame,
     frame_length,
 )
+from audiodecode._trust import check_peer
 
 POLL_SECONDS = 1.0
 RECV_CHUNK = 64 * 1024
@@ -69,12 +70,14 @@ class Connection:
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Self:
         """Connect and handshake. ``FileNotFoundError``/``ConnectionRefusedError`` mean
-        that nothing listens at ``path`` (callers may start a daemon and retry)."""
+        that nothing listens at ``path`` (callers may start a daemon and retry); a server
+        run by another user raises ``DaemonError`` before anything is sent to it."""
         path = os.fspath(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(POLL_SECONDS)
             sock.connect(path)
+            check_peer(sock, path)
         except BaseException:
             sock.close()
             raise

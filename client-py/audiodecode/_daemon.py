@@ -19,6 +19,7 @@ from audiodecode._binary import find_binary
 from audiodecode._client import Connection
 from audiodecode._errors import DaemonError
 from audiodecode._protocol import Request, Response, StatusReport
+from audiodecode._trust import private_dir
 
 START_SECONDS = 10.0
 LOG_NAME = "daemon.log"
@@ -33,10 +34,15 @@ def default_socket_path() -> Path:
     explicit = os.environ.get("AUDIODECODE_SOCKET")
     if explicit:
         return Path(explicit)
+    return default_socket_dir() / "daemon.sock"
+
+
+def default_socket_dir() -> Path:
+    """The per-user directory of the default socket (when ``$AUDIODECODE_SOCKET`` is unset)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
-        return Path(runtime) / "audiodecode" / "daemon.sock"
-    return Path(f"/tmp/audiodecode-{os.geteuid()}") / "daemon.sock"
+        return Path(runtime) / "audiodecode"
+    return Path(f"/tmp/audiodecode-{os.geteuid()}")
 
 
 def _log_tail(log: Path, lines: int = 20) -> str:
@@ -104,6 +110,9 @@ def connect(socket: str | os.PathLike[str] | None = None) -> Connection:
     if socket is None and _active is not None:
         return _active.connect()
     path = Path(socket) if socket is not None else default_socket_path()
+    if socket is None and not os.environ.get("AUDIODECODE_SOCKET"):
+        # Under /tmp anyone may have made it first: it must be ours and private.
+        private_dir(path.parent)
     try:
         return Connection.open(path)
     except (FileNotFoundError, ConnectionRefusedError):

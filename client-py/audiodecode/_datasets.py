@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
 
 import numpy as np
 
+from audiodecode._manifest import MANIFEST_SUFFIXES, check_manifest, has_audio
 from audiodecode._protocol import AnyDataset, Dataset
 
 PathLike = str | os.PathLike[str]
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 
 def map_labels(
@@ -33,17 +33,30 @@ def map_labels(
     raise TypeError("labels must be all integers or all strings")
 
 
-def resolve_dataset(files: PathLike | Sequence[PathLike], label_field: str | None) -> AnyDataset:
+def resolve_dataset(
+    files: PathLike | Sequence[PathLike], label_field: str | None, name: str = "files"
+) -> AnyDataset:
     """A list of files, a manifest (.jsonl/.json/.csv/.tsv) or a directory. Paths are made
-    absolute: the daemon's working directory is not ours."""
+    absolute: the daemon's working directory is not ours. One that gives no items raises
+    ``ValueError`` naming ``name`` (the argument): an empty epoch would hide the mistake."""
     if isinstance(files, (str, os.PathLike)):
         path = Path(files)
         if path.is_dir():
+            if not has_audio(path):
+                raise ValueError(f"{name}: no audio files in the directory {path}")
             return Dataset.Directory(path=os.path.abspath(path))
         if path.suffix.lower() in MANIFEST_SUFFIXES:
+            check_manifest(path, name)
             return Dataset.Manifest(path=os.path.abspath(path), label_field=label_field)
         raise ValueError(
             f"{path}: expected a directory, a manifest ({', '.join(MANIFEST_SUFFIXES)}) "
             "or a list of files"
         )
-    return Dataset.Files(paths=[os.path.abspath(p) for p in files])
+    paths = [os.path.abspath(p) for p in files]
+    require_files(paths, name)
+    return Dataset.Files(paths=paths)
+
+
+def require_files(files: Sized, name: str = "files") -> None:
+    if len(files) == 0:
+        raise ValueError(f"{name} is empty: a dataset needs at least one file")

@@ -33,6 +33,7 @@ RELEASED_OFFSET = 64  # client: batches handed back since the stream opened
 DOORBELL_OFFSET = 128  # daemon: send Release once that count reaches this
 ANNOUNCED_OFFSET = 192  # daemon: batches announced since the stream opened
 ANNOUNCE_LOG_OFFSET = 256  # announcement i is entry i % slots: seq << 32 | slot
+MAX_SLOTS = (RING_HEADER_BYTES - ANNOUNCE_LOG_OFFSET) // 8  # the announcement table's size
 SLOT_ALIGN = 4096
 AUDIO_ALIGN = 64
 

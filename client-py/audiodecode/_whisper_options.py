@@ -11,35 +11,31 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from audiodecode._protocol import TranscribeOptions
+from audiodecode._validate import flag, integer, number, text
 
-U32_MAX = (1 << 32) - 1
 I32_RANGE = range(-(1 << 31), 1 << 31)
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, not {value!r}")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return value
+# The largest finite f32: the wire's floats are f32.
+F32_MAX = 3.4028234663852886e38
 
 
 def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if not 0 <= value <= U32_MAX:
-        raise ValueError(f"{name} must be between 0 and {U32_MAX}, not {value}")
-    return int(value)
+    return integer(name, value)
+
+
+def _positive_count(name: str, value: Any) -> int:
+    return integer(name, value, 1)
 
 
 def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    return float(value)
+    return number(name, value, at_least=-F32_MAX, at_most=F32_MAX)
+
+
+def _non_negative(name: str, value: Any) -> float:
+    return number(name, value, at_least=0, at_most=F32_MAX)
+
+
+def _positive(name: str, value: Any) -> float:
+    return number(name, value, above=0, at_most=F32_MAX)
 
 
 def _optional(convert: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -60,8 +56,8 @@ def _sequence(name: str, value: Any) -> list[Any]:
 def _temperatures(name: str, value: Any) -> list[float]:
     # faster-whisper's ``temperature``: one value, or the fallback sequence.
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return [float(value)]
-    values = [_real(name, t) for t in _sequence(name, value)]
+        return [_non_negative(name, value)]
+    values = [_non_negative(name, t) for t in _sequence(name, value)]
     if not values:
         raise ValueError(f"{name} must not be empty")
     return values
@@ -79,31 +75,31 @@ def _tokens(name: str, value: Any) -> list[int]:
 
 
 _CONVERT: dict[str, Callable[[str, Any], Any]] = {
-    "model": _text,
-    "device": _text,
-    "compute_type": _text,
+    "model": text,
+    "device": text,
+    "compute_type": text,
     "threads": _auto_count,
     "batch_size": _auto_count,
-    "language": _optional(_text),
-    "multilingual": _flag,
-    "task": _text,
-    "beam_size": _count,
-    "best_of": _count,
-    "patience": _real,
+    "language": _optional(text),
+    "multilingual": flag,
+    "task": text,
+    "beam_size": _positive_count,
+    "best_of": _count,  # the daemon reads 0 as 1
+    "patience": _positive,
     "length_penalty": _real,
-    "repetition_penalty": _real,
+    "repetition_penalty": _positive,
     "no_repeat_ngram_size": _count,
     "temperatures": _temperatures,
     "compression_ratio_threshold": _optional(_real),
     "log_prob_threshold": _optional(_real),
     "no_speech_threshold": _optional(_real),
-    "initial_prompt": _optional(_text),
-    "hotwords": _optional(_text),
-    "word_timestamps": _flag,
-    "without_timestamps": _flag,
-    "suppress_blank": _flag,
+    "initial_prompt": _optional(text),
+    "hotwords": _optional(text),
+    "word_timestamps": flag,
+    "without_timestamps": flag,
+    "suppress_blank": flag,
     "suppress_tokens": _tokens,
-    "max_initial_timestamp": _real,
+    "max_initial_timestamp": _non_negative,
 }
 # faster-whisper's names where the wire field differs.
 _ALIASES = {"temperature": "temperatures", "cpu_threads": "threads"}

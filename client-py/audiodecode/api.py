@@ -13,12 +13,15 @@ from audiodecode import _daemon
 from audiodecode._client import Connection
 from audiodecode._errors import AudioDecodeError, DaemonError
 from audiodecode._protocol import LoadedAudio, LoadSpec, Quality, Request, Response
+from audiodecode._validate import choice, number, sample_rate
 
 # One connection per (process, socket), reused across calls: a handshake per file would
 # cost more than decoding a short clip. The pid in the key keeps forked children (e.g.
 # DataLoader workers) from sharing their parent's socket.
 _connections: dict[tuple[int, Path | None], Connection] = {}
 _connections_lock = threading.Lock()
+# The shortest ``duration`` at any rate: an empty slice panics a daemon worker.
+MIN_DURATION = 1e-3
 
 
 def _connection() -> tuple[Connection, bool]:
@@ -45,6 +48,19 @@ def _request(spec: LoadSpec) -> LoadedAudio:
                 raise
 
 
+def _duration(value: object, rate: int | None) -> float:
+    """Seconds to decode: at least one output sample (a shorter slice would be empty,
+    which a daemon worker cannot produce), and never under MIN_DURATION."""
+    seconds = number("duration", value, above=0)
+    shortest = MIN_DURATION if rate is None else max(MIN_DURATION, 1 / rate)
+    if seconds < shortest:
+        raise ValueError(
+            f"duration must be at least {shortest:g} s, not {value}: a slice needs at "
+            "least one output sample (duration=None reads to the end)"
+        )
+    return seconds
+
+
 def load(
     path: str | os.PathLike[str],
     sr: int | None = None,
@@ -61,17 +77,14 @@ def load(
     ``[C, T]`` otherwise. ``offset``/``duration`` in seconds select a slice without decoding
     the rest. Errors raise ``AudioDecodeError`` subclasses naming the file.
     """
-    try:
-        q = Quality[quality.upper()]
-    except KeyError:
-        raise ValueError(f"quality must be fast, hq or vhq, not {quality!r}") from None
+    rate = None if sr is None else sample_rate("sr", sr)
     spec = LoadSpec(
         path=os.path.abspath(path),
-        sample_rate=sr,
+        sample_rate=rate,
         mono=mono,
-        offset=float(offset),
-        duration=None if duration is None else float(duration),
-        quality=q,
+        offset=number("offset", offset, at_least=0),
+        duration=None if duration is None else _duration(duration, rate),
+        quality=choice("quality", quality, Quality),
     )
     try:
         audio = _request(spec)

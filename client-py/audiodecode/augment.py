@@ -17,16 +17,15 @@ from dataclasses import dataclass
 
 from audiodecode._datasets import PathLike, resolve_dataset
 from audiodecode._protocol import AnyAugment, AnyDataset, Augment
+from audiodecode._validate import number
 
 
 def _probability(p: float) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"probability {p} outside [0, 1]")
-    return float(p)
+    return number("probability p", p, at_least=0, at_most=1)
 
 
-def _clips(source: PathLike | Sequence[PathLike]) -> AnyDataset:
-    return resolve_dataset(source, None)
+def _clips(source: PathLike | Sequence[PathLike], name: str) -> AnyDataset:
+    return resolve_dataset(source, None, name)
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Noise:
         lo, hi = self.snr
         if lo > hi:
             raise ValueError(f"Noise(snr={self.snr}): min above max")
-        source = None if self.noise is None else _clips(self.noise)
+        source = None if self.noise is None else _clips(self.noise, "noise")
         return Augment.Noise(min_snr_db=lo, max_snr_db=hi, noise=source, p=_probability(self.p))
 
 
@@ -92,7 +91,7 @@ class Reverb:
     p: float = 0.3
 
     def to_wire(self) -> AnyAugment:
-        return Augment.Reverb(rirs=_clips(self.rirs), p=_probability(self.p))
+        return Augment.Reverb(rirs=_clips(self.rirs, "rirs"), p=_probability(self.p))
 
 
 AugmentLike = Gain | Noise | Speed | Shift | Reverb

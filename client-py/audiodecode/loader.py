@@ -21,15 +21,8 @@ from audiodecode._protocol import (
 )
 from audiodecode._stream import Stream
 from audiodecode._torch import optional_torch
+from audiodecode._validate import MAX_PREFETCH, U64_MAX, choice, integer, number, sample_rate
 from audiodecode.augment import AugmentLike
-
-
-def _choice(enum_type: Any, value: str, what: str) -> Any:
-    try:
-        return enum_type[value.upper()]
-    except KeyError:
-        names = ", ".join(m.name.lower() for m in enum_type)
-        raise ValueError(f"{what} must be one of {names}, not {value!r}") from None
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -90,9 +83,36 @@ class AudioDataLoader:
         augment: Sequence[AugmentLike] = (),
         transform: Callable[[Batch], Batch] | None = None,
     ) -> None:
-        self._dataset = resolve_dataset(files, label_field)
-        if labels is not None and not isinstance(self._dataset, Dataset.Files):
+        # Plain values first: nothing reaches the daemon before every argument is checked.
+        batch_size = integer("batch_size", batch_size, 1)
+        target_sr = sample_rate("target_sr", target_sr)
+        seed = integer("seed", seed, 0, U64_MAX)
+        prefetch = integer("prefetch", prefetch, 0, MAX_PREFETCH)
+        if max_seconds is not None:
+            max_seconds = number("max_seconds", max_seconds, above=0)
+        if max_batch_seconds is not None:
+            max_batch_seconds = number("max_batch_seconds", max_batch_seconds, above=0)
+        if channels is not None:
+            channels = integer("channels", channels, 1)
+        if mono and channels not in (None, 1):
+            raise ValueError(f"mono=True gives one channel, not channels={channels}")
+        if pad_to_max and max_seconds is None:
+            raise ValueError("pad_to_max needs max_seconds")
+        if labels is not None and isinstance(files, (str, os.PathLike)):
             raise ValueError("labels can only be given with a list of files")
+        crop_mode = choice("crop", crop, CropMode)
+        on_error_mode = choice("on_error", on_error, OnError)
+        quality_mode = choice("quality", quality, Quality)
+        if rank is None or world_size is None:
+            auto_rank, auto_world = distributed_rank()
+            rank = auto_rank if rank is None else rank
+            world_size = auto_world if world_size is None else world_size
+        world_size = integer("world_size", world_size, 1)
+        rank = integer("rank", rank)
+        if rank >= world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}: rank must be below it")
+
+        self._dataset = resolve_dataset(files, label_field)
         if isinstance(self._dataset, Dataset.Files):
             ids, self._classes = map_labels(labels, len(self._dataset.paths))
             self._dataset = Dataset.Files(paths=self._dataset.paths, labels=ids)
@@ -103,12 +123,6 @@ class AudioDataLoader:
             if self._classes:
                 raise ValueError("classes= is for integer labels; string labels name themselves")
             self._classes = list(classes)
-        if mono and channels not in (None, 1):
-            raise ValueError(f"mono=True gives one channel, not channels={channels}")
-        if pad_to_max and max_seconds is None:
-            raise ValueError("pad_to_max needs max_seconds")
-        if max_batch_seconds is not None and max_batch_seconds <= 0:
-            raise ValueError(f"max_batch_seconds must be positive, not {max_batch_seconds}")
         self.torch = optional_torch()
         if device is not None and self.torch is None:
             raise ValueError(f"device={device!r} needs torch, which is not installed")
@@ -116,12 +130,6 @@ class AudioDataLoader:
         self._cuda = device is not None and self.torch.device(device).type == "cuda"
         if self._cuda and not self.torch.cuda.is_available():
             raise ValueError(f"device={device!r}, but torch sees no CUDA device")
-        if rank is None or world_size is None:
-            auto_rank, auto_world = distributed_rank()
-            rank = auto_rank if rank is None else rank
-            world_size = auto_world if world_size is None else world_size
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
 
         self.batch_size = batch_size
         self.target_sr = target_sr
@@ -131,13 +139,13 @@ class AudioDataLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.max_seconds = max_seconds
-        self.crop = _choice(CropMode, crop, "crop")
+        self.crop = crop_mode
         self.pad_to_max = pad_to_max
         self.drop_last = drop_last
         self.device = device
         self.copy = copy
-        self.on_error = _choice(OnError, on_error, "on_error")
-        self.quality = _choice(Quality, quality, "quality")
+        self.on_error = on_error_mode
+        self.quality = quality_mode
         self.prefetch = prefetch
         # Keep decoded audio in the daemon's memory so later epochs decode nothing.
         self.cache = cache
@@ -196,6 +204,7 @@ class AudioDataLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (the shuffle order) of the next iteration. Setting the epoch
         that a loaded state dict points to keeps its resume position."""
+        epoch = integer("epoch", epoch, 0, U64_MAX)
         if epoch != self.epoch:
             self.epoch = epoch
             self._batches_done = 0
@@ -212,9 +221,10 @@ class AudioDataLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Make the next iteration start at the saved batch of the saved epoch."""
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
-        self._resume = int(state["batches_done"])
+        # int() first: a state dict may hold numpy or torch scalars.
+        self.seed = integer("seed", int(state["seed"]), 0, U64_MAX)
+        self.epoch = integer("epoch", int(state["epoch"]), 0, U64_MAX)
+        self._resume = integer("batches_done", int(state["batches_done"]), 0, U64_MAX)
 
     # --- Iteration. -------------------------------------------------------------------------
 

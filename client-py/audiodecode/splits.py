@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from audiodecode._datasets import require_files
+from audiodecode._validate import U64_MAX, integer, number
 from audiodecode.loader import AudioDataLoader, PathLike, map_labels
 
 
@@ -17,8 +19,7 @@ def split_indices(
     """(train, val) item indices. Stratified: each class contributes ``val_split`` of its
     items to validation (rounded, at least one when the class has two or more), so label
     proportions match in both parts. Same inputs, same split."""
-    if not 0.0 <= val_split < 1.0:
-        raise ValueError(f"val_split must be in [0, 1), not {val_split}")
+    val_split = number("val_split", val_split, at_least=0, below=1)
     rng = np.random.default_rng(seed)
     groups: dict[int, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
@@ -48,6 +49,10 @@ def create_train_val_loaders(
     """Two loaders on one daemon over a deterministic split of ``files``. String labels get
     class ids from the whole dataset, so both loaders agree on them. The validation loader
     never shuffles and crops from the start, so every evaluation sees the same audio."""
+    # Checked before splitting: numpy's own errors would not name the argument.
+    val_split = number("val_split", val_split, above=0, below=1)
+    seed = integer("seed", seed, 0, U64_MAX)
+    require_files(files)
     ids, classes = map_labels(labels, len(files))
     if ids is None:
         raise ValueError("create_train_val_loaders needs labels")

@@ -1,0 +1,77 @@
+"""Early checks that a manifest or directory gives the daemon at least one item.
+
+They follow the daemon's reading (``daemon/src/feed/manifest.rs``) but stop at the first
+usable row or audio file, so a large dataset costs one short read here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+# The fields (JSONL) or columns (CSV/TSV) the daemon takes the audio path from.
+PATH_FIELDS = ("audio_filepath", "path", "audio", "file")
+# The daemon's AUDIO_EXTENSIONS: the files it picks up when scanning a directory.
+AUDIO_EXTENSIONS = frozenset(
+    {"wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif"}
+    | {"aiff", "aifc", "caf", "mkv", "mka", "webm"}
+)
+
+
+def has_audio(root: Path) -> bool:
+    """Whether the tree under ``root`` holds a file the daemon would load (symlinked
+    directories are not followed, as in the daemon)."""
+    for _, _, names in os.walk(root):
+        if any(os.path.splitext(n)[1][1:].lower() in AUDIO_EXTENSIONS for n in names):
+            return True
+    return False
+
+
+def check_manifest(path: Path, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` and the manifest unless it names the audio
+    path and has a row (a missing manifest raises ``FileNotFoundError``)."""
+    fields = ", ".join(PATH_FIELDS)
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if path.suffix.lower() in (".csv", ".tsv"):
+            problem = _csv_problem(f, "\t" if path.suffix.lower() == ".tsv" else ",", fields)
+        else:
+            problem = _jsonl_problem(f, fields)
+    if problem:
+        raise ValueError(f"{name}: manifest {path}: {problem}")
+
+
+def _csv_problem(lines: Iterable[str], delimiter: str, fields: str) -> str | None:
+    rows = (r for r in csv.reader(lines, delimiter=delimiter) if any(c.strip() for c in r))
+    try:
+        header = next(rows, None)
+        if header is None:
+            return "empty (expected a header and rows)"
+        if not any(h.strip() in PATH_FIELDS for h in header):
+            return f"no path column (one of {fields}) in the header {header}"
+        if next(rows, None) is None:
+            return "a header but no rows"
+    except csv.Error as e:
+        return f"unreadable CSV ({e})"
+    return None
+
+
+def _jsonl_problem(lines: Iterable[str], fields: str) -> str | None:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            return f"line {n}: invalid JSON ({e})"
+        if not isinstance(record, dict) or not any(
+            isinstance(record.get(k), str) for k in PATH_FIELDS
+        ):
+            return f"line {n}: no path field (one of {fields})"
+        # Labeling manifests keep files that failed, with "error"; the daemon skips them.
+        if record.get("error") is None:
+            return None
+    return "no rows"
