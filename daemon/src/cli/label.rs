@@ -228,8 +228,12 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, CliError> {
     }
     drop(reader);
     if file.metadata().map(|m| m.len()).unwrap_or(0) > good_len {
-        file.set_len(good_len)
-            .map_err(|e| CliError::Failed(format!("{}: cannot cut a torn last line: {e}", out.display())))?;
+        file.set_len(good_len).map_err(|e| {
+            CliError::Failed(format!(
+                "{}: cannot cut a torn last line: {e}",
+                out.display()
+            ))
+        })?;
     }
     Ok(done)
 }
@@ -317,8 +321,9 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
             HashSet::new()
         };
         if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CliError::Failed(format!("{}: cannot create: {e}", parent.display()))
+            })?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -326,8 +331,9 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
             .open(&args.out)
             .map_err(|e| CliError::Failed(format!("{}: cannot open: {e}", args.out.display())))?;
         if args.overwrite {
-            file.set_len(0)
-                .map_err(|e| CliError::Failed(format!("{}: cannot truncate: {e}", args.out.display())))?;
+            file.set_len(0).map_err(|e| {
+                CliError::Failed(format!("{}: cannot truncate: {e}", args.out.display()))
+            })?;
         }
         jsonl = Some(file);
         (0..files.len())

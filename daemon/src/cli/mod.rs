@@ -16,10 +16,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::error::CliError;
 use crate::cli::output::{write_audio, OutputFormat};
+use crate::cli::progress::files_progress;
 use crate::decode::resample::Quality;
 use crate::decode::{load, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
-use crate::cli::progress::files_progress;
 use crate::feed::server;
 
 #[derive(Parser, Debug)]
@@ -150,14 +150,17 @@ pub struct DecodeArgs {
 }
 
 fn parse_quality(s: &str) -> Result<Quality, CliError> {
-    Quality::parse(s).ok_or_else(|| CliError::Usage(format!("unknown quality {s:?} (fast, hq, vhq)")))
+    Quality::parse(s)
+        .ok_or_else(|| CliError::Usage(format!("unknown quality {s:?} (fast, hq, vhq)")))
 }
 
 fn parse_format(s: &str) -> Result<OutputFormat, CliError> {
-    OutputFormat::parse(s).ok_or_else(|| CliError::Usage(format!("unknown format {s:?} (wav, npy, f32)")))
+    OutputFormat::parse(s)
+        .ok_or_else(|| CliError::Usage(format!("unknown format {s:?} (wav, npy, f32)")))
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    init_logging(matches!(cli.command, Command::Serve(_)));
     match cli.command {
         Command::Info(args) => run_info(&args),
         Command::Decode(args) => run_decode(&args),
@@ -166,6 +169,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => run_stop(&args),
         Command::Label(args) => crate::cli::label::run_label(&args),
     }
+}
+
+/// Diagnostics (not a command's output or its per-file errors, which it prints itself) go
+/// through `log`: the daemon logs from `info` up, other commands only warnings.
+/// `AUDIODECODE_LOG` overrides, in env_logger's syntax (e.g. `debug`).
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let _ =
+        env_logger::Builder::from_env(env_logger::Env::new().filter_or("AUDIODECODE_LOG", default))
+            .try_init();
 }
 
 fn run_info(args: &InfoArgs) -> ExitCode {

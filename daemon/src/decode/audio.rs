@@ -87,4 +87,3 @@ impl DecodedAudio {
         self.frames() as f64 / f64::from(self.sample_rate.max(1))
     }
 }
-

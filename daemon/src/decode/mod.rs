@@ -7,9 +7,9 @@ pub mod audio;
 pub mod limits;
 pub(crate) mod mp4_edit;
 pub(crate) mod pcm;
-pub mod samples;
 pub mod reader;
 pub mod resample;
+pub mod samples;
 pub mod segments;
 
 pub use audio::{AudioInfo, ChannelMode, DecodedAudio, LoadRequest};

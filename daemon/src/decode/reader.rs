@@ -24,8 +24,8 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::{TimeBase, Timestamp};
 
 use crate::decode::audio::{AudioInfo, ChannelMode};
-use crate::decode::{limits, samples};
 use crate::decode::pcm::{self, PcmLayout};
+use crate::decode::{limits, samples};
 use crate::error::{DecodeError, Result};
 
 /// What a decode of a frame range produced.
@@ -540,7 +540,9 @@ impl SourceReader {
                     });
                 }
                 convert_into(&buf, from, len, mode, &mut planes);
-                planes.iter_mut().for_each(|p| samples::replace_non_finite(p));
+                planes
+                    .iter_mut()
+                    .for_each(|p| samples::replace_non_finite(p));
                 let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
                 sink(&refs);
                 stats.frames += len as u64;

@@ -7,8 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use crate::decode::resample::{Quality, ResampleSetupError, StreamResampler};
 use crate::decode::audio::{ChannelMode, DecodedAudio, LoadRequest};
+use crate::decode::resample::{Quality, ResampleSetupError, StreamResampler};
 use crate::decode::{limits, SourceReader};
 use crate::error::{panic_message, DecodeError, Result};
 

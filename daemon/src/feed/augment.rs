@@ -6,7 +6,6 @@ use std::sync::Arc;
 use audiodecode_protocol::Augment;
 use realfft::RealFftPlanner;
 
-
 /// A bad augmentation request, a noise/RIR clip that cannot be loaded, or a step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AugmentError {
@@ -78,7 +77,9 @@ impl Step {
             if (0.0..=1.0).contains(&p) {
                 Ok(p)
             } else {
-                Err(AugmentError::InvalidSpec(format!("probability {p} outside [0, 1]")))
+                Err(AugmentError::InvalidSpec(format!(
+                    "probability {p} outside [0, 1]"
+                )))
             }
         };
         Ok(match spec {
@@ -99,7 +100,9 @@ impl Step {
                 ordered(*min_snr_db, *max_snr_db, "SNR")?;
                 let clips = noise.as_ref().map(clips).transpose()?;
                 if clips.as_ref().is_some_and(|c| c.is_empty()) {
-                    return Err(AugmentError::InvalidSpec("the noise dataset has no clips".into()));
+                    return Err(AugmentError::InvalidSpec(
+                        "the noise dataset has no clips".into(),
+                    ));
                 }
                 Self::Noise {
                     min_snr_db: *min_snr_db,
@@ -110,7 +113,9 @@ impl Step {
             }
             Augment::Speed { factors, p } => {
                 if factors.is_empty() || factors.iter().any(|f| !(0.25..=4.0).contains(f)) {
-                    return Err(AugmentError::InvalidSpec(format!("speed factors {factors:?} (each in 0.25..=4)")));
+                    return Err(AugmentError::InvalidSpec(format!(
+                        "speed factors {factors:?} (each in 0.25..=4)"
+                    )));
                 }
                 Self::Speed {
                     factors: factors.clone(),
@@ -119,7 +124,9 @@ impl Step {
             }
             Augment::Shift { max_seconds, p } => {
                 if !(max_seconds.is_finite() && *max_seconds >= 0.0) {
-                    return Err(AugmentError::InvalidSpec(format!("shift of {max_seconds} s")));
+                    return Err(AugmentError::InvalidSpec(format!(
+                        "shift of {max_seconds} s"
+                    )));
                 }
                 let max_frames = (max_seconds * f64::from(sample_rate)).round() as usize;
                 Self::Shift {
@@ -130,7 +137,9 @@ impl Step {
             Augment::Reverb { rirs, p } => {
                 let rirs = clips(rirs)?;
                 if rirs.is_empty() {
-                    return Err(AugmentError::InvalidSpec("the impulse-response dataset has no clips".into()));
+                    return Err(AugmentError::InvalidSpec(
+                        "the impulse-response dataset has no clips".into(),
+                    ));
                 }
                 Self::Reverb {
                     rirs,
@@ -153,7 +162,9 @@ fn ordered(lo: f64, hi: f64, what: &str) -> Result<(), AugmentError> {
     if lo.is_finite() && hi.is_finite() && lo <= hi {
         Ok(())
     } else {
-        Err(AugmentError::InvalidSpec(format!("{what} range {lo}..{hi}")))
+        Err(AugmentError::InvalidSpec(format!(
+            "{what} range {lo}..{hi}"
+        )))
     }
 }
 
@@ -290,8 +301,8 @@ fn change_speed(planes: &mut Vec<Vec<f32>>, factor: f64, rate: u32) -> Result<()
         return Ok(());
     }
     let from = (f64::from(rate) * factor).round() as u32;
-    let mut r =
-        StreamResampler::new(from, rate, planes.len(), Quality::Fast).map_err(|e| AugmentError::Apply(e.to_string()))?;
+    let mut r = StreamResampler::new(from, rate, planes.len(), Quality::Fast)
+        .map_err(|e| AugmentError::Apply(e.to_string()))?;
     let mut out: Vec<Vec<f32>> = vec![Vec::new(); planes.len()];
     let mut emit = |chunk: &[&[f32]]| {
         for (o, c) in out.iter_mut().zip(chunk) {

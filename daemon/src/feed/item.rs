@@ -190,15 +190,17 @@ pub fn augment_steps(
     spec: &StreamSpec,
     cache: &Arc<AudioCache>,
 ) -> Result<Vec<Step>, AugmentError> {
-    let clips = |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, AugmentError> {
-        let resolved = crate::feed::manifest::resolve(dataset).map_err(|e| AugmentError::Clip(e.to_string()))?;
-        Ok(Arc::new(DatasetClips {
-            items: resolved.items,
-            sample_rate: spec.sample_rate,
-            quality: quality_of(spec.quality),
-            cache: Arc::clone(cache),
-        }))
-    };
+    let clips =
+        |dataset: &audiodecode_protocol::Dataset| -> Result<Arc<dyn ClipSource>, AugmentError> {
+            let resolved = crate::feed::manifest::resolve(dataset)
+                .map_err(|e| AugmentError::Clip(e.to_string()))?;
+            Ok(Arc::new(DatasetClips {
+                items: resolved.items,
+                sample_rate: spec.sample_rate,
+                quality: quality_of(spec.quality),
+                cache: Arc::clone(cache),
+            }))
+        };
     spec.augment
         .iter()
         .map(|a| Step::from_spec(a, spec.sample_rate, &clips))

@@ -68,7 +68,7 @@ impl Pool {
                 .spawn(move || worker(&shared));
             if let Err(e) = spawned {
                 self.shared.live.fetch_sub(1, Ordering::SeqCst);
-                eprintln!("audiodecode: cannot start decode worker: {e}");
+                log::error!("cannot start decode worker: {e}");
                 return;
             }
         }

@@ -26,8 +26,8 @@ use crate::feed::ring::RingMemory;
 use crate::feed::slots::SlotLedger;
 use crate::feed::stats::StreamStats;
 use crate::feed::stream;
-use crate::feed::wire::load_request;
 use crate::feed::tune::{Plan, Tuner};
+use crate::feed::wire::load_request;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -151,7 +151,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
     crate::sys::use_batch_scheduling();
     let removed = crate::feed::ring::remove_stale_segments();
     if removed > 0 {
-        eprintln!("audiodecode: removed {removed} shared-memory segments of dead daemons");
+        log::info!("removed {removed} shared-memory segments of dead daemons");
     }
     let mut listener = UnixListener::bind(&options.socket)?;
     std::fs::set_permissions(&options.socket, std::fs::Permissions::from_mode(0o600))?;
@@ -254,7 +254,7 @@ impl Daemon {
                 Err(e) if e.kind() == IoKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == IoKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("audiodecode: accept failed: {e}");
+                    log::warn!("accept failed: {e}");
                     return Ok(());
                 }
             }
@@ -309,10 +309,7 @@ impl Daemon {
             match request {
                 Ok(r) => self.handle(token, r),
                 Err(message) => {
-                    self.reply(
-                        token,
-                        Response::Error(ErrorInfo::bad_request(message)),
-                    );
+                    self.reply(token, Response::Error(ErrorInfo::bad_request(message)));
                     if let Some(c) = self.conns.get_mut(&token) {
                         c.closing = true;
                     }
@@ -418,9 +415,8 @@ impl Daemon {
                 self.pool.run(
                     move || load_reply(&spec),
                     move |reply| {
-                        let reply = reply.unwrap_or_else(|panicked| {
-                            internal(format!("{path}: {panicked}"))
-                        });
+                        let reply = reply
+                            .unwrap_or_else(|panicked| internal(format!("{path}: {panicked}")));
                         let _ = tx.send(Event::Reply(token, reply));
                         let _ = waker.wake();
                     },
@@ -563,7 +559,9 @@ impl Daemon {
                             token,
                             Response::StreamFailed {
                                 stream: id,
-                                error: ErrorInfo::internal(format!("cannot start stream thread: {e}")),
+                                error: ErrorInfo::internal(format!(
+                                    "cannot start stream thread: {e}"
+                                )),
                             },
                         );
                     }
@@ -596,7 +594,7 @@ impl Daemon {
         };
         match frame(&response) {
             Ok(bytes) => conn.outbox.extend(bytes),
-            Err(e) => eprintln!("audiodecode: cannot encode reply: {e}"),
+            Err(e) => log::error!("cannot encode reply: {e}"),
         }
         self.flush(token);
     }

@@ -76,7 +76,14 @@ pub fn drive(job: StreamJob) {
                         return None;
                     }
                     let item = &items[index as usize];
-                    Some(decode_item(&spec, item, index, max_frames, Some(&cache), &steps))
+                    Some(decode_item(
+                        &spec,
+                        item,
+                        index,
+                        max_frames,
+                        Some(&cache),
+                        &steps,
+                    ))
                 },
                 move |result| {
                     let result = match result {
@@ -243,7 +250,10 @@ const START_DEPTH: u32 = 4;
 
 fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
     if spec.sample_rate == 0 || spec.sample_rate > 768_000 {
-        return Err(ErrorInfo::bad_request(format!("sample rate {} Hz", spec.sample_rate)));
+        return Err(ErrorInfo::bad_request(format!(
+            "sample rate {} Hz",
+            spec.sample_rate
+        )));
     }
     if spec.batch_size == 0 {
         return Err(ErrorInfo::bad_request("batch size 0"));
@@ -255,7 +265,9 @@ fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
         )));
     }
     if !spec.mono && spec.channels == 0 {
-        return Err(ErrorInfo::bad_request("channels must be at least 1 when mono is off"));
+        return Err(ErrorInfo::bad_request(
+            "channels must be at least 1 when mono is off",
+        ));
     }
     if let Some(s) = spec.max_seconds {
         if !(s.is_finite() && s > 0.0) {
@@ -320,7 +332,6 @@ fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
     }
 }
 
-
 /// Resolve the dataset, plan the epoch, create the ring and start the driver.
 pub fn open(
     id: u32,
@@ -335,7 +346,8 @@ pub fn open(
     let steps = augment_steps(&spec, cache).map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     // Slowing audio down lengthens it; slots must hold the longest result.
     let stretch = 1.0 / steps.iter().map(Step::min_speed).fold(1.0, f64::min);
-    let resolved = crate::feed::manifest::resolve(&spec.dataset).map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
+    let resolved = crate::feed::manifest::resolve(&spec.dataset)
+        .map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let items = Arc::new(resolved.items);
     let sampler = crate::feed::sampler::SamplerSpec {
         items: items.len() as u64,
@@ -423,7 +435,8 @@ pub fn open(
             )));
         }
     }
-    let ring = RingMemory::create(geometry, u64::from(id)).map_err(|e| ErrorInfo::new(ErrorKind::Io, format!("cannot create shared memory: {e}")))?;
+    let ring = RingMemory::create(geometry, u64::from(id))
+        .map_err(|e| ErrorInfo::new(ErrorKind::Io, format!("cannot create shared memory: {e}")))?;
     let ring = Arc::new(ring);
     // The ring's other slots are parked for the tuner.
     let ledger = Arc::new(SlotLedger::new(Arc::clone(&ring), depth));

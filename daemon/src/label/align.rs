@@ -2,8 +2,8 @@
 //! start where their first token's frame jumps, punctuation joins its word, and overlong
 //! words at pauses are trimmed (the same heuristics as faster-whisper, so timings match).
 
-use super::vocab::Vocab;
 use super::types::{PieceOutput, Segment, Word};
+use super::vocab::Vocab;
 
 /// Encoder frames per second (the encoder halves the 100 Hz mel rate).
 const FRAMES_PER_SECOND: f64 = 50.0;

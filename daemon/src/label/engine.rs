@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use audiodecode_protocol::TranscribeOptions;
 use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
 
-use super::error::LabelError;
 use super::align::{align_words, split_sentences, AlignInput};
+use super::error::LabelError;
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
-use super::vocab::{Vocab, TIME_PRECISION};
 use super::types::{PieceOutput, Segment};
+use super::vocab::{Vocab, TIME_PRECISION};
 
 /// Seed of CTranslate2's sampling generator (see `WhisperEngine::load`).
 const SAMPLING_SEED: u32 = 0x5eed;
@@ -52,7 +52,11 @@ impl ModelKey {
                 }
                 true
             }
-            other => return Err(LabelError::InvalidOptions(format!("unknown device '{other}' (auto, cpu or cuda)"))),
+            other => {
+                return Err(LabelError::InvalidOptions(format!(
+                    "unknown device '{other}' (auto, cpu or cuda)"
+                )))
+            }
         };
         let compute_type = match options.compute_type.as_str() {
             "auto" | "default" if cuda => "float16".to_string(),
@@ -148,8 +152,9 @@ impl WhisperEngine {
             num_threads_per_replica: key.threads,
             ..Config::default()
         };
-        let model = Whisper::new(&key.dir, ct2_config)
-            .map_err(|e| LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display())))?;
+        let model = Whisper::new(&key.dir, ct2_config).map_err(|e| {
+            LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display()))
+        })?;
         let front = MelFrontEnd::new(model.n_mels());
         Ok(Self {
             model,
@@ -168,7 +173,9 @@ impl WhisperEngine {
     pub fn check_options(&self, options: &TranscribeOptions) -> Result<(), LabelError> {
         if let Some(lang) = &options.language {
             if self.is_multilingual() && self.vocab.language_token(lang).is_none() {
-                return Err(LabelError::InvalidOptions(format!("unknown language code '{lang}'")));
+                return Err(LabelError::InvalidOptions(format!(
+                    "unknown language code '{lang}'"
+                )));
             }
             if !self.is_multilingual() && lang != "en" {
                 return Err(LabelError::InvalidOptions(format!(
@@ -180,11 +187,21 @@ impl WhisperEngine {
         match options.task.as_str() {
             "transcribe" => {}
             "translate" if self.is_multilingual() => {}
-            "translate" => return Err(LabelError::InvalidOptions("an English-only model cannot translate".into())),
-            other => return Err(LabelError::InvalidOptions(format!("unknown task '{other}' (transcribe or translate)"))),
+            "translate" => {
+                return Err(LabelError::InvalidOptions(
+                    "an English-only model cannot translate".into(),
+                ))
+            }
+            other => {
+                return Err(LabelError::InvalidOptions(format!(
+                    "unknown task '{other}' (transcribe or translate)"
+                )))
+            }
         }
         if options.beam_size == 0 || options.temperatures.is_empty() {
-            return Err(LabelError::InvalidOptions("beam size must be ≥ 1 and at least one temperature is needed".into()));
+            return Err(LabelError::InvalidOptions(
+                "beam size must be ≥ 1 and at least one temperature is needed".into(),
+            ));
         }
         Ok(())
     }
@@ -200,7 +217,6 @@ impl WhisperEngine {
         }
         let mut features = stack_features(pieces);
         let view = self.input_view(&mut features)?;
-        let trace = std::env::var_os("AUDIODECODE_LABEL_TRACE").is_some();
         let t0 = std::time::Instant::now();
         let encoded = self
             .model
@@ -298,16 +314,15 @@ impl WhisperEngine {
                 }
             }
         }
-        if trace {
-            eprintln!(
-                "batch {}: encode {:.3} s, language {:.3} s, decode {:.3} s, align {:.3} s",
-                pieces.len(),
-                (t1 - t0).as_secs_f64(),
-                (t2 - t1).as_secs_f64(),
-                (t3 - t2).as_secs_f64(),
-                t3.elapsed().as_secs_f64()
-            );
-        }
+        // Per-batch timings: AUDIODECODE_LOG=audiodecode::label=debug.
+        log::debug!(
+            "batch {}: encode {:.3} s, language {:.3} s, decode {:.3} s, align {:.3} s",
+            pieces.len(),
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+            t3.elapsed().as_secs_f64()
+        );
         Ok(outputs)
     }
 
@@ -466,7 +481,8 @@ impl WhisperEngine {
             self.front.n_mels(),
             WINDOW_FRAMES,
         ];
-        StorageView::new(&shape, features, Device::CPU).map_err(|e| LabelError::Inference(format!("model input: {e}")))
+        StorageView::new(&shape, features, Device::CPU)
+            .map_err(|e| LabelError::Inference(format!("model input: {e}")))
     }
 
     fn suppress_tokens(&self, options: &TranscribeOptions) -> Vec<i32> {

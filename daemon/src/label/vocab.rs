@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use tokenizers::Tokenizer;
 use super::error::LabelError;
+use tokenizers::Tokenizer;
 
 /// Seconds per timestamp token step.
 pub const TIME_PRECISION: f64 = 0.02;
@@ -27,11 +27,17 @@ impl Vocab {
     /// `language_ids` are the model's language tokens (from its `config.json`).
     pub fn load(model_dir: &Path, language_ids: &[u32]) -> Result<Self, LabelError> {
         let file = model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&file)
-            .map_err(|e| LabelError::Model(format!("{}: cannot read the tokenizer: {e}", file.display())))?;
+        let tokenizer = Tokenizer::from_file(&file).map_err(|e| {
+            LabelError::Model(format!(
+                "{}: cannot read the tokenizer: {e}",
+                file.display()
+            ))
+        })?;
         let id = |token: &str| tokenizer.token_to_id(token);
-        let need =
-            |token: &str| id(token).ok_or_else(|| LabelError::Model(format!("{}: no {token} token", file.display())));
+        let need = |token: &str| {
+            id(token)
+                .ok_or_else(|| LabelError::Model(format!("{}: no {token} token", file.display())))
+        };
         let languages = language_ids
             .iter()
             .filter_map(|&lang| {
