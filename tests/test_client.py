@@ -41,6 +41,10 @@ STATUS = Response.Status(
         min_workers=1,
         max_workers=1,
         worker_busy_share=0.0,
+        ring_budget_bytes=0,
+        gpus=[],
+        failed_jobs=0,
+        abandoned_jobs=0,
     )
 )
 

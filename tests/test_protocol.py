@@ -25,14 +25,17 @@ from audiodecode._protocol import (
     Response,
     RingGeometry,
     SkippedItem,
+    GpuStatus,
     StatusReport,
     StreamInfo,
     StreamSpec,
     StreamStatus,
     TranscribeOptions,
     TranscribeSpec,
+    decode,
     decode_request,
     decode_response,
+    encode,
     encode_request,
     encode_response,
     frame,
@@ -197,6 +200,10 @@ RESPONSES: dict[str, Any] = {
             min_workers=1,
             max_workers=4,
             worker_busy_share=0.75,
+            ring_budget_bytes=1 << 28,
+            gpus=[GpuStatus(name="H200", memory_bytes=141 << 30)],
+            failed_jobs=2,
+            abandoned_jobs=1,
         )
     ),
     "resp_ok": Response.Ok(),
@@ -214,9 +221,23 @@ def golden(name: str) -> bytes:
     return (GOLDEN / f"{name}.bin").read_bytes()
 
 
+# Golden vectors of single values rather than messages.
+VALUES: dict[str, Any] = {
+    # Rust's TranscribeOptions::default(), the one definition of the Whisper defaults (the
+    # CLI's flags read theirs from it): the dataclass's defaults must decode from it.
+    "transcribe_options_default": TranscribeOptions(),
+}
+
+
 def test_every_golden_file_is_covered() -> None:
     on_disk = {p.stem for p in GOLDEN.glob("*.bin")}
-    assert on_disk == set(REQUESTS) | set(RESPONSES)
+    assert on_disk == set(REQUESTS) | set(RESPONSES) | set(VALUES)
+
+
+def test_transcribe_options_defaults_match_rust() -> None:
+    data = golden("transcribe_options_default")
+    assert decode(TranscribeOptions, data) == VALUES["transcribe_options_default"]
+    assert encode(TranscribeOptions, TranscribeOptions()) == data
 
 
 @pytest.mark.parametrize("name", sorted(REQUESTS))

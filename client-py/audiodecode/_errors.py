@@ -59,6 +59,7 @@ _BY_KIND: dict[ErrorKind, type[AudioDecodeError]] = {
     ErrorKind.EMPTY: AudioFileError,
     ErrorKind.OFFSET_PAST_END: AudioFileError,
     ErrorKind.DECODER_PANIC: AudioFileError,
+    ErrorKind.TIMED_OUT: AudioFileError,
     ErrorKind.INTERNAL: AudioDecodeError,
 }
 

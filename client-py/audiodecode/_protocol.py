@@ -22,7 +22,7 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -72,6 +72,7 @@ class ErrorKind(enum.IntEnum):
     OFFSET_PAST_END = 8
     DECODER_PANIC = 9
     INTERNAL = 10
+    TIMED_OUT = 11
 
 
 class CropMode(enum.IntEnum):
@@ -274,8 +275,12 @@ class LoadSpec:
 
 @_frozen
 class TranscribeOptions:
-    """Model choice and decoding options, with faster-whisper's names and defaults (the
-    defaults are Rust's ``TranscribeOptions::default``)."""
+    """Model choice and decoding options, with faster-whisper's names and defaults.
+
+    The client's one definition of the defaults (``transcribe_options`` fills what it is
+    not given from them): they mirror Rust's ``TranscribeOptions::default``, and
+    ``tests/test_protocol.py`` decodes that value's golden vector
+    (``protocol/golden/transcribe_options_default.bin``) to compare."""
 
     model: str = "base"  # a CTranslate2 model directory or a name (base, large-v3, ...)
     device: str = "auto"
@@ -339,6 +344,12 @@ class StreamStatus:
 
 
 @_frozen
+class GpuStatus:
+    name: str
+    memory_bytes: U64
+
+
+@_frozen
 class StatusReport:
     daemon_pid: U32
     uptime_seconds: F64
@@ -353,6 +364,10 @@ class StatusReport:
     min_workers: U32
     max_workers: U32
     worker_busy_share: F64
+    ring_budget_bytes: U64
+    gpus: list[GpuStatus]
+    failed_jobs: U64
+    abandoned_jobs: U64
 
 
 # --- The two message enums. A newtype variant such as ``OpenStream(StreamSpec)`` encodes
@@ -770,6 +785,7 @@ __all__ = [
     "Response",
     "RingGeometry",
     "SkippedItem",
+    "GpuStatus",
     "StatusReport",
     "StreamInfo",
     "StreamSpec",

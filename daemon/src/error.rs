@@ -53,6 +53,9 @@ pub enum DecodeError {
 
     #[error("{path}: decoder crashed: {message}")]
     Panic { path: PathBuf, message: String },
+
+    #[error("{path}: decoding took longer than the item deadline ({seconds:.0} s); abandoned")]
+    TimedOut { path: PathBuf, seconds: f64 },
 }
 
 impl DecodeError {
@@ -66,7 +69,8 @@ impl DecodeError {
             | Self::Empty { path }
             | Self::OffsetPastEnd { path, .. }
             | Self::InvalidRequest { path, .. }
-            | Self::Panic { path, .. } => path,
+            | Self::Panic { path, .. }
+            | Self::TimedOut { path, .. } => path,
         }
     }
 
@@ -92,6 +96,7 @@ impl DecodeError {
             Self::OffsetPastEnd { .. } => (ErrorKind::OffsetPastEnd, "offset_past_end"),
             Self::InvalidRequest { .. } => (ErrorKind::BadRequest, "invalid_request"),
             Self::Panic { .. } => (ErrorKind::DecoderPanic, "panic"),
+            Self::TimedOut { .. } => (ErrorKind::TimedOut, "timed_out"),
         }
     }
 

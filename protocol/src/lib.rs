@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -128,6 +128,8 @@ pub enum ErrorKind {
     OffsetPastEnd,
     DecoderPanic,
     Internal,
+    /// Abandoned at the daemon's per-item deadline.
+    TimedOut,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -383,7 +385,7 @@ pub struct LoadedAudio {
     pub samples: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
 pub struct StatusReport {
     pub daemon_pid: u32,
     pub uptime_seconds: f64,
@@ -401,9 +403,23 @@ pub struct StatusReport {
     pub max_workers: u32,
     /// Share of the last interval the workers spent decoding.
     pub worker_busy_share: f64,
+    /// Memory all rings together may take.
+    pub ring_budget_bytes: u64,
+    /// GPUs the daemon found at start (NVML), empty on a CPU-only machine.
+    pub gpus: Vec<GpuStatus>,
+    /// Worker jobs that panicked; each was answered with an error and its worker kept.
+    pub failed_jobs: u64,
+    /// Items abandoned at the per-item deadline; each was reported and its worker replaced.
+    pub abandoned_jobs: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
+pub struct GpuStatus {
+    pub name: String,
+    pub memory_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
 pub struct StreamStatus {
     pub stream: u32,
     pub batches_done: u64,

@@ -248,6 +248,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 min_workers: 1,
                 max_workers: 4,
                 worker_busy_share: 0.75,
+                ring_budget_bytes: 1 << 28,
+                gpus: vec![GpuStatus {
+                    name: "H200".into(),
+                    memory_bytes: 141 << 30,
+                }],
+                failed_jobs: 2,
+                abandoned_jobs: 1,
             }),
         ),
         ("resp_ok", Response::Ok),
@@ -335,4 +342,30 @@ fn trailing_bytes_and_truncation_are_errors() {
     })
     .expect("encodes");
     assert!(decode::<Request>(&bytes[..bytes.len() - 1]).is_err());
+}
+
+/// `TranscribeOptions::default()` is the one definition of the Whisper defaults (the CLI's
+/// flags read theirs from it); this vector holds the Python client's dataclass to it.
+#[test]
+fn transcribe_options_default_matches_golden() {
+    let bytes = encode(&TranscribeOptions::default()).expect("encodes");
+    let path = golden_dir().join("transcribe_options_default.bin");
+    if std::env::var_os("AUDIODECODE_WRITE_GOLDEN").is_some() {
+        std::fs::write(&path, &bytes).expect("write golden");
+        return;
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with AUDIODECODE_WRITE_GOLDEN=1)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        stored, bytes,
+        "the Whisper defaults changed: regenerate, and change the Python client's to match"
+    );
+    assert_eq!(
+        decode::<TranscribeOptions>(&stored).expect("decodes"),
+        TranscribeOptions::default()
+    );
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audiodecode_protocol::{
-    decode, frame, ErrorInfo, ErrorKind, LoadedAudio, Request, Response, StatusReport,
+    decode, frame, ErrorInfo, ErrorKind, GpuStatus, LoadedAudio, Request, Response, StatusReport,
     StreamStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use crossbeam_channel::{Receiver, Sender};
@@ -415,8 +415,10 @@ impl Daemon {
                 self.pool.run(
                     move || load_reply(&spec),
                     move |reply| {
-                        let reply = reply
-                            .unwrap_or_else(|panicked| internal(format!("{path}: {panicked}")));
+                        let reply = reply.unwrap_or_else(|failure| {
+                            let error = failure.for_item(Path::new(&path));
+                            Response::Error(ErrorInfo::from(&error))
+                        });
                         let _ = tx.send(Event::Reply(token, reply));
                         let _ = waker.wake();
                     },
@@ -521,6 +523,19 @@ impl Daemon {
             min_workers: self.tuner.plan().min_workers as u32,
             max_workers: self.tuner.plan().max_workers as u32,
             worker_busy_share: self.tuner.busy_share(),
+            ring_budget_bytes: self.tuner.plan().ring_budget,
+            gpus: self
+                .tuner
+                .plan()
+                .gpus
+                .iter()
+                .map(|g| GpuStatus {
+                    name: g.name.clone(),
+                    memory_bytes: g.memory,
+                })
+                .collect(),
+            failed_jobs: self.pool.panicked(),
+            abandoned_jobs: self.pool.abandoned(),
         }
     }
 

@@ -20,7 +20,7 @@ pub struct Resources {
     pub gpus: Vec<Gpu>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gpu {
     pub name: String,
     pub memory: u64,
@@ -37,6 +37,8 @@ pub struct Plan {
     pub cache_bytes: u64,
     /// Memory all rings together may take; a stream's depth follows from its slot size.
     pub ring_budget: u64,
+    /// The GPUs the plan was made for (shown by `status`).
+    pub gpus: Vec<Gpu>,
 }
 
 /// Ring depth bounds: two slots let decoding overlap training; past eight, more depth only
@@ -81,6 +83,7 @@ pub fn plan(r: &Resources) -> Plan {
         // job needs the rest.
         cache_bytes: r.available_memory / 4,
         ring_budget: (r.available_memory / 10).max(64 << 20),
+        gpus: r.gpus.clone(),
     }
 }
 
