@@ -334,16 +334,21 @@ def test_killed_client_frees_its_shared_memory(daemon: Daemon, corpus: Corpus) -
 
 
 def test_killed_daemon_wakes_a_blocked_client(binary: Path, corpus: Corpus, tmp_path: Path) -> None:
-    # A FIFO with no writer: decoding it blocks forever, so next() waits on the daemon.
-    fifo = tmp_path / "stuck.wav"
-    os.mkfifo(fifo)
+    # A stopped daemon delivers nothing more: once the batches already in the ring are taken,
+    # next() waits on the daemon. (A FIFO used to stand in for a stuck decode; the daemon now
+    # refuses FIFOs, and abandons a stuck decode at its item deadline.)
     outcome: dict[str, Any] = {}
     with Daemon(workers=1) as d:
-        loader = AudioDataLoader([fifo], batch_size=1, max_seconds=0.2, crop="start")
+        files = [corpus.clips[i % len(corpus.clips)] for i in range(200)]
+        loader = AudioDataLoader(files, batch_size=1, max_seconds=0.2, crop="start")
+        batches = iter(loader)
+        next(batches)  # the stream and its ring exist
+        os.kill(d.pid, signal.SIGSTOP)
 
         def consume() -> None:
             try:
-                next(iter(loader))
+                for _ in batches:
+                    pass
             except BaseException as e:  # noqa: BLE001 - inspected below
                 outcome["error"] = e
             outcome["at"] = time.monotonic()

@@ -205,10 +205,9 @@ fn mutate(seed: &[u8], rng: &mut XorShift) -> Vec<u8> {
         return bytes;
     }
     // Headers live in the first few hundred bytes; aim most edits there.
-    let head = bytes.len().min(512);
     let at = |rng: &mut XorShift, n: usize| {
         if rng.below(3) > 0 {
-            rng.below(head)
+            rng.below(n.min(512))
         } else {
             rng.below(n)
         }
