@@ -608,7 +608,10 @@ fn silence_gives_no_text_and_audio_free_files_are_errors() {
     for (label, path) in [(&labels[1], &empty), (&labels[2], &zero_bytes)] {
         let error = label.error.as_deref().expect("an error");
         assert!(error.contains(&path.display().to_string()), "{error}");
-        assert!(label.text.is_none() && label.language.is_none(), "{label:?}");
+        assert!(
+            label.text.is_none() && label.language.is_none(),
+            "{label:?}"
+        );
     }
 }
 
