@@ -21,6 +21,7 @@ use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
 use symphonia::core::units::{TimeBase, Timestamp};
 
 use crate::decode::audio::{AudioInfo, ChannelMode};
@@ -82,83 +83,27 @@ pub struct SourceReader {
 impl SourceReader {
     /// Probe the file by content (the extension is only a hint) and prepare its decoder.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = crate::sys::open_regular_file(path).map_err(|e| DecodeError::open(path, e))?;
-        let meta = file.metadata().map_err(|e| DecodeError::open(path, e))?;
-        if meta.len() == 0 {
-            return Err(DecodeError::Empty { path: path.into() });
-        }
-        let mss = MediaSourceStream::new(
-            Box::new(file),
-            MediaSourceStreamOptions {
-                buffer_len: 256 * 1024,
-            },
-        );
-        let mut hint = Hint::new();
-        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-            hint.with_extension(ext);
-        }
-        let format = symphonia::default::get_probe()
-            .probe(
-                &hint,
-                mss,
-                FormatOptions::default(),
-                MetadataOptions::default(),
-            )
-            .map_err(|e| classify_open_error(path, e))?;
-
-        let track = format
-            .default_track(TrackType::Audio)
-            .or_else(|| format.first_track(TrackType::Audio))
-            .ok_or_else(|| DecodeError::Unsupported {
-                path: path.into(),
-                reason: "no audio track".into(),
-            })?;
-        let params = match &track.codec_params {
-            Some(CodecParameters::Audio(p)) => p.clone(),
-            _ => {
-                return Err(DecodeError::Unsupported {
-                    path: path.into(),
-                    reason: "audio track has no codec parameters".into(),
-                })
-            }
-        };
-        let track_id = track.id;
-        let time_base = track.time_base;
-        let mut declared_frames = track.num_frames;
+        let format = probe_format(path)?;
+        let track = audio_track(format.as_ref(), path)?;
         let container = format.format_info().short_name;
-        // A LAME/Xing tag (which carries the encoder delay and padding) states the exact
-        // frame count; without one, symphonia estimates the length from the bitrate.
-        let has_gapless_tag = track.delay.is_some() || track.padding.is_some();
-        if container == "ogg" && params.codec == CODEC_ID_OPUS {
-            // The last granule position counts Opus pre-skip, which is not played.
-            declared_frames =
-                declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
-        }
+        let (codec, decoder) = start_decoder(path, &track.params)?;
 
-        let registered = codec_registry()
-            .get_audio_decoder(params.codec)
-            .ok_or_else(|| DecodeError::Unsupported {
-                path: path.into(),
-                reason: format!("no decoder for codec {}", params.codec),
-            })?;
-        let codec = registered.codec.info.short_name;
-        let decoder = codec_registry()
-            .make_audio_decoder(&params, &AudioDecoderOptions::default())
-            .map_err(|e| DecodeError::Unsupported {
-                path: path.into(),
-                reason: format!("cannot start {codec} decoder: {e}"),
-            })?;
-
-        let sample_rate = params.sample_rate.unwrap_or(0);
-        let channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
+        let sample_rate = track.params.sample_rate.unwrap_or(0);
+        let channels = track
+            .params
+            .channels
+            .as_ref()
+            .map(|c| c.count())
+            .unwrap_or(0);
         let info = AudioInfo {
             path: path.into(),
             codec: codec.to_string(),
             container: container.to_string(),
             sample_rate,
             channels: channels as u16,
-            frames: declared_frames,
-            duration: declared_frames
+            frames: track.declared_frames,
+            duration: track
+                .declared_frames
                 .filter(|_| sample_rate > 0)
                 .map(|f| f as f64 / f64::from(sample_rate)),
         };
@@ -166,9 +111,9 @@ impl SourceReader {
             path: path.into(),
             format,
             decoder,
-            params,
-            track_id,
-            time_base,
+            params: track.params,
+            track_id: track.track_id,
+            time_base: track.time_base,
             info,
             codec,
             lead_in: 0,
@@ -177,7 +122,7 @@ impl SourceReader {
             exact_length: codec.starts_with("pcm")
                 || matches!(codec, "flac" | "alac")
                 || matches!(container, "isomp4" | "caf")
-                || (codec == "mp3" && has_gapless_tag),
+                || (codec == "mp3" && track.has_gapless_tag),
         };
         if reader.info.channels > 0 {
             reader.pcm = PcmLayout::of(&reader.params);
@@ -350,61 +295,96 @@ impl SourceReader {
         lenient: bool,
         sink: &mut dyn FnMut(&[&[f32]]),
     ) -> Result<DecodeStats> {
-        let sr = self.info.sample_rate;
+        let sample_rate = self.info.sample_rate;
+        let end = self.capped_end(start, end)?;
+        if end.is_some_and(|e| e <= start) {
+            return Ok(DecodeStats::default());
+        }
+
+        let cursor: i64 = -(self.lead_in as i64);
+        let from_beginning = self.seek_before(start)?;
+        let out_channels = match mode {
+            ChannelMode::Mono => 1,
+            ChannelMode::Keep => self.channels(),
+        };
+        let trims_in_frames = self.timebase_is_frames();
+        let mut walk = RangeWalk {
+            start,
+            end,
+            mode,
+            lenient,
+            sample_rate,
+            cursor,
+            cursor_known: from_beginning,
+            from_beginning,
+            planes: vec![Vec::new(); out_channels],
+            stats: DecodeStats::default(),
+            trims_in_frames,
+            file_channels: self.channels(),
+            check_gaps: trims_in_frames && self.codec != "mp3",
+            next_pts: None,
+        };
+        while let Some(packet) = self.next_track_packet(&mut walk)? {
+            let step = match self.pcm {
+                Some(layout) => self.feed_pcm_packet(layout, &packet, &mut walk, sink),
+                None => self.feed_codec_packet(&packet, &mut walk, sink)?,
+            };
+            match step {
+                Step::Next => {}
+                Step::Done => return Ok(walk.stats),
+                Step::Stop => break,
+            }
+        }
+        self.finish_range(walk)
+    }
+
+    /// Checks `start` against the declared length and caps `end` at the playable length an
+    /// edit list states.
+    fn capped_end(&self, start: u64, end: Option<u64>) -> Result<Option<u64>> {
         if let (Some(declared), true) = (self.info.frames, start > 0) {
             if start >= declared {
                 return Err(self.offset_past_end(start));
             }
         }
-        let end = match (end, self.edit_frames) {
+        Ok(match (end, self.edit_frames) {
             (Some(e), Some(v)) => Some(e.min(v)),
             (e, v) => e.or(v),
-        };
-        if end.is_some_and(|e| e <= start) {
-            return Ok(DecodeStats::default());
-        }
+        })
+    }
 
-        // Seek early enough that lossy decoders have converged by `start`. The pre-roll
-        // counts on the container's timeline, so that it reaches back into an edit list's
-        // lead-in (the AAC priming frame) instead of starting after it.
-        let seek_target = (start + self.lead_in).saturating_sub(preroll_frames(self.codec, sr));
-        let mut cursor_known = true;
-        let mut cursor: i64 = -(self.lead_in as i64);
-        if start > 0 {
-            let seeked = if self.seeks_accurately() {
-                match self.seek_to_frame(seek_target) {
-                    Err(DecodeError::OffsetPastEnd { .. }) => {
-                        return Err(self.offset_past_end(start))
-                    }
-                    other => other?,
-                }
-            } else {
-                false
-            };
-            if seeked {
-                cursor_known = false; // taken from the first packet's timestamp
-            } else {
-                self.reopen()?;
+    /// Seek early enough that lossy decoders have converged by `start`, or reopen the file
+    /// when the stream cannot seek. Returns whether decoding starts from the first packet,
+    /// so that the running count of output frames is the position; after a seek the first
+    /// packet's timestamp gives it.
+    fn seek_before(&mut self, start: u64) -> Result<bool> {
+        // The pre-roll counts on the container's timeline, so that it reaches back into an
+        // edit list's lead-in (the AAC priming frame) instead of starting after it.
+        let seek_target = (start + self.lead_in)
+            .saturating_sub(preroll_frames(self.codec, self.info.sample_rate));
+        if start == 0 {
+            return Ok(true);
+        }
+        let seeked = if self.seeks_accurately() {
+            match self.seek_to_frame(seek_target) {
+                Err(DecodeError::OffsetPastEnd { .. }) => return Err(self.offset_past_end(start)),
+                other => other?,
             }
-        }
-        // Decoding from the first packet: the running count of output frames is the position.
-        let from_beginning = cursor_known;
-
-        let out_channels = match mode {
-            ChannelMode::Mono => 1,
-            ChannelMode::Keep => self.channels(),
+        } else {
+            false
         };
-        let mut planes: Vec<Vec<f32>> = vec![Vec::new(); out_channels];
-        let mut stats = DecodeStats::default();
-        let trims_in_frames = self.timebase_is_frames();
-        let file_channels = self.channels();
-        let check_gaps = trims_in_frames && self.codec != "mp3";
-        let mut next_pts: Option<i64> = None;
+        if !seeked {
+            self.reopen()?;
+        }
+        Ok(!seeked)
+    }
 
+    /// The next packet of the decoded track; `None` at the end of the stream or where
+    /// lenient decoding stops at damage.
+    fn next_track_packet(&mut self, walk: &mut RangeWalk) -> Result<Option<Packet>> {
         loop {
             let packet = match self.format.next_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => return Ok(None),
                 Err(SymError::ResetRequired) => {
                     // A chained stream (e.g. concatenated Ogg): restart the decoder on the
                     // new parameters, which must keep the same rate and layout.
@@ -412,164 +392,135 @@ impl SourceReader {
                     continue;
                 }
                 Err(err) => {
-                    let at = cursor.max(0) as f64 / f64::from(sr);
-                    if lenient {
-                        stats.damaged = true;
-                        break;
-                    }
-                    return Err(match err {
+                    let (at, decoded) = (walk.seconds_at_cursor(), walk.cursor.max(0) as u64);
+                    walk.stop_at_damage(|| match err {
                         SymError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                            self.truncated(cursor.max(0) as u64)
+                            self.truncated(decoded)
                         }
                         other => self.corrupt(at, other),
-                    });
+                    })?;
+                    return Ok(None);
                 }
             };
-            if packet.track_id != self.track_id {
-                continue;
-            }
-            if let Some(layout) = self.pcm {
-                let n = packet.data.len() / (layout.bytes() * file_channels);
-                if !cursor_known {
-                    cursor = self.ts_to_frames(packet.pts);
-                    cursor_known = true;
-                }
-                let block_start = cursor;
-                cursor += n as i64;
-                if let Some((from, len)) = overlap(block_start, cursor, start, end) {
-                    pcm::convert(
-                        layout,
-                        &packet.data,
-                        file_channels,
-                        from,
-                        len,
-                        mode,
-                        &mut planes,
-                    );
-                    if layout.is_float() {
-                        planes.iter_mut().for_each(|p| samples::clamp_float_pcm(p));
-                    }
-                    let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
-                    sink(&refs);
-                    stats.frames += len as u64;
-                }
-                if end.is_some_and(|e| cursor >= e as i64) {
-                    return Ok(stats);
-                }
-                continue;
-            }
-            let (trim_start, trim_end) = (packet.trim_start.get(), packet.trim_end.get());
-            let expected_full = packet
-                .dur
-                .get()
-                .saturating_add(trim_start)
-                .saturating_add(trim_end);
-            let pts_frames = self.ts_to_frames(packet.pts);
-            // A packet that starts after the previous one ended means the demuxer skipped
-            // data (it resynchronised past damage, e.g. a FLAC frame with a bad CRC): what
-            // follows would be shifted in time, so stop here as for any other damage. MP3
-            // timestamps are counted by the reader, so they never show a gap.
-            let pts = packet.pts.get();
-            if let Some(expected) = next_pts.filter(|&e| pts > e) {
-                if lenient {
-                    stats.damaged = true;
-                    break;
-                }
-                return Err(DecodeError::Corrupt {
-                    path: self.path.clone(),
-                    at_seconds: cursor.max(0) as f64 / f64::from(sr),
-                    reason: format!(
-                        "{} frames missing (the demuxer skipped damaged data)",
-                        pts - expected
-                    ),
-                });
-            }
-            if check_gaps {
-                next_pts = Some(pts.saturating_add(expected_full as i64));
-            }
-            let buf = match self.decoder.decode(&packet) {
-                Ok(buf) => buf,
-                Err(err) => {
-                    let at = cursor.max(0) as f64 / f64::from(sr);
-                    if lenient {
-                        stats.damaged = true;
-                        break;
-                    }
-                    return Err(DecodeError::Corrupt {
-                        path: self.path.clone(),
-                        at_seconds: at,
-                        reason: err.to_string(),
-                    });
-                }
-            };
-            let decoded = buf.frames();
-            let trimmed = trims_in_frames && (trim_start > 0 || trim_end > 0);
-            // Decoders that do not trim encoder delay/padding themselves return the full
-            // block; trim it here so every codec is gapless.
-            let (skip, n) = if trimmed && decoded as u64 == expected_full {
-                let cut = (trim_start + trim_end) as usize;
-                (trim_start as usize, decoded.saturating_sub(cut))
-            } else {
-                (0, decoded)
-            };
-            let packet_start =
-                pts_frames + if trimmed { trim_start as i64 } else { 0 } - self.lead_in as i64;
-            if !cursor_known {
-                // After a seek (or a priming packet) the position comes from the timestamp,
-                // which counts the frames a trim removes.
-                cursor = packet_start;
-                cursor_known = true;
-            }
-            if n == 0 {
-                // A priming packet (e.g. Vorbis after a reset) yields nothing; its timestamp
-                // does not describe the next output, so after a seek resync on the next
-                // packet. From the start of the file (also after a reopen, for a slice of a
-                // stream that cannot seek) the running count is already right.
-                cursor_known = from_beginning;
-                continue;
-            }
-            let block_start = cursor;
-            cursor += n as i64;
-            if let Some((offset, len)) = overlap(block_start, cursor, start, end) {
-                let from = skip + offset;
-                if buf.spec().channels().count() != file_channels && mode == ChannelMode::Keep {
-                    let path = self.path.clone();
-                    return Err(DecodeError::Unsupported {
-                        path,
-                        reason: "channel count changes mid-stream".into(),
-                    });
-                }
-                convert_into(&buf, from, len, mode, &mut planes);
-                planes
-                    .iter_mut()
-                    .for_each(|p| samples::replace_non_finite(p));
-                let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
-                sink(&refs);
-                stats.frames += len as u64;
-            }
-            if end.is_some_and(|e| cursor >= e as i64) {
-                return Ok(stats);
+            if packet.track_id == self.track_id {
+                return Ok(Some(packet));
             }
         }
+    }
 
-        // The stream ended. A container that declared its length exactly tells truncation
-        // apart from a normal end.
-        if stats.frames == 0 && start > 0 && cursor <= start as i64 {
+    /// Plain interleaved PCM: convert the packet's bytes directly, without a decoder.
+    fn feed_pcm_packet(
+        &self,
+        layout: PcmLayout,
+        packet: &Packet,
+        walk: &mut RangeWalk,
+        sink: &mut dyn FnMut(&[&[f32]]),
+    ) -> Step {
+        let n = packet.data.len() / (layout.bytes() * walk.file_channels);
+        if !walk.cursor_known {
+            walk.cursor = self.ts_to_frames(packet.pts);
+            walk.cursor_known = true;
+        }
+        let block_start = walk.cursor;
+        walk.cursor += n as i64;
+        if let Some((from, len)) = overlap(block_start, walk.cursor, walk.start, walk.end) {
+            pcm::convert(
+                layout,
+                &packet.data,
+                walk.file_channels,
+                from,
+                len,
+                walk.mode,
+                &mut walk.planes,
+            );
+            if layout.is_float() {
+                walk.planes
+                    .iter_mut()
+                    .for_each(|p| samples::clamp_float_pcm(p));
+            }
+            walk.emit(len, sink);
+        }
+        walk.step_after_block()
+    }
+
+    /// Decode one packet with the codec, trim encoder delay and padding, and hand on the
+    /// part inside the range.
+    fn feed_codec_packet(
+        &mut self,
+        packet: &Packet,
+        walk: &mut RangeWalk,
+        sink: &mut dyn FnMut(&[&[f32]]),
+    ) -> Result<Step> {
+        let (trim_start, trim_end) = (packet.trim_start.get(), packet.trim_end.get());
+        let expected_full = packet
+            .dur
+            .get()
+            .saturating_add(trim_start)
+            .saturating_add(trim_end);
+        let pts_frames = self.ts_to_frames(packet.pts);
+        if let Some(missing) = walk.frames_skipped_before(packet.pts.get(), expected_full) {
+            let at_seconds = walk.seconds_at_cursor();
+            walk.stop_at_damage(|| DecodeError::Corrupt {
+                path: self.path.clone(),
+                at_seconds,
+                reason: format!("{missing} frames missing (the demuxer skipped damaged data)"),
+            })?;
+            return Ok(Step::Stop);
+        }
+        let buf = match self.decoder.decode(packet) {
+            Ok(buf) => buf,
+            Err(err) => {
+                let at_seconds = walk.seconds_at_cursor();
+                walk.stop_at_damage(|| DecodeError::Corrupt {
+                    path: self.path.clone(),
+                    at_seconds,
+                    reason: err.to_string(),
+                })?;
+                return Ok(Step::Stop);
+            }
+        };
+        let trimmed = walk.trims_in_frames && (trim_start > 0 || trim_end > 0);
+        let (skip, n) = playable_part(buf.frames(), expected_full, trimmed, trim_start, trim_end);
+        let packet_start =
+            pts_frames + if trimmed { trim_start as i64 } else { 0 } - self.lead_in as i64;
+        if !walk.cursor_known {
+            // After a seek (or a priming packet) the position comes from the timestamp,
+            // which counts the frames a trim removes.
+            walk.cursor = packet_start;
+            walk.cursor_known = true;
+        }
+        if n == 0 {
+            // A priming packet (e.g. Vorbis after a reset) yields nothing; its timestamp
+            // does not describe the next output, so after a seek resync on the next
+            // packet. From the start of the file (also after a reopen, for a slice of a
+            // stream that cannot seek) the running count is already right.
+            walk.cursor_known = walk.from_beginning;
+            return Ok(Step::Next);
+        }
+        walk.emit_decoded(&buf, skip, n, &self.path, sink)?;
+        Ok(walk.step_after_block())
+    }
+
+    /// The stream ended. A container that declared its length exactly tells truncation
+    /// apart from a normal end.
+    fn finish_range(&self, mut walk: RangeWalk) -> Result<DecodeStats> {
+        let (start, cursor) = (walk.start, walk.cursor);
+        if walk.stats.frames == 0 && start > 0 && cursor <= start as i64 {
             return Err(self.offset_past_end(start));
         }
-        if !stats.damaged && self.exact_length {
+        if !walk.stats.damaged && self.exact_length {
             if let Some(declared) = self.info.frames {
-                let wanted_end = end.map_or(declared, |e| e.min(declared));
+                let wanted_end = walk.end.map_or(declared, |e| e.min(declared));
                 if (cursor.max(0) as u64) < wanted_end {
-                    if lenient {
-                        stats.damaged = true;
+                    if walk.lenient {
+                        walk.stats.damaged = true;
                     } else {
                         return Err(self.truncated(cursor.max(0) as u64));
                     }
                 }
             }
         }
-        Ok(stats)
+        Ok(walk.stats)
     }
 
     /// Whether a seek lands where the packet timestamps say. symphonia's Matroska reader
@@ -629,6 +580,235 @@ impl SourceReader {
         let fresh = SourceReader::open(&self.path)?;
         *self = fresh;
         Ok(())
+    }
+}
+
+/// What the packet loop of [`SourceReader::decode_range`] does after one packet.
+enum Step {
+    /// Go on with the next packet.
+    Next,
+    /// The range is complete.
+    Done,
+    /// Lenient decoding stopped at damage; check the end as for the end of the stream.
+    Stop,
+}
+
+/// The state of one [`SourceReader::decode_range`] call while it walks the packets.
+struct RangeWalk {
+    start: u64,
+    /// End of the range, already capped by an edit list.
+    end: Option<u64>,
+    mode: ChannelMode,
+    lenient: bool,
+    sample_rate: u32,
+    /// Output position of the next decoded frame (negative inside an edit list's lead-in).
+    cursor: i64,
+    /// False after a seek until a packet's timestamp gives the position.
+    cursor_known: bool,
+    /// Decoding from the first packet: the running count of output frames is the position.
+    from_beginning: bool,
+    /// Reusable output planes, refilled for each block.
+    planes: Vec<Vec<f32>>,
+    stats: DecodeStats,
+    /// Packet durations and trims are counted in frames.
+    trims_in_frames: bool,
+    file_channels: usize,
+    /// Whether packet timestamps are checked for skipped data.
+    check_gaps: bool,
+    /// Where the next packet should start, once known.
+    next_pts: Option<i64>,
+}
+
+impl RangeWalk {
+    /// The cursor in seconds, for error reports.
+    fn seconds_at_cursor(&self) -> f64 {
+        self.cursor.max(0) as f64 / f64::from(self.sample_rate)
+    }
+
+    /// Damage ends a lenient decode, which keeps what came before it and is marked
+    /// damaged; a strict decode fails with `error`.
+    fn stop_at_damage(&mut self, error: impl FnOnce() -> DecodeError) -> Result<()> {
+        if self.lenient {
+            self.stats.damaged = true;
+            Ok(())
+        } else {
+            Err(error())
+        }
+    }
+
+    /// Frames missing before a packet at `pts`, whose full (untrimmed) length is
+    /// `expected_full`; otherwise notes where the next packet should start.
+    ///
+    /// A packet that starts after the previous one ended means the demuxer skipped data
+    /// (it resynchronised past damage, e.g. a FLAC frame with a bad CRC): what follows
+    /// would be shifted in time, so decoding stops there as for any other damage. MP3
+    /// timestamps are counted by the reader, so they never show a gap.
+    fn frames_skipped_before(&mut self, pts: i64, expected_full: u64) -> Option<i64> {
+        if let Some(expected) = self.next_pts.filter(|&e| pts > e) {
+            return Some(pts - expected);
+        }
+        if self.check_gaps {
+            self.next_pts = Some(pts.saturating_add(expected_full as i64));
+        }
+        None
+    }
+
+    /// Hands the filled planes (`len` frames) to the sink.
+    fn emit(&mut self, len: usize, sink: &mut dyn FnMut(&[&[f32]])) {
+        let refs: Vec<&[f32]> = self.planes.iter().map(|p| p.as_slice()).collect();
+        sink(&refs);
+        self.stats.frames += len as u64;
+    }
+
+    /// Hands on the part of a decoded block inside the range: `n` frames after the `skip`
+    /// that a trim removes, placed at the cursor.
+    fn emit_decoded(
+        &mut self,
+        buf: &GenericAudioBufferRef<'_>,
+        skip: usize,
+        n: usize,
+        path: &Path,
+        sink: &mut dyn FnMut(&[&[f32]]),
+    ) -> Result<()> {
+        let block_start = self.cursor;
+        self.cursor += n as i64;
+        if let Some((offset, len)) = overlap(block_start, self.cursor, self.start, self.end) {
+            let from = skip + offset;
+            if buf.spec().channels().count() != self.file_channels && self.mode == ChannelMode::Keep
+            {
+                return Err(DecodeError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: "channel count changes mid-stream".into(),
+                });
+            }
+            convert_into(buf, from, len, self.mode, &mut self.planes);
+            self.planes
+                .iter_mut()
+                .for_each(|p| samples::replace_non_finite(p));
+            self.emit(len, sink);
+        }
+        Ok(())
+    }
+
+    /// Done once the cursor has reached the end of the range.
+    fn step_after_block(&self) -> Step {
+        if self.end.is_some_and(|e| self.cursor >= e as i64) {
+            Step::Done
+        } else {
+            Step::Next
+        }
+    }
+}
+
+/// The audio track's codec parameters and what the container states about its length.
+struct TrackFacts {
+    params: AudioCodecParameters,
+    track_id: u32,
+    time_base: Option<TimeBase>,
+    /// Playable frames as the container declares them (Ogg Opus pre-skip removed).
+    declared_frames: Option<u64>,
+    /// A LAME/Xing tag (which carries the encoder delay and padding) states the exact
+    /// frame count; without one, symphonia estimates the length from the bitrate.
+    has_gapless_tag: bool,
+}
+
+/// Open the file and let symphonia's probe pick the demuxer.
+fn probe_format(path: &Path) -> Result<Box<dyn FormatReader>> {
+    let file = crate::sys::open_regular_file(path).map_err(|e| DecodeError::open(path, e))?;
+    let meta = file.metadata().map_err(|e| DecodeError::open(path, e))?;
+    if meta.len() == 0 {
+        return Err(DecodeError::Empty { path: path.into() });
+    }
+    let mss = MediaSourceStream::new(
+        Box::new(file),
+        MediaSourceStreamOptions {
+            buffer_len: 256 * 1024,
+        },
+    );
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    symphonia::default::get_probe()
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| classify_open_error(path, e))
+}
+
+/// The default audio track (else the first one) and its facts.
+fn audio_track(format: &dyn FormatReader, path: &Path) -> Result<TrackFacts> {
+    let track = format
+        .default_track(TrackType::Audio)
+        .or_else(|| format.first_track(TrackType::Audio))
+        .ok_or_else(|| DecodeError::Unsupported {
+            path: path.into(),
+            reason: "no audio track".into(),
+        })?;
+    let params = match &track.codec_params {
+        Some(CodecParameters::Audio(p)) => p.clone(),
+        _ => {
+            return Err(DecodeError::Unsupported {
+                path: path.into(),
+                reason: "audio track has no codec parameters".into(),
+            })
+        }
+    };
+    let mut declared_frames = track.num_frames;
+    let container = format.format_info().short_name;
+    if container == "ogg" && params.codec == CODEC_ID_OPUS {
+        // The last granule position counts Opus pre-skip, which is not played.
+        declared_frames =
+            declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
+    }
+    Ok(TrackFacts {
+        track_id: track.id,
+        time_base: track.time_base,
+        declared_frames,
+        has_gapless_tag: track.delay.is_some() || track.padding.is_some(),
+        params,
+    })
+}
+
+/// The codec's short name and a fresh decoder for it.
+fn start_decoder(
+    path: &Path,
+    params: &AudioCodecParameters,
+) -> Result<(&'static str, Box<dyn AudioDecoder>)> {
+    let registered = codec_registry()
+        .get_audio_decoder(params.codec)
+        .ok_or_else(|| DecodeError::Unsupported {
+            path: path.into(),
+            reason: format!("no decoder for codec {}", params.codec),
+        })?;
+    let codec = registered.codec.info.short_name;
+    let decoder = codec_registry()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| DecodeError::Unsupported {
+            path: path.into(),
+            reason: format!("cannot start {codec} decoder: {e}"),
+        })?;
+    Ok((codec, decoder))
+}
+
+/// Frames to skip at the front of a decoded block and frames to keep. Decoders that do
+/// not trim encoder delay/padding themselves return the full block (`expected_full`
+/// frames); trim it here so every codec is gapless.
+fn playable_part(
+    decoded: usize,
+    expected_full: u64,
+    trimmed: bool,
+    trim_start: u64,
+    trim_end: u64,
+) -> (usize, usize) {
+    if trimmed && decoded as u64 == expected_full {
+        let cut = (trim_start + trim_end) as usize;
+        (trim_start as usize, decoded.saturating_sub(cut))
+    } else {
+        (0, decoded)
     }
 }
 

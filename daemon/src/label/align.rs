@@ -37,15 +37,53 @@ pub fn align_words(vocab: &Vocab, piece: &mut PieceOutput, input: AlignInput<'_>
     if words.len() <= 1 {
         return;
     }
-    // Frame of each text token: where the path first reaches it.
+    let jump_times = jump_times(&input.alignments);
+    let mut timings = word_timings(&words[..words.len() - 1], &jump_times, input.token_probs);
+
+    let (median, max_duration) = typical_durations(&timings);
+    if max_duration > 0.0 {
+        clip_at_sentence_ends(&mut timings, max_duration);
+    }
+    merge_punctuation(&mut timings);
+
+    let mut next_timing = 0usize;
+    let mut last_speech = 0.0f64;
+    for segment in &mut piece.segments {
+        let mut segment_words = take_words(&timings, &mut next_timing, segment.tokens.len());
+        if let Some(end) = settle_segment(
+            segment,
+            &mut segment_words,
+            median,
+            max_duration,
+            last_speech,
+        ) {
+            last_speech = end;
+        }
+        segment.words = Some(segment_words);
+    }
+    keep_monotonic(&mut piece.segments);
+}
+
+/// Frame of each text token (in seconds): where the path first reaches it.
+fn jump_times(alignments: &[(i64, i64)]) -> Vec<f64> {
     let mut jump_times = Vec::new();
     let mut previous: Option<i64> = None;
-    for &(token, frame) in &input.alignments {
+    for &(token, frame) in alignments {
         if previous != Some(token) {
             jump_times.push(frame as f64 / FRAMES_PER_SECOND);
             previous = Some(token);
         }
     }
+    jump_times
+}
+
+/// Each word's span, from the jump times of its first token and of the next word's, and
+/// its mean token probability.
+fn word_timings(
+    words: &[(String, Vec<u32>)],
+    jump_times: &[f64],
+    token_probs: &[f32],
+) -> Vec<Timing> {
     let time_at = |i: usize| {
         jump_times
             .get(i)
@@ -55,11 +93,9 @@ pub fn align_words(vocab: &Vocab, piece: &mut PieceOutput, input: AlignInput<'_>
     };
     let mut timings = Vec::new();
     let mut boundary = 0usize;
-    for (word, ids) in &words[..words.len() - 1] {
+    for (word, ids) in words {
         let next = boundary + ids.len();
-        let probs = input
-            .token_probs
-            .get(boundary..next.min(input.token_probs.len()));
+        let probs = token_probs.get(boundary..next.min(token_probs.len()));
         let probability = probs
             .filter(|p| !p.is_empty())
             .map_or(0.0, |p| p.iter().sum::<f32>() / p.len() as f32);
@@ -72,70 +108,83 @@ pub fn align_words(vocab: &Vocab, piece: &mut PieceOutput, input: AlignInput<'_>
         });
         boundary = next;
     }
+    timings
+}
 
-    let (median, max_duration) = typical_durations(&timings);
-    if max_duration > 0.0 {
-        for i in 1..timings.len() {
-            if timings[i].end - timings[i].start > max_duration {
-                if SENTENCE_END.contains(timings[i].word.as_str()) {
-                    timings[i].end = timings[i].start + max_duration;
-                } else if SENTENCE_END.contains(timings[i - 1].word.as_str()) {
-                    timings[i].start = timings[i].end - max_duration;
-                }
+/// Caps words longer than `max_duration` that end a sentence or follow its end.
+fn clip_at_sentence_ends(timings: &mut [Timing], max_duration: f64) {
+    for i in 1..timings.len() {
+        if timings[i].end - timings[i].start > max_duration {
+            if SENTENCE_END.contains(timings[i].word.as_str()) {
+                timings[i].end = timings[i].start + max_duration;
+            } else if SENTENCE_END.contains(timings[i - 1].word.as_str()) {
+                timings[i].start = timings[i].end - max_duration;
             }
         }
     }
-    merge_punctuation(&mut timings);
+}
 
-    let mut next_timing = 0usize;
-    let mut last_speech = 0.0f64;
-    for segment in &mut piece.segments {
-        let mut words = Vec::new();
-        let mut consumed = 0usize;
-        while next_timing < timings.len() && consumed < segment.tokens.len() {
-            let t = &timings[next_timing];
-            if !t.word.is_empty() {
-                words.push(Word {
-                    start: round2(t.start),
-                    end: round2(t.end),
-                    word: t.word.clone(),
-                    probability: t.probability,
-                });
-            }
-            consumed += t.tokens;
-            next_timing += 1;
+/// The words of a segment of `token_count` tokens, taken from `timings` at `next_timing`
+/// (which moves past them); punctuation merged into a neighbour leaves no word.
+fn take_words(timings: &[Timing], next_timing: &mut usize, token_count: usize) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut consumed = 0usize;
+    while *next_timing < timings.len() && consumed < token_count {
+        let t = &timings[*next_timing];
+        if !t.word.is_empty() {
+            words.push(Word {
+                start: round2(t.start),
+                end: round2(t.end),
+                word: t.word.clone(),
+                probability: t.probability,
+            });
         }
-        if let (Some(first), Some(_)) = (words.first().cloned(), words.last()) {
-            // The first word after a long pause is often stretched back into the pause.
-            if first.end - last_speech > median * 4.0
-                && (first.end - first.start > max_duration
-                    || (words.len() > 1 && words[1].end - first.start > max_duration * 2.0))
-            {
-                if words.len() > 1 && words[1].end - words[1].start > max_duration {
-                    let boundary = (words[1].end / 2.0).max(words[1].end - max_duration);
-                    words[0].end = boundary;
-                    words[1].start = boundary;
-                }
-                words[0].start = (words[0].end - max_duration).max(0.0);
-            }
-            if segment.start < words[0].end && segment.start - 0.5 > words[0].start {
-                words[0].start = (words[0].end - median).min(segment.start).max(0.0);
-            } else {
-                segment.start = words[0].start;
-            }
-            let last = words.len() - 1;
-            if segment.end > words[last].start && segment.end + 0.5 < words[last].end {
-                words[last].end = (words[last].start + median).max(segment.end);
-            } else {
-                segment.end = words[last].end;
-            }
-            last_speech = segment.end;
-        }
-        segment.words = Some(words);
+        consumed += t.tokens;
+        *next_timing += 1;
     }
-    // Adjustments above may pull a segment boundary back; keep times monotonic.
+    words
+}
+
+/// Adjusts a segment's bounds and its first and last words to each other. Returns the
+/// segment's new end (the last speech so far), or `None` when it has no words.
+fn settle_segment(
+    segment: &mut Segment,
+    words: &mut [Word],
+    median: f64,
+    max_duration: f64,
+    last_speech: f64,
+) -> Option<f64> {
+    let first = words.first().cloned()?;
+    // The first word after a long pause is often stretched back into the pause.
+    if first.end - last_speech > median * 4.0
+        && (first.end - first.start > max_duration
+            || (words.len() > 1 && words[1].end - first.start > max_duration * 2.0))
+    {
+        if words.len() > 1 && words[1].end - words[1].start > max_duration {
+            let boundary = (words[1].end / 2.0).max(words[1].end - max_duration);
+            words[0].end = boundary;
+            words[1].start = boundary;
+        }
+        words[0].start = (words[0].end - max_duration).max(0.0);
+    }
+    if segment.start < words[0].end && segment.start - 0.5 > words[0].start {
+        words[0].start = (words[0].end - median).min(segment.start).max(0.0);
+    } else {
+        segment.start = words[0].start;
+    }
+    let last = words.len() - 1;
+    if segment.end > words[last].start && segment.end + 0.5 < words[last].end {
+        words[last].end = (words[last].start + median).max(segment.end);
+    } else {
+        segment.end = words[last].end;
+    }
+    Some(segment.end)
+}
+
+/// Adjustments above may pull a segment boundary back; keep times monotonic.
+fn keep_monotonic(segments: &mut [Segment]) {
     let mut floor = 0.0f64;
-    for segment in &mut piece.segments {
+    for segment in segments {
         segment.start = segment.start.max(floor);
         segment.end = segment.end.max(segment.start);
         floor = segment.end;

@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use audiodecode_protocol::TranscribeOptions;
-use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
+use ct2rs::sys::{
+    ComputeType, Config, Device, StorageView, Whisper, WhisperGenerationResult, WhisperOptions,
+};
 
 use super::align::{align_words, split_sentences, AlignInput};
 use super::error::LabelError;
@@ -231,80 +233,8 @@ impl WhisperEngine {
             .zip(pieces)
             .map(|((lang, _), piece)| self.prompt(lang, options, plain(piece, options)))
             .collect();
-        let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
-        let mut fallback_pool: Vec<Vec<Attempt>> = (0..pieces.len()).map(|_| Vec::new()).collect();
-        let mut pending: Vec<usize> = (0..pieces.len()).collect();
-        for (round, &temperature) in options.temperatures.iter().enumerate() {
-            if pending.is_empty() {
-                break;
-            }
-            let results = if round == 0 {
-                self.generate(&encoded, &prompts, temperature, options)?
-            } else {
-                // Re-encode only the pieces that need another try (rare).
-                let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
-                let sub_view = self.input_view(&mut sub_features)?;
-                let sub_prompts: Vec<Vec<u32>> =
-                    pending.iter().map(|&i| prompts[i].clone()).collect();
-                self.generate(&sub_view, &sub_prompts, temperature, options)?
-            };
-            let batch_ids: Vec<usize> = if round == 0 {
-                (0..pieces.len()).collect()
-            } else {
-                pending.clone()
-            };
-            let mut still = Vec::new();
-            for (attempt, piece) in results.into_iter().zip(batch_ids) {
-                let too_repetitive = options
-                    .compression_ratio_threshold
-                    .is_some_and(|t| attempt.compression_ratio > t);
-                let too_unlikely = options
-                    .log_prob_threshold
-                    .is_some_and(|t| attempt.avg_logprob < t);
-                let silence = options
-                    .no_speech_threshold
-                    .is_some_and(|t| attempt.no_speech_prob > t)
-                    && too_unlikely;
-                if (too_repetitive || too_unlikely) && !silence {
-                    fallback_pool[piece].push(attempt);
-                    still.push(piece);
-                } else {
-                    attempts[piece] = Some(attempt);
-                }
-            }
-            pending = still;
-        }
-        // Every temperature failed: keep the most likely attempt, preferring ones that are
-        // not repetitive.
-        for piece in pending {
-            let pool = std::mem::take(&mut fallback_pool[piece]);
-            let not_repetitive = |a: &Attempt| {
-                options
-                    .compression_ratio_threshold
-                    .is_none_or(|t| a.compression_ratio <= t)
-            };
-            let any_ok = pool.iter().any(not_repetitive);
-            attempts[piece] = pool
-                .into_iter()
-                .filter(|a| !any_ok || not_repetitive(a))
-                .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob));
-        }
-
-        let mut outputs = Vec::with_capacity(pieces.len());
-        for (i, attempt) in attempts.into_iter().enumerate() {
-            let (language, language_probability) = languages[i].clone();
-            let segments = match attempt {
-                Some(a) if !self.is_no_speech(&a, options) => {
-                    self.segments(&a, &pieces[i], options)
-                }
-                _ => Vec::new(),
-            };
-            outputs.push(PieceOutput {
-                language,
-                language_probability,
-                segments,
-            });
-        }
+        let attempts = self.decode_with_fallback(pieces, &prompts, &encoded, options)?;
+        let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
         let t3 = std::time::Instant::now();
         if options.word_timestamps {
             self.add_words(pieces, &mut outputs, &encoded, options)?;
@@ -324,6 +254,93 @@ impl WhisperEngine {
             t3.elapsed().as_secs_f64()
         );
         Ok(outputs)
+    }
+
+    /// One attempt per piece: decoded at the first temperature, and again at the next for
+    /// the pieces whose attempt failed the thresholds, until one passes or none is left.
+    fn decode_with_fallback(
+        &self,
+        pieces: &[PieceInput],
+        prompts: &[Vec<u32>],
+        encoded: &StorageView,
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Option<Attempt>>, LabelError> {
+        let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
+        let mut fallback_pool: Vec<Vec<Attempt>> = (0..pieces.len()).map(|_| Vec::new()).collect();
+        let mut pending: Vec<usize> = (0..pieces.len()).collect();
+        for (round, &temperature) in options.temperatures.iter().enumerate() {
+            if pending.is_empty() {
+                break;
+            }
+            let results = if round == 0 {
+                self.generate(encoded, prompts, temperature, options)?
+            } else {
+                self.generate_again(pieces, prompts, &pending, temperature, options)?
+            };
+            let batch_ids: Vec<usize> = if round == 0 {
+                (0..pieces.len()).collect()
+            } else {
+                pending.clone()
+            };
+            let mut still = Vec::new();
+            for (attempt, piece) in results.into_iter().zip(batch_ids) {
+                if needs_fallback(&attempt, options) {
+                    fallback_pool[piece].push(attempt);
+                    still.push(piece);
+                } else {
+                    attempts[piece] = Some(attempt);
+                }
+            }
+            pending = still;
+        }
+        for piece in pending {
+            attempts[piece] =
+                best_failed_attempt(std::mem::take(&mut fallback_pool[piece]), options);
+        }
+        Ok(attempts)
+    }
+
+    /// Decodes the `pending` pieces again at `temperature`.
+    fn generate_again(
+        &self,
+        pieces: &[PieceInput],
+        prompts: &[Vec<u32>],
+        pending: &[usize],
+        temperature: f32,
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Attempt>, LabelError> {
+        // Re-encode only the pieces that need another try (rare).
+        let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
+        let sub_view = self.input_view(&mut sub_features)?;
+        let sub_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
+        self.generate(&sub_view, &sub_prompts, temperature, options)
+    }
+
+    /// Each piece's language and segments; a piece without an attempt, or heard as
+    /// silence, has none.
+    fn piece_outputs(
+        &self,
+        pieces: &[PieceInput],
+        attempts: Vec<Option<Attempt>>,
+        languages: &[(String, f32)],
+        options: &TranscribeOptions,
+    ) -> Vec<PieceOutput> {
+        let mut outputs = Vec::with_capacity(pieces.len());
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            let (language, language_probability) = languages[i].clone();
+            let segments = match attempt {
+                Some(a) if !self.is_no_speech(&a, options) => {
+                    self.segments(&a, &pieces[i], options)
+                }
+                _ => Vec::new(),
+            };
+            outputs.push(PieceOutput {
+                language,
+                language_probability,
+                segments,
+            });
+        }
+        outputs
     }
 
     /// Language and probability of each clip, from an encoder pass over the clip's own
@@ -517,8 +534,30 @@ impl WhisperEngine {
         options: &TranscribeOptions,
     ) -> Result<Vec<Attempt>, LabelError> {
         let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let ct2_options = self.whisper_options(temperature, longest_prompt, options);
+        let token_prompts: Vec<Vec<String>> = prompts
+            .iter()
+            .map(|p| p.iter().map(|&t| self.vocab.token_string(t)).collect())
+            .collect();
+        let results = self
+            .model
+            .generate(features, &token_prompts, &ct2_options)
+            .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
+        Ok(results
+            .into_iter()
+            .map(|r| self.attempt_from(r, options))
+            .collect())
+    }
+
+    /// CTranslate2's decoding options: beam search at temperature 0, sampling above it.
+    fn whisper_options(
+        &self,
+        temperature: f32,
+        longest_prompt: usize,
+        options: &TranscribeOptions,
+    ) -> WhisperOptions {
         let sampling = temperature > 0.0;
-        let ct2_options = WhisperOptions {
+        WhisperOptions {
             beam_size: if sampling {
                 1
             } else {
@@ -543,38 +582,29 @@ impl WhisperEngine {
                 .round() as usize,
             suppress_blank: options.suppress_blank,
             suppress_tokens: self.suppress_tokens(options),
-        };
-        let token_prompts: Vec<Vec<String>> = prompts
-            .iter()
-            .map(|p| p.iter().map(|&t| self.vocab.token_string(t)).collect())
-            .collect();
-        let results = self
-            .model
-            .generate(features, &token_prompts, &ct2_options)
-            .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                let tokens: Vec<u32> = r
-                    .sequences_ids
-                    .first()
-                    .map(|s| s.iter().map(|&t| t as u32).collect())
-                    .unwrap_or_default();
-                let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
-                // CTranslate2 returns the length-normalised score; recover the mean log
-                // probability over tokens plus end-of-text, as faster-whisper does.
-                let len = tokens.len() as f32;
-                let cumulative = score * len.powf(options.length_penalty);
-                let avg_logprob = cumulative / (len + 1.0);
-                let text = self.vocab.decode(&tokens);
-                Attempt {
-                    compression_ratio: compression_ratio(text.trim()),
-                    tokens,
-                    avg_logprob,
-                    no_speech_prob: r.no_speech_prob,
-                }
-            })
-            .collect())
+        }
+    }
+
+    /// The best hypothesis of one result with the scores the fallback rules judge.
+    fn attempt_from(&self, r: WhisperGenerationResult, options: &TranscribeOptions) -> Attempt {
+        let tokens: Vec<u32> = r
+            .sequences_ids
+            .first()
+            .map(|s| s.iter().map(|&t| t as u32).collect())
+            .unwrap_or_default();
+        let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
+        // CTranslate2 returns the length-normalised score; recover the mean log
+        // probability over tokens plus end-of-text, as faster-whisper does.
+        let len = tokens.len() as f32;
+        let cumulative = score * len.powf(options.length_penalty);
+        let avg_logprob = cumulative / (len + 1.0);
+        let text = self.vocab.decode(&tokens);
+        Attempt {
+            compression_ratio: compression_ratio(text.trim()),
+            tokens,
+            avg_logprob,
+            no_speech_prob: r.no_speech_prob,
+        }
     }
 
     /// Splits a piece's tokens into segments at consecutive timestamp tokens.
@@ -584,6 +614,42 @@ impl WhisperEngine {
         piece: &PieceInput,
         options: &TranscribeOptions,
     ) -> Vec<Segment> {
+        let v = &self.vocab;
+        let duration = piece.samples as f64 / f64::from(super::mel::SAMPLE_RATE);
+        let mut segments = Vec::new();
+        let mut last_end = 0.0f64;
+        for (start, end, tokens) in self.spans(a, piece, options) {
+            let text = v.decode(&tokens);
+            if text.trim().is_empty() {
+                continue;
+            }
+            // Never backwards, never past the audio.
+            let start = start.max(last_end).min(duration);
+            let end = end.min(duration).max(start);
+            last_end = end;
+            segments.push(Segment {
+                start,
+                end,
+                text,
+                tokens,
+                avg_logprob: a.avg_logprob,
+                no_speech_prob: a.no_speech_prob,
+                compression_ratio: a.compression_ratio,
+                language: None,
+                words: None,
+            });
+        }
+        segments
+    }
+
+    /// (start, end, text tokens) of each span between timestamp tokens, in seconds; one
+    /// span over the piece's sound when it was decoded without timestamps.
+    fn spans(
+        &self,
+        a: &Attempt,
+        piece: &PieceInput,
+        options: &TranscribeOptions,
+    ) -> Vec<(f64, f64, Vec<u32>)> {
         let v = &self.vocab;
         let rate = f64::from(super::mel::SAMPLE_RATE);
         let duration = piece.samples as f64 / rate;
@@ -619,30 +685,7 @@ impl WhisperEngine {
                 spans.push((start.unwrap_or(0.0), duration, text));
             }
         }
-        let mut segments = Vec::new();
-        let mut last_end = 0.0f64;
-        for (start, end, tokens) in spans {
-            let text = v.decode(&tokens);
-            if text.trim().is_empty() {
-                continue;
-            }
-            // Never backwards, never past the audio.
-            let start = start.max(last_end).min(duration);
-            let end = end.min(duration).max(start);
-            last_end = end;
-            segments.push(Segment {
-                start,
-                end,
-                text,
-                tokens,
-                avg_logprob: a.avg_logprob,
-                no_speech_prob: a.no_speech_prob,
-                compression_ratio: a.compression_ratio,
-                language: None,
-                words: None,
-            });
-        }
-        segments
+        spans
     }
 
     /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW).
@@ -673,20 +716,7 @@ impl WhisperEngine {
             .iter()
             .map(|&i| pieces[i].samples.div_ceil(HOP).min(WINDOW_FRAMES))
             .collect();
-        // Alignment uses one start sequence per call, so call once per language/task.
-        let mut by_sequence: std::collections::BTreeMap<Vec<usize>, Vec<usize>> =
-            Default::default();
-        for (k, &i) in with_text.iter().enumerate() {
-            by_sequence
-                .entry(
-                    self.sot_sequence(&outputs[i].language, options)
-                        .into_iter()
-                        .map(|t| t as usize)
-                        .collect(),
-                )
-                .or_default()
-                .push(k);
-        }
+        let by_sequence = self.group_by_start_sequence(&with_text, outputs, options);
         let whole_batch = by_sequence.len() == 1 && with_text.len() == pieces.len();
         for (sequence, members) in by_sequence {
             let results = if whole_batch {
@@ -716,6 +746,59 @@ impl WhisperEngine {
         }
         Ok(())
     }
+
+    /// Indices into `with_text` grouped by their start sequence: alignment uses one start
+    /// sequence per call, so it is called once per language/task.
+    fn group_by_start_sequence(
+        &self,
+        with_text: &[usize],
+        outputs: &[PieceOutput],
+        options: &TranscribeOptions,
+    ) -> std::collections::BTreeMap<Vec<usize>, Vec<usize>> {
+        let mut by_sequence: std::collections::BTreeMap<Vec<usize>, Vec<usize>> =
+            Default::default();
+        for (k, &i) in with_text.iter().enumerate() {
+            by_sequence
+                .entry(
+                    self.sot_sequence(&outputs[i].language, options)
+                        .into_iter()
+                        .map(|t| t as usize)
+                        .collect(),
+                )
+                .or_default()
+                .push(k);
+        }
+        by_sequence
+    }
+}
+
+/// Whether an attempt is too repetitive or too unlikely to keep, unless it is silence.
+fn needs_fallback(attempt: &Attempt, options: &TranscribeOptions) -> bool {
+    let too_repetitive = options
+        .compression_ratio_threshold
+        .is_some_and(|t| attempt.compression_ratio > t);
+    let too_unlikely = options
+        .log_prob_threshold
+        .is_some_and(|t| attempt.avg_logprob < t);
+    let silence = options
+        .no_speech_threshold
+        .is_some_and(|t| attempt.no_speech_prob > t)
+        && too_unlikely;
+    (too_repetitive || too_unlikely) && !silence
+}
+
+/// Every temperature failed: keep the most likely attempt, preferring ones that are not
+/// repetitive.
+fn best_failed_attempt(pool: Vec<Attempt>, options: &TranscribeOptions) -> Option<Attempt> {
+    let not_repetitive = |a: &Attempt| {
+        options
+            .compression_ratio_threshold
+            .is_none_or(|t| a.compression_ratio <= t)
+    };
+    let any_ok = pool.iter().any(not_repetitive);
+    pool.into_iter()
+        .filter(|a| !any_ok || not_repetitive(a))
+        .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
 }
 
 /// Whether a piece is decoded without timestamp tokens (one segment over its sound).

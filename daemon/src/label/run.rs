@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use audiodecode_protocol::TranscribeOptions;
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::engine::{PieceInput, WhisperEngine};
 use super::error::LabelError;
@@ -94,71 +94,74 @@ pub fn label_files(
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
             let next_file = &next_file;
-            scope.spawn(move || loop {
-                if cancel.load(Ordering::Relaxed) {
-                    break;
-                }
-                let index = next_file.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(index) else { break };
-                if tx.send(prepare(engine, index, path)).is_err() {
-                    break;
-                }
-            });
+            scope.spawn(move || prepare_files(engine, files, next_file, cancel, tx));
         }
         drop(tx);
 
-        let mut state = ModelLoop {
-            engine,
-            options,
-            files,
-            // Per-piece language detection cannot be shared by a window of several files.
-            pack: pack.then(BTreeMap::new).filter(|_| !options.multilingual),
-            undetected: Vec::new(),
-            queue: Vec::new(),
-            partial: HashMap::new(),
-            languages: HashMap::new(),
-            finished: BTreeMap::new(),
-            next_out: 0,
+        let mut state = ModelLoop::new(engine, options, files, pack);
+        let mut intake = InOrder {
+            rx,
+            early: BTreeMap::new(),
+            next_in: 0,
         };
-        // Workers finish files out of order; blocks take them in order.
-        let mut early: BTreeMap<usize, Ready> = BTreeMap::new();
-        let mut next_in = 0usize;
-        while next_in < files.len() && !cancel.load(Ordering::Relaxed) {
-            let mut taken = 0usize;
-            while next_in < files.len()
-                && taken < block_files.max(1)
-                && state.queue.len() < BLOCK_BATCHES * batch_size
-            {
-                let ready = match early.remove(&next_in) {
-                    Some(ready) => ready,
-                    None => match rx.recv() {
-                        Ok(ready) => {
-                            early.insert(ready.index(), ready);
-                            continue;
-                        }
-                        // Workers stop only when cancelled.
-                        Err(_) => break,
-                    },
-                };
-                state.accept(ready);
-                next_in += 1;
-                taken += 1;
-            }
-            state.detect_and_pack();
-            state.close_windows();
-            while !state.queue.is_empty() && !cancel.load(Ordering::Relaxed) {
-                let take = state.queue.len().min(batch_size);
-                let batch: Vec<QueuedPiece> = state.queue.drain(..take).collect();
-                state.run_batch(batch);
-            }
+        while intake.next_in < files.len() && !cancel.load(Ordering::Relaxed) {
+            let taken =
+                state.take_block(&mut intake, block_files.max(1), BLOCK_BATCHES * batch_size);
+            state.run_queue(batch_size, cancel);
             state.flush(sink);
             if taken == 0 {
                 break;
             }
         }
         // Unblock workers still sending, then let the scope join them.
-        drop(rx);
+        drop(intake);
     });
+}
+
+/// A worker thread: prepares the next file not yet taken until none is left, the run is
+/// cancelled, or the model loop stops listening.
+fn prepare_files(
+    engine: &WhisperEngine,
+    files: &[String],
+    next_file: &AtomicUsize,
+    cancel: &AtomicBool,
+    tx: Sender<Ready>,
+) {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let index = next_file.fetch_add(1, Ordering::Relaxed);
+        let Some(path) = files.get(index) else { break };
+        if tx.send(prepare(engine, index, path)).is_err() {
+            break;
+        }
+    }
+}
+
+/// Prepared files in input order. Workers finish files out of order; blocks take them in
+/// order.
+struct InOrder {
+    rx: Receiver<Ready>,
+    /// Files that arrived before their turn.
+    early: BTreeMap<usize, Ready>,
+    /// The next file to take.
+    next_in: usize,
+}
+
+impl InOrder {
+    /// The next file in input order, waiting for it; `None` when the workers stopped.
+    fn next_ready(&mut self) -> Option<Ready> {
+        loop {
+            if let Some(ready) = self.early.remove(&self.next_in) {
+                self.next_in += 1;
+                return Some(ready);
+            }
+            // Workers stop only when cancelled.
+            let ready = self.rx.recv().ok()?;
+            self.early.insert(ready.index(), ready);
+        }
+    }
 }
 
 impl Ready {
@@ -333,7 +336,57 @@ struct ModelLoop<'a> {
     next_out: usize,
 }
 
-impl ModelLoop<'_> {
+impl<'a> ModelLoop<'a> {
+    fn new(
+        engine: &'a WhisperEngine,
+        options: &'a TranscribeOptions,
+        files: &'a [String],
+        pack: bool,
+    ) -> Self {
+        ModelLoop {
+            engine,
+            options,
+            files,
+            // Per-piece language detection cannot be shared by a window of several files.
+            pack: pack.then(BTreeMap::new).filter(|_| !options.multilingual),
+            undetected: Vec::new(),
+            queue: Vec::new(),
+            partial: HashMap::new(),
+            languages: HashMap::new(),
+            finished: BTreeMap::new(),
+            next_out: 0,
+        }
+    }
+
+    /// Takes files in input order until the block is full: `block_files` files, or
+    /// `max_queued` windows queued. Returns how many it took.
+    fn take_block(&mut self, intake: &mut InOrder, block_files: usize, max_queued: usize) -> usize {
+        let mut taken = 0usize;
+        while intake.next_in < self.files.len()
+            && taken < block_files
+            && self.queue.len() < max_queued
+        {
+            let Some(ready) = intake.next_ready() else {
+                break;
+            };
+            self.accept(ready);
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Packs the block's short clips and runs every queued window through the model, a
+    /// batch at a time.
+    fn run_queue(&mut self, batch_size: usize, cancel: &AtomicBool) {
+        self.detect_and_pack();
+        self.close_windows();
+        while !self.queue.is_empty() && !cancel.load(Ordering::Relaxed) {
+            let take = self.queue.len().min(batch_size);
+            let batch: Vec<QueuedPiece> = self.queue.drain(..take).collect();
+            self.run_batch(batch);
+        }
+    }
+
     fn accept(&mut self, ready: Ready) {
         match ready {
             Ready::Failed(index, label) => {
@@ -546,22 +599,31 @@ impl ModelLoop<'_> {
                     }
                 }
             }
-            Err(message) => {
-                for member in members.iter().flat_map(|(m, _)| m) {
-                    if let Some(p) = self.partial.get_mut(&member.slot.file) {
-                        p.error = Some(format!(
-                            "{}: transcription failed: {message}",
-                            self.files[member.slot.file]
-                        ));
-                        p.outputs[member.piece] = Some(PieceOutput {
-                            language: String::new(),
-                            language_probability: 0.0,
-                            segments: Vec::new(),
-                        });
-                    }
-                }
+            Err(message) => self.fail_members(&members, &message),
+        }
+        self.finish_complete_files();
+    }
+
+    /// Marks every file with a piece in a failed batch as failed.
+    fn fail_members(&mut self, members: &[(Vec<Member>, Option<String>)], message: &LabelError) {
+        for member in members.iter().flat_map(|(m, _)| m) {
+            if let Some(p) = self.partial.get_mut(&member.slot.file) {
+                p.error = Some(format!(
+                    "{}: transcription failed: {message}",
+                    self.files[member.slot.file]
+                ));
+                p.outputs[member.piece] = Some(PieceOutput {
+                    language: String::new(),
+                    language_probability: 0.0,
+                    segments: Vec::new(),
+                });
             }
         }
+    }
+
+    /// Labels the files whose pieces all have outputs, unless skipped speech was queued
+    /// for them again.
+    fn finish_complete_files(&mut self) {
         let complete: Vec<usize> = self
             .partial
             .iter()
