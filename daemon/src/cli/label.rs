@@ -1,21 +1,48 @@
 //! `audiodecode label`: pseudo-transcribe a dataset into a JSONL manifest (or subtitle files).
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use audiodecode_protocol::{Dataset, TranscribeOptions};
 use clap::Args;
+use indicatif::ProgressBar;
 
 use crate::cli::error::CliError;
+use crate::cli::output::clash_free_paths;
+use crate::cli::progress::files_progress;
 use crate::feed::manifest;
 use crate::label::record::TextFormat;
 use crate::label::run::{auto_batch_size, Schedule, DEFAULT_BLOCK_FILES};
-use crate::label::{label_files, ModelKey, WhisperEngine};
+use crate::label::{label_files, FileLabel, LabelEvent, ModelKey, WhisperEngine};
+
+/// The Whisper defaults, defined once in `TranscribeOptions::default` (the protocol crate):
+/// the clap defaults below are read from it, so `label`, a `Transcribe` request and the
+/// Python client (checked against it by a golden vector) cannot disagree.
+fn defaults() -> TranscribeOptions {
+    TranscribeOptions::default()
+}
+
+/// `--language` for "detect it per file" (`language: None`).
+const AUTO_LANGUAGE: &str = "auto";
+
+/// The default `--temperature`: the default fallback temperatures, comma separated.
+fn default_temperatures() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let temperatures: Vec<String> = defaults()
+            .temperatures
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect();
+        temperatures.join(",")
+    })
+}
 
 #[derive(Args, Debug)]
 pub struct LabelArgs {
@@ -39,49 +66,54 @@ pub struct LabelArgs {
     pub shard: Option<(usize, usize)>,
     /// CTranslate2 model directory or name (tiny, tiny.en, base, base.en, small, …, large-v3,
     /// distil-large-v3).
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value_t = defaults().model)]
     pub model: String,
-    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    #[arg(long, default_value_t = defaults().device, value_parser = ["auto", "cpu", "cuda"])]
     pub device: String,
     /// auto: int8 on CPU, float16 on CUDA.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = defaults().compute_type)]
     pub compute_type: String,
     /// Model threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().threads)]
     pub threads: u32,
     /// Decode/feature workers (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// ≤30 s pieces per model call (default: 8 on CPU, 16 on CUDA).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().batch_size)]
     pub batch_size: u32,
     /// Language code, or `auto` to detect it per file.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = defaults().language.unwrap_or_else(|| AUTO_LANGUAGE.into()))]
     pub language: String,
     /// Re-detect the language for every ≤30 s piece (recordings that switch languages).
     #[arg(long)]
     pub multilingual: bool,
-    #[arg(long, default_value = "transcribe", value_parser = ["transcribe", "translate"])]
+    #[arg(long, default_value_t = defaults().task, value_parser = ["transcribe", "translate"])]
     pub task: String,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults().beam_size)]
     pub beam_size: u32,
     /// Candidates sampled at each non-zero fallback temperature.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults().best_of)]
     pub best_of: u32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults().patience)]
     pub patience: f32,
     /// Fallback temperatures, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.2,0.4,0.6,0.8,1.0")]
+    #[arg(long, value_delimiter = ',', default_value = default_temperatures())]
     pub temperature: Vec<f32>,
     /// Fall back when the text compresses better than this (repetition); `none` disables.
-    #[arg(long, default_value = "2.4", value_parser = parse_threshold)]
+    #[arg(long, default_value_t = Threshold(defaults().compression_ratio_threshold), value_parser = parse_threshold)]
     pub compression_ratio_threshold: Threshold,
     /// Fall back when the mean token log probability is below this; `none` disables.
-    #[arg(long, default_value = "-1.0", value_parser = parse_threshold, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value_t = Threshold(defaults().log_prob_threshold),
+        value_parser = parse_threshold,
+        allow_hyphen_values = true
+    )]
     pub log_prob_threshold: Threshold,
     /// A window is silence when its no-speech probability is above this and its text is
     /// unlikely; `none` disables.
-    #[arg(long, default_value = "0.6", value_parser = parse_threshold)]
+    #[arg(long, default_value_t = Threshold(defaults().no_speech_threshold), value_parser = parse_threshold)]
     pub no_speech_threshold: Threshold,
     /// Text given to the model as preceding context (spelling, names, style).
     #[arg(long)]
@@ -130,6 +162,16 @@ fn parse_shard(s: &str) -> Result<(usize, usize), CliError> {
 #[derive(Clone, Copy, Debug)]
 pub struct Threshold(pub Option<f32>);
 
+/// As `--...-threshold` takes it (`{:?}` keeps a float's `.0`: `-1.0`, not `-1`).
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v:?}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 fn parse_threshold(s: &str) -> Result<Threshold, CliError> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(Threshold(None));
@@ -147,7 +189,7 @@ impl LabelArgs {
             compute_type: self.compute_type.clone(),
             threads: self.threads,
             batch_size: self.batch_size,
-            language: (self.language != "auto").then(|| self.language.clone()),
+            language: (self.language != AUTO_LANGUAGE).then(|| self.language.clone()),
             multilingual: self.multilingual,
             task: self.task.clone(),
             beam_size: self.beam_size,
@@ -161,7 +203,7 @@ impl LabelArgs {
             hotwords: self.hotwords.clone(),
             word_timestamps: self.word_timestamps,
             without_timestamps: self.without_timestamps,
-            ..TranscribeOptions::default()
+            ..defaults()
         }
     }
 }
@@ -238,26 +280,6 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, CliError> {
     Ok(done)
 }
 
-/// Where `--format` writes the output of input `index`; a stem shared by several inputs gets
-/// the index appended so no output overwrites another.
-fn text_output_path(
-    dir: &Path,
-    input: &str,
-    format: TextFormat,
-    clashes: bool,
-    index: usize,
-) -> PathBuf {
-    let stem = Path::new(input)
-        .file_stem()
-        .map_or_else(|| "audio".to_string(), |s| s.to_string_lossy().to_string());
-    let name = if clashes {
-        format!("{stem}-{index}.{}", format.extension())
-    } else {
-        format!("{stem}.{}", format.extension())
-    };
-    dir.join(name)
-}
-
 pub fn run_label(args: &LabelArgs) -> ExitCode {
     // Per-file errors are in the output and counted; the run itself succeeded.
     match label(args) {
@@ -271,75 +293,9 @@ pub fn run_label(args: &LabelArgs) -> ExitCode {
 
 fn label(args: &LabelArgs) -> Result<(), CliError> {
     let options = args.options();
-    let mut files = expand_inputs(&args.inputs)?;
-    if let Some((i, n)) = args.shard {
-        files = files
-            .into_iter()
-            .enumerate()
-            .filter(|(k, _)| k % n == i)
-            .map(|(_, f)| f)
-            .collect();
-    }
-    let stems: Vec<String> = files
-        .iter()
-        .map(|f| {
-            Path::new(f)
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut stem_counts = std::collections::HashMap::new();
-    for s in &stems {
-        *stem_counts.entry(s.clone()).or_insert(0usize) += 1;
-    }
-    let text_path = |k: usize| {
-        args.format.map(|format| {
-            text_output_path(&args.out, &files[k], format, stem_counts[&stems[k]] > 1, k)
-        })
-    };
-
+    let files = select_files(args)?;
     // Decide what is left to do and open the output before loading the model.
-    let mut jsonl = None;
-    let todo: Vec<usize> = if args.format.is_some() {
-        std::fs::create_dir_all(&args.out)
-            .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", args.out.display())))?;
-        (0..files.len())
-            .filter(|&k| !(args.resume && text_path(k).is_some_and(|p| p.exists())))
-            .collect()
-    } else {
-        let exists = args.out.metadata().map(|m| m.len() > 0).unwrap_or(false);
-        if exists && !args.resume && !args.overwrite {
-            return Err(CliError::Failed(format!(
-                "{} already exists; use --resume to continue it or --overwrite to replace it",
-                args.out.display()
-            )));
-        }
-        let done = if args.resume {
-            labelled_paths(&args.out)?
-        } else {
-            HashSet::new()
-        };
-        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                CliError::Failed(format!("{}: cannot create: {e}", parent.display()))
-            })?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.out)
-            .map_err(|e| CliError::Failed(format!("{}: cannot open: {e}", args.out.display())))?;
-        if args.overwrite {
-            file.set_len(0).map_err(|e| {
-                CliError::Failed(format!("{}: cannot truncate: {e}", args.out.display()))
-            })?;
-        }
-        jsonl = Some(file);
-        (0..files.len())
-            .filter(|&k| !done.contains(&files[k]))
-            .collect()
-    };
+    let (output, todo) = open_output(args, &files)?;
     let skipped = files.len() - todo.len();
     if !args.quiet && skipped > 0 {
         eprintln!(
@@ -350,11 +306,110 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
     if todo.is_empty() {
         return Ok(());
     }
+    let (engine, key, schedule) = load_model(args, &options)?;
+    let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
+    let mut sink = Sink::new(args, output, &todo);
+    let cancel = AtomicBool::new(false);
+    label_files(
+        &engine,
+        &paths,
+        &options,
+        schedule,
+        &cancel,
+        &mut |events| sink.write_block(events, &cancel),
+    );
+    sink.finish(&key)
+}
 
+/// The inputs expanded to files, then this run's shard of them.
+fn select_files(args: &LabelArgs) -> Result<Vec<String>, CliError> {
+    let files = expand_inputs(&args.inputs)?;
+    let Some((i, n)) = args.shard else {
+        return Ok(files);
+    };
+    Ok(files
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % n == i)
+        .map(|(_, f)| f)
+        .collect())
+}
+
+/// Where the labels go.
+enum Output {
+    /// One JSONL manifest; a block's lines are appended in one write.
+    Jsonl(File),
+    /// `--format`: one file per input, `paths[k]` for `files[k]`.
+    Text {
+        format: TextFormat,
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// The output, ready to write, and the indices of the files still to label.
+fn open_output(args: &LabelArgs, files: &[String]) -> Result<(Output, Vec<usize>), CliError> {
+    let Some(format) = args.format else {
+        let done = resumed_paths(args)?;
+        let file = open_jsonl(&args.out, args.overwrite)?;
+        let todo = (0..files.len())
+            .filter(|&k| !done.contains(&files[k]))
+            .collect();
+        return Ok((Output::Jsonl(file), todo));
+    };
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", args.out.display())))?;
+    // Inputs that share a stem get `-1`, `-2`, … like `decode`'s outputs.
+    let paths = clash_free_paths(&args.out, files.iter().map(Path::new), format.extension());
+    let todo = (0..files.len())
+        .filter(|&k| !(args.resume && paths[k].exists()))
+        .collect();
+    Ok((Output::Text { format, paths }, todo))
+}
+
+/// The paths a `--resume` finds labelled in the JSONL output already (none otherwise); a
+/// non-empty output is refused unless resumed or overwritten.
+fn resumed_paths(args: &LabelArgs) -> Result<HashSet<String>, CliError> {
+    let exists = args.out.metadata().map(|m| m.len() > 0).unwrap_or(false);
+    if exists && !args.resume && !args.overwrite {
+        return Err(CliError::Failed(format!(
+            "{} already exists; use --resume to continue it or --overwrite to replace it",
+            args.out.display()
+        )));
+    }
+    if args.resume {
+        labelled_paths(&args.out)
+    } else {
+        Ok(HashSet::new())
+    }
+}
+
+/// The JSONL output opened for appending (its directory created), emptied on `--overwrite`.
+fn open_jsonl(out: &Path, overwrite: bool) -> Result<File, CliError> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", parent.display())))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .map_err(|e| CliError::Failed(format!("{}: cannot open: {e}", out.display())))?;
+    if overwrite {
+        file.set_len(0)
+            .map_err(|e| CliError::Failed(format!("{}: cannot truncate: {e}", out.display())))?;
+    }
+    Ok(file)
+}
+
+/// The model loaded and checked against the options, and how the run spreads its work.
+fn load_model(
+    args: &LabelArgs,
+    options: &TranscribeOptions,
+) -> Result<(WhisperEngine, ModelKey, Schedule), CliError> {
     let cores = crate::feed::tune::Resources::detect().logical_cores;
-    let key = ModelKey::from_options(&options, cores)?;
+    let key = ModelKey::from_options(options, cores)?;
     let engine = WhisperEngine::load(&key)?;
-    engine.check_options(&options)?;
+    engine.check_options(options)?;
     let batch_size = match options.batch_size {
         0 => auto_batch_size(key.cuda),
         n => n as usize,
@@ -364,86 +419,161 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
     } else {
         args.workers
     };
+    let schedule = Schedule {
+        workers,
+        batch_size,
+        pack: !args.no_pack,
+        block_files: args.block,
+    };
+    Ok((engine, key, schedule))
+}
 
-    let progress = crate::cli::progress::files_progress(todo.len(), args.quiet);
-    let started = Instant::now();
-    let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
-    let mut audio_seconds = 0.0f64;
-    let mut errors = 0usize;
-    let mut write_error: Option<String> = None;
-    let cancel = AtomicBool::new(false);
-    label_files(
-        &engine,
-        &paths,
-        &options,
-        Schedule {
-            workers,
-            batch_size,
-            pack: !args.no_pack,
-            block_files: args.block,
-        },
-        &cancel,
-        &mut |events| {
-            // A block's JSONL lines go out in one write: a crash keeps or loses whole
-            // blocks, so --resume starts at a block boundary and relabels what the
-            // uninterrupted run would have (a torn write leaves a cut line that it drops).
-            let mut lines = String::new();
-            let count = events.len() as u64;
-            for event in events {
-                let label = event.label;
-                audio_seconds += label.duration.unwrap_or(0.0);
-                if let Some(error) = &label.error {
-                    errors += 1;
-                    progress.suspend(|| eprintln!("error: {error}"));
-                }
-                if jsonl.is_some() {
+/// Takes each labelled block: writes it out, prints its error lines, moves the progress bar.
+struct Sink<'a> {
+    args: &'a LabelArgs,
+    output: Output,
+    /// `todo[i]`: the index in the selected files of the run's i-th file.
+    todo: &'a [usize],
+    progress: ProgressBar,
+    started: Instant,
+    audio_seconds: f64,
+    errors: usize,
+    /// The first failed write; it cancels the run.
+    write_error: Option<String>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(args: &'a LabelArgs, output: Output, todo: &'a [usize]) -> Self {
+        Self {
+            args,
+            output,
+            todo,
+            progress: files_progress(todo.len(), args.quiet),
+            started: Instant::now(),
+            audio_seconds: 0.0,
+            errors: 0,
+            write_error: None,
+        }
+    }
+
+    fn write_block(&mut self, events: Vec<LabelEvent>, cancel: &AtomicBool) {
+        // A block's JSONL lines go out in one write: a crash keeps or loses whole
+        // blocks, so --resume starts at a block boundary and relabels what the
+        // uninterrupted run would have (a torn write leaves a cut line that it drops).
+        let mut lines = String::new();
+        let count = events.len() as u64;
+        for event in events {
+            let label = event.label;
+            self.count(&label);
+            match &self.output {
+                Output::Jsonl(_) => {
                     lines.push_str(&label.to_json_line());
                     lines.push('\n');
-                } else if let (Some(path), None) = (text_path(todo[event.index]), &label.error) {
-                    let format = args.format.unwrap_or(TextFormat::Json);
-                    let written = crate::sys::write_atomically(&path, |w| {
+                }
+                Output::Text { format, paths } if label.error.is_none() => {
+                    let path = &paths[self.todo[event.index]];
+                    let written = crate::sys::write_atomically(path, |w| {
                         w.write_all(format.render(&label).as_bytes())
                     });
                     if let Err(e) = written {
-                        write_error.get_or_insert(format!("{}: cannot write: {e}", path.display()));
+                        self.write_error
+                            .get_or_insert(format!("{}: cannot write: {e}", path.display()));
                     }
                 }
+                Output::Text { .. } => {}
             }
-            if let Some(file) = &mut jsonl {
-                if let Err(e) = file.write_all(lines.as_bytes()) {
-                    write_error.get_or_insert(format!("{}: cannot write: {e}", args.out.display()));
-                }
+        }
+        if let Output::Jsonl(file) = &mut self.output {
+            if let Err(e) = file.write_all(lines.as_bytes()) {
+                self.write_error
+                    .get_or_insert(format!("{}: cannot write: {e}", self.args.out.display()));
             }
-            if write_error.is_some() {
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-            progress.set_message(format!(
-                "{:.1} audio s/s, {errors} errors",
-                audio_seconds / elapsed
-            ));
-            progress.inc(count);
-        },
-    );
-    progress.finish_and_clear();
-    if let Some(e) = write_error {
-        return Err(CliError::Failed(e));
+        }
+        if self.write_error.is_some() {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        self.progress.set_message(format!(
+            "{:.1} audio s/s, {} errors",
+            self.audio_seconds / elapsed,
+            self.errors
+        ));
+        self.progress.inc(count);
     }
-    if let Some(file) = &jsonl {
-        file.sync_all()
-            .map_err(|e| CliError::Failed(format!("{}: cannot sync: {e}", args.out.display())))?;
+
+    /// Adds a file's audio to the total; a file's error is counted and printed.
+    fn count(&mut self, label: &FileLabel) {
+        self.audio_seconds += label.duration.unwrap_or(0.0);
+        if let Some(error) = &label.error {
+            self.errors += 1;
+            self.progress.suspend(|| eprintln!("error: {error}"));
+        }
     }
-    if !args.quiet {
-        let elapsed = started.elapsed().as_secs_f64();
-        eprintln!(
-            "labelled {} files ({errors} errors): {:.1} s of audio in {:.1} s ({:.2} files/s, {:.1}x realtime) with {}",
-            todo.len(),
-            audio_seconds,
-            elapsed,
-            todo.len() as f64 / elapsed.max(1e-9),
-            audio_seconds / elapsed.max(1e-9),
-            key.dir.display()
-        );
+
+    /// Clears the progress bar, syncs the output and prints the summary.
+    fn finish(self, key: &ModelKey) -> Result<(), CliError> {
+        self.progress.finish_and_clear();
+        if let Some(e) = self.write_error {
+            return Err(CliError::Failed(e));
+        }
+        let out = &self.args.out;
+        if let Output::Jsonl(file) = &self.output {
+            file.sync_all()
+                .map_err(|e| CliError::Failed(format!("{}: cannot sync: {e}", out.display())))?;
+        }
+        if !self.args.quiet {
+            let files = self.todo.len();
+            let elapsed = self.started.elapsed().as_secs_f64();
+            eprintln!(
+                "labelled {files} files ({} errors): {:.1} s of audio in {:.1} s ({:.2} files/s, {:.1}x realtime) with {}",
+                self.errors,
+                self.audio_seconds,
+                elapsed,
+                files as f64 / elapsed.max(1e-9),
+                self.audio_seconds / elapsed.max(1e-9),
+                key.dir.display()
+            );
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn options(flags: &[&str]) -> TranscribeOptions {
+        let argv = [&["audiodecode", "label", "a.wav", "-o", "out.jsonl"], flags].concat();
+        let Command::Label(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not the label command");
+        };
+        args.options()
+    }
+
+    #[test]
+    fn clap_defaults_are_the_transcribe_options_defaults() {
+        assert_eq!(options(&[]), TranscribeOptions::default());
+    }
+
+    #[test]
+    fn flags_override_the_defaults() {
+        let o = options(&[
+            "--temperature",
+            "0,0.5",
+            "--log-prob-threshold",
+            "-2",
+            "--no-speech-threshold",
+            "none",
+            "--language",
+            "de",
+        ]);
+        assert_eq!(o.temperatures, [0.0, 0.5]);
+        assert_eq!(o.log_prob_threshold, Some(-2.0));
+        assert_eq!(o.no_speech_threshold, None);
+        assert_eq!(o.language.as_deref(), Some("de"));
+        assert_eq!(o.beam_size, TranscribeOptions::default().beam_size);
+    }
 }

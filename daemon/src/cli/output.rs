@@ -3,8 +3,9 @@
 //! Files are written to a temporary name beside the target and renamed into place, so a
 //! failed or interrupted decode never leaves a partial output file.
 
+use std::collections::HashSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::decode::DecodedAudio;
 use crate::sys::write_atomically;
@@ -49,6 +50,33 @@ pub fn write_audio(path: &Path, audio: &DecodedAudio, format: OutputFormat) -> s
         OutputFormat::Npy => write_npy(w, audio),
         OutputFormat::F32 => write_interleaved(w, audio),
     })
+}
+
+/// Where each of `inputs` goes in `dir`: its stem with `extension`, and `-1`, `-2`, … added
+/// to an input whose name is taken already (a/x.mp3 and b/x.flac give x.wav and x-1.wav), so
+/// no output overwrites another. The names depend only on the inputs and their order.
+pub fn clash_free_paths<'a>(
+    dir: &Path,
+    inputs: impl IntoIterator<Item = &'a Path>,
+    extension: &str,
+) -> Vec<PathBuf> {
+    let mut taken = HashSet::new();
+    inputs
+        .into_iter()
+        .map(|input| {
+            let stem = input
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "audio".into());
+            let mut name = format!("{stem}.{extension}");
+            let mut n = 1;
+            while !taken.insert(name.clone()) {
+                name = format!("{stem}-{n}.{extension}");
+                n += 1;
+            }
+            dir.join(name)
+        })
+        .collect()
 }
 
 /// Samples are converted to bytes in blocks: one `write_all` per sample costs more than the
