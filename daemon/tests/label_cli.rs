@@ -311,3 +311,50 @@ fn broken_and_missing_inputs_are_error_lines_not_failures() {
     assert!(!no_model.status.success());
     assert!(String::from_utf8_lossy(&no_model.stderr).contains("/no/such/model"));
 }
+
+/// Looped speech compresses far above 2.4, so every piece falls back to sampling at higher
+/// temperatures; with the sampler seeded, two runs still write the same bytes.
+#[test]
+fn fallback_sampling_is_reproducible_across_runs() {
+    require_tool("espeak-ng");
+    let dir = scratch_dir("label-repeat");
+    let inputs: Vec<PathBuf> = ["one two three four five", "stop here and wait"]
+        .iter()
+        .enumerate()
+        .map(|(i, phrase)| {
+            let path = dir.path().join(format!("loop{i}.wav"));
+            let text = [*phrase; 12].join(", ");
+            let ok = Command::new("espeak-ng")
+                .args(["-v", "en-us", "-s", "170", "-w"])
+                .arg(&path)
+                .arg(&text)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "espeak-ng");
+            path
+        })
+        .collect();
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let runs: Vec<Vec<u8>> = (0..2)
+        .map(|run| {
+            let out = dir.path().join(format!("run{run}.jsonl"));
+            label(&inputs, &out, &[]);
+            std::fs::read(&out).expect("read")
+        })
+        .collect();
+    let fell_back = records(&dir.path().join("run0.jsonl")).values().any(|r| {
+        r["segments"].as_array().is_some_and(|segments| {
+            segments
+                .iter()
+                .any(|s| s["compression_ratio"].as_f64().is_some_and(|c| c > 2.4))
+        })
+    });
+    assert!(
+        fell_back,
+        "the looped speech should have needed the fallback"
+    );
+    assert!(
+        runs[0] == runs[1],
+        "two runs labelled the same files differently"
+    );
+}
