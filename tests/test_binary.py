@@ -1,4 +1,4 @@
-"""The client finds the daemon binary as DESIGN.md says, and that binary works."""
+"""The client finds the daemon binary as docs/ARCHITECTURE.md says, and that binary works."""
 
 from __future__ import annotations
 
@@ -68,3 +68,20 @@ def test_nothing_found_lists_places(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(BinaryNotFoundError, match="looked in"):
         find_binary()
+
+
+def test_status_json_is_the_report_with_budget_gpus_and_failures(binary: Path) -> None:
+    from audiodecode import Daemon
+
+    with Daemon(workers=1, ring_bytes=96 << 20) as d:
+        out = subprocess.run(
+            [str(binary), "status", "--json", "--socket", str(d.socket_path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    report = json.loads(out)
+    assert report["ring_budget_bytes"] == 96 << 20  # shown with no stream open
+    assert isinstance(report["gpus"], list)
+    assert report["failed_jobs"] == 0 and report["abandoned_jobs"] == 0
+    assert report["workers"] == 1 and report["streams"] == []

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// available memory; 0 turns the cache off; env AUDIODECODE_CACHE_BYTES).
     #[arg(long, env = "AUDIODECODE_CACHE_BYTES")]
     pub cache_bytes: Option<u64>,
+    /// Longest one item or `load` may take to decode, in seconds (default 300; env
+    /// AUDIODECODE_ITEM_DEADLINE). A decode past it is reported as an error and its worker
+    /// replaced, so a pathological file cannot hold a worker for good.
+    #[arg(long, env = "AUDIODECODE_ITEM_DEADLINE", value_parser = parse_deadline)]
+    pub item_deadline: Option<u64>,
     /// Stay attached to the terminal instead of detaching.
     #[arg(long)]
     pub foreground: bool,
@@ -144,6 +149,15 @@ pub struct DecodeArgs {
     /// No progress bar or summary.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+fn parse_deadline(s: &str) -> Result<u64, CliError> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(CliError::Usage(format!(
+            "item deadline '{s}': a whole number of seconds above 0"
+        ))),
+    }
 }
 
 fn parse_quality(s: &str) -> Result<Quality, CliError> {

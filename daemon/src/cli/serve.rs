@@ -9,6 +9,7 @@ use audiodecode_protocol::{Request, Response, StatusReport};
 
 use crate::cli::{ServeArgs, SocketArg, StatusArgs};
 use crate::feed::client::Client;
+use crate::feed::pool::DEFAULT_ITEM_DEADLINE;
 use crate::feed::server;
 use crate::feed::tune;
 
@@ -23,6 +24,9 @@ pub fn run_serve(args: &ServeArgs) -> ExitCode {
     let options = server::ServeOptions {
         socket: socket.clone(),
         plan: worker_plan(args),
+        item_deadline: args
+            .item_deadline
+            .map_or(DEFAULT_ITEM_DEADLINE, std::time::Duration::from_secs),
     };
     let ready = || {
         eprintln!(
@@ -131,6 +135,7 @@ fn foreground_command(
         ("--ring-bytes", args.ring_bytes),
         ("--min-workers", args.min_workers.map(|n| n as u64)),
         ("--max-workers", args.max_workers.map(|n| n as u64)),
+        ("--item-deadline", args.item_deadline),
     ] {
         if let Some(v) = value {
             cmd.arg(flag).arg(v.to_string());
@@ -204,7 +209,10 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
 
 fn print_status(r: &StatusReport, json: bool, watch: bool) {
     if json {
-        println!("{}", status_json(r));
+        match serde_json::to_string(r) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("error: cannot encode the status report: {e}"),
+        }
         return;
     }
     if watch {
@@ -214,33 +222,6 @@ fn print_status(r: &StatusReport, json: bool, watch: bool) {
 }
 
 /// The report as one JSON object, under the wire's field names.
-fn status_json(r: &StatusReport) -> serde_json::Value {
-    let streams: Vec<serde_json::Value> = r
-        .streams
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "stream": s.stream, "batches_done": s.batches_done,
-                "batches_total": s.batches_total, "items_per_second": s.items_per_second,
-                "audio_seconds_per_second": s.audio_seconds_per_second,
-                "workers": s.workers, "ring_depth": s.ring_depth,
-                "ring_filled": s.ring_filled, "skipped": s.skipped,
-                "padding_share": s.padding_share,
-                "decode_wait_share": s.decode_wait_share,
-                "client_wait_share": s.client_wait_share,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "daemon_pid": r.daemon_pid, "uptime_seconds": r.uptime_seconds,
-        "clients": r.clients, "streams": streams,
-        "cache_bytes": r.cache_bytes, "cache_capacity": r.cache_capacity,
-        "cache_hits": r.cache_hits, "cache_misses": r.cache_misses, "decodes": r.decodes,
-        "workers": r.workers, "min_workers": r.min_workers, "max_workers": r.max_workers,
-        "worker_busy_share": r.worker_busy_share,
-    })
-}
-
 /// The report for people: the daemon, its workers, then a line per stream.
 fn print_status_text(r: &StatusReport) {
     println!(
@@ -262,6 +243,22 @@ fn print_status_text(r: &StatusReport) {
         r.min_workers,
         r.max_workers,
         100.0 * r.worker_busy_share
+    );
+    let gpus: Vec<String> = r
+        .gpus
+        .iter()
+        .map(|g| format!("{} ({} GB)", g.name, g.memory_bytes >> 30))
+        .collect();
+    println!(
+        "ring budget {} MB; GPUs: {}; {} failed and {} abandoned jobs",
+        r.ring_budget_bytes >> 20,
+        if gpus.is_empty() {
+            "none".to_string()
+        } else {
+            gpus.join(", ")
+        },
+        r.failed_jobs,
+        r.abandoned_jobs
     );
     for s in &r.streams {
         println!(

@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     /// Pool size and bounds, cache size, ring memory.
     pub plan: Plan,
+    /// Longest one pooled decode may take (see [`Pool::run`]).
+    pub item_deadline: Duration,
 }
 
 /// Default socket: `$XDG_RUNTIME_DIR/audiodecode/daemon.sock`, else
@@ -168,7 +170,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         streams: HashMap::new(),
         next_token: FIRST_CONN,
         next_stream: Arc::new(AtomicU32::new(1)),
-        pool: Pool::new(options.plan.workers),
+        pool: Pool::with_deadline(options.plan.workers, options.item_deadline),
         cache: Arc::new(AudioCache::new(options.plan.cache_bytes)),
         tuner: Tuner::new(options.plan.clone()),
         durations: Arc::new(DurationCache::default()),
