@@ -1,6 +1,8 @@
 //! The `audiodecode` binary: `info` output, `decode` output files (WAV/NPY/raw f32) and how
 //! failed inputs are reported.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use std::collections::BTreeSet;

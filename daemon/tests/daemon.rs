@@ -1,6 +1,9 @@
 //! The daemon end to end over its socket: streams into shared memory, ownership of slots,
 //! error policies, and cleanup when a client disappears.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+#![allow(unsafe_code)] // Maps the daemon's shared memory as a client does.
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

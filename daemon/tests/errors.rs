@@ -1,6 +1,8 @@
 //! Bad inputs give typed errors that name the file, never a panic out of `load`; lenient
 //! decoding keeps exactly what decoded before the damage.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use std::path::{Path, PathBuf};

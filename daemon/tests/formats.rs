@@ -2,6 +2,8 @@
 //! same length (exactly for lossless and MP3, within a codec frame for other lossy codecs),
 //! bit-exact samples for lossless formats and correlation ≥ 0.99 for lossy ones.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use audiodecode::{load, probe_info, ChannelMode, LoadRequest};

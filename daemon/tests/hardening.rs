@@ -7,6 +7,8 @@
 //! sets the number of mutants per fixture (default 12); `AUDIODECODE_FUZZ_CORPUS=DIR` adds
 //! every file under DIR as a seed (real files, for the benchmark; never in CI).
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use std::path::{Path, PathBuf};

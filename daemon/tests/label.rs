@@ -2,6 +2,8 @@
 //! multilingual `base` model: accuracy, languages, translation, prompts, word times, long
 //! files, silence and broken inputs.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use std::path::{Path, PathBuf};

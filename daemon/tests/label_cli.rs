@@ -1,6 +1,8 @@
 //! `audiodecode label` end to end with the small English `tiny.en` model: JSONL fields,
 //! resume after a kill, shards, subtitle formats, error lines.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

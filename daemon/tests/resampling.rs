@@ -3,6 +3,8 @@
 //! new Nyquist frequency is attenuated by at least the preset's stated figure, and the
 //! result does not depend on how the input is chunked.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use audiodecode::resample::StreamResampler;

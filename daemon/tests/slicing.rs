@@ -2,6 +2,8 @@
 //! resampled; the end of the stream is handled exactly; long files decoded in parallel
 //! segments equal a serial decode.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 mod common;
 
 use audiodecode::{load, ChannelMode, DecodeError, DecodedAudio, LoadRequest, Quality};

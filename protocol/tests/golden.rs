@@ -2,6 +2,8 @@
 //! `AUDIODECODE_WRITE_GOLDEN=1`) and checked by both this test and the Python codec's tests,
 //! so the two implementations cannot drift apart.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
 use std::path::PathBuf;
 
 use audiodecode_protocol::ring::RingGeometry;

@@ -2,6 +2,8 @@
 //! subcommands runs in a module of its own: `info` and `decode` in [`decode`], `serve`,
 //! `status` and `stop` in [`serve`], `label` (with its arguments) in [`label`].
 
+#![allow(clippy::print_stderr)] // The CLI reports to its user on stderr.
+
 pub mod decode;
 pub mod error;
 pub mod label;

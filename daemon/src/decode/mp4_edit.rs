@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// The playable range of the first audio track, in its sample-rate units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AudioEdit {
+pub(crate) struct AudioEdit {
     /// Frames to drop at the start (encoder priming).
     pub skip: u64,
     /// Playable frames after `skip`, when the edit states a duration.
@@ -98,7 +98,7 @@ fn find(f: &mut File, parent: &BoxHeader, path: &[&[u8; 4]], depth: usize) -> Op
 
 /// Read the edit of the first audio track. `None` when the file has no usable edit list
 /// (then nothing is trimmed, as before).
-pub fn audio_edit(path: &Path) -> Option<AudioEdit> {
+pub(crate) fn audio_edit(path: &Path) -> Option<AudioEdit> {
     let mut f = File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let moov = children(&mut f, 0, len)

@@ -12,7 +12,7 @@ use symphonia::core::codecs::audio::AudioCodecParameters;
 use crate::decode::audio::ChannelMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PcmLayout {
+pub(crate) enum PcmLayout {
     U8,
     S16Le,
     S16Be,
@@ -28,13 +28,13 @@ pub enum PcmLayout {
 
 impl PcmLayout {
     /// Float samples can hold values outside [-1, 1], NaN or Inf; integers cannot.
-    pub fn is_float(self) -> bool {
+    pub(crate) fn is_float(self) -> bool {
         matches!(self, Self::F32Le | Self::F32Be | Self::F64Le | Self::F64Be)
     }
 
     /// The layout of an interleaved, full-width PCM stream; `None` for anything needing
     /// symphonia's decoder (planar packing, A-law/µ-law, samples narrower than their slot).
-    pub fn of(params: &AudioCodecParameters) -> Option<Self> {
+    pub(crate) fn of(params: &AudioCodecParameters) -> Option<Self> {
         let layout = match params.codec {
             CODEC_ID_PCM_U8 => Self::U8,
             CODEC_ID_PCM_S16LE => Self::S16Le,
@@ -55,7 +55,7 @@ impl PcmLayout {
         full_width.then_some(layout)
     }
 
-    pub fn bytes(self) -> usize {
+    pub(crate) fn bytes(self) -> usize {
         match self {
             Self::U8 => 1,
             Self::S16Le | Self::S16Be => 2,
@@ -67,7 +67,7 @@ impl PcmLayout {
 }
 
 /// Convert frames `[from, from + len)` of an interleaved packet into `planes`.
-pub fn convert(
+pub(crate) fn convert(
     layout: PcmLayout,
     data: &[u8],
     channels: usize,

@@ -4,6 +4,8 @@
 //! memmap2. The name is unlinked as soon as the stream closes (the mapping stays valid for
 //! whoever still has it), and a starting daemon unlinks segments whose owner process is gone.
 
+#![allow(unsafe_code)] // Maps shared memory: each block has a SAFETY note.
+
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;

@@ -16,14 +16,14 @@ use audiodecode::{load, ChannelMode, DecodedAudio, LoadRequest};
 
 /// Whether a codec reproduces its input exactly, and otherwise its frame length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Lossless,
     Lossy { frame: usize },
 }
 
 /// One generated test file and what it should decode to.
 #[derive(Clone, Debug)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub name: &'static str,
     pub path: PathBuf,
     pub rate: u32,
@@ -35,11 +35,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn is_lossless(&self) -> bool {
+    pub(crate) fn is_lossless(&self) -> bool {
         self.kind == Kind::Lossless
     }
 
-    pub fn codec_frame(&self) -> usize {
+    pub(crate) fn codec_frame(&self) -> usize {
         match self.kind {
             Kind::Lossless => 0,
             Kind::Lossy { frame } => frame,
@@ -47,10 +47,10 @@ impl Fixture {
     }
 }
 
-pub const MP3_FRAME: usize = 1152;
-pub const VORBIS_FRAME: usize = 2048;
-pub const OPUS_FRAME: usize = 960;
-pub const AAC_FRAME: usize = 1024;
+pub(crate) const MP3_FRAME: usize = 1152;
+pub(crate) const VORBIS_FRAME: usize = 2048;
+pub(crate) const OPUS_FRAME: usize = 960;
+pub(crate) const AAC_FRAME: usize = 1024;
 
 /// Left and right of the base signal: two different chirps plus a little noise, so that
 /// neither channel repeats and a lag search has one clear answer.
@@ -62,9 +62,9 @@ const FOURTH: &str = "0.2*(2*random(3)-1)";
 const LONG_LEFT: &str = "0.5*sin(2*PI*(600*t-(400/0.3)*cos(0.3*t)))+0.02*(2*random(0)-1)";
 const LONG_RIGHT: &str = "0.4*sin(2*PI*(900*t+(530/0.17)*cos(0.17*t)))+0.02*(2*random(1)-1)";
 
-pub const SHORT_SECONDS: f64 = 3.0;
-pub const LONG_SECONDS: f64 = 150.0;
-pub const SPEECH_TEXT: &str =
+pub(crate) const SHORT_SECONDS: f64 = 3.0;
+pub(crate) const LONG_SECONDS: f64 = 150.0;
+pub(crate) const SPEECH_TEXT: &str =
     "The quick brown fox jumps over the lazy dog. Decoding speech, seven times a day.";
 
 fn source(channels: usize, rate: u32, seconds: f64) -> String {
@@ -165,7 +165,7 @@ fn long_specs() -> Vec<Spec> {
 }
 
 /// A tool must be installed: the tests would prove nothing without it.
-pub fn require_tool(tool: &str) {
+pub(crate) fn require_tool(tool: &str) {
     let ok = Command::new(tool)
         .arg(if tool == "espeak-ng" || tool == "sox" {
             "--version"
@@ -220,7 +220,7 @@ fn remove_stale_dirs(tmp: &Path) {
 }
 
 /// This process's fixture directory (created on first use).
-pub fn fixture_dir() -> &'static Path {
+pub(crate) fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let tmp = std::env::temp_dir();
@@ -233,7 +233,7 @@ pub fn fixture_dir() -> &'static Path {
 }
 
 /// A fresh scratch directory inside the fixture directory.
-pub fn scratch_dir(label: &str) -> tempfile::TempDir {
+pub(crate) fn scratch_dir(label: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("{label}-"))
         .tempdir_in(fixture_dir())
@@ -367,39 +367,39 @@ fn generate_long(specs: Vec<Spec>) -> HashMap<&'static str, Fixture> {
 }
 
 /// A short (3 s) fixture by name, generating the set on first use.
-pub fn fixture(name: &str) -> &'static Fixture {
+pub(crate) fn fixture(name: &str) -> &'static Fixture {
     short_fixtures()
         .get(name)
         .unwrap_or_else(|| panic!("no fixture named {name}"))
 }
 
 /// A 150 s 44.1 kHz stereo fixture: `long_flac` or `long_mp3`.
-pub fn long_fixture(name: &str) -> &'static Fixture {
+pub(crate) fn long_fixture(name: &str) -> &'static Fixture {
     long_fixtures()
         .get(name)
         .unwrap_or_else(|| panic!("no long fixture named {name}"))
 }
 
 /// The names of every short fixture, in a stable order.
-pub fn short_fixture_names() -> Vec<&'static str> {
+pub(crate) fn short_fixture_names() -> Vec<&'static str> {
     short_specs().iter().map(|s| s.name).collect()
 }
 
 /// FFmpeg's decode of a file: native rate, every channel, planar.
 #[derive(Debug)]
-pub struct Reference {
+pub(crate) struct Reference {
     pub rate: u32,
     pub planes: Vec<Vec<f32>>,
 }
 
 impl Reference {
-    pub fn frames(&self) -> usize {
+    pub(crate) fn frames(&self) -> usize {
         self.planes.first().map_or(0, Vec::len)
     }
 }
 
 /// Decode with `ffmpeg -v error -i FILE -f f32le -acodec pcm_f32le -` (cached per file).
-pub fn reference(path: &Path) -> Arc<Reference> {
+pub(crate) fn reference(path: &Path) -> Arc<Reference> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Reference>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache.lock().unwrap().get(path) {
@@ -454,7 +454,7 @@ pub fn reference(path: &Path) -> Arc<Reference> {
     r
 }
 
-pub fn deinterleave(samples: &[f32], channels: usize) -> Vec<Vec<f32>> {
+pub(crate) fn deinterleave(samples: &[f32], channels: usize) -> Vec<Vec<f32>> {
     assert!(channels > 0 && samples.len().is_multiple_of(channels));
     (0..channels)
         .map(|c| samples.iter().skip(c).step_by(channels).copied().collect())
@@ -462,14 +462,14 @@ pub fn deinterleave(samples: &[f32], channels: usize) -> Vec<Vec<f32>> {
 }
 
 /// A request with every field at its default except those given.
-pub fn keep() -> LoadRequest {
+pub(crate) fn keep() -> LoadRequest {
     LoadRequest {
         channels: ChannelMode::Keep,
         ..Default::default()
     }
 }
 
-pub fn mono_at(rate: Option<u32>) -> LoadRequest {
+pub(crate) fn mono_at(rate: Option<u32>) -> LoadRequest {
     LoadRequest {
         sample_rate: rate,
         channels: ChannelMode::Mono,
@@ -478,14 +478,14 @@ pub fn mono_at(rate: Option<u32>) -> LoadRequest {
 }
 
 /// `load` that must succeed, with the error in the panic message otherwise.
-pub fn load_ok(path: &Path, req: &LoadRequest, threads: usize) -> DecodedAudio {
+pub(crate) fn load_ok(path: &Path, req: &LoadRequest, threads: usize) -> DecodedAudio {
     load(path, req, threads)
         .unwrap_or_else(|e| panic!("load({}, {req:?}) failed: {e}", path.display()))
 }
 
 /// Planar audio through a fresh [`StreamResampler`] in one push, as the pipeline does for
 /// a file decoded in one piece.
-pub fn resample_planes(
+pub(crate) fn resample_planes(
     planes: &[Vec<f32>],
     in_rate: u32,
     out_rate: u32,
@@ -507,7 +507,7 @@ pub fn resample_planes(
 }
 
 /// Largest absolute difference between two equally long slices.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()
         .zip(b)
@@ -516,7 +516,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Index of the first sample that differs (bitwise, so that NaN == NaN is caught too).
-pub fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
+pub(crate) fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
     a.iter()
         .zip(b)
         .position(|(x, y)| x.to_bits() != y.to_bits())
@@ -524,7 +524,7 @@ pub fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
 }
 
 /// Assert two sets of planes are identical sample by sample.
-pub fn assert_planes_equal(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
+pub(crate) fn assert_planes_equal(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "{what}: channel count");
     for (c, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len(), "{what}: channel {c} length");
@@ -539,7 +539,7 @@ pub fn assert_planes_equal(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
     }
 }
 
-pub fn rms(x: &[f32]) -> f64 {
+pub(crate) fn rms(x: &[f32]) -> f64 {
     if x.is_empty() {
         return 0.0;
     }
@@ -547,7 +547,7 @@ pub fn rms(x: &[f32]) -> f64 {
 }
 
 /// Amplitude of the `freq` component of `x` (Goertzel), for a sine of amplitude A ≈ A.
-pub fn goertzel_amplitude(x: &[f32], rate: u32, freq: f64) -> f64 {
+pub(crate) fn goertzel_amplitude(x: &[f32], rate: u32, freq: f64) -> f64 {
     let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
     let coeff = 2.0 * w.cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
@@ -561,7 +561,7 @@ pub fn goertzel_amplitude(x: &[f32], rate: u32, freq: f64) -> f64 {
 }
 
 /// A sine of `freq` Hz at `rate`, `frames` long.
-pub fn sine(freq: f64, rate: u32, frames: usize, amplitude: f64) -> Vec<f32> {
+pub(crate) fn sine(freq: f64, rate: u32, frames: usize, amplitude: f64) -> Vec<f32> {
     (0..frames)
         .map(|i| {
             let t = i as f64 / f64::from(rate);
@@ -572,7 +572,7 @@ pub fn sine(freq: f64, rate: u32, frames: usize, amplitude: f64) -> Vec<f32> {
 
 /// Cross-correlation of `a` against `b` for lags `-max_lag..=max_lag`, summed over channels,
 /// via FFT: `r[lag] = sum_i a[i + lag] * b[i]`. Returns the lag with the largest value.
-pub fn best_lag(a: &[Vec<f32>], b: &[Vec<f32>], max_lag: usize) -> i64 {
+pub(crate) fn best_lag(a: &[Vec<f32>], b: &[Vec<f32>], max_lag: usize) -> i64 {
     use rustfft::num_complex::Complex;
     let n = a
         .iter()
@@ -612,7 +612,7 @@ pub fn best_lag(a: &[Vec<f32>], b: &[Vec<f32>], max_lag: usize) -> i64 {
 }
 
 /// Pearson correlation of `a[i + lag]` with `b[i]` over their overlap.
-pub fn correlation_at(a: &[f32], b: &[f32], lag: i64) -> f64 {
+pub(crate) fn correlation_at(a: &[f32], b: &[f32], lag: i64) -> f64 {
     let (a, b) = if lag >= 0 {
         (&a[(lag as usize).min(a.len())..], b)
     } else {
@@ -633,14 +633,14 @@ pub fn correlation_at(a: &[f32], b: &[f32], lag: i64) -> f64 {
 }
 
 /// A tiny deterministic PRNG (xorshift64*).
-pub struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -650,11 +650,11 @@ impl XorShift {
     }
 
     /// Uniform in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for b in buf {
             *b = self.next_u64() as u8;
         }
@@ -663,12 +663,12 @@ impl XorShift {
 
 /// Output frames for a request of `offset`/`duration` seconds at `rate`, as the pipeline
 /// rounds them.
-pub fn frames_at(seconds: f64, rate: u32) -> usize {
+pub(crate) fn frames_at(seconds: f64, rate: u32) -> usize {
     (seconds * f64::from(rate)).round() as usize
 }
 
 /// The message of an error names the file.
-pub fn assert_names_path(err: &audiodecode::DecodeError, path: &Path) {
+pub(crate) fn assert_names_path(err: &audiodecode::DecodeError, path: &Path) {
     let msg = err.to_string();
     assert!(
         msg.contains(&path.display().to_string()),

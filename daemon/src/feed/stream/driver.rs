@@ -200,6 +200,7 @@ fn add_elapsed(counter: &AtomicU64, since: Instant) {
 }
 
 /// Assemble `rows` into `slot` of the ring; returns the padded frames written.
+#[allow(unsafe_code)] // Writes a slot it owns: see the SAFETY note.
 fn write_batch(ring: &RingMemory, slot: u32, spec: &StreamSpec, seq: u64, rows: &[Row]) -> u64 {
     let geometry: RingGeometry = ring.geometry();
     let longest = rows.iter().map(|r| r.2.frames()).max().unwrap_or(0) as u64;

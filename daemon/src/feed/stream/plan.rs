@@ -10,26 +10,26 @@ use crate::feed::sampler::{bucketed_batches, epoch_batches, SamplerSpec};
 use crate::feed::tune::{self, MIN_DEPTH};
 
 /// Slot length when neither `max_seconds` nor the files' headers bound it.
-pub const DEFAULT_MAX_SECONDS: f64 = 30.0;
+pub(super) const DEFAULT_MAX_SECONDS: f64 = 30.0;
 /// Depth a stream starts with when the daemon chooses; the tuner moves it.
-pub const START_DEPTH: u32 = 4;
+pub(super) const START_DEPTH: u32 = 4;
 
 /// The batches of one epoch and the longest item (seconds) a slot must hold before stretch.
 #[derive(Debug, PartialEq)]
-pub struct EpochPlan {
+pub(super) struct EpochPlan {
     pub batches: Vec<Vec<u64>>,
     pub longest: f64,
 }
 
 /// The ring's layout and the depth the driver starts with.
 #[derive(Debug, PartialEq)]
-pub struct RingPlan {
+pub(super) struct RingPlan {
     pub geometry: RingGeometry,
     pub depth: u32,
 }
 
 /// Refuse a spec the daemon cannot serve, before any file is touched.
-pub fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
+pub(super) fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
     if spec.sample_rate == 0 || spec.sample_rate > 768_000 {
         return Err(ErrorInfo::bad_request(format!(
             "sample rate {} Hz",
@@ -71,12 +71,12 @@ pub fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
 
 /// How much longer than its source an item may come out: slowing audio down lengthens it,
 /// and slots must hold the longest result.
-pub fn stretch(steps: &[Step]) -> f64 {
+pub(super) fn stretch(steps: &[Step]) -> f64 {
     1.0 / steps.iter().map(Step::min_speed).fold(1.0, f64::min)
 }
 
 /// The sampler's view of the spec, for a dataset of `items` files.
-pub fn sampler_spec(spec: &StreamSpec, items: u64) -> SamplerSpec {
+pub(super) fn sampler_spec(spec: &StreamSpec, items: u64) -> SamplerSpec {
     SamplerSpec {
         items,
         batch_size: u64::from(spec.batch_size),
@@ -92,7 +92,7 @@ pub fn sampler_spec(spec: &StreamSpec, items: u64) -> SamplerSpec {
 /// Plan the epoch's batches and the longest item. `probe` gives the declared durations of
 /// the indices it is passed (`None` where unknown); it is called at most once, and only
 /// when lengths are needed: to bucket, or to size slots when nothing else bounds them.
-pub fn epoch(
+pub(super) fn epoch(
     spec: &StreamSpec,
     sampler: &SamplerSpec,
     probe: impl FnOnce(&[u64]) -> Vec<Option<f64>>,
@@ -152,7 +152,7 @@ fn longest_known(declared: &[Option<f64>]) -> f64 {
 
 /// Slot length in seconds: the crop when there is one, else the longest declared item
 /// (at least the default when some files do not declare a length).
-pub fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
+pub(super) fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
     if let Some(c) = crop {
         return c;
     }
@@ -164,7 +164,7 @@ pub fn longest_seconds(known: f64, unknown: bool, crop: Option<f64>) -> f64 {
 }
 
 /// Refuse a resume point past the end of the epoch.
-pub fn check_start(spec: &StreamSpec, batches: usize) -> Result<(), ErrorInfo> {
+pub(super) fn check_start(spec: &StreamSpec, batches: usize) -> Result<(), ErrorInfo> {
     if spec.start_batch > batches as u64 {
         return Err(ErrorInfo::bad_request(format!(
             "start_batch {} past the {} batches of the epoch",
@@ -175,7 +175,12 @@ pub fn check_start(spec: &StreamSpec, batches: usize) -> Result<(), ErrorInfo> {
 }
 
 /// Frames a slot holds per channel: the crop exactly, else the longest item, stretched.
-pub fn slot_frames(max_seconds: Option<f64>, longest: f64, stretch: f64, sample_rate: u32) -> u64 {
+pub(super) fn slot_frames(
+    max_seconds: Option<f64>,
+    longest: f64,
+    stretch: f64,
+    sample_rate: u32,
+) -> u64 {
     match max_seconds {
         Some(s) => (s * f64::from(sample_rate)).round().max(1.0) as u64,
         // +1: resampling rounds a length up.
@@ -184,12 +189,16 @@ pub fn slot_frames(max_seconds: Option<f64>, longest: f64, stretch: f64, sample_
 }
 
 /// Items a slot holds: the largest batch of the epoch, at least one.
-pub fn batch_capacity(batches: &[Vec<u64>]) -> u32 {
+pub(super) fn batch_capacity(batches: &[Vec<u64>]) -> u32 {
     batches.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32
 }
 
 /// Slots in the ring and the depth the driver starts with, given the bytes of one slot.
-pub fn depth(prefetch: u32, slot_bytes: u64, (plan, streams): (&tune::Plan, usize)) -> (u32, u32) {
+pub(super) fn depth(
+    prefetch: u32,
+    slot_bytes: u64,
+    (plan, streams): (&tune::Plan, usize),
+) -> (u32, u32) {
     // The ring has room for the deepest the tuner may go; untouched slots cost no memory.
     // An explicit prefetch fixes the depth.
     if prefetch > 0 {
@@ -202,7 +211,7 @@ pub fn depth(prefetch: u32, slot_bytes: u64, (plan, streams): (&tune::Plan, usiz
 
 /// The ring for `epoch`: slot size from the crop or the longest item, depth from the
 /// client's prefetch or the daemon's memory budget shared among `streams`.
-pub fn ring(
+pub(super) fn ring(
     spec: &StreamSpec,
     epoch: &EpochPlan,
     stretch: f64,
@@ -221,7 +230,7 @@ pub fn ring(
 }
 
 /// Refuse a ring larger than the free shared memory (`None`: unknown, not checked).
-pub fn check_fits(geometry: &RingGeometry, free: Option<u64>) -> Result<(), ErrorInfo> {
+pub(super) fn check_fits(geometry: &RingGeometry, free: Option<u64>) -> Result<(), ErrorInfo> {
     if let Some(free) = free {
         if geometry.total_bytes() > free {
             return Err(ErrorInfo::bad_request(format!(
