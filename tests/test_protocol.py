@@ -210,6 +210,9 @@ RESPONSES: dict[str, Any] = {
     "resp_error": Response.Error(
         ErrorInfo(kind=ErrorKind.VERSION_MISMATCH, path=None, message="v")
     ),
+    "resp_error_timed_out": Response.Error(
+        ErrorInfo(kind=ErrorKind.TIMED_OUT, path="/slow.flac", message="t")
+    ),
     "resp_transcribed": Response.Transcribed(
         index=3, record='{"audio_filepath":"/a.wav","duration":1.5,"text":"Hallo."}'
     ),

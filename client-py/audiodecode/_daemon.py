@@ -146,6 +146,7 @@ class Daemon:
         max_workers: int | None = None,
         cache_bytes: int | None = None,
         ring_bytes: int | None = None,
+        item_deadline: int | None = None,
     ) -> None:
         self._requested_socket = Path(socket) if socket is not None else None
         self.workers = workers
@@ -156,6 +157,7 @@ class Daemon:
             "--max-workers": max_workers,
             "--cache-bytes": cache_bytes,
             "--ring-bytes": ring_bytes,
+            "--item-deadline": item_deadline,
         }
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen[bytes] | None = None

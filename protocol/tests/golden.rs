@@ -269,6 +269,14 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "resp_error_timed_out",
+            Response::Error(ErrorInfo {
+                kind: ErrorKind::TimedOut,
+                path: Some("/slow.flac".into()),
+                message: "t".into(),
+            }),
+        ),
+        (
             "resp_transcribed",
             Response::Transcribed {
                 index: 3,
@@ -299,21 +307,28 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
+/// The stored vector `name`, or `None` after writing `bytes` as it (with
+/// `AUDIODECODE_WRITE_GOLDEN=1`).
+fn stored_golden(name: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let path = golden_dir().join(format!("{name}.bin"));
+    if std::env::var_os("AUDIODECODE_WRITE_GOLDEN").is_some() {
+        std::fs::write(&path, bytes).expect("write golden");
+        return None;
+    }
+    Some(std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with AUDIODECODE_WRITE_GOLDEN=1)",
+            path.display()
+        )
+    }))
+}
+
 #[test]
 fn golden_vectors_match() {
-    let write = std::env::var_os("AUDIODECODE_WRITE_GOLDEN").is_some();
     for (name, bytes) in samples() {
-        let path = golden_dir().join(format!("{name}.bin"));
-        if write {
-            std::fs::write(&path, &bytes).expect("write golden");
+        let Some(stored) = stored_golden(name, &bytes) else {
             continue;
-        }
-        let stored = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with AUDIODECODE_WRITE_GOLDEN=1)",
-                path.display()
-            )
-        });
+        };
         assert_eq!(
             stored, bytes,
             "{name}: encoding changed; bump PROTOCOL_VERSION and regenerate"
@@ -351,17 +366,9 @@ fn trailing_bytes_and_truncation_are_errors() {
 #[test]
 fn transcribe_options_default_matches_golden() {
     let bytes = encode(&TranscribeOptions::default()).expect("encodes");
-    let path = golden_dir().join("transcribe_options_default.bin");
-    if std::env::var_os("AUDIODECODE_WRITE_GOLDEN").is_some() {
-        std::fs::write(&path, &bytes).expect("write golden");
+    let Some(stored) = stored_golden("transcribe_options_default", &bytes) else {
         return;
-    }
-    let stored = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with AUDIODECODE_WRITE_GOLDEN=1)",
-            path.display()
-        )
-    });
+    };
     assert_eq!(
         stored, bytes,
         "the Whisper defaults changed: regenerate, and change the Python client's to match"

@@ -221,7 +221,6 @@ fn print_status(r: &StatusReport, json: bool, watch: bool) {
     print_status_text(r);
 }
 
-/// The report as one JSON object, under the wire's field names.
 /// The report for people: the daemon, its workers, then a line per stream.
 fn print_status_text(r: &StatusReport) {
     println!(

@@ -167,7 +167,15 @@ fn read_csv(
         .map_err(|e| ManifestError(format!("{}: {e}", path.display())))?
         .clone();
     let column = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));
-    let path_col = column(&["audio_filepath", "path", "audio", "file"]).unwrap_or(0);
+    const PATH_COLUMNS: [&str; 4] = ["audio_filepath", "path", "audio", "file"];
+    // Guessing a column would train on whatever the first one holds.
+    let path_col = column(&PATH_COLUMNS).ok_or_else(|| {
+        ManifestError(format!(
+            "{}: no path column (one of {})",
+            path.display(),
+            PATH_COLUMNS.join(", ")
+        ))
+    })?;
     let label_col = column(&[field]);
     let text_col = column(&["text"]);
     let mut rows = Vec::new();
@@ -355,6 +363,16 @@ mod tests {
         std::fs::write(&bad, "{\"audio_filepath\": \"a.wav\"}\n{not json}\n").expect("write");
         let err = read_manifest(&bad, "label").expect_err("bad line");
         assert!(err.to_string().contains("bad.jsonl:2"), "{err}");
+        let no_path = dir.path().join("no-path.csv");
+        std::fs::write(
+            &no_path,
+            "name,label
+a.wav,1
+",
+        )
+        .expect("write");
+        let err = read_manifest(&no_path, "label").expect_err("no path column");
+        assert!(err.to_string().contains("no path column"), "{err}");
     }
 
     #[test]

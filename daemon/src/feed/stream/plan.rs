@@ -2,6 +2,7 @@
 //! slot is and how deep and large the ring is. No I/O: durations come in through a closure,
 //! free shared memory as a number.
 
+use crate::decode::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use audiodecode_protocol::ring::{RingGeometry, MAX_SLOTS};
 use audiodecode_protocol::{ErrorInfo, StreamSpec};
 
@@ -30,10 +31,16 @@ pub(super) struct RingPlan {
 
 /// Refuse a spec the daemon cannot serve, before any file is touched.
 pub(super) fn validate(spec: &StreamSpec) -> Result<(), ErrorInfo> {
-    if spec.sample_rate == 0 || spec.sample_rate > 768_000 {
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&spec.sample_rate) {
         return Err(ErrorInfo::bad_request(format!(
-            "sample rate {} Hz",
+            "sample rate {} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz",
             spec.sample_rate
+        )));
+    }
+    if !spec.mono && spec.channels as usize > MAX_CHANNELS {
+        return Err(ErrorInfo::bad_request(format!(
+            "{} channels is more than {MAX_CHANNELS}",
+            spec.channels
         )));
     }
     if spec.batch_size == 0 {
