@@ -132,19 +132,24 @@ def test_non_finite_float_samples_stay_in_range(daemon: Daemon, tmp_path: Path) 
         assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
 
 
+def serve_at(binary: Path, socket: Path) -> subprocess.CompletedProcess[str]:
+    """``audiodecode serve`` in the foreground on ``socket``: returns once it exits."""
+    return subprocess.run(
+        [str(binary), "serve", "--foreground", "--socket", str(socket)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
 def test_a_shared_socket_directory_is_refused_and_keeps_its_mode(
     binary: Path, tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    run = subprocess.run(
-        [str(binary), "serve", "--foreground", "--socket", str(shared / "d.sock")],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    run = serve_at(binary, shared / "d.sock")
     assert run.returncode != 0
     assert str(shared) in run.stderr and "writable by group or others" in run.stderr
     assert stat.S_IMODE(shared.stat().st_mode) == 0o777
@@ -173,11 +178,5 @@ def test_a_socket_directory_of_another_user_is_refused(binary: Path, tmp_path: P
     theirs.mkdir(mode=0o700)
     os.chown(theirs, 65534, 65534)
     tmp_path.chmod(0o755)
-    run = subprocess.run(
-        [str(binary), "serve", "--foreground", "--socket", str(theirs / "d.sock")],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    run = serve_at(binary, theirs / "d.sock")
     assert run.returncode != 0 and "owned by uid 65534" in run.stderr
