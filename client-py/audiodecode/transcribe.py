@@ -24,6 +24,9 @@ from audiodecode._protocol import Request, Response, TranscribeOptions, Transcri
 from audiodecode._transcript import Segment, Transcription, Word
 from audiodecode._whisper_options import canonical_options, transcribe_options
 
+# The one definition of the defaults, mirrored from the daemon's (a golden vector checks it).
+_DEFAULTS = TranscribeOptions()
+
 PathLike = str | os.PathLike[str]
 
 
@@ -113,7 +116,7 @@ def _transcribe(
     return results, failed
 
 
-def transcribe_file(path: PathLike, model: str = "base", **options: Any) -> Transcription:
+def transcribe_file(path: PathLike, model: str = _DEFAULTS.model, **options: Any) -> Transcription:
     """Transcribe one file. ``options`` are faster-whisper's keywords (``language``,
     ``beam_size``, ``temperature``, ``word_timestamps``, ``device``, ``compute_type``...).
     A file that cannot be transcribed raises ``TranscriptionError``; options the model
@@ -127,7 +130,7 @@ def transcribe_batch(
     files: Sequence[PathLike],
     show_progress: bool = True,
     *,
-    model: str = "base",
+    model: str = _DEFAULTS.model,
     on_error: str = "raise",
     **options: Any,
 ) -> list[Transcription | None]:
@@ -154,11 +157,11 @@ class WhisperInference:
 
     def __init__(
         self,
-        model_size: str = "base",
-        device: str = "auto",
-        compute_type: str = "auto",
+        model_size: str = _DEFAULTS.model,
+        device: str = _DEFAULTS.device,
+        compute_type: str = _DEFAULTS.compute_type,
         batch_size: int | None = None,
-        beam_size: int = 5,
+        beam_size: int = _DEFAULTS.beam_size,
         language: str | None = None,
         **options: Any,
     ) -> None:

@@ -11,7 +11,9 @@
 //!   may declare, [`decode::samples`] keeps samples finite and float PCM in [-1, 1], and
 //!   [`decode::audio`] holds the shared vocabulary ([`LoadRequest`], [`DecodedAudio`]).
 //! - [`feed`]: dataset → batches in shared memory. [`feed::server`] is the event loop on
-//!   the Unix socket; [`feed::stream`] plans an epoch and drives it; [`feed::item`] decodes
+//!   the Unix socket (framing in `connection`, one function per request in `handlers`, the
+//!   `status` report); [`feed::stream`] plans an epoch (pure `plan`) and drives it
+//!   (`driver`); [`feed::item`] decodes
 //!   one item (through [`feed::cache`], cropping and [`feed::augment`]); [`feed::sampler`]
 //!   orders and shards items; [`feed::manifest`] reads datasets; [`feed::ring`] and
 //!   [`feed::slots`] own the shared memory and its slots; [`feed::pool`] runs the workers;
@@ -20,9 +22,12 @@
 //! - [`label`]: Whisper through CTranslate2 — [`label::model`] finds a model,
 //!   [`label::mel`] makes features, [`label::pieces`] and [`label::pack`] cut and pack
 //!   audio into windows, [`label::engine`] decodes, [`label::align`] adds word times,
-//!   [`label::record`] writes outputs, [`label::run`] drives a dataset and
-//!   [`label::service`] serves `Transcribe` requests.
-//! - [`cli`]: the `audiodecode` command (one module per subcommand family).
+//!   [`label::record`] writes outputs, [`label::run`] drives a dataset,
+//!   [`label::service`] serves `Transcribe` requests; [`label::types`] holds the segments
+//!   and words they share, [`label::vocab`] the tokenizer, [`label::error`] what can fail.
+//! - [`cli`]: the `audiodecode` command: clap definitions in [`cli`], then
+//!   [`cli::decode`] (`info`, `decode`), [`cli::serve`] (`serve`, `status`, `stop`),
+//!   [`cli::label`], with [`cli::output`] writers, [`cli::progress`] and [`cli::error`].
 //! - [`sys`]: every OS call behind a safe function (the ring's mapping aside).
 //! - [`error`]: [`DecodeError`], and its one mapping to the wire's `ErrorKind`.
 //!
