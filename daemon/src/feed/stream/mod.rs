@@ -73,13 +73,24 @@ fn probe_durations(
         let items = Arc::clone(items);
         let durations = Arc::clone(durations);
         let chunk = chunk.to_vec();
-        pool.submit(move || {
-            for (k, i) in chunk.into_iter().enumerate() {
-                let path = Path::new(&items[i as usize].path);
-                let d = durations.get_or_probe(path, || probe_info(path).ok()?.duration);
-                let _ = tx.send((chunk_no * 256 + k, d));
-            }
-        });
+        // Results go out in `deliver`, not from the job: a probe abandoned at the item
+        // deadline then leaves its files' lengths unknown instead of stalling the open.
+        pool.run(
+            move || {
+                chunk
+                    .into_iter()
+                    .map(|i| {
+                        let path = Path::new(&items[i as usize].path);
+                        durations.get_or_probe(path, || probe_info(path).ok()?.duration)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            move |probed| {
+                for (k, d) in probed.into_iter().flatten().enumerate() {
+                    let _ = tx.send((chunk_no * 256 + k, d));
+                }
+            },
+        );
     }
     drop(tx);
     let mut out = vec![None; indices.len()];
