@@ -291,12 +291,22 @@ fn broken_and_missing_inputs_are_error_lines_not_failures() {
     let garbage = dir.path().join("notes.wav");
     std::fs::write(&garbage, "these are meeting notes, not audio\n".repeat(200)).expect("write");
     let missing = dir.path().join("gone.wav");
+    // A 268-byte WAV whose header declares 4,294,967,295 Hz once aborted the whole run.
+    let mut bomb = std::fs::read(&corpus().files[0]).expect("read");
+    bomb.truncate(268);
+    bomb[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    let rate_bomb = dir.path().join("bomb.wav");
+    std::fs::write(&rate_bomb, bomb).expect("write");
     let out = dir.path().join("labels.jsonl");
-    let run = label(&[&garbage, &corpus().files[0], &missing], &out, &[]);
+    let run = label(
+        &[&garbage, &corpus().files[0], &missing, &rate_bomb],
+        &out,
+        &[],
+    );
     assert!(run.status.success());
     let r = records(&out);
-    assert_eq!(r.len(), 3);
-    for path in [&garbage, &missing] {
+    assert_eq!(r.len(), 4);
+    for path in [&garbage, &missing, &rate_bomb] {
         let error = r[&path.display().to_string()]["error"]
             .as_str()
             .unwrap_or_default();
