@@ -168,12 +168,13 @@ impl Pool {
                 deliver(Err(JobFailure::TimedOut(deadline)));
             }
         });
+        let shared = Arc::clone(&self.shared);
         let run = Box::new(move || {
             let result = catch_unwind(AssertUnwindSafe(job))
                 .map_err(|payload| JobFailure::Panicked(panic_message(payload.as_ref())));
             if result.is_err() {
                 // Counted here: the worker's own catch only sees panics of `deliver`.
-                PANICKED_IN_RUN.with(|p| p.set(true));
+                shared.panicked.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(deliver) = take(&answer) {
                 deliver(result);
@@ -194,11 +195,6 @@ impl Pool {
     pub fn abandoned(&self) -> u64 {
         self.shared.abandoned.load(Ordering::Relaxed)
     }
-}
-
-thread_local! {
-    /// Set by a [`Pool::run`] job that caught its own panic, so the worker counts it.
-    static PANICKED_IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn spawn_missing(shared: &Arc<Shared>) {
@@ -252,10 +248,7 @@ fn worker(shared: &Arc<Shared>, state: &Arc<WorkerState>) {
                 });
                 // A panicking job must not take its worker with it: the pool would shrink
                 // below its size with every bad request.
-                PANICKED_IN_RUN.with(|p| p.set(false));
-                let panicked = catch_unwind(AssertUnwindSafe(job.run)).is_err()
-                    || PANICKED_IN_RUN.with(|p| p.get());
-                if panicked {
+                if catch_unwind(AssertUnwindSafe(job.run)).is_err() {
                     shared.panicked.fetch_add(1, Ordering::Relaxed);
                 }
                 *state.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
