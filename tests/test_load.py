@@ -13,6 +13,7 @@ from audiodecode import (
     AudioFileError,
     AudioFileNotFoundError,
     Daemon,
+    DamagedAudioWarning,
     ErrorKind,
     _daemon,
     load,
@@ -85,11 +86,23 @@ def test_errors_name_the_file(daemon: Daemon, corpus: Corpus, tmp_path: Path) ->
         load(corpus.garbage)
     assert e2.value.kind == ErrorKind.UNSUPPORTED
     with pytest.raises(AudioFileError, match="truncated") as e3:
-        load(corpus.truncated)
+        load(corpus.truncated, strict=True)
     assert e3.value.kind == ErrorKind.TRUNCATED and e3.value.path == str(corpus.truncated)
     with pytest.raises(AudioFileError) as e4:
         load(corpus.clips[0], offset=100.0)
     assert e4.value.kind == ErrorKind.OFFSET_PAST_END
+
+
+def test_damaged_files_give_what_decodes_with_a_warning(daemon: Daemon, corpus: Corpus) -> None:
+    with pytest.warns(DamagedAudioWarning, match="truncated") as caught:
+        y, sr = load(corpus.truncated)
+    warning = caught[0].message
+    assert isinstance(warning, DamagedAudioWarning)
+    assert warning.path == str(corpus.truncated) and "truncated.wav" in warning.damage
+    # The first half of the file survived the cut: it is there, sample for sample.
+    whole, whole_sr = read_wav(corpus.clips[-1])  # truncated.wav is its first half
+    assert sr == whole_sr and 0 < len(y) < whole.shape[1]
+    np.testing.assert_array_equal(y, whole[0][: len(y)])
 
 
 def test_relative_paths_are_the_callers(

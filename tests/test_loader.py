@@ -247,16 +247,26 @@ def test_len_opens_the_stream_once(daemon: Daemon, corpus: Corpus) -> None:
 
 def test_skip_policy_reports_broken_files(daemon: Daemon, corpus: Corpus) -> None:
     files = corpus.clips[:6] + [corpus.garbage, corpus.truncated, corpus.root / "nope.wav"]
-    loader = AudioDataLoader(files, batch_size=4, crop="start", max_seconds=MAX_S)
-    seen = []
-    for batch in loader:
-        check_batch(batch)
-        seen += batch.paths
-    assert sorted(seen) == sorted(str(p) for p in corpus.clips[:6])
-    skipped = dict(loader.skipped)
-    broken = {str(corpus.garbage), str(corpus.truncated), str(corpus.root / "nope.wav")}
-    assert set(skipped) == broken
-    assert all(Path(path).name in message for path, message in skipped.items())
+    unreadable = {str(corpus.garbage), str(corpus.root / "nope.wav")}
+    for strict in (False, True):
+        loader = AudioDataLoader(
+            files, batch_size=4, crop="start", max_seconds=MAX_S, strict=strict
+        )
+        seen = []
+        for batch in loader:
+            check_batch(batch)
+            seen += batch.paths
+        skipped = dict(loader.skipped)
+        if strict:  # the truncated file is a failure, skipped like the unreadable ones
+            assert sorted(seen) == sorted(str(p) for p in corpus.clips[:6])
+            assert set(skipped) == unreadable | {str(corpus.truncated)}
+            assert loader.damaged == []
+        else:  # what survived the cut is used, and the damage reported
+            assert sorted(seen) == sorted(str(p) for p in corpus.clips[:6] + [corpus.truncated])
+            assert set(skipped) == unreadable
+            [(path, damage)] = loader.damaged
+            assert path == str(corpus.truncated) and "truncated.wav: truncated" in damage
+        assert all(Path(path).name in message for path, message in skipped.items())
 
 
 def test_a_batch_of_only_broken_files_is_left_out(
@@ -265,7 +275,13 @@ def test_a_batch_of_only_broken_files_is_left_out(
     broken = [corpus.garbage, corpus.truncated]
     files = corpus.clips[:2] + broken + corpus.clips[2:4]
     loader = AudioDataLoader(
-        files, batch_size=2, shuffle=False, crop="start", max_seconds=MAX_S, prefetch=2
+        files,
+        batch_size=2,
+        shuffle=False,
+        crop="start",
+        max_seconds=MAX_S,
+        prefetch=2,
+        strict=True,
     )
     got = []
     for batch in loader:
@@ -278,7 +294,7 @@ def test_a_batch_of_only_broken_files_is_left_out(
 
 def test_raise_policy_names_the_file(daemon: Daemon, corpus: Corpus) -> None:
     files = corpus.clips[:3] + [corpus.truncated]
-    loader = AudioDataLoader(files, batch_size=2, on_error="raise", max_seconds=MAX_S)
+    loader = AudioDataLoader(files, batch_size=2, on_error="raise", max_seconds=MAX_S, strict=True)
     with pytest.raises(AudioFileError, match="truncated.wav") as e:
         list(loader)
     assert e.value.path == str(corpus.truncated)

@@ -80,6 +80,7 @@ def stream_spec(**changes: Any) -> StreamSpec:
             Augment.Shift(max_seconds=0.25, p=0.3),
             Augment.Reverb(rirs=Dataset.Manifest(path="/rir.jsonl", label_field=None), p=0.3),
         ],
+        "strict": False,
     }
     fields.update(changes)
     return StreamSpec(**fields)
@@ -111,6 +112,7 @@ REQUESTS: dict[str, Any] = {
             cache=False,
             max_batch_seconds=120.5,
             augment=[],
+            strict=True,
         )
     ),
     "req_open_directory": Request.OpenStream(
@@ -126,6 +128,7 @@ REQUESTS: dict[str, Any] = {
             offset=1.25,
             duration=0.5,
             quality=Quality.FAST,
+            strict=True,
         )
     ),
     "req_status": Request.Status(),
@@ -157,6 +160,11 @@ RESPONSES: dict[str, Any] = {
     "resp_end_of_epoch": Response.EndOfEpoch(
         stream=1,
         skipped=[SkippedItem(index=4, path="/bad.mp3", message="/bad.mp3: corrupt")],
+        damaged=[
+            SkippedItem(
+                index=7, path="/cut.flac", message="/cut.flac: truncated: audio ends at 1.500 s"
+            )
+        ],
     ),
     "resp_stream_failed": Response.StreamFailed(
         stream=1,
@@ -168,6 +176,7 @@ RESPONSES: dict[str, Any] = {
             channels=1,
             frames=2,
             samples=bytearray(struct.pack("<2f", 0.5, -1.0)),
+            damage="/x.mp3: corrupt audio data near 0.500 s: bad frame",
         )
     ),
     "resp_status": Response.Status(
@@ -186,6 +195,7 @@ RESPONSES: dict[str, Any] = {
                     ring_depth=4,
                     ring_filled=1,
                     skipped=0,
+                    damaged=2,
                     padding_share=0.25,
                     decode_wait_share=0.5,
                     client_wait_share=0.125,

@@ -14,6 +14,7 @@ from audiodecode._errors import (
     AudioFileNotFoundError,
     BadRequestError,
     DaemonError,
+    DamagedAudioWarning,
     TranscriptionError,
     VersionMismatchError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "BinaryNotFoundError",
     "Daemon",
     "DaemonError",
+    "DamagedAudioWarning",
     "ErrorKind",
     "Gain",
     "Noise",

@@ -43,6 +43,17 @@ class BadRequestError(AudioDecodeError, ValueError):
     """The daemon rejected the request's parameters (also a ``ValueError``)."""
 
 
+class DamagedAudioWarning(UserWarning):
+    """A file was decoded around damaged or truncated data (what decoded is used, as
+    FFmpeg, librosa and torchaudio do); ``path`` names the file and ``damage`` says what
+    and where. ``strict=True`` turns such files into errors instead."""
+
+    def __init__(self, path: str, damage: str) -> None:
+        super().__init__(damage)
+        self.path = path
+        self.damage = damage
+
+
 class TranscriptionError(AudioDecodeError):
     """A file could not be transcribed (undecodable audio, or the model failed on it); the
     message names the file, as does ``path``."""

@@ -22,7 +22,7 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -244,6 +244,7 @@ class StreamSpec:
     cache: bool
     max_batch_seconds: F64 | None
     augment: list[AnyAugment]
+    strict: bool
 
 
 @_frozen
@@ -271,6 +272,7 @@ class LoadSpec:
     offset: F64
     duration: F64 | None
     quality: Quality
+    strict: bool
 
 
 @_frozen
@@ -325,6 +327,7 @@ class LoadedAudio:
     # Planar little-endian f32, [channels, frames]; decoded as a bytearray so that arrays
     # made from it are writable without another copy.
     samples: bytearray
+    damage: str | None  # the damage lenient decoding met, when the file has some
 
 
 @_frozen
@@ -338,6 +341,7 @@ class StreamStatus:
     ring_depth: U32
     ring_filled: U32
     skipped: U64
+    damaged: U64  # items used although damaged
     padding_share: F64
     decode_wait_share: F64
     client_wait_share: F64
@@ -446,6 +450,7 @@ class Response:
     class EndOfEpoch:
         stream: U32
         skipped: list[SkippedItem]
+        damaged: list[SkippedItem]  # items used although damaged
 
     @_frozen
     class StreamFailed:

@@ -67,6 +67,7 @@ class Stream:
         self.shared = SHARED_HANDOFF if shared is None else shared
         self.held: int | None = None
         self.skipped: list[SkippedItem] = []
+        self.damaged: list[SkippedItem] = []
         self.finished = False
         self._closed = False
         # Batches come in order, starting at the spec's start_batch; also the position.
@@ -157,6 +158,7 @@ class Stream:
                     self.finished = True
                     if isinstance(push, Response.EndOfEpoch):
                         self.skipped = push.skipped
+                        self.damaged = push.damaged
                         return None
                     raise error_from_info(push.error)  # StreamFailed
                 slot, seq = push.slot, push.seq

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from numpy.typing import DTypeLike
 
 from audiodecode import _daemon
 from audiodecode._client import Connection
-from audiodecode._errors import AudioDecodeError, DaemonError
+from audiodecode._errors import AudioDecodeError, DaemonError, DamagedAudioWarning
 from audiodecode._protocol import LoadedAudio, LoadSpec, Quality, Request, Response
 from audiodecode._validate import choice, number, sample_rate
 
@@ -69,6 +70,7 @@ def load(
     duration: float | None = None,
     dtype: DTypeLike = np.float32,
     quality: str = "hq",
+    strict: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Decode ``path`` and return ``(samples, sample_rate)`` like ``librosa.load``, except
     that ``sr=None`` (the default here) keeps the file's own rate.
@@ -76,6 +78,10 @@ def load(
     Samples are floats in [-1, 1], shaped ``[T]`` for mono (or a single-channel file) and
     ``[C, T]`` otherwise. ``offset``/``duration`` in seconds select a slice without decoding
     the rest. Errors raise ``AudioDecodeError`` subclasses naming the file.
+
+    A damaged or truncated file gives what decodes around the damage, as FFmpeg and
+    librosa do, with a ``DamagedAudioWarning`` saying what and where; ``strict=True``
+    raises instead.
     """
     rate = None if sr is None else sample_rate("sr", sr)
     spec = LoadSpec(
@@ -85,6 +91,7 @@ def load(
         offset=number("offset", offset, at_least=0),
         duration=None if duration is None else _duration(duration, rate),
         quality=choice("quality", quality, Quality),
+        strict=bool(strict),
     )
     try:
         audio = _request(spec)
@@ -94,6 +101,8 @@ def load(
         if e.path is None:
             e.path = spec.path
         raise
+    if audio.damage is not None:
+        warnings.warn(DamagedAudioWarning(spec.path, audio.damage), stacklevel=2)
     samples = np.frombuffer(audio.samples, dtype="<f4").reshape(audio.channels, audio.frames)
     if audio.channels == 1:
         samples = samples[0]

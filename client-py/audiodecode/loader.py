@@ -82,6 +82,7 @@ class AudioDataLoader:
         classes: Sequence[str] | None = None,
         augment: Sequence[AugmentLike] = (),
         transform: Callable[[Batch], Batch] | None = None,
+        strict: bool = False,
     ) -> None:
         # Plain values first: nothing reaches the daemon before every argument is checked.
         batch_size = integer("batch_size", batch_size, 1)
@@ -156,6 +157,9 @@ class AudioDataLoader:
         self.augment = [a.to_wire() for a in augment]
         # The escape hatch: a Python callable applied to every batch before it is yielded.
         self.transform = transform
+        # Damaged files are used (what decodes around the damage) and listed in `damaged`;
+        # strict makes them failures, which `on_error` then skips or raises.
+        self.strict = bool(strict)
         self.rank = rank
         self.world_size = world_size
         # Bound now: a loader made inside a ``Daemon`` block keeps using that daemon.
@@ -175,6 +179,8 @@ class AudioDataLoader:
         self._pending: Stream | None = None
         self._server_classes: list[str] | None = None
         self.skipped: list[tuple[str, str]] = []
+        # (path, what and where) of the files the last epoch used although damaged.
+        self.damaged: list[tuple[str, str]] = []
         # Size of the shared-memory ring of the latest stream (for memory accounting).
         self.ring_bytes = 0
 
@@ -266,6 +272,7 @@ class AudioDataLoader:
             cache=self.cache,
             max_batch_seconds=self.max_batch_seconds,
             augment=self.augment,
+            strict=self.strict,
         )
 
     def _open(self) -> Stream:
@@ -291,7 +298,7 @@ class AudioDataLoader:
             raise RuntimeError("this loader is already being iterated")
         stream = self._open()
         self._active, self._stream, self._resume = True, stream, None
-        self.skipped = []
+        self.skipped, self.damaged = [], []
         batches = SlotBatches(
             stream.ring, stream.info, self.torch, texts=text_labels(stream.info), copy=self.copy
         )
@@ -305,6 +312,7 @@ class AudioDataLoader:
                 yield from self._adapted(stream, batches)
             self._stream = None
             self.skipped = [(s.path, s.message) for s in stream.skipped]
+            self.damaged = [(s.path, s.message) for s in stream.damaged]
             self.epoch += 1
             self._batches_done = 0
         finally:

@@ -27,8 +27,7 @@ pub enum DecodeError {
     },
 
     #[error(
-        "{path}: truncated: audio ends at {decoded_seconds:.3} s{} (use lenient decoding to \
-         keep what was decoded)",
+        "{path}: truncated: audio ends at {decoded_seconds:.3} s{}",
         declared_seconds.map_or(String::new(), |d| format!(" but the file declares {d:.3} s"))
     )]
     Truncated {

@@ -55,6 +55,6 @@ pub use decode::resample;
 pub use feed::client;
 
 pub use decode::{load, DecodedAudio, LoadRequest};
-pub use decode::{probe_info, AudioInfo, ChannelMode};
+pub use decode::{probe_info, AudioInfo, Backend, ChannelMode};
 pub use error::DecodeError;
 pub use resample::Quality;

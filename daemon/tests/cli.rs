@@ -170,6 +170,7 @@ fn info_json_prints_one_object_per_file() {
         "channels",
         "frames",
         "duration",
+        "backend",
     ]
     .into();
     for (line, path) in lines.iter().zip(files) {
@@ -414,6 +415,7 @@ fn failed_inputs_are_reported_and_leave_no_output() {
             &out_arg,
             "-j",
             jobs,
+            "--strict",
         ]);
         assert!(!out.status.success(), "exit status with failed inputs");
         let err = stderr(&out);
@@ -451,7 +453,7 @@ fn failed_inputs_are_reported_and_leave_no_output() {
         ));
         std::fs::create_dir(&out_dir).unwrap();
         let target = out_dir.join("out.npy");
-        let out = audiodecode(&["decode", s(bad), "-o", s(&target)]);
+        let out = audiodecode(&["decode", s(bad), "-o", s(&target), "--strict"]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains(s(bad)));
         assert!(
@@ -461,14 +463,16 @@ fn failed_inputs_are_reported_and_leave_no_output() {
         );
     }
 
-    // --lenient keeps what decoded before the cut, with a warning.
+    // By default (lenient, as FFmpeg and librosa are) what decoded before the cut is kept,
+    // with a warning naming the file.
     let out_dir = dir.path().join("lenient");
     let out_arg = format!("{}/", out_dir.display());
-    let out = audiodecode(&["decode", s(&truncated), "-o", &out_arg, "--lenient"]);
+    let out = audiodecode(&["decode", s(&truncated), "-o", &out_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(s(&truncated)),
-        "warning names the file"
+        stderr(&out).contains(&format!("warning: {}: truncated", s(&truncated))),
+        "warning names the file: {}",
+        stderr(&out)
     );
     let wav = parse_wav(&out_dir.join("truncated.wav"));
     assert!(!wav.planes[0].is_empty() && wav.planes[0].len() < 132_300);

@@ -13,7 +13,7 @@ use audiodecode::client::Client;
 use audiodecode::{load, ChannelMode, LoadRequest};
 use audiodecode_protocol::ring::{RingGeometry, SlotHeader};
 use audiodecode_protocol::{
-    CropMode, Dataset, OnError, Quality, Request, Response, StreamInfo, StreamSpec,
+    CropMode, Dataset, OnError, Quality, Request, Response, SkippedItem, StreamInfo, StreamSpec,
 };
 
 struct Daemon {
@@ -126,6 +126,7 @@ fn spec(paths: Vec<String>, batch_size: u32) -> StreamSpec {
         cache: false,
         max_batch_seconds: None,
         augment: vec![],
+        strict: false,
     }
 }
 
@@ -450,6 +451,72 @@ fn broken_items_are_skipped_or_raised() {
     }
 }
 
+/// Runs one epoch, releasing every batch; returns (items delivered, skipped, damaged).
+fn epoch_report(
+    client: &mut Client,
+    spec: StreamSpec,
+) -> (u32, Vec<SkippedItem>, Vec<SkippedItem>) {
+    let info = open(client, spec);
+    let (mut delivered, mut released) = (0, 0);
+    loop {
+        match client.receive().expect("message") {
+            Response::BatchReady { slot, .. } => {
+                let map = map_ring(&info);
+                delivered += read_slot(&map, &info.ring, slot).header.batch;
+                released += 1;
+                client
+                    .send(&Request::Release {
+                        stream: info.stream,
+                        released,
+                    })
+                    .expect("release");
+            }
+            Response::EndOfEpoch {
+                skipped, damaged, ..
+            } => return (delivered, skipped, damaged),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn damaged_items_are_used_and_reported_unless_strict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut paths = corpus(dir.path(), 4);
+    // A download cut short: the header declares more audio than the file holds.
+    let cut = dir.path().join("cut.wav");
+    let whole = std::fs::read(&paths[0]).expect("read");
+    std::fs::write(&cut, &whole[..whole.len() * 6 / 10]).expect("write");
+    paths.push(cut.to_string_lossy().into_owned());
+
+    let daemon = Daemon::start();
+    let mut client = daemon.client();
+    for cache in [false, true] {
+        let lenient = StreamSpec {
+            cache,
+            ..spec(paths.clone(), 2)
+        };
+        let (delivered, skipped, damaged) = epoch_report(&mut client, lenient);
+        assert_eq!(delivered, 5, "the damaged file is used (cache {cache})");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert_eq!(damaged[0].path, paths[4]);
+        assert!(
+            damaged[0].message.contains(&paths[4]) && damaged[0].message.contains("truncated"),
+            "{damaged:?}"
+        );
+    }
+    let strict = StreamSpec {
+        strict: true,
+        ..spec(paths.clone(), 2)
+    };
+    let (delivered, skipped, damaged) = epoch_report(&mut client, strict);
+    assert_eq!(delivered, 4, "strict skips the damaged file");
+    assert!(damaged.is_empty(), "{damaged:?}");
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].path, paths[4]);
+}
+
 #[test]
 fn a_vanished_client_frees_its_shared_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -500,6 +567,7 @@ fn bad_requests_get_clear_errors() {
             offset: 0.0,
             duration: None,
             quality: Quality::Hq,
+            strict: false,
         }))
         .expect("reply")
     {

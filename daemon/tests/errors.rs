@@ -217,9 +217,14 @@ fn check_truncated(name: &str, strict_kind: &str) {
         expect_error(&path, &req, strict_kind);
         if fx.container == "isomp4" {
             // symphonia's MP4 reader skips a top-level atom that runs past the end of the
-            // file, so a cut `mdat` yields no packets at all: with nothing to keep, lenient
-            // decoding reports the damage too.
-            expect_error(&path, &lenient(&req), "corrupt");
+            // file, so a cut `mdat` yields no packets; FFmpeg reads what the cut left,
+            // which lenient decoding keeps (another AAC decoder: close, not bit-exact).
+            let got = load_ok(&path, &lenient(&req), 1);
+            let full = load_ok(&fx.path, &req, 1);
+            assert!(got.is_damaged(), "{name}: not marked damaged");
+            assert!(got.frames() > full.frames() / 3 && got.frames() < full.frames());
+            let corr = correlation_at(&got.planes[0], &full.planes[0][..got.frames()], 0);
+            assert!(corr > 0.99, "{name}: what FFmpeg kept, correlation {corr}");
             continue;
         }
         let got = load_ok(&path, &lenient(&req), 1);
@@ -228,10 +233,10 @@ fn check_truncated(name: &str, strict_kind: &str) {
             "{name} cut at 60% ({req:?}): lenient kept {} of {} frames, damaged = {}",
             got.frames(),
             full.frames(),
-            got.damaged
+            got.is_damaged()
         );
         assert!(
-            got.damaged,
+            got.is_damaged(),
             "{name}: lenient decode of a truncated file not marked damaged"
         );
         assert!(got.frames() > full.frames() / 3, "{name}: kept too little");
@@ -303,13 +308,26 @@ fn check_corrupted(name: &str) {
         "{name} with 4 KB of garbage: lenient kept {} of {} frames, damaged = {}",
         got.frames(),
         full.frames(),
-        got.damaged
+        got.is_damaged()
     );
     assert!(
-        got.damaged,
+        got.is_damaged(),
         "{name}: lenient decode of corrupted data not marked damaged"
     );
-    assert_prefix(name, &got, &full);
+    // Resynchronised past the garbage (through FFmpeg), as FFmpeg and librosa do: all of
+    // the file but the damaged frames (FFmpeg drops those), and what precedes the damage
+    // equal to the intact file's decode.
+    assert!(
+        got.frames() * 100 >= full.frames() * 85,
+        "{name}: kept only {} of {} frames",
+        got.frames(),
+        full.frames()
+    );
+    let before = full.frames() * 2 / 5;
+    for (g, f) in got.planes.iter().zip(&full.planes) {
+        let corr = correlation_at(&g[..before], &f[..before], 0);
+        assert!(corr > 0.999, "{name}: before the damage, correlation {corr}");
+    }
 }
 
 #[test]

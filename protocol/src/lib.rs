@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -93,6 +93,9 @@ pub enum Response {
     EndOfEpoch {
         stream: u32,
         skipped: Vec<SkippedItem>,
+        /// Items decoded around damaged data and used (lenient decoding); the message says
+        /// what and where.
+        damaged: Vec<SkippedItem>,
     },
     /// An item failed and the stream's policy is `Raise`; the stream stops.
     StreamFailed {
@@ -242,6 +245,9 @@ pub struct StreamSpec {
     pub max_batch_seconds: Option<f64>,
     /// Augmentations, applied in order after the crop.
     pub augment: Vec<Augment>,
+    /// Treat damaged or truncated files as failed (`on_error` applies) instead of using
+    /// what decodes around the damage.
+    pub strict: bool,
 }
 
 /// One augmentation; each applies with probability `p`, its parameters drawn per item from
@@ -296,6 +302,8 @@ pub struct LoadSpec {
     pub offset: f64,
     pub duration: Option<f64>,
     pub quality: Quality,
+    /// Fail on damaged or truncated data instead of returning what decodes around it.
+    pub strict: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -383,6 +391,8 @@ pub struct LoadedAudio {
     pub frames: u64,
     /// Planar little-endian f32 bytes, `[channels, frames]`.
     pub samples: Vec<u8>,
+    /// The damage lenient decoding met (what and where), when the file has some.
+    pub damage: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
@@ -430,6 +440,8 @@ pub struct StreamStatus {
     pub ring_depth: u32,
     pub ring_filled: u32,
     pub skipped: u64,
+    /// Items used although damaged (lenient decoding kept what decoded around the damage).
+    pub damaged: u64,
     /// Share of delivered audio frames that are padding.
     pub padding_share: f64,
     /// Shares of the last interval the stream waited on decoding (the client may starve)

@@ -64,6 +64,7 @@ fn stream_spec() -> StreamSpec {
                 p: 0.3,
             },
         ],
+        strict: false,
     }
 }
 
@@ -105,6 +106,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 cache: false,
                 max_batch_seconds: Some(120.5),
                 augment: vec![],
+                strict: true,
             }),
         ),
         (
@@ -132,6 +134,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 offset: 1.25,
                 duration: Some(0.5),
                 quality: Quality::Fast,
+                strict: true,
             }),
         ),
         ("req_status", Request::Status),
@@ -196,6 +199,11 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     path: "/bad.mp3".into(),
                     message: "/bad.mp3: corrupt".into(),
                 }],
+                damaged: vec![SkippedItem {
+                    index: 7,
+                    path: "/cut.flac".into(),
+                    message: "/cut.flac: truncated: audio ends at 1.500 s".into(),
+                }],
             },
         ),
         (
@@ -219,6 +227,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     .iter()
                     .flat_map(|s| s.to_le_bytes())
                     .collect(),
+                damage: Some("/x.mp3: corrupt audio data near 0.500 s: bad frame".into()),
             }),
         ),
         (
@@ -237,6 +246,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     ring_depth: 4,
                     ring_filled: 1,
                     skipped: 0,
+                    damaged: 2,
                     padding_share: 0.25,
                     decode_wait_share: 0.5,
                     client_wait_share: 0.125,

@@ -29,14 +29,15 @@ pub fn run_info(args: &InfoArgs) -> ExitCode {
                 let frames = info.frames.map_or("?".into(), |f| f.to_string());
                 let duration = info.duration.map_or("?".into(), |d| format!("{d:.3} s"));
                 println!(
-                    "{}: {} in {}, {} Hz, {} ch, {} frames, {}",
+                    "{}: {} in {}, {} Hz, {} ch, {} frames, {} (read by {})",
                     info.path.display(),
                     info.codec,
                     info.container,
                     info.sample_rate,
                     info.channels,
                     frames,
-                    duration
+                    duration,
+                    info.backend.name()
                 );
             }
             Err(e) => {
@@ -104,7 +105,7 @@ pub fn run_decode(args: &DecodeArgs) -> ExitCode {
         offset: args.offset,
         duration: args.duration,
         quality: args.quality,
-        lenient: args.lenient,
+        lenient: !args.strict,
     };
     let workers = jobs.min(plan.len());
     // Spare threads split long files into parallel segments.
@@ -177,10 +178,9 @@ fn decode_one(
     threads: usize,
 ) -> Result<f64, CliError> {
     let audio = load(input, req, threads)?;
-    if audio.damaged {
+    if let Some(damage) = &audio.damage {
         eprintln!(
-            "warning: {}: damaged data; kept the first {:.3} s",
-            input.display(),
+            "warning: {damage}; kept {:.3} s of audio (--strict fails such files)",
             audio.duration()
         );
     }

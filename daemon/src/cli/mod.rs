@@ -139,8 +139,12 @@ pub struct DecodeArgs {
     /// Resampling quality.
     #[arg(long, default_value = "hq", value_parser = parse_quality)]
     pub quality: Quality,
-    /// Keep what decoded before damaged or truncated data instead of failing the file.
+    /// Fail a file on damaged or truncated data. By default damage is reported and what
+    /// decodes is kept, as FFmpeg, librosa and torchaudio do.
     #[arg(long)]
+    pub strict: bool,
+    /// The default (kept for older scripts): keep what decodes around damaged data.
+    #[arg(long, hide = true, conflicts_with = "strict")]
     pub lenient: bool,
     /// Output format when writing into a directory.
     #[arg(long, default_value = "wav", value_parser = parse_format)]

@@ -262,7 +262,8 @@ fn print_status_text(r: &StatusReport) {
     for s in &r.streams {
         println!(
             "  stream {}: {}/{} batches, {:.1} items/s, {:.0} audio s/s, ring {}/{} filled, \
-             waiting on decode {:.0}% / on the client {:.0}%, {} skipped, {:.1}% padding",
+             waiting on decode {:.0}% / on the client {:.0}%, {} skipped, {} damaged, \
+             {:.1}% padding",
             s.stream,
             s.batches_done,
             s.batches_total,
@@ -273,6 +274,7 @@ fn print_status_text(r: &StatusReport) {
             100.0 * s.decode_wait_share,
             100.0 * s.client_wait_share,
             s.skipped,
+            s.damaged,
             100.0 * s.padding_share
         );
     }

@@ -24,6 +24,25 @@ impl ChannelMode {
     }
 }
 
+/// Which decoder reads a file. See Note [FFmpeg fallback].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process: symphonia's demuxers and decoders.
+    Symphonia,
+    /// An `ffmpeg` child process, for what symphonia cannot read.
+    Ffmpeg,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Symphonia => "symphonia",
+            Self::Ffmpeg => "ffmpeg",
+        }
+    }
+}
+
 /// Stream facts read from the container headers, without decoding the audio.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AudioInfo {
@@ -35,6 +54,7 @@ pub struct AudioInfo {
     /// Playable frames (encoder delay and padding excluded), when the container declares them.
     pub frames: Option<u64>,
     pub duration: Option<f64>,
+    pub backend: Backend,
 }
 
 /// What to produce from a file.
@@ -70,11 +90,16 @@ impl Default for LoadRequest {
 pub struct DecodedAudio {
     pub planes: Vec<Vec<f32>>,
     pub sample_rate: u32,
-    /// Lenient decoding stopped at damaged or truncated data.
-    pub damaged: bool,
+    /// The damaged or truncated data lenient decoding met (what and where); the audio is
+    /// what decoded around it.
+    pub damage: Option<String>,
 }
 
 impl DecodedAudio {
+    pub fn is_damaged(&self) -> bool {
+        self.damage.is_some()
+    }
+
     pub fn frames(&self) -> usize {
         self.planes.first().map_or(0, Vec::len)
     }

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+pub mod ffmpeg;
 pub mod limits;
 pub(crate) mod mp4_edit;
 pub(crate) mod pcm;
@@ -11,7 +12,10 @@ pub mod reader;
 pub mod resample;
 pub mod samples;
 pub mod segments;
+pub(crate) mod sniff;
+pub mod source;
 
-pub use audio::{AudioInfo, ChannelMode, DecodedAudio, LoadRequest};
-pub use reader::{probe_info, DecodeStats, SourceReader};
+pub use audio::{AudioInfo, Backend, ChannelMode, DecodedAudio, LoadRequest};
+pub use reader::{DecodeStats, SourceReader};
 pub use segments::load;
+pub use source::{probe_info, Source};

@@ -24,18 +24,18 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::packet::Packet;
 use symphonia::core::units::{TimeBase, Timestamp};
 
-use crate::decode::audio::{AudioInfo, ChannelMode};
+use crate::decode::audio::{AudioInfo, Backend, ChannelMode};
 use crate::decode::pcm::{self, PcmLayout};
 use crate::decode::{limits, samples};
 use crate::error::{DecodeError, Result};
 
 /// What a decode of a frame range produced.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DecodeStats {
     /// Frames handed to the sink.
     pub frames: u64,
-    /// True when lenient decoding stopped early at damaged data.
-    pub damaged: bool,
+    /// What damage lenient decoding met, and where (the error strict decoding gives).
+    pub damage: Option<String>,
 }
 
 /// Codecs with this much or less pre-roll are sample-accurate after a seek.
@@ -78,6 +78,9 @@ pub struct SourceReader {
     edit_frames: Option<u64>,
     /// The declared length is exact, so ending short of it means truncation.
     exact_length: bool,
+    /// The declared length is stated by the file, not estimated from a bitrate (MP3
+    /// without a Xing/LAME tag, raw ADTS AAC), so offsets and parallel cuts may rely on it.
+    length_reliable: bool,
 }
 
 impl SourceReader {
@@ -106,6 +109,7 @@ impl SourceReader {
                 .declared_frames
                 .filter(|_| sample_rate > 0)
                 .map(|f| f as f64 / f64::from(sample_rate)),
+            backend: Backend::Symphonia,
         };
         let mut reader = SourceReader {
             path: path.into(),
@@ -123,6 +127,8 @@ impl SourceReader {
                 || matches!(codec, "flac" | "alac")
                 || matches!(container, "isomp4" | "caf")
                 || (codec == "mp3" && track.has_gapless_tag),
+            length_reliable: track.has_gapless_tag
+                || !matches!(container, "mp1" | "mp2" | "mp3" | "aac"),
         };
         if reader.info.channels > 0 {
             reader.pcm = PcmLayout::of(&reader.params);
@@ -180,6 +186,11 @@ impl SourceReader {
 
     pub fn channels(&self) -> usize {
         usize::from(self.info.channels)
+    }
+
+    /// See [`SourceReader::length_reliable`].
+    pub fn length_is_reliable(&self) -> bool {
+        self.length_reliable && self.info.frames.is_some()
     }
 
     /// Some containers (raw ADTS, a few MKV muxers) only reveal rate and layout in the
@@ -341,7 +352,8 @@ impl SourceReader {
     /// Checks `start` against the declared length and caps `end` at the playable length an
     /// edit list states.
     fn capped_end(&self, start: u64, end: Option<u64>) -> Result<Option<u64>> {
-        if let (Some(declared), true) = (self.info.frames, start > 0) {
+        let reliable = self.info.frames.filter(|_| self.length_reliable);
+        if let (Some(declared), true) = (reliable, start > 0) {
             if start >= declared {
                 return Err(self.offset_past_end(start));
             }
@@ -508,12 +520,12 @@ impl SourceReader {
         if walk.stats.frames == 0 && start > 0 && cursor <= start as i64 {
             return Err(self.offset_past_end(start));
         }
-        if !walk.stats.damaged && self.exact_length {
+        if walk.stats.damage.is_none() && self.exact_length {
             if let Some(declared) = self.info.frames {
                 let wanted_end = walk.end.map_or(declared, |e| e.min(declared));
                 if (cursor.max(0) as u64) < wanted_end {
                     if walk.lenient {
-                        walk.stats.damaged = true;
+                        walk.stats.damage = Some(self.truncated(cursor.max(0) as u64).to_string());
                     } else {
                         return Err(self.truncated(cursor.max(0) as u64));
                     }
@@ -629,7 +641,7 @@ impl RangeWalk {
     /// damaged; a strict decode fails with `error`.
     fn stop_at_damage(&mut self, error: impl FnOnce() -> DecodeError) -> Result<()> {
         if self.lenient {
-            self.stats.damaged = true;
+            self.stats.damage = Some(error().to_string());
             Ok(())
         } else {
             Err(error())
@@ -905,10 +917,4 @@ fn convert_typed<S>(
             }
         }
     }
-}
-
-/// Read container facts without decoding the audio (beyond one packet when the headers
-/// leave rate or layout open).
-pub fn probe_info(path: &Path) -> Result<AudioInfo> {
-    Ok(SourceReader::open(path)?.info().clone())
 }

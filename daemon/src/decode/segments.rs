@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::decode::audio::{ChannelMode, DecodedAudio, LoadRequest};
 use crate::decode::resample::{Quality, ResampleSetupError, StreamResampler};
-use crate::decode::{limits, SourceReader};
+use crate::decode::{limits, Source};
 use crate::error::{panic_message, DecodeError, Result};
 
 /// Decode `path` as asked, using up to `threads` threads for one long file. Decoder panics
@@ -42,10 +42,10 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
     if let Some(rate) = req.sample_rate {
         limits::check_output_rate(path, rate)?;
     }
-    let mut reader = SourceReader::open(path)?;
+    let mut reader = Source::open(path)?;
     let in_rate = reader.sample_rate();
     let out_rate = req.sample_rate.unwrap_or(in_rate);
-    let declared = reader.info().frames;
+    let declared = reader.reliable_frames();
     let declared_duration = reader.info().duration.unwrap_or(f64::NAN);
     let past_end = || DecodeError::OffsetPastEnd {
         path: path.into(),
@@ -67,28 +67,35 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
         return Ok(DecodedAudio {
             planes: vec![Vec::new(); output_channels(&reader, req)],
             sample_rate: out_rate,
-            damaged: false,
+            damage: None,
         });
     }
     let geometry = Geometry::new(in_rate, out_rate, req.quality)
         .map_err(|e| DecodeError::invalid(path, e.to_string()))?;
     let pieces = split_output_range(&geometry, out_start, out_end, declared, threads);
-    let mut audio = if pieces.len() > 1 {
+    let whole = geometry.segment(out_start, out_end);
+    let parallel = (pieces.len() > 1).then(|| {
         let segments: Vec<Segment> = pieces
             .iter()
             .map(|&(a, b)| geometry.segment(a, b))
             .collect();
-        decode_segments(path, req, &geometry, &segments)?
-    } else {
-        decode_segment(
-            &mut reader,
-            req,
-            &geometry,
-            &geometry.segment(out_start, out_end),
-        )?
+        decode_segments(path, req, &geometry, &segments)
+    });
+    let mut audio = match parallel {
+        Some(Ok(audio)) => audio,
+        // The cuts come from the declared length; should it be wrong after all, the
+        // serial decode below is the answer (a file that decodes serially never fails).
+        Some(Err(e)) => {
+            log::debug!("{e}; decoding serially");
+            decode_segment(&mut reader, req, &geometry, &whole)?
+        }
+        None => decode_segment(&mut reader, req, &geometry, &whole)?,
     };
     audio.sample_rate = out_rate;
-    if audio.frames() == 0 && audio.damaged {
+    if audio.is_damaged() && req.lenient && matches!(reader, Source::Native(_)) {
+        audio = longer_through_ffmpeg(path, req, &geometry, &whole, audio);
+    }
+    if audio.frames() == 0 && audio.is_damaged() {
         // Lenient decoding keeps what came before the damage; here nothing did.
         return Err(DecodeError::Corrupt {
             path: path.into(),
@@ -106,7 +113,37 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
     Ok(audio)
 }
 
-fn output_channels(reader: &SourceReader, req: &LoadRequest) -> usize {
+/// symphonia stops at damage, keeping what came before it; FFmpeg resynchronises past it.
+/// A lenient decode takes FFmpeg's result (still marked damaged) when it recovers
+/// substantially more: at a cut-off end both get the same, and mixing decoders for a
+/// partial last frame would only change the rounding of everything before it.
+fn longer_through_ffmpeg(
+    path: &Path,
+    req: &LoadRequest,
+    geometry: &Geometry,
+    whole: &Segment,
+    native: DecodedAudio,
+) -> DecodedAudio {
+    let Some(Ok(mut ffmpeg)) = Source::open_ffmpeg(path) else {
+        return native;
+    };
+    match decode_segment(&mut ffmpeg, req, geometry, whole) {
+        Ok(mut other) if other.frames() > native.frames() + substantial(&native) => {
+            // Still damaged, whatever FFmpeg says: symphonia found the damage.
+            other.damage = native.damage;
+            other
+        }
+        _ => native,
+    }
+}
+
+/// More audio than this (half a second, or 1 % of what decoded) is worth switching
+/// decoders for.
+fn substantial(audio: &DecodedAudio) -> usize {
+    (audio.sample_rate as usize / 2).max(audio.frames() / 100)
+}
+
+fn output_channels(reader: &Source, req: &LoadRequest) -> usize {
     match req.channels {
         ChannelMode::Mono => 1,
         ChannelMode::Keep => reader.channels(),
@@ -235,7 +272,7 @@ fn decode_segments(
             .map(|seg| {
                 scope.spawn(move || {
                     guard(path, || {
-                        let mut reader = SourceReader::open(path)?;
+                        let mut reader = Source::open(path)?;
                         decode_segment(&mut reader, req, geometry, seg)
                     })
                 })
@@ -263,8 +300,8 @@ fn decode_segments(
                 dst.extend_from_slice(src);
             }
         }
-        if part.damaged {
-            out.damaged = true;
+        if part.damage.is_some() {
+            out.damage = part.damage;
             break;
         }
     }
@@ -273,7 +310,7 @@ fn decode_segments(
 
 /// Decode one segment through a fresh resampler, keeping output frames in its keep range.
 fn decode_segment(
-    reader: &mut SourceReader,
+    reader: &mut Source,
     req: &LoadRequest,
     geometry: &Geometry,
     seg: &Segment,
@@ -289,7 +326,7 @@ fn decode_segment(
     let mut position = geometry.to_out(seg.decode_from);
     let capacity = seg
         .keep_to
-        .or_else(|| reader.info().frames.map(|f| geometry.to_out(f)))
+        .or_else(|| reader.reliable_frames().map(|f| geometry.to_out(f)))
         .map_or(0, |stop| stop.saturating_sub(seg.keep_from))
         .min(1 << 28) as usize;
     let mut planes: Vec<Vec<f32>> = (0..channels)
@@ -318,6 +355,6 @@ fn decode_segment(
     Ok(DecodedAudio {
         planes,
         sample_rate: geometry.out_rate as u32,
-        damaged: stats.damaged,
+        damage: stats.damage,
     })
 }

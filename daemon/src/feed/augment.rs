@@ -400,7 +400,7 @@ mod tests {
             Ok(Arc::new(DecodedAudio {
                 planes: vec![self.0[index].clone()],
                 sample_rate: 16000,
-                damaged: false,
+                damage: None,
             }))
         }
     }

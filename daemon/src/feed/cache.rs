@@ -217,7 +217,7 @@ mod tests {
         Arc::new(DecodedAudio {
             planes: vec![vec![0.5; frames]],
             sample_rate: 16000,
-            damaged: false,
+            damage: None,
         })
     }
 

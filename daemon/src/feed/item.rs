@@ -35,6 +35,11 @@ impl ItemAudio {
         self.len
     }
 
+    /// The damage lenient decoding met in the file, when it had some.
+    pub fn damage(&self) -> Option<&str> {
+        self.audio.damage.as_deref()
+    }
+
     /// `channels` planes: extra channels dropped, missing ones empty (written as silence).
     pub fn planes(&self, channels: usize) -> Vec<&[f32]> {
         (0..channels)
@@ -87,6 +92,7 @@ pub fn decode_item(
         sample_rate: Some(sr),
         channels: ChannelMode::from_mono(spec.mono),
         quality: quality_of(spec.quality),
+        lenient: !spec.strict,
         ..LoadRequest::default()
     };
     let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
@@ -140,7 +146,7 @@ pub fn decode_item(
     let audio = DecodedAudio {
         planes,
         sample_rate: sr,
-        damaged: false,
+        damage: clean.damage().map(str::to_string),
     };
     Ok(ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames))
 }

@@ -17,6 +17,8 @@ pub struct StreamStats {
     /// Time the driver waited for the client to release a slot (the client is).
     pub slot_wait_ns: AtomicU64,
     pub skipped: AtomicU64,
+    /// Items used although damaged (lenient decoding).
+    pub damaged: AtomicU64,
 }
 
 impl Default for StreamStats {
@@ -29,6 +31,7 @@ impl Default for StreamStats {
             decode_wait_ns: AtomicU64::new(0),
             slot_wait_ns: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
         }
     }
 }

@@ -19,6 +19,6 @@ pub fn load_request(spec: &audiodecode_protocol::LoadSpec) -> LoadRequest {
         offset: spec.offset,
         duration: spec.duration,
         quality: quality_of(spec.quality),
-        lenient: false,
+        lenient: !spec.strict,
     }
 }

@@ -111,6 +111,30 @@ pub fn detach_into_new_session(cmd: &mut std::process::Command) {
     }
 }
 
+/// Confines `cmd`'s child, a decoder run on an untrusted file: its address space is capped
+/// at `max_bytes` (an allocation past it fails inside the child instead of exhausting the
+/// machine), and it is killed if the thread that spawned it dies (Linux), so a crashed
+/// caller never leaves a decoder behind.
+pub fn confine_child(cmd: &mut std::process::Command, max_bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit and prctl are async-signal-safe system calls taking plain values,
+    // as a pre_exec hook requires; nothing is allocated in the hook.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: max_bytes as libc::rlim_t,
+                rlim_max: max_bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// CTranslate2 allocates and frees multi-megabyte activations on every layer. glibc serves
 /// those with fresh `mmap`s, so each call page-faults and zeroes them again (≈10 % of the
 /// model's time, measured with perf). Raising the thresholds keeps freed blocks for reuse.

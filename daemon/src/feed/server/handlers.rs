@@ -209,6 +209,7 @@ fn load_reply(spec: &audiodecode_protocol::LoadSpec) -> Response {
                 channels: audio.channels() as u32,
                 frames: audio.frames() as u64,
                 samples,
+                damage: audio.damage,
             })
         }
         Err(e) => Response::Error(ErrorInfo::from(&e)),

@@ -27,6 +27,7 @@ impl Daemon {
                     ring_depth: slots.depth,
                     ring_filled: (slots.announced - slots.handed_back) as u32,
                     skipped: e.stats.skipped.load(Ordering::Relaxed),
+                    damaged: e.stats.damaged.load(Ordering::Relaxed),
                     padding_share: padding_share(&e.stats),
                     decode_wait_share: self.tuner.decode_wait_share(id),
                     client_wait_share: self.tuner.client_wait_share(id),

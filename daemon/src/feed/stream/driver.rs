@@ -34,32 +34,40 @@ struct InFlight {
 /// Run the stream to the end of its epoch (or until cancelled).
 pub fn drive(job: StreamJob) {
     // Cancelled, or failed with `StreamFailed` already sent: no end of epoch to report.
-    let Some(skipped) = run_epoch(&job) else {
+    let Some(report) = run_epoch(&job) else {
         return;
     };
     (job.notify)(Response::EndOfEpoch {
         stream: job.id,
-        skipped,
+        skipped: report.skipped,
+        damaged: report.damaged,
     });
 }
 
-/// Deliver every batch from `start_batch` on; the items skipped, or `None` when the
-/// stream stopped early.
-fn run_epoch(job: &StreamJob) -> Option<Vec<SkippedItem>> {
+/// The items of an epoch that failed (skipped) or were used although damaged.
+#[derive(Default)]
+struct EpochReport {
+    skipped: Vec<SkippedItem>,
+    damaged: Vec<SkippedItem>,
+}
+
+/// Deliver every batch from `start_batch` on; what was skipped or damaged, or `None` when
+/// the stream stopped early.
+fn run_epoch(job: &StreamJob) -> Option<EpochReport> {
     let depth = job.ring.geometry().slots as usize;
     let mut next = job.spec.start_batch as usize;
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
-    let mut skipped: Vec<SkippedItem> = Vec::new();
+    let mut report = EpochReport::default();
     loop {
         while inflight.len() < depth && next < job.batches.len() {
             inflight.push_back(submit(job, next));
             next += 1;
         }
         let Some(batch) = inflight.pop_front() else {
-            return Some(skipped);
+            return Some(report);
         };
         let decoded = wait_decoded(job, &batch)?;
-        let rows = sort_results(job, &batch.indices, decoded, &mut skipped)?;
+        let rows = sort_results(job, &batch.indices, decoded, &mut report)?;
         if rows.is_empty() {
             // Every item of this batch failed and was skipped; there is nothing to deliver.
             continue;
@@ -130,19 +138,29 @@ fn wait_decoded(job: &StreamJob, batch: &InFlight) -> Option<Vec<Option<ItemResu
     Some(decoded)
 }
 
-/// The batch's decoded rows, failed items skipped (recorded in `skipped`) or, with
-/// `on_error: raise`, the stream failed (`StreamFailed` sent) and `None`.
+/// The batch's decoded rows, failed items skipped and damaged ones noted (in `report`)
+/// or, with `on_error: raise`, the stream failed (`StreamFailed` sent) and `None`.
 fn sort_results(
     job: &StreamJob,
     indices: &[u64],
     decoded: Vec<Option<ItemResult>>,
-    skipped: &mut Vec<SkippedItem>,
+    report: &mut EpochReport,
 ) -> Option<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::with_capacity(decoded.len());
     for (index, result) in indices.iter().zip(decoded) {
         let item = &job.items[*index as usize];
         match result? {
-            Ok(audio) => rows.push((*index, item.label, audio)),
+            Ok(audio) => {
+                if let Some(damage) = audio.damage() {
+                    job.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                    report.damaged.push(SkippedItem {
+                        index: *index,
+                        path: item.path.clone(),
+                        message: damage.to_string(),
+                    });
+                }
+                rows.push((*index, item.label, audio));
+            }
             Err(err) => {
                 if job.spec.on_error == OnError::Raise {
                     (job.notify)(Response::StreamFailed {
@@ -152,7 +170,7 @@ fn sort_results(
                     return None;
                 }
                 job.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                skipped.push(SkippedItem {
+                report.skipped.push(SkippedItem {
                     index: *index,
                     path: item.path.clone(),
                     message: err.to_string(),

@@ -283,6 +283,7 @@ mod tests {
             cache: false,
             max_batch_seconds: None,
             augment: vec![],
+            strict: false,
         }
     }
 

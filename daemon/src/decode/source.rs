@@ -1,0 +1,160 @@
+//! One opened file behind either backend: symphonia in-process, or FFmpeg for what
+//! symphonia cannot read. See Note [FFmpeg fallback].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use crate::decode::audio::{AudioInfo, ChannelMode};
+use crate::decode::ffmpeg::{self, FfmpegReader};
+use crate::decode::reader::{DecodeStats, SourceReader};
+use crate::decode::sniff;
+use crate::error::{panic_message, DecodeError, Result};
+
+// One `Source` lives per decode on the stack; boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Source {
+    Native(SourceReader),
+    Ffmpeg(FfmpegReader),
+}
+
+impl Source {
+    /// Opens `path` with symphonia, or through FFmpeg when symphonia cannot read it: a
+    /// format its first bytes name that symphonia has no reader for, or a file symphonia
+    /// rejects (an unknown container or codec, a header it refuses, a panic in its probe).
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(format) = sniff::foreign_format(path) {
+            return match ffmpeg::tools() {
+                Some(tools) => FfmpegReader::open(path, tools).map(Self::Ffmpeg),
+                None => Err(without_ffmpeg(
+                    DecodeError::Unsupported {
+                        path: path.into(),
+                        reason: format!("symphonia has no reader for {format}"),
+                    },
+                    None,
+                )),
+            };
+        }
+        let native =
+            catch_unwind(AssertUnwindSafe(|| SourceReader::open(path))).unwrap_or_else(|payload| {
+                Err(DecodeError::Panic {
+                    path: path.into(),
+                    message: panic_message(payload.as_ref()),
+                })
+            });
+        match native {
+            Ok(reader) => Ok(Self::Native(reader)),
+            Err(err) if !worth_fallback(&err, path) => Err(err),
+            Err(err) => match ffmpeg::tools() {
+                Some(tools) => FfmpegReader::open(path, tools)
+                    .map(Self::Ffmpeg)
+                    .map_err(|ff| both_failed(err, &ff)),
+                None => {
+                    let looks_like = sniff::describe(path);
+                    Err(without_ffmpeg(err, looks_like))
+                }
+            },
+        }
+    }
+
+    /// Opens `path` through FFmpeg only, when it is installed.
+    pub fn open_ffmpeg(path: &Path) -> Option<Result<Self>> {
+        ffmpeg::tools().map(|tools| FfmpegReader::open(path, tools).map(Self::Ffmpeg))
+    }
+
+    pub fn info(&self) -> &AudioInfo {
+        match self {
+            Self::Native(r) => r.info(),
+            Self::Ffmpeg(r) => r.info(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Native(r) => r.path(),
+            Self::Ffmpeg(r) => r.path(),
+        }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.info().sample_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        usize::from(self.info().channels)
+    }
+
+    /// The declared length when it is stated by the file rather than estimated, so that
+    /// offsets may be checked against it and long files cut into parallel segments.
+    /// FFmpeg's durations are often estimates; its files decode serially.
+    pub fn reliable_frames(&self) -> Option<u64> {
+        match self {
+            Self::Native(r) if r.length_is_reliable() => r.info().frames,
+            _ => None,
+        }
+    }
+
+    /// Decode frames `[start, end)` into `sink`; see [`SourceReader::decode_range`].
+    pub fn decode_range(
+        &mut self,
+        start: u64,
+        end: Option<u64>,
+        mode: ChannelMode,
+        lenient: bool,
+        sink: &mut dyn FnMut(&[&[f32]]),
+    ) -> Result<DecodeStats> {
+        match self {
+            Self::Native(r) => r.decode_range(start, end, mode, lenient, sink),
+            Self::Ffmpeg(r) => r.decode_range(start, end, mode, lenient, sink),
+        }
+    }
+}
+
+/// Read container facts without decoding the audio (beyond one packet when the headers
+/// leave rate or layout open).
+pub fn probe_info(path: &Path) -> Result<AudioInfo> {
+    Ok(Source::open(path)?.info().clone())
+}
+
+/// Errors about the file's content, which another decoder may not share; not those about
+/// reaching the file (missing, unreadable, not a regular file) or a file of zero bytes.
+/// symphonia calls a stream it finds no packet in empty (an E-AC-3 or Speex file it takes
+/// for something else), so "empty" falls back when the file has bytes.
+fn worth_fallback(err: &DecodeError, path: &Path) -> bool {
+    match err {
+        DecodeError::Unsupported { .. }
+        | DecodeError::Corrupt { .. }
+        | DecodeError::Panic { .. } => true,
+        DecodeError::Empty { .. } => std::fs::metadata(path).is_ok_and(|m| m.len() > 0),
+        _ => false,
+    }
+}
+
+/// symphonia's error says best what is wrong; FFmpeg's reason is added to "unsupported".
+fn both_failed(native: DecodeError, ffmpeg: &DecodeError) -> DecodeError {
+    match (native, ffmpeg) {
+        (
+            DecodeError::Unsupported { path, reason },
+            DecodeError::Unsupported { reason: ff, .. },
+        ) => DecodeError::Unsupported {
+            path,
+            reason: format!("{reason}; {ff}"),
+        },
+        (native, _) => native,
+    }
+}
+
+/// Adds what the file looks like (when known) and that FFmpeg would read it.
+fn without_ffmpeg(native: DecodeError, looks_like: Option<String>) -> DecodeError {
+    match native {
+        DecodeError::Unsupported { path, reason } => DecodeError::Unsupported {
+            reason: format!(
+                "{reason}{}; audiodecode reads such files through FFmpeg, which is not \
+                 installed (or {}=off): install it, e.g. `apt install ffmpeg`",
+                looks_like.map_or(String::new(), |f| format!(" (the file looks like {f})")),
+                ffmpeg::FFMPEG_ENV
+            ),
+            path,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,252 @@
+//! Formats of real datasets and other tools' files: the ones symphonia reads (µ-law/A-law/
+//! ADPCM WAV, AIFC variants) and the ones it has no reader or decoder for, which go
+//! through the FFmpeg fallback (SPHERE, RF64, MP3-in-WAV, AC-3, E-AC-3, WMA, WavPack, TTA,
+//! Speex, …). Each decodes to what FFmpeg decodes, with the same slicing and downmix
+//! semantics as every other file, and names its backend; with FFmpeg hidden the fallback
+//! formats fail with a message saying what the file is and that FFmpeg reads it.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Tests may panic and print.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use audiodecode::{load, probe_info, Backend, LoadRequest};
+use common::*;
+
+/// One generated file: how it is made, and which backend must read it.
+struct Case {
+    file: &'static str,
+    tool: Tool,
+    args: &'static [&'static str],
+    backend: Backend,
+    /// Decoding is deterministic and FFmpeg is the reference, so fallback output is
+    /// bit-exact; symphonia's own ADPCM decoders may round differently.
+    exact: bool,
+}
+
+enum Tool {
+    /// ffmpeg encoding the stereo test signal (3 s, 44.1 kHz) with `args`.
+    Ffmpeg,
+    /// sox synthesising a 3 s sine with `args` (output options before the file name).
+    Sox,
+}
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // symphonia's own readers.
+    Case { file: "ulaw.wav", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_mulaw"], backend: Backend::Symphonia, exact: true },
+    Case { file: "alaw.wav", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_alaw"], backend: Backend::Symphonia, exact: true },
+    Case { file: "ima-adpcm.wav", tool: Tool::Ffmpeg, args: &["-c:a", "adpcm_ima_wav"], backend: Backend::Symphonia, exact: false },
+    Case { file: "ms-adpcm.wav", tool: Tool::Ffmpeg, args: &["-c:a", "adpcm_ms"], backend: Backend::Symphonia, exact: false },
+    Case { file: "sowt.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s16le"], backend: Backend::Symphonia, exact: true },
+    Case { file: "fl32.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_f32be"], backend: Backend::Symphonia, exact: true },
+    Case { file: "ulaw.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_mulaw"], backend: Backend::Symphonia, exact: true },
+    Case { file: "s8.aifc", tool: Tool::Sox, args: &["-r", "16000", "-b", "8", "-e", "signed"], backend: Backend::Symphonia, exact: true },
+    // The FFmpeg fallback.
+    Case { file: "pcm16.sph", tool: Tool::Sox, args: &["-r", "16000", "-b", "16"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "ulaw.sph", tool: Tool::Sox, args: &["-r", "8000", "-e", "u-law"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "stereo.sph", tool: Tool::Sox, args: &["-r", "16000", "-c", "2", "-b", "16"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "rf64.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_s16le"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "w64.w64", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s24le"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "mp3-in.wav", tool: Tool::Ffmpeg, args: &["-c:a", "libmp3lame"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "ima4.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "adpcm_ima_qt"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "ac3.ac3", tool: Tool::Ffmpeg, args: &["-c:a", "ac3"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "eac3.eac3", tool: Tool::Ffmpeg, args: &["-c:a", "eac3"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "wma.wma", tool: Tool::Ffmpeg, args: &["-c:a", "wmav2"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "wavpack.wv", tool: Tool::Ffmpeg, args: &["-c:a", "wavpack"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "tta.tta", tool: Tool::Ffmpeg, args: &["-c:a", "tta"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "speex.spx", tool: Tool::Ffmpeg, args: &["-c:a", "libspeex", "-ar", "16000", "-ac", "1"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "sun.au", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s16be"], backend: Backend::Ffmpeg, exact: true },
+];
+
+/// The generated files, made once per test process.
+fn case_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        require_tool("ffmpeg");
+        require_tool("sox");
+        let dir = fixture_dir().join("realworld");
+        std::fs::create_dir_all(&dir).unwrap();
+        for case in CASES {
+            make(case, &dir.join(case.file));
+        }
+        dir
+    })
+}
+
+fn make(case: &Case, out: &Path) {
+    let mut cmd = match case.tool {
+        Tool::Ffmpeg => {
+            let mut c = Command::new("ffmpeg");
+            c.args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+                .arg(STEREO_SIGNAL)
+                .args(case.args)
+                .arg(out);
+            c
+        }
+        Tool::Sox => {
+            let mut c = Command::new("sox");
+            c.args(["-n"]).args(case.args).arg(out).args(SOX_SIGNAL);
+            c
+        }
+    };
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+}
+
+const STEREO_SIGNAL: &str = "aevalsrc=exprs=0.5*sin(2*PI*(200*t+250*t*t))+0.05*(2*random(0)-1)\
+    |0.4*sin(2*PI*(700*t-80*t*t))+0.05*(2*random(1)-1):s=44100:d=3";
+const SOX_SIGNAL: &[&str] = &[
+    "synth", "3", "sine", "300-3000", "sine", "440", "vol", "0.5",
+];
+
+fn path_of(case: &Case) -> PathBuf {
+    case_dir().join(case.file)
+}
+
+#[test]
+fn each_format_decodes_as_ffmpeg_does_through_the_named_backend() {
+    for case in CASES {
+        let path = path_of(case);
+        let info = probe_info(&path).unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        assert_eq!(info.backend, case.backend, "{}: backend", case.file);
+        let audio = load_ok(&path, &keep(), 1);
+        let want = reference(&path);
+        assert!(!audio.is_damaged(), "{}: reported damaged", case.file);
+        assert_eq!(audio.sample_rate, want.rate, "{}: rate", case.file);
+        assert_eq!(
+            audio.channels(),
+            want.planes.len(),
+            "{}: channels",
+            case.file
+        );
+        if case.exact {
+            assert_planes_equal(case.file, &audio.planes, &want.planes);
+        } else {
+            assert_eq!(audio.frames(), want.frames(), "{}: length", case.file);
+            for (got, want) in audio.planes.iter().zip(&want.planes) {
+                let corr = correlation_at(got, want, 0);
+                assert!(corr > 0.999, "{}: correlation {corr}", case.file);
+            }
+        }
+    }
+}
+
+#[test]
+fn fallback_slices_downmix_and_resample_like_native_files() {
+    for file in ["wavpack.wv", "stereo.sph", "ac3.ac3"] {
+        let path = case_dir().join(file);
+        let full = load_ok(&path, &keep(), 1);
+        let rate = full.sample_rate;
+        // A slice equals the same range of the full decode.
+        let (offset, duration) = (0.75, 1.5);
+        let slice = load_ok(
+            &path,
+            &LoadRequest {
+                offset,
+                duration: Some(duration),
+                ..keep()
+            },
+            2,
+        );
+        let from = frames_at(offset, rate);
+        let want: Vec<Vec<f32>> = full
+            .planes
+            .iter()
+            .map(|p| p[from..from + frames_at(duration, rate)].to_vec())
+            .collect();
+        if file == "ac3.ac3" {
+            // A lossy decoder restarted at a seek point converges within a frame.
+            let corr = correlation_at(&slice.planes[0], &want[0], 0);
+            assert!(corr > 0.99, "{file}: slice correlation {corr}");
+            assert_eq!(slice.frames(), want[0].len(), "{file}: slice length");
+        } else {
+            assert_planes_equal(&format!("{file} slice"), &slice.planes, &want);
+        }
+        // Mono is the mean of the channels, as for every other file.
+        let mono = load_ok(&path, &mono_at(None), 1);
+        let n = full.planes.len() as f32;
+        let mean: Vec<f32> = (0..full.frames())
+            .map(|t| full.planes.iter().map(|p| p[t]).sum::<f32>() / n)
+            .collect();
+        assert!(max_abs_diff(&mono.planes[0], &mean) < 1e-6, "{file}: mono");
+        // Resampling happens after decoding, with our resampler.
+        let at8k = load_ok(&path, &mono_at(Some(8000)), 1);
+        let expect = resample_planes(&mono.planes, rate, 8000, audiodecode::Quality::Hq);
+        assert_planes_equal(&format!("{file} at 8 kHz"), &at8k.planes, &expect);
+    }
+}
+
+#[test]
+fn offset_past_the_end_of_a_fallback_file_is_a_typed_error() {
+    let path = case_dir().join("wavpack.wv");
+    let req = LoadRequest {
+        offset: 10.0,
+        ..keep()
+    };
+    let err = load(&path, &req, 1).unwrap_err();
+    assert_eq!(err.kind(), "offset_past_end", "{err}");
+    assert_names_path(&err, &path);
+}
+
+#[test]
+fn without_ffmpeg_the_error_names_the_format_and_what_reads_it() {
+    let dir = scratch_dir("no-ffmpeg");
+    for case in CASES.iter().filter(|c| c.backend == Backend::Ffmpeg) {
+        let path = path_of(case);
+        let out = dir.path().join("out.wav");
+        let run = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
+            .args(["decode", "-q"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .env("AUDIODECODE_FFMPEG", "off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success(),
+            "{}: decoded without FFmpeg",
+            case.file
+        );
+        assert!(
+            stderr.contains(&path.display().to_string())
+                && stderr.contains("FFmpeg")
+                && stderr.contains("install"),
+            "{}: {stderr}",
+            case.file
+        );
+        assert!(!out.exists(), "{}: output left behind", case.file);
+    }
+    // The formats symphonia reads need no FFmpeg.
+    for case in CASES.iter().filter(|c| c.backend == Backend::Symphonia) {
+        let run = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
+            .arg("info")
+            .arg(path_of(case))
+            .env("AUDIODECODE_FFMPEG", "off")
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", case.file);
+    }
+}
+
+#[test]
+fn info_says_which_backend_reads_a_file() {
+    let files = [case_dir().join("ulaw.wav"), case_dir().join("wma.wma")];
+    let run = Command::new(env!("CARGO_BIN_EXE_audiodecode"))
+        .args(["info", "--json"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["backend"], "symphonia");
+    assert_eq!(lines[1]["backend"], "ffmpeg");
+    assert_eq!(lines[1]["codec"], "wmav2");
+}
