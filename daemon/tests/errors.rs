@@ -326,7 +326,10 @@ fn check_corrupted(name: &str) {
     let before = full.frames() * 2 / 5;
     for (g, f) in got.planes.iter().zip(&full.planes) {
         let corr = correlation_at(&g[..before], &f[..before], 0);
-        assert!(corr > 0.999, "{name}: before the damage, correlation {corr}");
+        assert!(
+            corr > 0.999,
+            "{name}: before the damage, correlation {corr}"
+        );
     }
 }
 

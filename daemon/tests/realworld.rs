@@ -250,3 +250,75 @@ fn info_says_which_backend_reads_a_file() {
     assert_eq!(lines[1]["backend"], "ffmpeg");
     assert_eq!(lines[1]["codec"], "wmav2");
 }
+
+/// An MP4 box: big-endian size, type, body.
+fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut b = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(kind);
+    b.extend_from_slice(body);
+    b
+}
+
+/// `moov/udta/meta/ilst/----` carrying an iTunes gapless tag, as iTunes writes it.
+fn itunes_smpb_udta(delay: u32, padding: u32, frames: u64) -> Vec<u8> {
+    let text = format!(" 00000000 {delay:08X} {padding:08X} {frames:016X} 00000000 00000000");
+    let mut mean = vec![0u8; 4];
+    mean.extend_from_slice(b"com.apple.iTunes");
+    let mut name = vec![0u8; 4];
+    name.extend_from_slice(b"iTunSMPB");
+    let mut data = vec![0, 0, 0, 1, 0, 0, 0, 0];
+    data.extend_from_slice(text.as_bytes());
+    let item = [
+        mp4_box(b"mean", &mean),
+        mp4_box(b"name", &name),
+        mp4_box(b"data", &data),
+    ]
+    .concat();
+    let ilst = mp4_box(b"ilst", &mp4_box(b"----", &item));
+    let mut meta = vec![0u8; 4]; // version and flags: the ISO full-box `meta`
+    meta.extend_from_slice(&mp4_box(b"hdlr", &[0; 25]));
+    meta.extend_from_slice(&ilst);
+    mp4_box(b"udta", &mp4_box(b"meta", &meta))
+}
+
+#[test]
+fn itunes_gapless_tag_trims_priming_and_padding_like_an_edit_list() {
+    let dir = scratch_dir("itunsmpb");
+    let plain = dir.path().join("no-edit-list.m4a");
+    // No edit list, moov at the end (FFmpeg's default), so a box can be appended to it.
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg("aevalsrc=0.5*sin(2*PI*(200*t+250*t*t)):s=44100:d=1")
+        .args(["-c:a", "aac", "-use_editlist", "0"])
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let untrimmed = load_ok(&plain, &keep(), 1);
+    let (delay, frames) = (1024usize, 44_100usize);
+    assert!(
+        untrimmed.frames() >= delay + frames,
+        "{}",
+        untrimmed.frames()
+    );
+
+    let mut bytes = std::fs::read(&plain).unwrap();
+    let moov = bytes.windows(4).rposition(|w| w == b"moov").unwrap() - 4;
+    let size = u32::from_be_bytes(bytes[moov..moov + 4].try_into().unwrap()) as usize;
+    assert_eq!(moov + size, bytes.len(), "moov is the last box");
+    let udta = itunes_smpb_udta(delay as u32, 0, frames as u64);
+    bytes[moov..moov + 4].copy_from_slice(&((size + udta.len()) as u32).to_be_bytes());
+    bytes.extend_from_slice(&udta);
+    let tagged = dir.path().join("itunsmpb.m4a");
+    std::fs::write(&tagged, &bytes).unwrap();
+
+    let info = probe_info(&tagged).unwrap();
+    assert_eq!(info.frames, Some(frames as u64));
+    let got = load_ok(&tagged, &keep(), 1);
+    assert_eq!(got.frames(), frames);
+    assert_planes_equal(
+        "iTunSMPB trim",
+        &got.planes,
+        &[untrimmed.planes[0][delay..delay + frames].to_vec()],
+    );
+}

@@ -1,8 +1,10 @@
-//! MP4 edit lists, for gapless AAC.
+//! MP4 edit lists and iTunes gapless tags, for gapless AAC.
 //!
 //! AAC encoders prepend priming samples (1024 or 2112) and pad the last frame; MP4 records
-//! the playable range in the audio track's edit list (`moov/trak/edts/elst`). symphonia's
-//! MP4 reader ignores it, so this module reads it to trim the same frames FFmpeg trims.
+//! the playable range in the audio track's edit list (`moov/trak/edts/elst`), and iTunes
+//! (and encoders imitating it) in an `iTunSMPB` tag (`moov/udta/meta/ilst/----`) instead.
+//! symphonia's MP4 reader ignores both, so this module reads them to trim the same frames
+//! FFmpeg trims.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -119,14 +121,79 @@ pub(crate) fn audio_edit(path: &Path) -> Option<AudioEdit> {
         }
         let mdhd = find(&mut f, &trak, &[b"mdia", b"mdhd"], 0)?;
         let media_scale = timescale(&read_body(&mut f, &mdhd, 32)?)?;
-        let elst = find(&mut f, &trak, &[b"edts", b"elst"], 0)?;
-        return parse_elst(
-            &read_body(&mut f, &elst, 1 << 16)?,
-            movie_scale,
-            media_scale,
-        );
+        let edit = find(&mut f, &trak, &[b"edts", b"elst"], 0)
+            .and_then(|elst| read_body(&mut f, &elst, 1 << 16))
+            .and_then(|body| parse_elst(&body, movie_scale, media_scale));
+        // An edit list that skips nothing defers to the iTunes tag, as in FFmpeg. The
+        // tag counts frames; AAC tracks use the sample rate as their timescale.
+        return match edit {
+            Some(e) if e.skip > 0 => Some(e),
+            edit => itunes_gapless(&mut f, &moov).or(edit),
+        };
     }
     None
+}
+
+/// The `iTunSMPB` tag: " 00000000 <delay> <padding> <frames> ..." in hexadecimal.
+fn itunes_gapless(f: &mut File, moov: &BoxHeader) -> Option<AudioEdit> {
+    let of_kind = |f: &mut File, parent: &BoxHeader, skip: u64, kind: &[u8; 4]| {
+        children(f, parent.body + skip, parent.end)
+            .into_iter()
+            .filter(|c| &c.kind == kind)
+            .collect::<Vec<_>>()
+    };
+    // A file may hold several `udta` boxes (an encoder's, a tagger's); ISO `meta` is a full
+    // box (4 bytes of version and flags before its children), QuickTime's is not.
+    for udta in of_kind(f, moov, 0, b"udta") {
+        for meta in of_kind(f, &udta, 0, b"meta") {
+            for skip in [4, 0] {
+                for ilst in of_kind(f, &meta, skip, b"ilst") {
+                    if let Some(edit) = smpb_in_ilst(f, &ilst) {
+                        return Some(edit);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn smpb_in_ilst(f: &mut File, ilst: &BoxHeader) -> Option<AudioEdit> {
+    for item in children(f, ilst.body, ilst.end) {
+        if &item.kind != b"----" {
+            continue;
+        }
+        let parts = children(f, item.body, item.end);
+        let named = parts.iter().find(|p| &p.kind == b"name").and_then(|name| {
+            // Version and flags, then the name.
+            read_body(f, name, 64).map(|b| b.get(4..) == Some(&b"iTunSMPB"[..]))
+        });
+        if named != Some(true) {
+            continue;
+        }
+        let data = parts.iter().find(|p| &p.kind == b"data")?;
+        // Type and locale, then the text.
+        let body = read_body(f, data, 512)?;
+        return parse_smpb(body.get(8..)?);
+    }
+    None
+}
+
+fn parse_smpb(text: &[u8]) -> Option<AudioEdit> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut fields = text
+        .split_whitespace()
+        .map(|h| u64::from_str_radix(h, 16).ok());
+    let (_, delay, _padding, frames) = (
+        fields.next()??,
+        fields.next()??,
+        fields.next()??,
+        fields.next()??,
+    );
+    (delay > 0 || frames > 0).then_some(AudioEdit {
+        skip: delay,
+        frames: (frames > 0).then_some(frames),
+    })
 }
 
 /// The first edit that maps media (media_time >= 0) gives the skip and playable length;
@@ -175,6 +242,19 @@ mod tests {
                 frames: Some(44100)
             })
         );
+    }
+
+    #[test]
+    fn itunes_gapless_tag() {
+        let tag = b" 00000000 00000840 000001CC 0000000000046E00 00000000 00000000";
+        assert_eq!(
+            parse_smpb(tag),
+            Some(AudioEdit {
+                skip: 2112,
+                frames: Some(0x46E00)
+            })
+        );
+        assert_eq!(parse_smpb(b" 00000000 zz"), None);
     }
 
     #[test]

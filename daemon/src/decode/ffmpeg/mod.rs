@@ -185,18 +185,12 @@ impl FfmpegReader {
             return Ok(DecodeStats::default());
         }
         let channels = usize::from(self.info.channels);
-        let mut child = Supervised::spawn(self.decode_command(start), DECODE_STALL)
+        let mut child = Supervised::spawn(self.decode_command(), DECODE_STALL)
             .map_err(|e| spawn_error(&self.path, e))?;
         let mut stats = DecodeStats::default();
+        let window = Window { start, end };
         let stopped_early = self
-            .pump(
-                &mut child,
-                channels,
-                end.map(|e| e - start),
-                mode,
-                &mut stats,
-                sink,
-            )
+            .pump(&mut child, channels, window, mode, &mut stats, sink)
             .map_err(|e| DecodeError::open(&self.path, e))?;
         let exit = child
             .finish(stopped_early)
@@ -214,17 +208,15 @@ impl FfmpegReader {
         Ok(stats)
     }
 
-    fn decode_command(&self, start: u64) -> Command {
+    /// Always from the start: FFmpeg's `-ss` lands by timestamps, which raw streams (AC-3,
+    /// ADTS, …) only estimate, so a slice would not equal the same range of a full decode.
+    /// Frames before an offset are counted off here instead (decoding is fast; a spawn
+    /// and a read of the prefix are the cost).
+    fn decode_command(&self) -> Command {
         let mut cmd = Command::new(&self.tools.ffmpeg);
         cmd.args(["-nostdin", "-hide_banner", "-v", "error", "-threads", "1"])
-            .args(["-protocol_whitelist", "file"]);
-        if start > 0 {
-            // Input-side seeking is accurate: FFmpeg decodes from the previous seek point
-            // and discards up to the timestamp.
-            let seconds = start as f64 / f64::from(self.info.sample_rate);
-            cmd.arg("-ss").arg(format!("{seconds:.9}"));
-        }
-        cmd.arg("-i")
+            .args(["-protocol_whitelist", "file"])
+            .arg("-i")
             .arg(input_url(&self.path))
             .args(["-map", "0:a:0", "-vn", "-sn", "-dn"])
             .args(["-ac", &self.info.channels.to_string()])
@@ -233,17 +225,18 @@ impl FfmpegReader {
         cmd
     }
 
-    /// Streams the child's f32 output into the sink until its end or `want` frames.
-    /// Returns true when it stopped before the child's end.
+    /// Streams the frames of `window` from the child's f32 output into the sink. Returns
+    /// true when it stopped before the child's end.
     fn pump(
         &self,
         child: &mut Supervised,
         channels: usize,
-        want: Option<u64>,
+        window: Window,
         mode: ChannelMode,
         stats: &mut DecodeStats,
         sink: &mut dyn FnMut(&[&[f32]]),
     ) -> std::io::Result<bool> {
+        let mut position = 0u64;
         let frame_bytes = 4 * channels;
         let mut buf = vec![0u8; BLOCK_FRAMES * frame_bytes];
         let out_channels = match mode {
@@ -259,9 +252,18 @@ impl FfmpegReader {
             }
             filled += n;
             let whole = filled / frame_bytes;
-            let take = want.map_or(whole, |w| whole.min((w - stats.frames) as usize));
+            let (from, take) = window.part(position, whole);
+            position += whole as u64;
             if take > 0 {
-                pcm::convert(PcmLayout::F32Le, &buf, channels, 0, take, mode, &mut planes);
+                pcm::convert(
+                    PcmLayout::F32Le,
+                    &buf,
+                    channels,
+                    from,
+                    take,
+                    mode,
+                    &mut planes,
+                );
                 planes
                     .iter_mut()
                     .for_each(|p| samples::replace_non_finite(p));
@@ -269,7 +271,7 @@ impl FfmpegReader {
                 sink(&refs);
                 stats.frames += take as u64;
             }
-            if want.is_some_and(|w| stats.frames >= w) {
+            if window.end.is_some_and(|e| position >= e) {
                 return Ok(true);
             }
             buf.copy_within(whole * frame_bytes..filled, 0);
@@ -308,6 +310,28 @@ impl FfmpegReader {
             return Ok(());
         }
         Err(error)
+    }
+}
+
+/// The frames `[start, end)` of a decode, which FFmpeg always starts at frame 0.
+#[derive(Clone, Copy)]
+struct Window {
+    start: u64,
+    end: Option<u64>,
+}
+
+impl Window {
+    /// The part of a block of `len` frames at `position` inside the window, as (offset in
+    /// the block, length).
+    fn part(self, position: u64, len: usize) -> (usize, usize) {
+        let block_end = position + len as u64;
+        let lo = self.start.max(position);
+        let hi = self.end.map_or(block_end, |e| e.min(block_end));
+        if hi > lo {
+            ((lo - position) as usize, (hi - lo) as usize)
+        } else {
+            (0, 0)
+        }
     }
 }
 
