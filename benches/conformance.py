@@ -29,6 +29,9 @@ Classes:
 - we_read_ffmpeg_fails: audiodecode reads something FFmpeg refuses (worth a look: garbage?);
 - crash: audiodecode died by a signal, panicked, or ran past --timeout, whatever FFmpeg did.
 
+Lengths agree within max(0.5 %, 25 ms, 1152 frames): one MPEG audio frame, since two
+decoders of a file cut mid-frame may disagree on its last partial frame.
+
 Coverage = match / (files FFmpeg reads). Mismatch severity is 1 for a channel-count
 mismatch, otherwise max(|Δframes| / FFmpeg frames when the length is off,
 (25 − SNR) / 25 when the content is off), clipped to [0, 1].
@@ -72,6 +75,9 @@ CLASSES = (
 )
 LENGTH_REL_TOL = 0.005
 LENGTH_ABS_TOL_S = 0.025
+# One MPEG audio frame: two decoders of a file cut or damaged mid-frame may disagree on
+# whether its last (partial) frame counts.
+LENGTH_ABS_TOL_FRAMES = 1152
 MIN_SNR_DB = 25.0
 MIN_CORR = 0.995
 SILENCE_RMS = 1e-5
@@ -286,7 +292,8 @@ def decode_ours(path: Path, workdir: Path, opts: Options) -> Ours:
     stderr = text(proc.stderr) if proc else ""
     returncode = proc.returncode if proc else None
     errors = message_lines(stderr, "error: ")
-    damaged = any("damaged" in line for line in message_lines(stderr, "warning: "))
+    # Every `warning:` line of `decode` reports damage (what and where).
+    damaged = any(message_lines(stderr, "warning: "))
     crash = crash_reason(returncode, stderr, opts.timeout)
     error = errors[0] if errors else (first_line(stderr) if returncode else "")
     audio: np.ndarray | None = None
@@ -418,7 +425,7 @@ def compare(ref: np.ndarray, ours: np.ndarray, rate: int) -> Comparison:
     if ref.shape[1] != ours.shape[1]:
         reason = f"channels: ffmpeg {ref.shape[1]}, ours {ours.shape[1]}"
         return Comparison(False, reason, severity=1.0)
-    tolerance = max(LENGTH_REL_TOL * len(ref), LENGTH_ABS_TOL_S * rate)
+    tolerance = max(LENGTH_REL_TOL * len(ref), LENGTH_ABS_TOL_S * rate, LENGTH_ABS_TOL_FRAMES)
     delta = len(ours) - len(ref)
     max_lag = max(int(tolerance), 1)
     content = compare_content(ref, ours, max_lag)

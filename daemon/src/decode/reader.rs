@@ -696,7 +696,7 @@ impl RangeWalk {
             convert_into(buf, from, len, self.mode, &mut self.planes);
             self.planes
                 .iter_mut()
-                .for_each(|p| samples::replace_non_finite(p));
+                .for_each(|p| samples::bound_codec_output(p));
             self.emit(len, sink);
         }
         Ok(())

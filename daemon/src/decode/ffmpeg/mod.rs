@@ -266,7 +266,7 @@ impl FfmpegReader {
                 );
                 planes
                     .iter_mut()
-                    .for_each(|p| samples::replace_non_finite(p));
+                    .for_each(|p| samples::bound_codec_output(p));
                 let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
                 sink(&refs);
                 stats.frames += take as u64;
