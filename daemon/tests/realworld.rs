@@ -322,3 +322,34 @@ fn itunes_gapless_tag_trims_priming_and_padding_like_an_edit_list() {
         &[untrimmed.planes[0][delay..delay + frames].to_vec()],
     );
 }
+
+#[test]
+fn fragmented_mp4_decodes_whole_and_slices() {
+    // `empty_moov`: the moov declares no samples; the audio is all in fragments (DASH,
+    // browser recordings). A declared length of 0 once made every offset "past the end".
+    let dir = scratch_dir("fragmented");
+    let path = dir.path().join("fragmented.m4a");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg(STEREO_SIGNAL)
+        .args(["-c:a", "aac", "-movflags", "+frag_keyframe+empty_moov"])
+        .args(["-frag_duration", "1000000"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let full = load_ok(&path, &keep(), 1);
+    assert_eq!(full.frames(), reference(&path).frames(), "length");
+    let slice = load_ok(
+        &path,
+        &LoadRequest {
+            offset: 1.0,
+            duration: Some(1.0),
+            ..keep()
+        },
+        1,
+    );
+    assert_eq!(slice.frames(), 44_100);
+    let corr = correlation_at(&slice.planes[0], &full.planes[0][44_100..88_200], 0);
+    assert!(corr > 0.99, "slice correlation {corr}");
+}

@@ -126,10 +126,18 @@ pub(crate) fn audio_edit(path: &Path) -> Option<AudioEdit> {
             .and_then(|body| parse_elst(&body, movie_scale, media_scale));
         // An edit list that skips nothing defers to the iTunes tag, as in FFmpeg. The
         // tag counts frames; AAC tracks use the sample rate as their timescale.
-        return match edit {
+        let edit = match edit {
             Some(e) if e.skip > 0 => Some(e),
             edit => itunes_gapless(&mut f, &moov).or(edit),
         };
+        // A fragmented file (`mvex`) carries audio in `moof` fragments after the edit
+        // list was written; its duration covers only the `moov` part (a 3GP file read
+        // 1.3 s short), so only the skip is kept, as FFmpeg does.
+        let fragmented = find(&mut f, &moov, &[b"mvex"], 0).is_some();
+        return edit.map(|e| AudioEdit {
+            frames: e.frames.filter(|_| !fragmented),
+            ..e
+        });
     }
     None
 }
