@@ -353,3 +353,76 @@ fn fragmented_mp4_decodes_whole_and_slices() {
     let corr = correlation_at(&slice.planes[0], &full.planes[0][44_100..88_200], 0);
     assert!(corr > 0.99, "slice correlation {corr}");
 }
+
+/// FFmpeg's `-ac 1` downmix of a file, as one plane.
+fn ffmpeg_mono(path: &Path) -> Vec<f32> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-ac", "1", "-f", "f32le", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn itu_downmix_follows_bs775_and_the_mean_stays_the_default() {
+    let dir = scratch_dir("downmix");
+    let wav = dir.path().join("five-one.wav");
+    // Six different signals on FL FR FC LFE SL SR.
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg(
+            "aevalsrc=exprs=0.5*sin(2*PI*220*t)|0.4*sin(2*PI*330*t)|0.6*sin(2*PI*440*t)\
+             |0.3*(2*random(0)-1)|0.2*sin(2*PI*550*t)|0.25*sin(2*PI*660*t):s=48000:d=2:c=5.1",
+        )
+        .args(["-c:a", "pcm_s16le"])
+        .arg(&wav)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ac3 = dir.path().join("five-one.ac3");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-i"])
+        .arg(&wav)
+        .args(["-c:a", "ac3"])
+        .arg(&ac3)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let itu = LoadRequest {
+        channels: audiodecode::ChannelMode::Itu,
+        ..Default::default()
+    };
+    // FFmpeg's matrix has the BS.775 weights (L, R 1/√2; C 1; Ls, Rs 1/2; LFE 0) without
+    // normalising them; ours sum to 1.
+    let weight_sum = 2.0 * std::f32::consts::FRAC_1_SQRT_2 + 1.0 + 2.0 * 0.5;
+    for path in [&wav, &ac3] {
+        let got = load_ok(path, &itu, 1);
+        let want: Vec<f32> = ffmpeg_mono(path).iter().map(|x| x / weight_sum).collect();
+        assert_eq!(got.frames(), want.len());
+        let diff = max_abs_diff(&got.planes[0], &want);
+        assert!(
+            diff < 1e-5,
+            "{}: ITU downmix differs by {diff}",
+            path.display()
+        );
+        // The mean (the default) weighs all six alike, LFE included.
+        let mean = load_ok(path, &mono_at(None), 1);
+        let corr = correlation_at(&mean.planes[0], &got.planes[0], 0);
+        assert!(
+            corr < 0.99,
+            "{}: mean and ITU alike ({corr})",
+            path.display()
+        );
+    }
+    // For stereo the two conventions are the same, sample for sample.
+    let stereo = case_dir().join("ulaw.wav");
+    let a = load_ok(&stereo, &itu, 1);
+    let b = load_ok(&stereo, &mono_at(None), 1);
+    assert_planes_equal("stereo ITU vs mean", &a.planes, &b.planes);
+}

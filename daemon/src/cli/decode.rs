@@ -101,7 +101,9 @@ pub fn run_decode(args: &DecodeArgs) -> ExitCode {
     };
     let req = LoadRequest {
         sample_rate: args.sample_rate,
-        channels: ChannelMode::from_mono(args.mono),
+        channels: args
+            .downmix
+            .unwrap_or_else(|| ChannelMode::from_mono(args.mono)),
         offset: args.offset,
         duration: args.duration,
         quality: args.quality,

@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli::error::CliError;
 use crate::cli::output::OutputFormat;
 use crate::decode::resample::Quality;
+use crate::decode::ChannelMode;
 use crate::feed::server;
 
 #[derive(Parser, Debug)]
@@ -130,6 +131,11 @@ pub struct DecodeArgs {
     /// Average all channels into one.
     #[arg(long)]
     pub mono: bool,
+    /// How channels become one: `mean` (librosa's convention, what --mono does) or `itu`
+    /// (ITU-R BS.775, FFmpeg's `-ac 1`: centre full, surrounds -6 dB, LFE dropped).
+    /// Implies mono.
+    #[arg(long, value_parser = parse_downmix)]
+    pub downmix: Option<ChannelMode>,
     /// Start time in seconds.
     #[arg(long, default_value_t = 0.0)]
     pub offset: f64,
@@ -169,6 +175,16 @@ fn parse_deadline(s: &str) -> Result<u64, CliError> {
 fn parse_quality(s: &str) -> Result<Quality, CliError> {
     Quality::parse(s)
         .ok_or_else(|| CliError::Usage(format!("unknown quality {s:?} (fast, hq, vhq)")))
+}
+
+fn parse_downmix(s: &str) -> Result<ChannelMode, CliError> {
+    match s {
+        "mean" => Ok(ChannelMode::Mono),
+        "itu" => Ok(ChannelMode::Itu),
+        _ => Err(CliError::Usage(format!(
+            "unknown downmix {s:?} (mean, itu)"
+        ))),
+    }
 }
 
 fn parse_format(s: &str) -> Result<OutputFormat, CliError> {

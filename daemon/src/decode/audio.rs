@@ -12,6 +12,10 @@ pub enum ChannelMode {
     Mono,
     /// Every channel kept, in file order.
     Keep,
+    /// Mono through the ITU-R BS.775 downmix (FFmpeg's `-ac 1`): centre full, front
+    /// left/right −3 dB, surrounds −6 dB, LFE dropped; the mean for a layout it does not
+    /// know. Equal to `Mono` for mono and stereo files. See Note [Downmix].
+    Itu,
 }
 
 impl ChannelMode {

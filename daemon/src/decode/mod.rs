@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+pub(crate) mod downmix;
 pub mod ffmpeg;
 pub mod limits;
 pub(crate) mod mp4_edit;

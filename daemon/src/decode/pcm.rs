@@ -125,7 +125,8 @@ fn convert_with<const N: usize>(
                 plane.extend(frames.clone().map(|f| read(&f[ch * N..(ch + 1) * N])));
             }
         }
-        ChannelMode::Mono => {
+        // `Itu` is applied above the reader (segments.rs); here it is the mean.
+        ChannelMode::Mono | ChannelMode::Itu => {
             let out = &mut planes[0];
             out.clear();
             if channels == 1 {

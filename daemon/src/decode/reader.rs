@@ -188,6 +188,11 @@ impl SourceReader {
         usize::from(self.info.channels)
     }
 
+    /// The speakers of the channels, when the container names them.
+    pub(crate) fn speakers(&self) -> Option<Vec<crate::decode::downmix::Speaker>> {
+        crate::decode::downmix::speakers_of(self.params.channels.as_ref()?)
+    }
+
     /// See [`SourceReader::length_reliable`].
     pub fn length_is_reliable(&self) -> bool {
         self.length_reliable && self.info.frames.is_some()
@@ -315,7 +320,7 @@ impl SourceReader {
         let cursor: i64 = -(self.lead_in as i64);
         let from_beginning = self.seek_before(start)?;
         let out_channels = match mode {
-            ChannelMode::Mono => 1,
+            ChannelMode::Mono | ChannelMode::Itu => 1,
             ChannelMode::Keep => self.channels(),
         };
         let trims_in_frames = self.timebase_is_frames();
@@ -900,7 +905,8 @@ fn convert_typed<S>(
                 }
             }
         }
-        ChannelMode::Mono => {
+        // `Itu` is applied above the reader (segments.rs); here it is the mean.
+        ChannelMode::Mono | ChannelMode::Itu => {
             let out = &mut planes[0];
             out.clear();
             out.resize(len, 0.0);

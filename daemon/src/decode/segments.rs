@@ -145,7 +145,7 @@ fn substantial(audio: &DecodedAudio) -> usize {
 
 fn output_channels(reader: &Source, req: &LoadRequest) -> usize {
     match req.channels {
-        ChannelMode::Mono => 1,
+        ChannelMode::Mono | ChannelMode::Itu => 1,
         ChannelMode::Keep => reader.channels(),
     }
 }
@@ -308,6 +308,17 @@ fn decode_segments(
     Ok(out)
 }
 
+/// `out` = Σ weights[c] · planes[c], frame by frame.
+fn mix_into(out: &mut Vec<f32>, planes: &[&[f32]], weights: &[f32]) {
+    out.clear();
+    out.resize(planes.first().map_or(0, |p| p.len()), 0.0);
+    for (plane, &w) in planes.iter().zip(weights) {
+        for (o, &x) in out.iter_mut().zip(plane.iter()) {
+            *o += w * x;
+        }
+    }
+}
+
 /// Decode one segment through a fresh resampler, keeping output frames in its keep range.
 fn decode_segment(
     reader: &mut Source,
@@ -344,13 +355,29 @@ fn decode_segment(
         }
         position += n;
     };
-    let stats = reader.decode_range(
-        seg.decode_from,
-        seg.decode_to,
-        req.channels,
-        req.lenient,
-        &mut |input| resampler.push(input, &mut keep),
-    )?;
+    let stats = if req.channels == ChannelMode::Itu && reader.channels() > 1 {
+        // Every channel from the reader, weighted into one plane before resampling.
+        let weights = reader.itu_weights();
+        let mut mixed = Vec::new();
+        reader.decode_range(
+            seg.decode_from,
+            seg.decode_to,
+            ChannelMode::Keep,
+            req.lenient,
+            &mut |input| {
+                mix_into(&mut mixed, input, &weights);
+                resampler.push(&[&mixed], &mut keep);
+            },
+        )?
+    } else {
+        reader.decode_range(
+            seg.decode_from,
+            seg.decode_to,
+            req.channels,
+            req.lenient,
+            &mut |input| resampler.push(input, &mut keep),
+        )?
+    };
     resampler.finish(&mut keep);
     Ok(DecodedAudio {
         planes,

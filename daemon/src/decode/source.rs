@@ -83,6 +83,20 @@ impl Source {
         usize::from(self.info().channels)
     }
 
+    /// Weights of the ITU downmix for this file's channels (the mean for a layout it does
+    /// not know). See Note [Downmix].
+    pub fn itu_weights(&self) -> Vec<f32> {
+        let speakers = match self {
+            Self::Native(r) => r.speakers(),
+            Self::Ffmpeg(r) => r.speakers(),
+        };
+        let n = self.channels().max(1);
+        speakers
+            .filter(|s| s.len() == n)
+            .and_then(|s| crate::decode::downmix::itu_weights(&s))
+            .unwrap_or_else(|| vec![1.0 / n as f32; n])
+    }
+
     /// The declared length when it is stated by the file rather than estimated, so that
     /// offsets may be checked against it and long files cut into parallel segments.
     /// FFmpeg's durations are often estimates; its files decode serially.

@@ -100,6 +100,8 @@ pub struct FfmpegReader {
     info: AudioInfo,
     /// See [`STATED_LENGTH_FORMATS`].
     stated_length: bool,
+    /// FFmpeg's name for the channel layout (`5.1(side)`), when it states one.
+    channel_layout: Option<String>,
 }
 
 impl FfmpegReader {
@@ -107,7 +109,10 @@ impl FfmpegReader {
         let mut cmd = Command::new(&tools.ffprobe);
         cmd.args(["-v", "error", "-protocol_whitelist", "file"])
             .args(["-select_streams", "a:0", "-of", "json", "-show_entries"])
-            .arg("stream=codec_name,sample_rate,channels,duration:format=format_name,duration")
+            .arg(
+                "stream=codec_name,sample_rate,channels,channel_layout,duration\
+                 :format=format_name,duration",
+            )
             .arg(input_url(path));
         let mut child = Supervised::spawn(cmd, PROBE_STALL).map_err(|e| spawn_error(path, e))?;
         let json = child
@@ -159,6 +164,7 @@ impl FfmpegReader {
             tools,
             info,
             stated_length,
+            channel_layout: facts.channel_layout,
         })
     }
 
@@ -168,6 +174,11 @@ impl FfmpegReader {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The speakers of the channels, when FFmpeg names the layout.
+    pub(crate) fn speakers(&self) -> Option<Vec<crate::decode::downmix::Speaker>> {
+        crate::decode::downmix::speakers_of_ffmpeg_layout(self.channel_layout.as_deref()?)
     }
 
     /// Decode frames `[start, end)` as [`crate::decode::SourceReader::decode_range`] does.
@@ -240,7 +251,7 @@ impl FfmpegReader {
         let frame_bytes = 4 * channels;
         let mut buf = vec![0u8; BLOCK_FRAMES * frame_bytes];
         let out_channels = match mode {
-            ChannelMode::Mono => 1,
+            ChannelMode::Mono | ChannelMode::Itu => 1,
             ChannelMode::Keep => channels,
         };
         let mut planes = vec![Vec::new(); out_channels];

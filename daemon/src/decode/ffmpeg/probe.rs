@@ -14,6 +14,7 @@ struct ProbeStream {
     codec_name: Option<String>,
     sample_rate: Option<String>,
     channels: Option<u32>,
+    channel_layout: Option<String>,
     duration: Option<String>,
 }
 
@@ -30,6 +31,8 @@ pub(crate) struct StreamFacts {
     pub container: String,
     pub sample_rate: u32,
     pub channels: u32,
+    /// FFmpeg's layout name (`stereo`, `5.1(side)`), when it knows one.
+    pub channel_layout: Option<String>,
     /// Seconds, as the container or FFmpeg's estimate states it.
     pub duration: Option<f64>,
 }
@@ -74,6 +77,7 @@ pub(crate) fn parse(json: &[u8]) -> Result<StreamFacts, ProbeError> {
             .unwrap_or_else(|| "unknown".into()),
         sample_rate,
         channels,
+        channel_layout: stream.channel_layout,
         duration,
     })
 }
