@@ -426,3 +426,69 @@ fn itu_downmix_follows_bs775_and_the_mean_stays_the_default() {
     let b = load_ok(&stereo, &mono_at(None), 1);
     assert_planes_equal("stereo ITU vs mean", &a.planes, &b.planes);
 }
+
+/// Ogg's page checksum: CRC-32, polynomial 0x04C11DB7, not reflected, over the page with
+/// its checksum field zeroed.
+fn ogg_crc(page: &[u8]) -> u32 {
+    page.iter().fold(0u32, |crc, &b| {
+        (0..8).fold(crc ^ (u32::from(b) << 24), |c, _| {
+            if c & 0x8000_0000 != 0 {
+                (c << 1) ^ 0x04C1_1DB7
+            } else {
+                c << 1
+            }
+        })
+    })
+}
+
+#[test]
+fn opus_pre_skip_longer_than_a_packet_is_dropped_whole() {
+    // An encoder may write a pre-skip of up to 65,535 frames (1.37 s); the Opus decoder
+    // drops it from the first packet only. Make one by rewriting a generated file's header.
+    let dir = scratch_dir("preskip");
+    let plain = dir.path().join("plain.opus");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg(STEREO_SIGNAL)
+        .args(["-c:a", "libopus", "-ar", "48000"])
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut bytes = std::fs::read(&plain).unwrap();
+    let segments = usize::from(bytes[26]);
+    let body = 27 + segments;
+    let page_len = body
+        + bytes[27..body]
+            .iter()
+            .map(|&s| usize::from(s))
+            .sum::<usize>();
+    assert_eq!(&bytes[body..body + 8], b"OpusHead");
+    let pre_skip: u16 = 20_000;
+    bytes[body + 10..body + 12].copy_from_slice(&pre_skip.to_le_bytes());
+    bytes[22..26].fill(0);
+    let crc = ogg_crc(&bytes[..page_len]);
+    bytes[22..26].copy_from_slice(&crc.to_le_bytes());
+    let path = dir.path().join("long-pre-skip.opus");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let full = load_ok(&path, &keep(), 1);
+    let want = reference(&path);
+    assert_eq!(full.frames(), want.frames(), "length against FFmpeg");
+    for (got, want) in full.planes.iter().zip(&want.planes) {
+        let corr = correlation_at(got, want, 0);
+        assert!(corr > 0.99, "content against FFmpeg: {corr}");
+    }
+    let slice = load_ok(
+        &path,
+        &LoadRequest {
+            offset: 0.5,
+            duration: Some(1.0),
+            ..keep()
+        },
+        1,
+    );
+    assert_eq!(slice.frames(), 48_000);
+    let corr = correlation_at(&slice.planes[0], &full.planes[0][24_000..72_000], 0);
+    assert!(corr > 0.99, "slice against the full decode: {corr}");
+}

@@ -64,9 +64,7 @@ pub fn check_output_rate(path: &Path, rate: u32) -> Result<u32, DecodeError> {
     }
 }
 
-/// Declared frames, or `None` when they would mean more than [`MAX_DECLARED_SECONDS`] or
-/// nothing at all (a fragmented MP4 declares 0 in its `moov` and holds its audio in
-/// fragments).
+/// Declared frames, or `None` when they would mean more than [`MAX_DECLARED_SECONDS`].
 pub fn plausible_frames(frames: Option<u64>, rate: u32) -> Option<u64> {
-    frames.filter(|&f| f > 0 && f as f64 <= MAX_DECLARED_SECONDS * f64::from(rate))
+    frames.filter(|&f| f as f64 <= MAX_DECLARED_SECONDS * f64::from(rate))
 }

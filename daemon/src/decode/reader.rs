@@ -120,7 +120,8 @@ impl SourceReader {
             time_base: track.time_base,
             info,
             codec,
-            lead_in: 0,
+            // Ogg Opus pre-skip is a lead-in like an MP4 edit's (see `audio_track`).
+            lead_in: track.opus_pre_skip,
             pcm: None,
             edit_frames: None,
             exact_length: codec.starts_with("pcm")
@@ -727,6 +728,8 @@ struct TrackFacts {
     /// A LAME/Xing tag (which carries the encoder delay and padding) states the exact
     /// frame count; without one, symphonia estimates the length from the bitrate.
     has_gapless_tag: bool,
+    /// Ogg Opus pre-skip, in frames.
+    opus_pre_skip: u64,
 }
 
 /// Open the file and let symphonia's probe pick the demuxer.
@@ -776,7 +779,28 @@ fn audio_track(format: &dyn FormatReader, path: &Path) -> Result<TrackFacts> {
     };
     let mut declared_frames = track.num_frames;
     let container = format.format_info().short_name;
+    if container == "isomp4" && declared_frames == Some(0) {
+        // A fragmented MP4 (DASH, browser recordings) declares no samples in its `moov`
+        // and holds them all in fragments: its length is unknown, not zero (every offset
+        // was once "past the end").
+        declared_frames = None;
+    }
+    let mut params = params;
+    let mut opus_pre_skip = 0;
     if container == "ogg" && params.codec == CODEC_ID_OPUS {
+        // The Opus decoder drops the pre-skip from the first packet it decodes, at most
+        // that packet: a pre-skip spanning several packets (up to 65,535 frames) was only
+        // partly dropped, and after a seek the first packet lost real audio instead. The
+        // reader drops it as a lead-in, on the packets' timestamps, so the decoder is told
+        // of none.
+        opus_pre_skip = u64::from(track.delay.unwrap_or(0));
+        if let Some(head) = params.extra_data.as_mut() {
+            if head.len() >= 12 && head.starts_with(b"OpusHead") {
+                let mut patched = head.to_vec();
+                patched[10..12].fill(0);
+                *head = patched.into_boxed_slice();
+            }
+        }
         // The last granule position counts Opus pre-skip, which is not played.
         declared_frames =
             declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
@@ -786,6 +810,7 @@ fn audio_track(format: &dyn FormatReader, path: &Path) -> Result<TrackFacts> {
         time_base: track.time_base,
         declared_frames,
         has_gapless_tag: track.delay.is_some() || track.padding.is_some(),
+        opus_pre_skip,
         params,
     })
 }
