@@ -492,3 +492,32 @@ fn opus_pre_skip_longer_than_a_packet_is_dropped_whole() {
     let corr = correlation_at(&slice.planes[0], &full.planes[0][24_000..72_000], 0);
     assert!(corr > 0.99, "slice against the full decode: {corr}");
 }
+
+#[test]
+fn vbr_mp3_without_a_xing_header_decodes_in_parallel_like_serially() {
+    // MPEG-2 Layer III, VBR, no Xing/VBRI header: symphonia estimates the length from the
+    // first frame's bitrate, which once placed parallel cuts past the real end ("offset
+    // ... is past the end"). Quiet then loud content makes the bitrate vary a lot.
+    let dir = scratch_dir("vbr-no-xing");
+    let path = dir.path().join("vbr-no-xing.mp3");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg("aevalsrc=if(lt(t\\,30)\\,0.001\\,0.5)*sin(2*PI*(200*t+50*t*t))+if(lt(t\\,30)\\,0\\,0.2*(2*random(0)-1)):s=22050:d=90")
+        .args(["-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let serial = load_ok(&path, &mono_at(Some(16_000)), 1);
+    let parallel = load_ok(&path, &mono_at(Some(16_000)), 4);
+    assert_planes_equal("parallel vs serial", &parallel.planes, &serial.planes);
+    let want = reference(&path);
+    let ours = load_ok(&path, &keep(), 4);
+    let diff = ours.frames() as i64 - want.frames() as i64;
+    assert!(
+        diff.abs() <= 1152,
+        "{} frames against FFmpeg's {}",
+        ours.frames(),
+        want.frames()
+    );
+}
