@@ -454,7 +454,7 @@ impl SourceReader {
             if layout.is_float() {
                 walk.planes
                     .iter_mut()
-                    .for_each(|p| samples::clamp_float_pcm(p));
+                    .for_each(|p| samples::bound_samples(p));
             }
             walk.emit(len, sink);
         }
@@ -702,7 +702,7 @@ impl RangeWalk {
             convert_into(buf, from, len, self.mode, &mut self.planes);
             self.planes
                 .iter_mut()
-                .for_each(|p| samples::bound_codec_output(p));
+                .for_each(|p| samples::bound_samples(p));
             self.emit(len, sink);
         }
         Ok(())

@@ -275,9 +275,7 @@ impl FfmpegReader {
                     mode,
                     &mut planes,
                 );
-                planes
-                    .iter_mut()
-                    .for_each(|p| samples::bound_codec_output(p));
+                planes.iter_mut().for_each(|p| samples::bound_samples(p));
                 let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
                 sink(&refs);
                 stats.frames += take as u64;
