@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audiodecode import (
+    AudioDataLoader,
     AudioFileError,
     AudioFileNotFoundError,
     Daemon,
@@ -185,3 +187,27 @@ def test_private_daemon_context(binary: Path, corpus: Corpus) -> None:
     assert _daemon.active_daemon() is None
     assert proc is not None and proc.poll() == 0  # shut down cleanly
     assert not os.path.exists(d.socket_path)
+
+
+def test_itu_downmix_weights_the_centre_over_the_lfe(daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "five-one.wav"
+    signal = (
+        "aevalsrc=exprs=0.5*sin(2*PI*220*t)|0.4*sin(2*PI*330*t)|0.6*sin(2*PI*440*t)"
+        "|0.3*sin(2*PI*50*t)|0.2*sin(2*PI*550*t)|0.25*sin(2*PI*660*t):s=16000:d=1:c=5.1"
+    )
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", signal, "-c:a", "pcm_s16le", path],
+        check=True,
+    )
+    channels, _ = load(path, mono=False)
+    r = 1 / np.sqrt(2)
+    weights = np.array([r, r, 1.0, 0.0, 0.5, 0.5]) / (2 * r + 2)  # FL FR FC LFE SL SR
+    itu, _ = load(path, downmix="itu")
+    np.testing.assert_allclose(itu, weights @ channels, atol=1e-6)
+    mean, _ = load(path)
+    np.testing.assert_allclose(mean, channels.mean(axis=0), atol=1e-6)
+    loader = AudioDataLoader([path], batch_size=1, crop="start", downmix="itu", copy=True)
+    [batch] = list(loader)
+    np.testing.assert_allclose(np.asarray(batch.audio)[0, : len(itu)], itu, atol=1e-6)
+    with pytest.raises(ValueError, match="downmix"):
+        load(path, downmix="dolby")

@@ -13,6 +13,7 @@ from audiodecode._protocol import (
     Augment,
     CropMode,
     Dataset,
+    Downmix,
     ErrorInfo,
     ErrorKind,
     GpuStatus,
@@ -81,6 +82,7 @@ def stream_spec(**changes: Any) -> StreamSpec:
             Augment.Reverb(rirs=Dataset.Manifest(path="/rir.jsonl", label_field=None), p=0.3),
         ],
         "strict": False,
+        "downmix": Downmix.MEAN,
     }
     fields.update(changes)
     return StreamSpec(**fields)
@@ -113,6 +115,7 @@ REQUESTS: dict[str, Any] = {
             max_batch_seconds=120.5,
             augment=[],
             strict=True,
+            downmix=Downmix.ITU,
         )
     ),
     "req_open_directory": Request.OpenStream(
@@ -129,6 +132,7 @@ REQUESTS: dict[str, Any] = {
             duration=0.5,
             quality=Quality.FAST,
             strict=True,
+            downmix=Downmix.ITU,
         )
     ),
     "req_status": Request.Status(),

@@ -91,6 +91,14 @@ class Quality(enum.IntEnum):
     VHQ = 2
 
 
+class Downmix(enum.IntEnum):
+    """How ``mono`` combines channels: the mean (librosa's convention) or ITU-R BS.775
+    weights (FFmpeg's ``-ac 1``: centre full, surrounds -6 dB, LFE dropped, normalised)."""
+
+    MEAN = 0
+    ITU = 1
+
+
 # --- Structs. -------------------------------------------------------------------------------
 
 _frozen = dataclasses.dataclass(frozen=True)
@@ -245,6 +253,7 @@ class StreamSpec:
     max_batch_seconds: F64 | None
     augment: list[AnyAugment]
     strict: bool
+    downmix: Downmix
 
 
 @_frozen
@@ -273,6 +282,7 @@ class LoadSpec:
     duration: F64 | None
     quality: Quality
     strict: bool
+    downmix: Downmix
 
 
 @_frozen

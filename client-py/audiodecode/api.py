@@ -13,7 +13,7 @@ from numpy.typing import DTypeLike
 from audiodecode import _daemon
 from audiodecode._client import Connection
 from audiodecode._errors import AudioDecodeError, DaemonError, DamagedAudioWarning
-from audiodecode._protocol import LoadedAudio, LoadSpec, Quality, Request, Response
+from audiodecode._protocol import Downmix, LoadedAudio, LoadSpec, Quality, Request, Response
 from audiodecode._validate import choice, number, sample_rate
 
 # One connection per (process, socket), reused across calls: a handshake per file would
@@ -71,6 +71,7 @@ def load(
     dtype: DTypeLike = np.float32,
     quality: str = "hq",
     strict: bool = False,
+    downmix: str = "mean",
 ) -> tuple[np.ndarray, int]:
     """Decode ``path`` and return ``(samples, sample_rate)`` like ``librosa.load``, except
     that ``sr=None`` (the default here) keeps the file's own rate.
@@ -78,6 +79,10 @@ def load(
     Samples are floats in [-1, 1], shaped ``[T]`` for mono (or a single-channel file) and
     ``[C, T]`` otherwise. ``offset``/``duration`` in seconds select a slice without decoding
     the rest. Errors raise ``AudioDecodeError`` subclasses naming the file.
+
+    ``downmix`` says how ``mono`` combines channels: ``"mean"`` (librosa's convention) or
+    ``"itu"`` (ITU-R BS.775 weights, FFmpeg's ``-ac 1``: centre full, surrounds -6 dB, LFE
+    dropped; the same as the mean for stereo).
 
     A damaged or truncated file gives what decodes around the damage, as FFmpeg and
     librosa do, with a ``DamagedAudioWarning`` saying what and where; ``strict=True``
@@ -92,6 +97,7 @@ def load(
         duration=None if duration is None else _duration(duration, rate),
         quality=choice("quality", quality, Quality),
         strict=bool(strict),
+        downmix=choice("downmix", downmix, Downmix),
     )
     try:
         audio = _request(spec)

@@ -15,6 +15,7 @@ from audiodecode._datasets import PathLike, map_labels, resolve_dataset
 from audiodecode._protocol import (
     CropMode,
     Dataset,
+    Downmix,
     OnError,
     Quality,
     StreamSpec,
@@ -51,6 +52,10 @@ class AudioDataLoader:
     batch is requested; ``copy=True`` gives owned arrays, and ``device="cuda"`` moves each
     batch to the GPU asynchronously from the ring, registered as pinned memory (other
     devices get a plain ``.to(device)``; ``"cpu"`` is the same as no device).
+
+    A damaged file is used (what decodes around the damage) and listed in ``damaged``;
+    ``strict=True`` makes it a failure for ``on_error``. With ``mono``, ``downmix="itu"``
+    weights channels as ITU-R BS.775 does instead of taking their mean.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class AudioDataLoader:
         augment: Sequence[AugmentLike] = (),
         transform: Callable[[Batch], Batch] | None = None,
         strict: bool = False,
+        downmix: str = "mean",
     ) -> None:
         # Plain values first: nothing reaches the daemon before every argument is checked.
         batch_size = integer("batch_size", batch_size, 1)
@@ -104,6 +110,7 @@ class AudioDataLoader:
         crop_mode = choice("crop", crop, CropMode)
         on_error_mode = choice("on_error", on_error, OnError)
         quality_mode = choice("quality", quality, Quality)
+        downmix_mode = choice("downmix", downmix, Downmix)
         if rank is None or world_size is None:
             auto_rank, auto_world = distributed_rank()
             rank = auto_rank if rank is None else rank
@@ -147,6 +154,8 @@ class AudioDataLoader:
         self.copy = copy
         self.on_error = on_error_mode
         self.quality = quality_mode
+        # With mono, how channels are combined: the mean, or ITU-R BS.775 weights.
+        self.downmix = downmix_mode
         self.prefetch = prefetch
         # Keep decoded audio in the daemon's memory so later epochs decode nothing.
         self.cache = cache
@@ -273,6 +282,7 @@ class AudioDataLoader:
             max_batch_seconds=self.max_batch_seconds,
             augment=self.augment,
             strict=self.strict,
+            downmix=self.downmix,
         )
 
     def _open(self) -> Stream:

@@ -127,6 +127,7 @@ fn spec(paths: Vec<String>, batch_size: u32) -> StreamSpec {
         max_batch_seconds: None,
         augment: vec![],
         strict: false,
+        downmix: audiodecode_protocol::Downmix::Mean,
     }
 }
 
@@ -568,6 +569,7 @@ fn bad_requests_get_clear_errors() {
             duration: None,
             quality: Quality::Hq,
             strict: false,
+            downmix: audiodecode_protocol::Downmix::Mean,
         }))
         .expect("reply")
     {

@@ -213,6 +213,16 @@ pub enum Quality {
     Vhq,
 }
 
+/// How `mono` makes one channel of several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Downmix {
+    /// The mean of the channels (librosa's convention).
+    Mean,
+    /// ITU-R BS.775 weights (FFmpeg's `-ac 1`), normalised: centre full, front left/right
+    /// −3 dB, surrounds −6 dB, LFE dropped. The mean for mono and stereo.
+    Itu,
+}
+
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct StreamSpec {
     pub dataset: Dataset,
@@ -248,6 +258,8 @@ pub struct StreamSpec {
     /// Treat damaged or truncated files as failed (`on_error` applies) instead of using
     /// what decodes around the damage.
     pub strict: bool,
+    /// With `mono`, how channels are combined.
+    pub downmix: Downmix,
 }
 
 /// One augmentation; each applies with probability `p`, its parameters drawn per item from
@@ -304,6 +316,8 @@ pub struct LoadSpec {
     pub quality: Quality,
     /// Fail on damaged or truncated data instead of returning what decodes around it.
     pub strict: bool,
+    /// With `mono`, how channels are combined.
+    pub downmix: Downmix,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]

@@ -65,6 +65,7 @@ fn stream_spec() -> StreamSpec {
             },
         ],
         strict: false,
+        downmix: Downmix::Mean,
     }
 }
 
@@ -107,6 +108,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 max_batch_seconds: Some(120.5),
                 augment: vec![],
                 strict: true,
+                downmix: Downmix::Itu,
             }),
         ),
         (
@@ -135,6 +137,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 duration: Some(0.5),
                 quality: Quality::Fast,
                 strict: true,
+                downmix: Downmix::Itu,
             }),
         ),
         ("req_status", Request::Status),

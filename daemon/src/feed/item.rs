@@ -90,7 +90,7 @@ pub fn decode_item(
     let sr = spec.sample_rate;
     let req = LoadRequest {
         sample_rate: Some(sr),
-        channels: ChannelMode::from_mono(spec.mono),
+        channels: crate::feed::wire::channel_mode(spec.mono, spec.downmix),
         quality: quality_of(spec.quality),
         lenient: !spec.strict,
         ..LoadRequest::default()

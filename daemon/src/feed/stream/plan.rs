@@ -284,6 +284,7 @@ mod tests {
             max_batch_seconds: None,
             augment: vec![],
             strict: false,
+            downmix: audiodecode_protocol::Downmix::Mean,
         }
     }
 
