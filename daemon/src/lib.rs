@@ -8,7 +8,7 @@
 //!   symphonia, [`decode::pcm`] converts raw PCM, `decode::mp4_edit` reads MP4 edit
 //!   lists, [`decode::resample`] wraps rubato, [`decode::segments`] splits long files
 //!   into parallel segments ([`load`]), [`decode::limits`] bounds what headers and requests
-//!   may declare, [`decode::samples`] keeps samples finite and within ±32, and
+//!   may declare, [`decode::samples`] keeps samples finite and bounded, and
 //!   [`decode::audio`] holds the shared vocabulary ([`LoadRequest`], [`DecodedAudio`]).
 //! - [`feed`]: dataset → batches in shared memory. [`feed::server`] is the event loop on
 //!   the Unix socket (framing in `connection`, one function per request in `handlers`, the

@@ -3,13 +3,14 @@
 //! A float WAV can hold NaN, ±Inf or 1e30; those made the resampler panic and, without
 //! resampling, reached training batches. NaN becomes silence and ±Inf ±1. Values past
 //! 1.0 are real in float files (headroom) and from lossy decoders (inter-sample peaks);
-//! FFmpeg, soundfile and librosa keep them, and so do we, up to ±[`MAX_SAMPLE`]: beyond
-//! that a value is garbage (a fuzzed float WAV gave 1e30, which overflowed the
+//! FFmpeg, soundfile and librosa keep them, and so do we (hound's test files store integer
+//! PCM values as floats: 16,411.0), up to ±[`MAX_SAMPLE`]: beyond that a value only
+//! threatens the arithmetic (a fuzzed float WAV gave 1e30, which overflowed the
 //! resampler's FFT) and is clamped.
 
-/// Largest magnitude kept (+30 dBFS): far above any real headroom or overshoot, far
-/// below what could overflow an FFT of the longest resampler block.
-pub const MAX_SAMPLE: f32 = 32.0;
+/// Largest magnitude kept (2^20): far above anything a file means as audio, far below what
+/// could overflow an FFT of the longest resampler block (2^18 frames; f32 reaches 3e38).
+pub const MAX_SAMPLE: f32 = 1_048_576.0;
 
 /// NaN → 0, ±Inf → ±1, and values beyond ±[`MAX_SAMPLE`] clamped to it; anything else is
 /// kept.
@@ -34,11 +35,12 @@ mod tests {
             f32::INFINITY,
             f32::NEG_INFINITY,
             1.05,
-            -2.0,
+            -16411.0,
             1e30,
-            -40.0,
+            -1e7,
         ];
         bound_samples(&mut x);
-        assert_eq!(x, [0.0, 1.0, -1.0, 1.05, -2.0, 32.0, -32.0]);
+        let m = MAX_SAMPLE;
+        assert_eq!(x, [0.0, 1.0, -1.0, 1.05, -16411.0, m, -m]);
     }
 }
