@@ -68,14 +68,14 @@ def test_handshake_and_pushes_queued_while_waiting(fake_daemon) -> None:
         send(
             sock,
             Response.BatchReady(stream=1, slot=0, seq=0),
-            Response.EndOfEpoch(stream=2, skipped=[]),
+            Response.EndOfEpoch(stream=2, skipped=[], damaged=[]),
             Response.BatchReady(stream=1, slot=1, seq=1),
             STATUS,
         )
         # A Release has no reply; the next request's reply follows directly.
         assert recv_request(sock) == Request.Release(stream=1, released=1)
         assert isinstance(recv_request(sock), Request.Status)
-        send(sock, STATUS, Response.EndOfEpoch(stream=1, skipped=[]))
+        send(sock, STATUS, Response.EndOfEpoch(stream=1, skipped=[], damaged=[]))
         assert recv_request(sock) == Request.Shutdown()
 
     with Connection.open(fake_daemon(script)) as conn:
@@ -84,9 +84,9 @@ def test_handshake_and_pushes_queued_while_waiting(fake_daemon) -> None:
         assert conn.next_push(1) == Response.BatchReady(stream=1, slot=0, seq=0)
         conn.send(Request.Release(stream=1, released=1))
         assert conn.request(Request.Status(), Response.Status) == STATUS
-        assert conn.next_push(2) == Response.EndOfEpoch(stream=2, skipped=[])
+        assert conn.next_push(2) == Response.EndOfEpoch(stream=2, skipped=[], damaged=[])
         assert conn.next_push(1) == Response.BatchReady(stream=1, slot=1, seq=1)
-        assert conn.next_push(1) == Response.EndOfEpoch(stream=1, skipped=[])
+        assert conn.next_push(1) == Response.EndOfEpoch(stream=1, skipped=[], damaged=[])
         conn.send(Request.Shutdown())
 
 

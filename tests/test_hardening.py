@@ -15,7 +15,7 @@ import pytest
 from audiodecode import AudioDataLoader, Daemon, load
 from audiodecode._daemon import connect
 from audiodecode._errors import AudioDecodeError
-from audiodecode._protocol import LoadSpec, Quality, Request, Response
+from audiodecode._protocol import Downmix, LoadSpec, Quality, Request, Response
 from conftest import Corpus, write_wav
 
 
@@ -94,6 +94,8 @@ def test_hostile_loads_are_answered_and_never_wedge_the_pool(
             "offset": 0.0,
             "duration": None,
             "quality": Quality.HQ,
+            "strict": False,
+            "downmix": Downmix.MEAN,
         }
         fields.update(kw)
         return LoadSpec(**fields)  # type: ignore[arg-type]

@@ -111,7 +111,7 @@ def test_socket_mode_releases_every_batch_and_ends_with_the_epoch(
         fill(path, 0, 2)
         send(sock, Response.BatchReady(stream=1, slot=0, seq=2))
         assert recv_request(sock) == Request.Release(stream=1, released=2)
-        send(sock, Response.EndOfEpoch(stream=1, skipped=skipped))
+        send(sock, Response.EndOfEpoch(stream=1, skipped=skipped, damaged=[]))
         assert recv_request(sock) == Request.Release(stream=1, released=3)
         assert recv_request(sock) == Request.CloseStream(stream=1)
         send(sock, Response.Ok())
@@ -154,7 +154,7 @@ def test_shared_mode_takes_batches_from_the_ring_header_and_rings_only_when_aske
         set_word(path, DOORBELL_OFFSET, 3)  # the driver waits for one more slot
         send(sock, Response.BatchReady(1, 1, 1), Response.BatchReady(1, 0, 2))
         assert recv_request(sock) == Request.Release(stream=1, released=3)
-        send(sock, Response.EndOfEpoch(stream=1, skipped=[]))
+        send(sock, Response.EndOfEpoch(stream=1, skipped=[], damaged=[]))
         assert recv_request(sock) == Request.CloseStream(stream=1)
         send(sock, Response.Ok())
 
@@ -184,7 +184,7 @@ def test_a_batch_whose_items_all_failed_is_skipped(fake_daemon: Any, shm_name: s
             frames(
                 Response.StreamOpened(info(shm_name)),
                 Response.BatchReady(stream=1, slot=0, seq=1),
-                Response.EndOfEpoch(stream=1, skipped=[]),
+                Response.EndOfEpoch(stream=1, skipped=[], damaged=[]),
             )
         )
         assert recv_request(sock) == Request.Release(stream=1, released=1)

@@ -21,6 +21,9 @@ pub struct CacheKey {
     pub sample_rate: u32,
     pub mode: ChannelMode,
     pub quality: Quality,
+    /// A lenient decode of a damaged file holds audio a strict one refuses: a strict
+    /// stream must not be served the lenient stream's entry.
+    pub lenient: bool,
 }
 
 /// What identifies the file's content without reading it.
@@ -227,6 +230,7 @@ mod tests {
             sample_rate: 16000,
             mode: ChannelMode::Mono,
             quality: Quality::Hq,
+            lenient: true,
         }
     }
 

@@ -178,6 +178,7 @@ impl ClipSource for DatasetClips {
             sample_rate: self.sample_rate,
             mode: ChannelMode::Mono,
             quality: self.quality,
+            lenient: req.lenient,
         };
         let stamp = FileStamp::of(path);
         if let Some(audio) = stamp.and_then(|s| self.cache.get(&key, s)) {
@@ -229,6 +230,7 @@ fn cached_audio(
         sample_rate: spec.sample_rate,
         mode: req.channels,
         quality: req.quality,
+        lenient: req.lenient,
     };
     if let Some(audio) = cache.get(&key, stamp) {
         return Ok(Some(audio));
