@@ -396,26 +396,7 @@ fn broken_items_are_skipped_or_raised() {
 
     let daemon = Daemon::start();
     let mut client = daemon.client();
-    let info = open(&mut client, spec(paths.clone(), 3));
-    let mut delivered = 0;
-    let mut released = 0;
-    let skipped = loop {
-        match client.receive().expect("message") {
-            Response::BatchReady { slot, .. } => {
-                let map = map_ring(&info);
-                delivered += read_slot(&map, &info.ring, slot).header.batch;
-                released += 1;
-                client
-                    .send(&Request::Release {
-                        stream: info.stream,
-                        released,
-                    })
-                    .expect("release");
-            }
-            Response::EndOfEpoch { skipped, .. } => break skipped,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let (delivered, skipped, _) = epoch_report(&mut client, spec(paths.clone(), 3));
     assert_eq!(delivered, 5);
     let names: HashSet<String> = skipped.iter().map(|s| s.path.clone()).collect();
     assert!(

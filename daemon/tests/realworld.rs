@@ -103,6 +103,17 @@ const SOX_SIGNAL: &[&str] = &[
     "synth", "3", "sine", "300-3000", "sine", "440", "vol", "0.5",
 ];
 
+/// Runs `ffmpeg -v error -nostdin -y ARGS OUT`, which must succeed.
+fn ffmpeg_to(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(args)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg {args:?} {}", out.display());
+}
+
 fn path_of(case: &Case) -> PathBuf {
     case_dir().join(case.file)
 }
@@ -286,14 +297,19 @@ fn itunes_gapless_tag_trims_priming_and_padding_like_an_edit_list() {
     let dir = scratch_dir("itunsmpb");
     let plain = dir.path().join("no-edit-list.m4a");
     // No edit list, moov at the end (FFmpeg's default), so a box can be appended to it.
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg("aevalsrc=0.5*sin(2*PI*(200*t+250*t*t)):s=44100:d=1")
-        .args(["-c:a", "aac", "-use_editlist", "0"])
-        .arg(&plain)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "aevalsrc=0.5*sin(2*PI*(200*t+250*t*t)):s=44100:d=1",
+            "-c:a",
+            "aac",
+            "-use_editlist",
+            "0",
+        ],
+        &plain,
+    );
     let untrimmed = load_ok(&plain, &keep(), 1);
     let (delay, frames) = (1024usize, 44_100usize);
     assert!(
@@ -329,15 +345,21 @@ fn fragmented_mp4_decodes_whole_and_slices() {
     // browser recordings). A declared length of 0 once made every offset "past the end".
     let dir = scratch_dir("fragmented");
     let path = dir.path().join("fragmented.m4a");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg(STEREO_SIGNAL)
-        .args(["-c:a", "aac", "-movflags", "+frag_keyframe+empty_moov"])
-        .args(["-frag_duration", "1000000"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            STEREO_SIGNAL,
+            "-c:a",
+            "aac",
+            "-movflags",
+            "+frag_keyframe+empty_moov",
+            "-frag_duration",
+            "1000000",
+        ],
+        &path,
+    );
     let full = load_ok(&path, &keep(), 1);
     assert_eq!(full.frames(), reference(&path).frames(), "length");
     let slice = load_ok(
@@ -374,26 +396,21 @@ fn itu_downmix_follows_bs775_and_the_mean_stays_the_default() {
     let dir = scratch_dir("downmix");
     let wav = dir.path().join("five-one.wav");
     // Six different signals on FL FR FC LFE SL SR.
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg(
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
             "aevalsrc=exprs=0.5*sin(2*PI*220*t)|0.4*sin(2*PI*330*t)|0.6*sin(2*PI*440*t)\
              |0.3*(2*random(0)-1)|0.2*sin(2*PI*550*t)|0.25*sin(2*PI*660*t):s=48000:d=2:c=5.1",
-        )
-        .args(["-c:a", "pcm_s16le"])
-        .arg(&wav)
-        .status()
-        .unwrap();
-    assert!(status.success());
+            "-c:a",
+            "pcm_s16le",
+        ],
+        &wav,
+    );
     let ac3 = dir.path().join("five-one.ac3");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-i"])
-        .arg(&wav)
-        .args(["-c:a", "ac3"])
-        .arg(&ac3)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let wav_arg = wav.to_string_lossy();
+    ffmpeg_to(&["-i", &wav_arg, "-c:a", "ac3"], &ac3);
     let itu = LoadRequest {
         channels: audiodecode::ChannelMode::Itu,
         ..Default::default()
@@ -447,14 +464,19 @@ fn opus_pre_skip_longer_than_a_packet_is_dropped_whole() {
     // drops it from the first packet only. Make one by rewriting a generated file's header.
     let dir = scratch_dir("preskip");
     let plain = dir.path().join("plain.opus");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg(STEREO_SIGNAL)
-        .args(["-c:a", "libopus", "-ar", "48000"])
-        .arg(&plain)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            STEREO_SIGNAL,
+            "-c:a",
+            "libopus",
+            "-ar",
+            "48000",
+        ],
+        &plain,
+    );
     let mut bytes = std::fs::read(&plain).unwrap();
     let segments = usize::from(bytes[26]);
     let body = 27 + segments;
@@ -500,14 +522,10 @@ fn vbr_mp3_without_a_xing_header_decodes_in_parallel_like_serially() {
     // ... is past the end"). Quiet then loud content makes the bitrate vary a lot.
     let dir = scratch_dir("vbr-no-xing");
     let path = dir.path().join("vbr-no-xing.mp3");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg("aevalsrc=if(lt(t\\,30)\\,0.001\\,0.5)*sin(2*PI*(200*t+50*t*t))+if(lt(t\\,30)\\,0\\,0.2*(2*random(0)-1)):s=22050:d=90")
-        .args(["-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_to(
+        &["-f", "lavfi", "-i", "aevalsrc=if(lt(t\\,30)\\,0.001\\,0.5)*sin(2*PI*(200*t+50*t*t))+if(lt(t\\,30)\\,0\\,0.2*(2*random(0)-1)):s=22050:d=90", "-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0"],
+        &path,
+    );
     let serial = load_ok(&path, &mono_at(Some(16_000)), 1);
     let parallel = load_ok(&path, &mono_at(Some(16_000)), 4);
     assert_planes_equal("parallel vs serial", &parallel.planes, &serial.planes);

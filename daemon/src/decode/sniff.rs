@@ -18,7 +18,11 @@ pub(crate) fn describe(path: &Path) -> Option<String> {
 /// knows, and finds one inside a WavPack, APE or TAK file (their embedded RIFF header),
 /// which it then decodes as PCM: noise, not an error.
 pub(crate) fn foreign_format(path: &Path) -> Option<&'static str> {
-    let head = head_of(path)?;
+    foreign_magic(&head_of(path)?)
+}
+
+/// The name of a format symphonia has no reader for, from the first bytes.
+fn foreign_magic(head: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     if (at(0, b"RF64") || at(0, b"BW64")) && at(8, b"WAVE") {
         return Some("RF64/BW64 WAV");
@@ -61,15 +65,12 @@ const MAGIC: &[(usize, &[u8], &str)] = &[
 ];
 
 fn describe_bytes(head: &[u8]) -> Option<String> {
-    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
-    if let Some((_, _, name)) = MAGIC.iter().find(|(o, m, _)| at(*o, m)) {
-        return Some((*name).to_string());
+    if let Some(name) = foreign_magic(head) {
+        return Some(name.to_string());
     }
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
         return Some("Matroska/WebM".into());
-    }
-    if (at(0, b"RF64") || at(0, b"BW64")) && at(8, b"WAVE") {
-        return Some("RF64/BW64 WAV".into());
     }
     if at(0, b"RIFF") && at(8, b"WAVE") {
         return wav_format(head)
