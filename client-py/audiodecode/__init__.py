@@ -31,6 +31,7 @@ from audiodecode.transcribe import (
     transcribe_batch,
     transcribe_file,
 )
+from audiodecode.vad import speech_segments
 
 __all__ = [
     "AudioDataLoader",
@@ -58,6 +59,7 @@ __all__ = [
     "create_train_val_loaders",
     "find_binary",
     "load",
+    "speech_segments",
     "transcribe_batch",
     "transcribe_file",
 ]

@@ -22,7 +22,7 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -286,6 +286,20 @@ class LoadSpec:
 
 
 @_frozen
+class VadOptions:
+    """Silero VAD's options, with faster-whisper's names; the defaults are those of its
+    batched pipeline (160 ms of silence ends speech, speech pieces under 30 s). Mirrors
+    Rust's ``VadOptions::default``."""
+
+    threshold: F32 = 0.5
+    neg_threshold: F32 | None = None  # None: threshold - 0.15 (at least 0.01)
+    min_speech_duration_ms: U32 = 0
+    max_speech_duration_s: F32 | None = 30.0  # None: never split
+    min_silence_duration_ms: U32 = 160
+    speech_pad_ms: U32 = 400
+
+
+@_frozen
 class TranscribeOptions:
     """Model choice and decoding options, with faster-whisper's names and defaults.
 
@@ -321,6 +335,8 @@ class TranscribeOptions:
     suppress_blank: bool = True
     suppress_tokens: list[I32] = dataclasses.field(default_factory=lambda: [-1])
     max_initial_timestamp: F32 = 1.0
+    vad_filter: bool = True  # transcribe only the speech Silero VAD finds
+    vad: VadOptions = dataclasses.field(default_factory=VadOptions)
 
 
 @_frozen
@@ -806,6 +822,7 @@ __all__ = [
     "StreamSpec",
     "StreamStatus",
     "TranscribeOptions",
+    "VadOptions",
     "TranscribeSpec",
     "batch_ready_prefix",
     "decode_request",

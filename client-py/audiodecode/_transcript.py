@@ -92,6 +92,10 @@ class Transcription:
     language: str
     language_probability: float
     segments: list[Segment]
+    # With voice activity detection: seconds of the file transcribed and removed
+    # (faster-whisper's ``duration_after_vad`` and the rest).
+    speech_kept: float | None = None
+    speech_removed: float | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Transcription:
@@ -107,6 +111,8 @@ class Transcription:
             language=record.get("language", ""),
             language_probability=float(record.get("language_probability", 0.0)),
             segments=[Segment.from_dict(s) for s in record.get("segments", [])],
+            speech_kept=_seconds(record.get("speech_kept")),
+            speech_removed=_seconds(record.get("speech_removed")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +124,10 @@ class Transcription:
             "language": self.language,
             "language_probability": self.language_probability,
             "segments": [s.to_dict() for s in self.segments],
+        } | {
+            k: v
+            for k, v in (("speech_kept", self.speech_kept), ("speech_removed", self.speech_removed))
+            if v is not None
         }
 
     def to_srt(self) -> str:
@@ -156,3 +166,7 @@ def _clock(seconds: float, separator: str) -> str:
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -10,7 +10,9 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from audiodecode._protocol import TranscribeOptions
+import dataclasses
+
+from audiodecode._protocol import TranscribeOptions, VadOptions
 from audiodecode._validate import flag, integer, number, text
 
 I32_RANGE = range(-(1 << 31), 1 << 31)
@@ -74,6 +76,40 @@ def _tokens(name: str, value: Any) -> list[int]:
     return [int(t) for t in tokens]
 
 
+_VAD_CONVERT: dict[str, Callable[[str, Any], Any]] = {
+    "threshold": lambda n, v: number(n, v, at_least=0, at_most=1),
+    "neg_threshold": _optional(lambda n, v: number(n, v, at_least=0, at_most=1)),
+    "min_speech_duration_ms": _count,
+    # inf (faster-whisper's "never split") is None on the wire.
+    "max_speech_duration_s": lambda n, v: (
+        None if v is None or v == float("inf") else number(n, v, above=0.1, at_most=F32_MAX)
+    ),
+    "min_silence_duration_ms": _count,
+    "speech_pad_ms": _count,
+}
+
+
+def _vad_parameters(_: str, value: Any) -> VadOptions:
+    """faster-whisper's ``vad_parameters``: a dict, or an object with ``VadOptions``'
+    attributes (its own ``VadOptions`` dataclass); unnamed options keep the batched
+    pipeline's defaults."""
+    name = "vad_parameters"
+    if value is None:
+        return VadOptions()
+    if isinstance(value, VadOptions):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of VAD options, not {value!r}")
+    fields = {}
+    for key, v in value.items():
+        if key not in _VAD_CONVERT:
+            raise TypeError(f"unknown VAD option {key!r} in {name}")
+        fields[key] = _VAD_CONVERT[key](f"{name}[{key!r}]", v)
+    return VadOptions(**fields)
+
+
 _CONVERT: dict[str, Callable[[str, Any], Any]] = {
     "model": text,
     "device": text,
@@ -100,9 +136,11 @@ _CONVERT: dict[str, Callable[[str, Any], Any]] = {
     "suppress_blank": flag,
     "suppress_tokens": _tokens,
     "max_initial_timestamp": _non_negative,
+    "vad_filter": flag,
+    "vad": _vad_parameters,
 }
 # faster-whisper's names where the wire field differs.
-_ALIASES = {"temperature": "temperatures", "cpu_threads": "threads"}
+_ALIASES = {"temperature": "temperatures", "cpu_threads": "threads", "vad_parameters": "vad"}
 
 
 def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:

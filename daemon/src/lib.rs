@@ -48,7 +48,9 @@ pub mod decode;
 pub mod error;
 pub mod feed;
 pub mod label;
+pub mod pypackages;
 pub mod sys;
+pub mod vad;
 
 // Paths the integration tests and earlier callers use.
 pub use decode::resample;

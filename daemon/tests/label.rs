@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use audiodecode::label::engine::PieceInput;
 use audiodecode::label::pack::MIN_CLIP_LANGUAGE_PROBABILITY;
-use audiodecode::label::run::Schedule;
+use audiodecode::label::run::{speech_detector, Schedule};
 use audiodecode::label::{label_files, FileLabel, ModelKey, WhisperEngine};
 use audiodecode_protocol::TranscribeOptions;
 use common::{require_tool, scratch_dir};
@@ -170,8 +170,10 @@ fn transcribe_with(paths: &[PathBuf], options: &TranscribeOptions, pack: bool) -
         pack,
         block_files: 64,
     };
+    let vad = speech_detector(options).expect("VAD available");
     label_files(
         engine(),
+        vad,
         &files,
         options,
         schedule,

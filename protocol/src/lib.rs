@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -364,6 +364,54 @@ pub struct TranscribeOptions {
     /// Token ids to suppress; `-1` stands for the model's non-speech symbols.
     pub suppress_tokens: Vec<i32>,
     pub max_initial_timestamp: f32,
+    /// Transcribe only the speech voice activity detection finds (Silero VAD).
+    pub vad_filter: bool,
+    pub vad: VadOptions,
+}
+
+/// Silero VAD's options, with faster-whisper's names and the defaults of its batched
+/// pipeline (which labeling follows): 160 ms of silence ends speech, pieces of speech
+/// stay under 30 s.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct VadOptions {
+    /// Probabilities at or above this are speech.
+    pub threshold: f32,
+    /// Below this, speech ends; `None` is `threshold − 0.15` (at least 0.01).
+    pub neg_threshold: Option<f32>,
+    /// Shorter speech is dropped.
+    pub min_speech_duration_ms: u32,
+    /// Longer speech is split (at a pause of ≥ 98 ms when there is one); `None` never splits.
+    pub max_speech_duration_s: Option<f32>,
+    /// Silence that ends a piece of speech.
+    pub min_silence_duration_ms: u32,
+    /// Kept on each side of each piece of speech.
+    pub speech_pad_ms: u32,
+}
+
+impl VadOptions {
+    /// faster-whisper's `VadOptions()` (Silero's own defaults): what `get_speech_timestamps`
+    /// and `transcribe(vad_filter=True)` use.
+    pub fn silero() -> Self {
+        Self {
+            threshold: 0.5,
+            neg_threshold: None,
+            min_speech_duration_ms: 0,
+            max_speech_duration_s: None,
+            min_silence_duration_ms: 2000,
+            speech_pad_ms: 400,
+        }
+    }
+}
+
+impl Default for VadOptions {
+    /// What `BatchedInferencePipeline.transcribe` uses when given no VAD parameters.
+    fn default() -> Self {
+        Self {
+            max_speech_duration_s: Some(30.0),
+            min_silence_duration_ms: 160,
+            ..Self::silero()
+        }
+    }
 }
 
 impl Default for TranscribeOptions {
@@ -394,6 +442,8 @@ impl Default for TranscribeOptions {
             suppress_blank: true,
             suppress_tokens: vec![-1],
             max_initial_timestamp: 1.0,
+            vad_filter: true,
+            vad: VadOptions::default(),
         }
     }
 }

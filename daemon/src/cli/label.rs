@@ -16,9 +16,10 @@ use indicatif::ProgressBar;
 use crate::cli::error::CliError;
 use crate::cli::output::clash_free_paths;
 use crate::cli::progress::files_progress;
+use crate::cli::vad::VadOptionArgs;
 use crate::feed::manifest;
 use crate::label::record::TextFormat;
-use crate::label::run::{auto_batch_size, Schedule, DEFAULT_BLOCK_FILES};
+use crate::label::run::{auto_batch_size, speech_detector, Schedule, DEFAULT_BLOCK_FILES};
 use crate::label::{label_files, FileLabel, LabelEvent, ModelKey, WhisperEngine};
 
 /// The Whisper defaults, defined once in `TranscribeOptions::default` (the protocol crate):
@@ -127,6 +128,12 @@ pub struct LabelArgs {
     /// One segment per piece, no timestamp tokens (slightly faster).
     #[arg(long)]
     pub without_timestamps: bool,
+    /// Transcribe only the speech Silero VAD finds (needs ONNX Runtime: `pip install
+    /// onnxruntime faster-whisper`); `false` transcribes everything.
+    #[arg(long, default_value_t = defaults().vad_filter, action = clap::ArgAction::Set)]
+    pub vad_filter: bool,
+    #[command(flatten)]
+    pub vad: VadOptionArgs,
     /// Give every short clip a 30 s window of its own instead of packing several clips,
     /// separated by silence, into one window (packing is faster: the encoder's cost is per
     /// window; clips whose share of a packed result is unclear are decoded alone anyway).
@@ -203,6 +210,8 @@ impl LabelArgs {
             hotwords: self.hotwords.clone(),
             word_timestamps: self.word_timestamps,
             without_timestamps: self.without_timestamps,
+            vad_filter: self.vad_filter,
+            vad: self.vad.apply(defaults().vad),
             ..defaults()
         }
     }
@@ -307,11 +316,13 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let (engine, key, schedule) = load_model(args, &options)?;
+    let vad = speech_detector(&options)?;
     let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
     let mut sink = Sink::new(args, output, &todo);
     let cancel = AtomicBool::new(false);
     label_files(
         &engine,
+        vad,
         &paths,
         &options,
         schedule,

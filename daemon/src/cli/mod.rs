@@ -1,6 +1,6 @@
 //! The `audiodecode` command line: the clap definitions and the dispatch. Each family of
 //! subcommands runs in a module of its own: `info` and `decode` in [`decode`], `serve`,
-//! `status` and `stop` in [`serve`], `label` (with its arguments) in [`label`].
+//! `status` and `stop` in [`serve`], `label` (with its arguments) in [`label`], `vad` in [`vad`].
 
 #![allow(clippy::print_stderr)] // The CLI reports to its user on stderr.
 
@@ -10,6 +10,7 @@ pub mod label;
 pub mod output;
 pub mod progress;
 pub mod serve;
+pub mod vad;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ pub enum Command {
     Stop(SocketArg),
     /// Pseudo-transcribe audio with Whisper into a JSONL manifest (or srt/vtt/txt files).
     Label(Box<label::LabelArgs>),
+    /// Find the speech in audio files (Silero VAD); prints one JSON line per file.
+    Vad(vad::VadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -201,6 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => serve::run_status(&args),
         Command::Stop(args) => serve::run_stop(&args),
         Command::Label(args) => label::run_label(&args),
+        Command::Vad(args) => vad::run_vad(&args),
     }
 }
 

