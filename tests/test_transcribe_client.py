@@ -203,8 +203,9 @@ def test_bad_options(options: dict[str, Any], error: type[Exception], match: str
 
 
 def test_whisper_inference_options() -> None:
-    with pytest.raises(TypeError, match="'vad_filter'"):
-        WhisperInference("tiny", vad_filter=True)
+    with pytest.raises(TypeError, match="'clip_timestamps'"):
+        WhisperInference("tiny", clip_timestamps="0")
+    assert WhisperInference("tiny", vad_filter=False)._options({}).vad_filter is False
     w = WhisperInference("tiny", language="fr", cpu_threads=2, temperature=0.0)
     base = w._options({})
     assert (base.model, base.language, base.threads, base.temperatures) == ("tiny", "fr", 2, [0.0])
