@@ -6,7 +6,14 @@ same model (`base`), compute type (int8) and threads, in the same run.
     file. (b) One 6-minute recording: seconds versus `BatchedInferencePipeline(batch_size=8)`.
 Word error rate against the sentences spoken, for every system.
 
-    python3 benches/label_peers.py [--clips 200] [--threads N] [--skip-peers]
+With --real DIR (made by make_real_mixes.py from real recordings): (a) a long real mix
+against the batched pipeline, (b) a looped real utterance against the batched pipeline,
+(c) real short clips against the faster of `transcribe` and the batched pipeline, (d) real
+speech among music, noise, a tone and silence against the batched pipeline (VAD on). Real
+audio has no reference text: words are counted against faster-whisper's sequential
+`transcribe` (with `vad_filter=True` for (d)), the most complete output.
+
+    python3 benches/label_peers.py [--clips 200] [--threads N] [--skip-peers] [--real DIR]
 """
 
 from __future__ import annotations
@@ -191,6 +198,136 @@ def run_audiodecode(
     return elapsed, [by_path.get(str(f), "") for f in files]
 
 
+def read_segments(out: Path) -> dict[str, list[tuple[float, float, str]]]:
+    by_path = {}
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        by_path[record["audio_filepath"]] = [
+            (s["start"], s["end"], s["text"]) for s in record.get("segments", [])
+        ]
+    return by_path
+
+
+def faster_whisper_segments(
+    files: list[Path], threads: int, mode: str
+) -> tuple[float, list[list[tuple[float, float, str]]]]:
+    """mode: "transcribe", "transcribe+vad" or "batched" (batch_size 8, its VAD on)."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(model_dir(), device="cpu", compute_type="int8", cpu_threads=threads)
+    pipeline = BatchedInferencePipeline(model)
+    outputs = []
+    start = time.perf_counter()
+    for f in files:
+        if mode == "batched":
+            segments, _ = pipeline.transcribe(str(f), batch_size=8, beam_size=5)
+        else:
+            segments, _ = model.transcribe(str(f), beam_size=5, vad_filter=mode == "transcribe+vad")
+        outputs.append([(s.start, s.end, s.text) for s in segments])
+    return time.perf_counter() - start, outputs
+
+
+def text_of(segments: list[tuple[float, float, str]]) -> str:
+    return " ".join(t.strip() for _, _, t in segments)
+
+
+def words_lost(reference: str, hypothesis: str) -> int:
+    """Words of the reference that the hypothesis does not have, in order."""
+    import difflib
+
+    r, h = words(reference), words(hypothesis)
+    matched = sum(
+        b.size for b in difflib.SequenceMatcher(None, r, h, autojunk=False).get_matching_blocks()
+    )
+    return len(r) - matched
+
+
+def words_outside(segments: list[tuple[float, float, str]], regions: list[list[float]]) -> int:
+    """Words in segments that overlap no speech region by more than 10 % of their length."""
+    count = 0
+    for start, end, text in segments:
+        overlap = sum(max(0.0, min(end, b) - max(start, a)) for a, b in regions)
+        if overlap <= 0.1 * max(end - start, 1e-3):
+            count += len(words(text))
+    return count
+
+
+def real_main(root: Path, threads: int) -> None:
+    binary = os.environ.get("AUDIODECODE_BIN", "audiodecode")
+    print(
+        f"real recordings from {root} (sources: {root / 'SOURCES.txt'}); base int8, {threads} threads"
+    )
+
+    def ours(files: list[Path], out: Path) -> tuple[float, list[list[tuple[float, float, str]]]]:
+        t, _ = run_audiodecode(files, threads, out)
+        by_path = read_segments(out)
+        return t, [by_path.get(str(f), []) for f in files]
+
+    run_audiodecode(sorted((root / "clips").glob("*.wav"))[:2], threads, root / "warm.jsonl")
+    subprocess.run(
+        [binary, "vad", str(root / "clips" / "clip000.wav")], check=True, capture_output=True
+    )
+    for name, sub in (
+        ("(a) long real speech", "long"),
+        ("(b) repetitive real speech", "repetitive"),
+    ):
+        files = sorted((root / sub).glob("*.wav"))
+        our_t, our_s = ours(files, root / f"{sub}.jsonl")
+        bat_t, bat_s = faster_whisper_segments(files, threads, "batched")
+        seq_t, seq_s = faster_whisper_segments(files, threads, "transcribe")
+        ref = " ".join(text_of(s) for s in seq_s)
+        print(f"\n{name}: {sum(duration(f) for f in files):.0f} s")
+        for label, t, segs in (
+            ("audiodecode label", our_t, our_s),
+            ("faster-whisper batched (8)", bat_t, bat_s),
+            ("faster-whisper transcribe", seq_t, seq_s),
+        ):
+            hyp = " ".join(text_of(s) for s in segs)
+            print(
+                f"  {label:28s} {t:7.1f} s  words {len(words(hyp)):5d}  "
+                f"lost vs transcribe {words_lost(ref, hyp):4d}"
+            )
+        print(f"  speed-up vs batched: {bat_t / our_t:.2f}x")
+
+    clips = sorted((root / "clips").glob("*.wav"))
+    our_t, our_s = ours(clips, root / "clips.jsonl")
+    seq_t, seq_s = faster_whisper_segments(clips, threads, "transcribe")
+    bat_t, bat_s = faster_whisper_segments(clips, threads, "batched")
+    refs = [text_of(s) for s in seq_s]
+    print(f"\n(c) {len(clips)} real clips, {sum(duration(f) for f in clips):.0f} s")
+    for label, t, segs in (
+        ("audiodecode label", our_t, our_s),
+        ("faster-whisper transcribe", seq_t, seq_s),
+        ("faster-whisper batched (8)", bat_t, bat_s),
+    ):
+        agreement = 1 - corpus_wer(refs, [text_of(s) for s in segs])
+        print(
+            f"  {label:28s} {len(clips) / t:6.2f} files/s  {t:7.1f} s  agreement with transcribe {agreement * 100:5.1f} %"
+        )
+    print(f"  speed-up vs the faster peer: {min(seq_t, bat_t) / our_t:.2f}x")
+
+    mixed = [root / "mixed" / "mixed.wav"]
+    regions = json.loads((root / "mixed" / "regions.json").read_text())
+    our_t, our_s = ours(mixed, root / "mixed.jsonl")
+    bat_t, bat_s = faster_whisper_segments(mixed, threads, "batched")
+    vad_t, vad_s = faster_whisper_segments(mixed, threads, "transcribe+vad")
+    ref = text_of(vad_s[0])
+    print(
+        f"\n(d) speech among non-speech: {duration(mixed[0]):.0f} s, {sum(b - a for a, b in regions):.0f} s of speech"
+    )
+    for label, t, segs in (
+        ("audiodecode label", our_t, our_s[0]),
+        ("faster-whisper batched+VAD", bat_t, bat_s[0]),
+        ("faster-whisper transcribe+VAD", vad_t, vad_s[0]),
+    ):
+        kept = 1 - words_lost(ref, text_of(segs)) / max(1, len(words(ref)))
+        print(
+            f"  {label:28s} {t:7.1f} s  words kept {kept * 100:5.1f} %  "
+            f"words in non-speech {words_outside(segs, regions):3d}"
+        )
+    print(f"  speed-up vs batched+VAD: {bat_t / our_t:.2f}x")
+
+
 def run_faster_whisper(files: list[Path], threads: int, batched: bool) -> tuple[float, list[str]]:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -215,7 +352,13 @@ def main() -> None:
     parser.add_argument(
         "--no-pack-row", action="store_true", help="also time audiodecode with --no-pack"
     )
+    parser.add_argument(
+        "--real", type=Path, help="a directory made by make_real_mixes.py: measure on it instead"
+    )
     args = parser.parse_args()
+    if args.real:
+        real_main(args.real, args.threads)
+        return
     rng = random.Random(1234)
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         root = Path(tmp)

@@ -1,0 +1,182 @@
+"""Real-speech benchmark sets for `label_peers.py --real`, made from a directory of real
+recordings you fetched (public projects' test data; never commit them).
+
+Writes into OUT:
+  long/long_mix.wav        real speech recordings back to back (~5-6 min)
+  repetitive/loop.wav      one real utterance looped (a repeated announcement), ~6 min
+  clips/*.wav              real clips of 2-15 s, as they are
+  mixed/mixed.wav          real speech between music, noise, tones and silence, with
+  mixed/regions.json       where the speech is ([start, end] seconds)
+and SOURCES.txt naming every file used. Inputs are picked by name from SOURCE (paths
+relative to it); see --help for the defaults, which match the cache described in
+benches/README.md.
+
+    python3 benches/make_real_mixes.py SOURCE OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+LONG = [
+    "snakers4__silero-vad/examples/c++/aepyx_8k.wav",
+    "snakers4__silero-vad/tests/data/test.wav",
+    "pyannote__pyannote-audio/src/pyannote/audio/sample/sample.wav",
+    "SYSTRAN__faster-whisper/tests/data/jfk.flac",
+    "Picovoice__leopard/resources/audio_samples/diarization_test.wav",
+    "Picovoice__porcupine/resources/audio_samples/multiple_keywords.wav",
+    "lhotse-speech__lhotse/test/fixtures/libri/libri-1088-134315-0000.wav",
+]
+REPEATED = "SYSTRAN__faster-whisper/tests/data/jfk.flac"
+CLIP_DIRS = [
+    "coqui-ai__TTS/tests/data/ljspeech/wavs",
+    "lhotse-speech__lhotse/test/fixtures",
+    "Uberi__speech_recognition/examples",
+    "Picovoice__leopard/resources/audio_samples",
+    "speechbrain__speechbrain/tests/samples/single-mic",
+    "alphacep__vosk-api/python/example",
+    "ggerganov__whisper.cpp/samples",
+]
+SPEECH_FOR_MIX = [
+    "pyannote__pyannote-audio/src/pyannote/audio/sample/sample.wav",
+    "SYSTRAN__faster-whisper/tests/data/jfk.flac",
+    "snakers4__silero-vad/tests/data/test.wav",
+    "Picovoice__leopard/resources/audio_samples/diarization_test.wav",
+]
+NON_SPEECH = [
+    "LCAV__pyroomacoustics/examples/samples/guitar_16k.wav",
+    "speechbrain__speechbrain/tests/samples/noise/noise1.wav",
+    "LCAV__pyroomacoustics/notebooks/exercise_bike.wav",
+]
+RATE = 16000
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def to_wav(src: Path, out: Path, seconds: float | None = None) -> None:
+    limit = ["-t", str(seconds)] if seconds else []
+    ffmpeg("-i", str(src), *limit, "-ac", "1", "-ar", str(RATE), "-c:a", "pcm_s16le", str(out))
+
+
+def duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout)
+
+
+def concat(parts: list[Path], out: Path) -> None:
+    listing = out.with_suffix(".txt")
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(out))
+    listing.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    src, out = args.source, args.out
+    work = out / "work"
+    for d in ("long", "repetitive", "clips", "mixed", "work"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    used: list[str] = []
+
+    parts = []
+    for i, name in enumerate(LONG):
+        part = work / f"long{i}.wav"
+        to_wav(src / name, part)
+        parts.append(part)
+        used.append(name)
+    concat(parts, out / "long" / "long_mix.wav")
+
+    once = work / "once.wav"
+    to_wav(src / REPEATED, once)
+    concat([once] * 33, out / "repetitive" / "loop.wav")
+    used.append(REPEATED)
+
+    count = 0
+    for d in CLIP_DIRS:
+        for f in sorted((src / d).rglob("*")):
+            if f.suffix.lower() not in (".wav", ".flac", ".mp3") or count >= 60:
+                continue
+            try:
+                seconds = duration(f)
+            except (subprocess.CalledProcessError, ValueError):
+                continue
+            if 2.0 <= seconds <= 15.0 and "rvb" not in f.name and "noise" not in f.name:
+                to_wav(f, out / "clips" / f"clip{count:03d}.wav")
+                used.append(str(f.relative_to(src)))
+                count += 1
+
+    regions, parts, t = [], [], 0.0
+    silence = work / "silence.wav"
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"anullsrc=r={RATE}:cl=mono",
+        "-t",
+        "8",
+        "-c:a",
+        "pcm_s16le",
+        str(silence),
+    )
+    fillers = []
+    for i, name in enumerate(NON_SPEECH):
+        filler = work / f"filler{i}.wav"
+        to_wav(src / name, filler, seconds=12)
+        fillers.append(filler)
+        used.append(name)
+    tone = work / "tone.wav"
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=f=440:r={RATE}",
+        "-t",
+        "6",
+        "-af",
+        "volume=0.3",
+        "-c:a",
+        "pcm_s16le",
+        str(tone),
+    )
+    fillers += [tone, silence]
+    for i, name in enumerate(SPEECH_FOR_MIX):
+        speech = work / f"speech{i}.wav"
+        to_wav(src / name, speech)
+        used.append(name)
+        for filler in (fillers[i % len(fillers)], fillers[(i + 2) % len(fillers)]):
+            parts.append(filler)
+            t += duration(filler)
+        parts.append(speech)
+        d = duration(speech)
+        regions.append([round(t, 3), round(t + d, 3)])
+        t += d
+    parts.append(silence)
+    concat(parts, out / "mixed" / "mixed.wav")
+    (out / "mixed" / "regions.json").write_text(json.dumps(regions))
+
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    (out / "SOURCES.txt").write_text("\n".join(dict.fromkeys(used)) + "\n")
+    print(
+        f"{out}: long {duration(out / 'long' / 'long_mix.wav'):.0f} s, repetitive "
+        f"{duration(out / 'repetitive' / 'loop.wav'):.0f} s, {count} clips, mixed "
+        f"{duration(out / 'mixed' / 'mixed.wav'):.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
