@@ -128,11 +128,11 @@ impl FileLabel {
             return self;
         };
         for s in self.segments.iter_mut().flatten() {
-            s.start = round3(map.to_recording(s.start, false));
-            s.end = round3(map.to_recording(s.end, true));
+            (s.start, s.end) = map.span_to_recording(s.start, s.end);
+            (s.start, s.end) = (round3(s.start), round3(s.end));
             for w in s.words.iter_mut().flatten() {
-                w.start = round3(map.to_recording(w.start, false));
-                w.end = round3(map.to_recording(w.end, true));
+                (w.start, w.end) = map.span_to_recording(w.start, w.end);
+                (w.start, w.end) = (round3(w.start), round3(w.end));
             }
         }
         self.speech_kept = Some(round3(map.kept_seconds()));

@@ -231,7 +231,8 @@ fn prepare(
         Some((detector, vad_options)) => match detector.probabilities(&samples) {
             Ok(probabilities) => {
                 let ranges = speech_ranges(&probabilities, samples.len(), vad_options);
-                let (kept, map) = SpeechMap::keep(&samples, &ranges, SAMPLE_RATE);
+                let pad = vad_options.speech_pad_ms as usize * SAMPLE_RATE as usize / 1000;
+                let (kept, map) = SpeechMap::keep(&samples, &ranges, SAMPLE_RATE, pad);
                 (kept, Some(map))
             }
             Err(e) => {

@@ -40,7 +40,9 @@ pub fn check_options(o: &VadOptions) -> Result<(), VadError> {
     if o.neg_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
         return bad("neg_threshold must be within 0..1");
     }
-    if o.max_speech_duration_s.is_some_and(|s| s.is_nan() || s <= 0.1) {
+    if o.max_speech_duration_s
+        .is_some_and(|s| s.is_nan() || s <= 0.1)
+    {
         return bad("max_speech_duration_s must be above 0.1 s");
     }
     Ok(())
