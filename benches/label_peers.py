@@ -232,14 +232,16 @@ def text_of(segments: list[tuple[float, float, str]]) -> str:
 
 
 def words_lost(reference: str, hypothesis: str) -> int:
-    """Words of the reference that the hypothesis does not have, in order."""
-    import difflib
-
+    """Words of the reference that the hypothesis does not have, in order: the reference
+    length minus the longest common subsequence (difflib's matching blocks undercount on
+    repetitive text)."""
     r, h = words(reference), words(hypothesis)
-    matched = sum(
-        b.size for b in difflib.SequenceMatcher(None, r, h, autojunk=False).get_matching_blocks()
-    )
-    return len(r) - matched
+    row = [0] * (len(h) + 1)
+    for rw in r:
+        diag = 0
+        for j, hw in enumerate(h):
+            diag, row[j + 1] = row[j + 1], diag + 1 if rw == hw else max(row[j + 1], row[j])
+    return len(r) - row[len(h)]
 
 
 def words_outside(segments: list[tuple[float, float, str]], regions: list[list[float]]) -> int:

@@ -105,6 +105,8 @@ def main() -> None:
     used.append(REPEATED)
 
     count = 0
+    seen: set[tuple[str, str, float]] = set()
+    seen_lengths: set[tuple[str, float]] = set()
     for d in CLIP_DIRS:
         for f in sorted((src / d).rglob("*")):
             if f.suffix.lower() not in (".wav", ".flac", ".mp3") or count >= 60:
@@ -113,6 +115,12 @@ def main() -> None:
                 seconds = duration(f)
             except (subprocess.CalledProcessError, ValueError):
                 continue
+            # Test data often holds one utterance in several formats: keep one of each.
+            key = (d, f.stem.split(".")[0], round(seconds, 1))
+            if key in seen or (d, round(seconds, 1)) in seen_lengths:
+                continue
+            seen.add(key)
+            seen_lengths.add((d, round(seconds, 1)))
             if 2.0 <= seconds <= 15.0 and "rvb" not in f.name and "noise" not in f.name:
                 to_wav(f, out / "clips" / f"clip{count:03d}.wav")
                 used.append(str(f.relative_to(src)))

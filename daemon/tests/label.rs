@@ -161,7 +161,16 @@ fn transcribe(paths: &[PathBuf], options: &TranscribeOptions) -> Vec<FileLabel> 
 
 /// `pack`: short clips share windows (the default) or each gets its own.
 fn transcribe_with(paths: &[PathBuf], options: &TranscribeOptions, pack: bool) -> Vec<FileLabel> {
-    engine().check_options(options).expect("valid options");
+    transcribe_on(engine(), paths, options, pack)
+}
+
+fn transcribe_on(
+    engine: &WhisperEngine,
+    paths: &[PathBuf],
+    options: &TranscribeOptions,
+    pack: bool,
+) -> Vec<FileLabel> {
+    engine.check_options(options).expect("valid options");
     let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut out = Vec::new();
     let schedule = Schedule {
@@ -172,7 +181,7 @@ fn transcribe_with(paths: &[PathBuf], options: &TranscribeOptions, pack: bool) -
     };
     let vad = speech_detector(options).expect("VAD available");
     label_files(
-        engine(),
+        engine,
         vad,
         &files,
         options,
@@ -579,6 +588,39 @@ fn a_long_recording_loses_no_words_at_piece_boundaries() {
     assert!(segments
         .last()
         .is_some_and(|s| s.end > duration - 30.0 && s.end <= duration + 1e-6));
+}
+
+#[test]
+fn repeated_speech_is_kept_whole_without_a_fallback_storm() {
+    // A sentence said 30 times compresses like a hallucination loop (ratio > 2.4) but runs
+    // at the pace of speech: it must not fall back through every temperature, and every
+    // repetition must be in the text. 30 different sentences are the yardstick.
+    let dir = scratch_dir("label-repeat");
+    let repeated = dir.path().join("repeated.wav");
+    espeak("en-us", 130, &[SENTENCES[3]; 30].join(" "), &repeated);
+    let varied = dir.path().join("varied.wav");
+    let thirty: Vec<&str> = SENTENCES.iter().cycle().take(30).copied().collect();
+    espeak("en-us", 130, &thirty.join(" "), &varied);
+    // An engine of its own: its fallback count is this test's alone.
+    let key = ModelKey::from_options(&TranscribeOptions::default(), 2).unwrap();
+    let own = WhisperEngine::load(&key).unwrap();
+    let options = TranscribeOptions::default();
+    let label = &transcribe_on(&own, std::slice::from_ref(&varied), &options, true)[0];
+    let varied_fallbacks = own.fallback_decodes();
+    assert!(
+        wer(&thirty.join(" "), text(label)) < MAX_WER,
+        "{}",
+        text(label)
+    );
+    let label = &transcribe_on(&own, std::slice::from_ref(&repeated), &options, true)[0];
+    let repeated_fallbacks = own.fallback_decodes() - varied_fallbacks;
+    eprintln!("fallback decodes: varied {varied_fallbacks}, repeated {repeated_fallbacks}");
+    assert!(
+        repeated_fallbacks <= varied_fallbacks + 1,
+        "repeated speech fell back {repeated_fallbacks} times (varied: {varied_fallbacks})"
+    );
+    let said = text(label).to_lowercase().matches("oak").count();
+    assert_eq!(said, 30, "{}", text(label));
 }
 
 #[test]

@@ -24,6 +24,10 @@ const SAMPLING_SEED: u32 = 0x5eed;
 const MAX_LENGTH: usize = 448;
 /// Clips per language-detection call.
 const DETECTION_BATCH: usize = 8;
+/// Faster than any speech: text tokens per second of a piece's sound. Fast English runs at
+/// ~5 words (~6.5 tokens) a second; a hallucination loop fills the 448-token context,
+/// ~15 tokens a second over a 30 s window. See `looks_like_a_loop`.
+const MAX_TOKENS_PER_SECOND: f32 = 10.0;
 
 /// What selects a loaded model: the same key reuses it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +133,8 @@ pub struct WhisperEngine {
     pub front: MelFrontEnd,
     config: ModelConfig,
     pub key: ModelKey,
+    /// Pieces decoded again at a fallback temperature, since loading (profiling, tests).
+    fallback_decodes: std::sync::atomic::AtomicUsize,
 }
 
 /// One decoding attempt for one piece.
@@ -137,6 +143,10 @@ struct Attempt {
     avg_logprob: f32,
     no_speech_prob: f32,
     compression_ratio: f32,
+    /// Tokens of text (timestamps and end-of-text left out).
+    text_tokens: usize,
+    /// The output ran to the decoder's length limit without ending.
+    filled_context: bool,
 }
 
 impl WhisperEngine {
@@ -164,7 +174,14 @@ impl WhisperEngine {
             front,
             config,
             key: key.clone(),
+            fallback_decodes: Default::default(),
         })
+    }
+
+    /// Pieces decoded again at a fallback temperature since the model was loaded.
+    pub fn fallback_decodes(&self) -> usize {
+        self.fallback_decodes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -275,6 +292,8 @@ impl WhisperEngine {
             let results = if round == 0 {
                 self.generate(encoded, prompts, temperature, options)?
             } else {
+                self.fallback_decodes
+                    .fetch_add(pending.len(), std::sync::atomic::Ordering::Relaxed);
                 self.generate_again(pieces, prompts, &pending, temperature, options)?
             };
             let batch_ids: Vec<usize> = if round == 0 {
@@ -284,7 +303,7 @@ impl WhisperEngine {
             };
             let mut still = Vec::new();
             for (attempt, piece) in results.into_iter().zip(batch_ids) {
-                if needs_fallback(&attempt, options) {
+                if needs_fallback(&attempt, &pieces[piece], options) {
                     fallback_pool[piece].push(attempt);
                     still.push(piece);
                 } else {
@@ -543,9 +562,10 @@ impl WhisperEngine {
             .model
             .generate(features, &token_prompts, &ct2_options)
             .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
+        let room = ct2_options.max_length.saturating_sub(longest_prompt + 1);
         Ok(results
             .into_iter()
-            .map(|r| self.attempt_from(r, options))
+            .map(|r| self.attempt_from(r, room, options))
             .collect())
     }
 
@@ -585,8 +605,14 @@ impl WhisperEngine {
         }
     }
 
-    /// The best hypothesis of one result with the scores the fallback rules judge.
-    fn attempt_from(&self, r: WhisperGenerationResult, options: &TranscribeOptions) -> Attempt {
+    /// The best hypothesis of one result with the scores the fallback rules judge; `room`
+    /// is how many tokens the decoder could produce after the prompt.
+    fn attempt_from(
+        &self,
+        r: WhisperGenerationResult,
+        room: usize,
+        options: &TranscribeOptions,
+    ) -> Attempt {
         let tokens: Vec<u32> = r
             .sequences_ids
             .first()
@@ -599,8 +625,11 @@ impl WhisperEngine {
         let cumulative = score * len.powf(options.length_penalty);
         let avg_logprob = cumulative / (len + 1.0);
         let text = self.vocab.decode(&tokens);
+        let text_tokens = tokens.iter().filter(|&&t| t < self.vocab.eot).count();
         Attempt {
             compression_ratio: compression_ratio(text.trim()),
+            text_tokens,
+            filled_context: tokens.len() >= room,
             tokens,
             avg_logprob,
             no_speech_prob: r.no_speech_prob,
@@ -773,10 +802,15 @@ impl WhisperEngine {
 }
 
 /// Whether an attempt is too repetitive or too unlikely to keep, unless it is silence.
-fn needs_fallback(attempt: &Attempt, options: &TranscribeOptions) -> bool {
+/// Repetitive text is a failure only when it is a loop (see `looks_like_a_loop`): speech
+/// that repeats itself (a chorus, a list, a looped announcement) compresses as well as a
+/// hallucination, and falling back on it ran every temperature with best-of-5 sampling on
+/// every piece (Note [Fallback without a storm]).
+fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOptions) -> bool {
     let too_repetitive = options
         .compression_ratio_threshold
-        .is_some_and(|t| attempt.compression_ratio > t);
+        .is_some_and(|t| attempt.compression_ratio > t)
+        && looks_like_a_loop(attempt, piece);
     let too_unlikely = options
         .log_prob_threshold
         .is_some_and(|t| attempt.avg_logprob < t);
@@ -785,6 +819,13 @@ fn needs_fallback(attempt: &Attempt, options: &TranscribeOptions) -> bool {
         .is_some_and(|t| attempt.no_speech_prob > t)
         && too_unlikely;
     (too_repetitive || too_unlikely) && !silence
+}
+
+/// A hallucination loop repeats until the decoder's length limit, or at least faster than
+/// anyone speaks; repeated speech keeps the pace of speech.
+fn looks_like_a_loop(attempt: &Attempt, piece: &PieceInput) -> bool {
+    let sound_seconds = (piece.sound.len() as f32 / super::mel::SAMPLE_RATE as f32).max(1.0);
+    attempt.filled_context || attempt.text_tokens as f32 / sound_seconds > MAX_TOKENS_PER_SECOND
 }
 
 /// Every temperature failed: keep the most likely attempt, preferring ones that are not

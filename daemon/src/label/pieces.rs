@@ -3,16 +3,26 @@
 
 use super::mel::{HOP, WINDOW_SAMPLES};
 
-/// A cut is searched in the last part of each window: early enough to find a pause,
-/// late enough that pieces stay long (fewer pieces, more context each).
+/// Where the cut search starts in a 30 s window (the tests check pieces are this long).
+#[cfg(test)]
 const SEARCH_FROM_SAMPLES: usize = WINDOW_SAMPLES * 2 / 3;
+const SAMPLE_RATE_HZ: usize = super::mel::SAMPLE_RATE as usize;
 /// Pauses are judged over 200 ms, long enough to skip the gaps inside words.
 const PAUSE_FRAMES: usize = 20;
 
 /// Sample ranges of the pieces of `samples` (16 kHz mono), in order, covering all of it.
 pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
+    cut_pieces_within(samples, WINDOW_SAMPLES)
+}
+
+/// As [`cut_pieces`], with pieces of at most `window` samples (at least 1 s).
+pub fn cut_pieces_within(samples: &[f32], window: usize) -> Vec<std::ops::Range<usize>> {
+    let window = window.clamp(SAMPLE_RATE_HZ, WINDOW_SAMPLES);
+    // A cut is searched in the last third of each window: early enough to find a pause,
+    // late enough that pieces stay long (fewer pieces, more context each).
+    let search_from = window * 2 / 3;
     let total = samples.len();
-    if total <= WINDOW_SAMPLES {
+    if total <= window {
         return std::iter::once(0..total).collect();
     }
     // Energy of each 10 ms frame, and its running sum for 200 ms window sums.
@@ -26,13 +36,13 @@ pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
     }
     let mut pieces = Vec::new();
     let mut start = 0usize;
-    while total - start > WINDOW_SAMPLES {
-        let first = (start + SEARCH_FROM_SAMPLES) / HOP;
-        // The cut must leave this piece within 30 s.
-        let last = ((start + WINDOW_SAMPLES) / HOP).saturating_sub(1);
+    while total - start > window {
+        let first = (start + search_from) / HOP;
+        // The cut must leave this piece within the window.
+        let last = ((start + window) / HOP).saturating_sub(1);
         let cut_frame = last_pause(&energy, first, last)
             .unwrap_or_else(|| quietest_window(&prefix, first, last));
-        let cut = (cut_frame * HOP).clamp(start + HOP, start + WINDOW_SAMPLES);
+        let cut = (cut_frame * HOP).clamp(start + HOP, start + window);
         pieces.push(start..cut);
         start = cut;
     }

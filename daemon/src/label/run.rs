@@ -13,7 +13,7 @@ use super::engine::{PieceInput, WhisperEngine};
 use super::error::LabelError;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
-use super::pieces::{cut_pieces, sound_span};
+use super::pieces::{cut_pieces, cut_pieces_within, sound_span};
 use super::record::FileLabel;
 use super::types::PieceOutput;
 use crate::decode::{load, LoadRequest};
@@ -289,6 +289,69 @@ fn is_silent(samples: &[f32]) -> bool {
     samples.iter().all(|x| x.abs() < PEAK)
 }
 
+/// A piece decoded again in parts must be long enough to split: each part at least 5 s.
+const MIN_REDO_PART: usize = SAMPLE_RATE as usize * 5;
+/// Lets the cut search a little past the middle for a pause.
+const HALF_SLACK: usize = SAMPLE_RATE as usize * 2;
+/// Pieces with less voiced audio than this are not judged (too little to count words on).
+const MIN_REDO_VOICED_SECONDS: f64 = 6.0;
+/// A piece whose words per voiced second fall below this share of the file's fullest
+/// piece's lost words: Whisper stopped early or jumped. Speakers' paces differ, so only a
+/// loss this large is judged from the pace alone; a false alarm costs two or three
+/// shorter windows, never words.
+const SPARSE_SHARE_OF_FULLEST: f64 = 0.5;
+/// Whisper drops repetitions of a phrase said several times in one window: a piece whose
+/// text is repetitive (compression ratio above the threshold) and slower than this share
+/// of the fullest piece's pace is decoded again in parts too.
+const REPETITIVE_SHARE_OF_FULLEST: f64 = 0.9;
+/// Below this many words per voiced second a piece is sparse whatever the file's pace
+/// (speech runs at 2–4 words a second; voiced frames are most of it).
+const MIN_WORDS_PER_VOICED_SECOND: f64 = 0.8;
+
+/// Words in a piece's output.
+fn word_count(output: &PieceOutput) -> usize {
+    output
+        .segments
+        .iter()
+        .map(|s| s.text.split_whitespace().count())
+        .sum()
+}
+
+/// Seconds of 10 ms frames above −50 dBFS RMS.
+fn voiced_seconds(samples: &[f32]) -> f64 {
+    const FRAME: usize = 160;
+    let loud = samples
+        .chunks(FRAME)
+        .filter(|c| c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32 > 1e-5)
+        .count();
+    (loud * FRAME) as f64 / f64::from(SAMPLE_RATE)
+}
+
+/// For each piece decoded again in parts, keeps the reading with more words (the piece's,
+/// or its parts' together) and empties the other.
+fn keep_the_fuller_reading(p: &mut Partial) {
+    for (piece, parts) in std::mem::take(&mut p.redone) {
+        let words = |k: usize| {
+            p.outputs
+                .get(k)
+                .and_then(Option::as_ref)
+                .map_or(0, word_count)
+        };
+        let whole = words(piece);
+        let in_parts: usize = parts.clone().map(words).sum();
+        let loser: Vec<usize> = if in_parts > whole {
+            vec![piece]
+        } else {
+            parts.collect()
+        };
+        for k in loser {
+            if let Some(Some(output)) = p.outputs.get_mut(k) {
+                output.segments.clear();
+            }
+        }
+    }
+}
+
 /// Parts of an uncovered stretch worth decoding again: at least 1.5 s long, holding at
 /// least 0.5 s of sound, and not a whole piece that already gave nothing (the same input
 /// would give the same nothing).
@@ -371,6 +434,10 @@ struct Partial {
     speech: Option<SpeechMap>,
     /// Skipped speech has been looked for (once per file).
     holes_checked: bool,
+    /// Pieces decoded again in parts because their text was too sparse for their speech:
+    /// (the piece, its parts), and whether that check ran (once per file).
+    redone: Vec<(usize, std::ops::Range<usize>)>,
+    sparse_checked: bool,
     /// A short clip's own window, kept while it is packed with others in case its share of
     /// the packed result cannot be told apart.
     own_window: Option<PieceInput>,
@@ -501,6 +568,8 @@ impl<'a> ModelLoop<'a> {
                         samples: prepared.samples,
                         speech: prepared.speech,
                         holes_checked: false,
+                        redone: Vec::new(),
+                        sparse_checked: false,
                         own_window,
                         detected: None,
                     },
@@ -657,6 +726,16 @@ impl<'a> ModelLoop<'a> {
             members.push((q.members, q.expected_language));
             inputs.push(q.input);
         }
+        log::debug!(
+            "batch of {} windows: {} packed clips, {} plain pieces",
+            members.len(),
+            members
+                .iter()
+                .filter(|(m, _)| m.len() > 1)
+                .map(|(m, _)| m.len())
+                .sum::<usize>(),
+            inputs.iter().filter(|i| i.without_timestamps).count()
+        );
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.engine.transcribe(&inputs, self.options)
         }))
@@ -702,12 +781,13 @@ impl<'a> ModelLoop<'a> {
             .map(|(&i, _)| i)
             .collect();
         for index in complete {
-            if self.queue_holes(index) {
+            if self.queue_holes(index) || self.queue_sparse_pieces(index) {
                 continue;
             }
-            let Some(p) = self.partial.remove(&index) else {
+            let Some(mut p) = self.partial.remove(&index) else {
                 continue;
             };
+            keep_the_fuller_reading(&mut p);
             self.languages.remove(&index);
             let path = &self.files[index];
             let offsets: Vec<f64> = p
@@ -823,6 +903,92 @@ impl<'a> ModelLoop<'a> {
             p.ranges.push(hole);
             p.outputs.push(None);
             self.queue.push(QueuedPiece::alone(index, piece, input));
+        }
+        true
+    }
+
+    /// Whisper, decoding a long piece without timestamps, sometimes stops early or skips
+    /// repeated phrases: the piece's text is far shorter than its speech, or repetitive.
+    /// Such pieces are decoded again in parts of about half the piece, cut at pauses, and
+    /// the reading with more words is kept (see `keep_the_fuller_reading`). Returns
+    /// whether any were queued.
+    fn queue_sparse_pieces(&mut self, index: usize) -> bool {
+        let Some(p) = self.partial.get_mut(&index) else {
+            return false;
+        };
+        // Only pieces decoded without timestamps: timestamped ones have their skipped
+        // stretches found by `queue_holes`.
+        let plain = p.samples.len() > WINDOW_SAMPLES || self.options.without_timestamps;
+        if p.sparse_checked || p.error.is_some() || !plain {
+            return false;
+        }
+        p.sparse_checked = true;
+        let repetition = self.options.compression_ratio_threshold;
+        let rates: Vec<(usize, f64, f64, bool)> = (0..p.ranges.len())
+            .filter(|&i| p.ranges[i].len() >= 2 * MIN_REDO_PART)
+            .filter_map(|i| {
+                let audio = p.samples.get(p.ranges[i].clone())?;
+                let output = p.outputs[i].as_ref()?;
+                let repetitive = output
+                    .segments
+                    .iter()
+                    .any(|s| repetition.is_some_and(|t| s.compression_ratio > t));
+                Some((
+                    i,
+                    word_count(output) as f64,
+                    voiced_seconds(audio),
+                    repetitive,
+                ))
+            })
+            .filter(|&(_, _, voiced, _)| voiced >= MIN_REDO_VOICED_SECONDS)
+            .collect();
+        // The file's fullest piece sets the pace: pieces that lost words drag a median down.
+        let fullest = rates.iter().map(|&(_, w, v, _)| w / v).fold(0.0, f64::max);
+        let floor = (fullest * SPARSE_SHARE_OF_FULLEST).max(MIN_WORDS_PER_VOICED_SECOND);
+        let sparse: Vec<usize> = rates
+            .iter()
+            .filter(|&&(_, words, voiced, repetitive)| {
+                let pace = words / voiced;
+                pace < floor || (repetitive && pace < fullest * REPETITIVE_SHARE_OF_FULLEST)
+            })
+            .map(|&(i, _, _, _)| i)
+            .collect();
+        if sparse.is_empty() {
+            return false;
+        }
+        let language = if self.options.multilingual {
+            None
+        } else {
+            self.languages.get(&index).cloned()
+        };
+        for piece in sparse {
+            let range = p.ranges[piece].clone();
+            let audio = &p.samples[range.clone()];
+            let first_part = p.ranges.len();
+            for part in cut_pieces_within(audio, (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK)
+            {
+                let part = range.start + part.start..range.start + part.end;
+                let part_audio = &p.samples[part.clone()];
+                let input = PieceInput {
+                    features: self.engine.front.window_features(part_audio),
+                    samples: part.len(),
+                    language: language.clone(),
+                    group: index,
+                    without_timestamps: true,
+                    sound: sound_span(part_audio),
+                };
+                let k = p.ranges.len();
+                p.ranges.push(part);
+                p.outputs.push(None);
+                self.queue.push(QueuedPiece::alone(index, k, input));
+            }
+            log::debug!(
+                "{}: piece at {:.1} s too sparse; decoding it again in {} parts",
+                self.files[index],
+                range.start as f64 / f64::from(SAMPLE_RATE),
+                p.ranges.len() - first_part
+            );
+            p.redone.push((piece, first_part..p.ranges.len()));
         }
         true
     }
