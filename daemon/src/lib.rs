@@ -25,9 +25,14 @@
 //!   [`label::record`] writes outputs, [`label::run`] drives a dataset,
 //!   [`label::service`] serves `Transcribe` requests; [`label::types`] holds the segments
 //!   and words they share, [`label::vocab`] the tokenizer, [`label::error`] what can fail.
+//! - [`vad`]: voice activity detection — [`vad::silero`] runs Silero VAD on ONNX Runtime
+//!   (opened at run time), [`vad::segments`] turns probabilities into speech ranges,
+//!   [`vad::speech_map`] keeps only speech and maps times back. [`pypackages`] finds what
+//!   PyPI wheels install (models, `libonnxruntime`).
 //! - [`cli`]: the `audiodecode` command: clap definitions in [`cli`], then
 //!   [`cli::decode`] (`info`, `decode`), [`cli::serve`] (`serve`, `status`, `stop`),
-//!   [`cli::label`], with [`cli::output`] writers, [`cli::progress`] and [`cli::error`].
+//!   [`cli::label`], [`cli::vad`], with [`cli::output`] writers, [`cli::progress`] and
+//!   [`cli::error`].
 //! - [`sys`]: every OS call behind a safe function (the ring's mapping aside).
 //! - [`error`]: [`DecodeError`], and its one mapping to the wire's `ErrorKind`.
 //!
