@@ -6,11 +6,10 @@ keyword's name; the daemon checks them again against the model.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-
-import dataclasses
 
 from audiodecode._protocol import TranscribeOptions, VadOptions
 from audiodecode._validate import flag, integer, number, text
