@@ -254,7 +254,7 @@ def words_outside(segments: list[tuple[float, float, str]], regions: list[list[f
     return count
 
 
-def real_main(root: Path, threads: int) -> None:
+def real_main(root: Path, threads: int, sets: str = "abcd") -> None:
     binary = os.environ.get("AUDIODECODE_BIN", "audiodecode")
     print(
         f"real recordings from {root} (sources: {root / 'SOURCES.txt'}); base int8, {threads} threads"
@@ -273,6 +273,8 @@ def real_main(root: Path, threads: int) -> None:
         ("(a) long real speech", "long"),
         ("(b) repetitive real speech", "repetitive"),
     ):
+        if name[1] not in sets:
+            continue
         files = sorted((root / sub).glob("*.wav"))
         our_t, our_s = ours(files, root / f"{sub}.jsonl")
         bat_t, bat_s = faster_whisper_segments(files, threads, "batched")
@@ -291,43 +293,45 @@ def real_main(root: Path, threads: int) -> None:
             )
         print(f"  speed-up vs batched: {bat_t / our_t:.2f}x")
 
-    clips = sorted((root / "clips").glob("*.wav"))
-    our_t, our_s = ours(clips, root / "clips.jsonl")
-    seq_t, seq_s = faster_whisper_segments(clips, threads, "transcribe")
-    bat_t, bat_s = faster_whisper_segments(clips, threads, "batched")
-    refs = [text_of(s) for s in seq_s]
-    print(f"\n(c) {len(clips)} real clips, {sum(duration(f) for f in clips):.0f} s")
-    for label, t, segs in (
-        ("audiodecode label", our_t, our_s),
-        ("faster-whisper transcribe", seq_t, seq_s),
-        ("faster-whisper batched (8)", bat_t, bat_s),
-    ):
-        agreement = 1 - corpus_wer(refs, [text_of(s) for s in segs])
-        print(
-            f"  {label:28s} {len(clips) / t:6.2f} files/s  {t:7.1f} s  agreement with transcribe {agreement * 100:5.1f} %"
-        )
-    print(f"  speed-up vs the faster peer: {min(seq_t, bat_t) / our_t:.2f}x")
+    if "c" in sets:
+        clips = sorted((root / "clips").glob("*.wav"))
+        our_t, our_s = ours(clips, root / "clips.jsonl")
+        seq_t, seq_s = faster_whisper_segments(clips, threads, "transcribe")
+        bat_t, bat_s = faster_whisper_segments(clips, threads, "batched")
+        refs = [text_of(s) for s in seq_s]
+        print(f"\n(c) {len(clips)} real clips, {sum(duration(f) for f in clips):.0f} s")
+        for label, t, segs in (
+            ("audiodecode label", our_t, our_s),
+            ("faster-whisper transcribe", seq_t, seq_s),
+            ("faster-whisper batched (8)", bat_t, bat_s),
+        ):
+            agreement = 1 - corpus_wer(refs, [text_of(s) for s in segs])
+            print(
+                f"  {label:28s} {len(clips) / t:6.2f} files/s  {t:7.1f} s  agreement with transcribe {agreement * 100:5.1f} %"
+            )
+        print(f"  speed-up vs the faster peer: {min(seq_t, bat_t) / our_t:.2f}x")
 
-    mixed = [root / "mixed" / "mixed.wav"]
-    regions = json.loads((root / "mixed" / "regions.json").read_text())
-    our_t, our_s = ours(mixed, root / "mixed.jsonl")
-    bat_t, bat_s = faster_whisper_segments(mixed, threads, "batched")
-    vad_t, vad_s = faster_whisper_segments(mixed, threads, "transcribe+vad")
-    ref = text_of(vad_s[0])
-    print(
-        f"\n(d) speech among non-speech: {duration(mixed[0]):.0f} s, {sum(b - a for a, b in regions):.0f} s of speech"
-    )
-    for label, t, segs in (
-        ("audiodecode label", our_t, our_s[0]),
-        ("faster-whisper batched+VAD", bat_t, bat_s[0]),
-        ("faster-whisper transcribe+VAD", vad_t, vad_s[0]),
-    ):
-        kept = 1 - words_lost(ref, text_of(segs)) / max(1, len(words(ref)))
+    if "d" in sets:
+        mixed = [root / "mixed" / "mixed.wav"]
+        regions = json.loads((root / "mixed" / "regions.json").read_text())
+        our_t, our_s = ours(mixed, root / "mixed.jsonl")
+        bat_t, bat_s = faster_whisper_segments(mixed, threads, "batched")
+        vad_t, vad_s = faster_whisper_segments(mixed, threads, "transcribe+vad")
+        ref = text_of(vad_s[0])
         print(
-            f"  {label:28s} {t:7.1f} s  words kept {kept * 100:5.1f} %  "
-            f"words in non-speech {words_outside(segs, regions):3d}"
+            f"\n(d) speech among non-speech: {duration(mixed[0]):.0f} s, {sum(b - a for a, b in regions):.0f} s of speech"
         )
-    print(f"  speed-up vs batched+VAD: {bat_t / our_t:.2f}x")
+        for label, t, segs in (
+            ("audiodecode label", our_t, our_s[0]),
+            ("faster-whisper batched+VAD", bat_t, bat_s[0]),
+            ("faster-whisper transcribe+VAD", vad_t, vad_s[0]),
+        ):
+            kept = 1 - words_lost(ref, text_of(segs)) / max(1, len(words(ref)))
+            print(
+                f"  {label:28s} {t:7.1f} s  words kept {kept * 100:5.1f} %  "
+                f"words in non-speech {words_outside(segs, regions):3d}"
+            )
+        print(f"  speed-up vs batched+VAD: {bat_t / our_t:.2f}x")
 
 
 def run_faster_whisper(files: list[Path], threads: int, batched: bool) -> tuple[float, list[str]]:
@@ -357,9 +361,10 @@ def main() -> None:
     parser.add_argument(
         "--real", type=Path, help="a directory made by make_real_mixes.py: measure on it instead"
     )
+    parser.add_argument("--sets", default="abcd", help="with --real: which sets to run")
     args = parser.parse_args()
     if args.real:
-        real_main(args.real, args.threads)
+        real_main(args.real, args.threads, args.sets)
         return
     rng = random.Random(1234)
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:

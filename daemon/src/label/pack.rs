@@ -28,6 +28,8 @@ pub struct Slot {
     /// First sample of the clip in the window.
     pub offset: usize,
     pub samples: usize,
+    /// The clip's audible part (first to last frame above −50 dBFS), relative to the clip.
+    pub sound: std::ops::Range<usize>,
 }
 
 /// Clips waiting to fill a window, with the window's audio built as they arrive.
@@ -62,6 +64,7 @@ impl Packer {
             file,
             offset: self.audio.len(),
             samples: clip.len(),
+            sound: super::pieces::sound_span(clip),
         });
         self.audio.extend_from_slice(clip);
     }
@@ -90,16 +93,41 @@ pub fn split_window(output: &PieceOutput, slots: &[Slot]) -> Vec<Option<PieceOut
             (start, start + s.samples as f64 / rate)
         })
         .collect();
+    // Overlaps are judged on each clip's sound: Whisper often starts a segment where the
+    // previous one ended, inside the silence that ends the previous clip, and such a
+    // loose start is not text of that clip.
+    let sounds: Vec<(f64, f64)> = slots
+        .iter()
+        .zip(&spans)
+        .map(|(s, &(start, end))| {
+            if s.sound.is_empty() {
+                (start, end)
+            } else {
+                (
+                    start + s.sound.start as f64 / rate,
+                    start + s.sound.end as f64 / rate,
+                )
+            }
+        })
+        .collect();
     let mut shares: Vec<Vec<Segment>> = vec![Vec::new(); slots.len()];
     let mut unclear = vec![false; slots.len()];
     for segment in &output.segments {
-        let overlaps: Vec<f64> = spans
+        let overlaps: Vec<f64> = sounds
             .iter()
             .map(|&(a, b)| (segment.end.min(b) - segment.start.max(a)).max(0.0))
             .collect();
         let owner = owner_of(segment, &spans, &overlaps);
         for (k, &overlap) in overlaps.iter().enumerate() {
             if k != owner && overlap > CROSSING_SECONDS {
+                log::debug!(
+                    "packed window: segment {:.2}–{:.2} s crosses clips {owner} and {k} \
+                     (sound {:?}): {:?}",
+                    segment.start,
+                    segment.end,
+                    sounds,
+                    segment.text
+                );
                 unclear[k] = true;
                 unclear[owner] = true;
             }
