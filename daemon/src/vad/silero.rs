@@ -189,19 +189,25 @@ fn open_runtime(library: &Path) -> Result<Environment, VadError> {
         .map_err(VadError::Missing)
 }
 
+/// The file an environment variable names: `None` when it is unset, an error naming the
+/// variable when the file is not there (an explicit setting is never silently ignored).
+fn file_from_env(var: &str) -> Result<Option<PathBuf>, VadError> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        None => Ok(None),
+        Some(path) if path.is_file() => Ok(Some(path)),
+        Some(path) => Err(VadError::Missing(format!(
+            "{var}={}: no such file",
+            path.display()
+        ))),
+    }
+}
+
 /// `ORT_DYLIB_PATH` (ort's own variable) or `AUDIODECODE_ONNXRUNTIME`, else the library
 /// in the `onnxruntime` Python package.
 fn onnxruntime_library() -> Result<PathBuf, VadError> {
     for var in ["AUDIODECODE_ONNXRUNTIME", "ORT_DYLIB_PATH"] {
-        if let Some(path) = std::env::var_os(var).map(PathBuf::from) {
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(VadError::Missing(format!(
-                    "{var}={}: no such file (ONNX Runtime's libonnxruntime)",
-                    path.display()
-                )))
-            };
+        if let Some(path) = file_from_env(var)? {
+            return Ok(path);
         }
     }
     let missing = |why: String| {
@@ -232,15 +238,8 @@ fn onnxruntime_library() -> Result<PathBuf, VadError> {
 
 /// `AUDIODECODE_VAD_MODEL`, else the Silero v6 model shipped in a Python package.
 fn model_file() -> Result<PathBuf, VadError> {
-    if let Some(path) = std::env::var_os("AUDIODECODE_VAD_MODEL").map(PathBuf::from) {
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(VadError::Missing(format!(
-                "AUDIODECODE_VAD_MODEL={}: no such file",
-                path.display()
-            )))
-        };
+    if let Some(path) = file_from_env("AUDIODECODE_VAD_MODEL")? {
+        return Ok(path);
     }
     let mut looked = Vec::new();
     for (module, file) in MODEL_PACKAGES {
