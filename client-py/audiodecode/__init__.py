@@ -21,6 +21,7 @@ from audiodecode._errors import (
 from audiodecode._protocol import ErrorKind
 from audiodecode.api import load
 from audiodecode.augment import Gain, Noise, Reverb, Shift, Speed
+from audiodecode.http import serve_http
 from audiodecode.loader import AudioDataLoader
 from audiodecode.splits import create_train_val_loaders
 from audiodecode.transcribe import (
@@ -59,6 +60,7 @@ __all__ = [
     "create_train_val_loaders",
     "find_binary",
     "load",
+    "serve_http",
     "speech_segments",
     "transcribe_batch",
     "transcribe_file",

@@ -8,10 +8,12 @@ or a private one owned by a ``Daemon`` context, which clients created inside it 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -22,6 +24,10 @@ from audiodecode._protocol import Request, Response, StatusReport
 from audiodecode._trust import private_dir
 
 START_SECONDS = 10.0
+# A daemon serving HTTP loads its model first.
+HTTP_START_SECONDS = 180.0
+# The daemon's line naming the address it serves HTTP on (port 0 picks one).
+_HTTP_LINE = re.compile(r"HTTP service on (http://\S+)")
 LOG_NAME = "daemon.log"
 
 # The innermost active ``Daemon`` context, if any.
@@ -54,9 +60,11 @@ def _log_tail(log: Path, lines: int = 20) -> str:
     return f"last lines of {log}:\n{tail}" if tail else f"({log} is empty)"
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``audiodecode <args>`` in its own session (so a Ctrl-C aimed at the training
-    job does not reach it) with output appended to ``log``."""
+    job does not reach it) with output appended to ``log``; ``env`` adds variables."""
     with open(log, "ab") as out:
         return subprocess.Popen(
             [str(find_binary()), *args],
@@ -64,13 +72,16 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=out,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
 
 
-def _wait_until_up(path: Path, proc: subprocess.Popen[bytes], log: Path) -> Connection:
+def _wait_until_up(
+    path: Path, proc: subprocess.Popen[bytes], log: Path, seconds: float = START_SECONDS
+) -> Connection:
     """Retry connecting until the daemon answers. A started process that exits with
     status 0 lost the race to another daemon, which will answer shortly."""
-    deadline = time.monotonic() + START_SECONDS
+    deadline = time.monotonic() + seconds
     while True:
         try:
             conn = Connection.open(path)
@@ -94,7 +105,7 @@ def _wait_until_up(path: Path, proc: subprocess.Popen[bytes], log: Path) -> Conn
         if time.monotonic() > deadline:
             raise DaemonError(
                 f"the audiodecode daemon for {path} did not answer within "
-                f"{START_SECONDS:.0f} s; " + _log_tail(log)
+                f"{seconds:.0f} s; " + _log_tail(log)
             )
         time.sleep(0.05)
 
@@ -134,6 +145,11 @@ class Daemon:
 
     Clients created inside the block (loaders, ``load``) use it; on exit it is asked to
     shut down and, failing that, killed.
+
+    ``http="127.0.0.1:8000"`` also serves transcription over HTTP (OpenAI's audio routes,
+    see :func:`audiodecode.serve_http`); ``http_options`` are ``serve``'s HTTP flags without
+    dashes (``model="tiny.en"``, ``api_key="…"``, ``batch_wait_ms=25``). Port 0 picks a free
+    port; ``http_url`` says which.
     """
 
     def __init__(
@@ -147,6 +163,8 @@ class Daemon:
         cache_bytes: int | None = None,
         ring_bytes: int | None = None,
         item_deadline: int | None = None,
+        http: str | None = None,
+        http_options: Mapping[str, str | float | bool] | None = None,
     ) -> None:
         self._requested_socket = Path(socket) if socket is not None else None
         self.workers = workers
@@ -159,6 +177,9 @@ class Daemon:
             "--ring-bytes": ring_bytes,
             "--item-deadline": item_deadline,
         }
+        self.http = http
+        self.http_options = dict(http_options or {})
+        self.http_url: str | None = None
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self._tmpdir: str | None = None
@@ -168,6 +189,8 @@ class Daemon:
 
     def __enter__(self) -> Self:
         global _active
+        if self.process is not None:
+            return self  # already started (``serve_http`` returns a started daemon)
         self._tmpdir = tempfile.mkdtemp(prefix="audiodecode-")
         self.socket_path = self._requested_socket or Path(self._tmpdir) / "daemon.sock"
         self.log_path = Path(self._tmpdir) / LOG_NAME
@@ -175,14 +198,19 @@ class Daemon:
         for flag, value in self.sizing.items():
             if value is not None:
                 args += [flag, str(value)]
-        self.process = _spawn(args, self.log_path)
+        http_args, env = _http_args(self.http, self.http_options)
+        self.process = _spawn(args + http_args, self.log_path, env)
+        # With HTTP the model loads before the socket answers.
+        seconds = HTTP_START_SECONDS if self.http else START_SECONDS
         try:
-            with _wait_until_up(self.socket_path, self.process, self.log_path) as conn:
+            with _wait_until_up(self.socket_path, self.process, self.log_path, seconds) as conn:
                 if conn.daemon_pid != self.process.pid:
                     raise DaemonError(
                         f"another audiodecode daemon (pid {conn.daemon_pid}) already "
                         f"serves {self.socket_path}"
                     )
+            if self.http:
+                self.http_url = _served_url(self.log_path)
         except BaseException:
             self._stop()
             raise
@@ -190,8 +218,13 @@ class Daemon:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the daemon (what leaving the ``with`` block does)."""
         global _active
-        _active = self._previous
+        if _active is self:
+            _active = self._previous
         self._stop()
 
     @property
@@ -230,3 +263,36 @@ class Daemon:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+
+def _http_args(
+    address: str | None, options: Mapping[str, str | float | bool]
+) -> tuple[list[str], dict[str, str]]:
+    """``serve``'s HTTP flags for ``address`` and ``options``; the API key goes in the
+    environment (never on a command line other users can read)."""
+    if not address:
+        if options:
+            raise ValueError("http_options need http= (the address to serve on)")
+        return [], {}
+    args = ["--http", address]
+    env: dict[str, str] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "api_key":
+            env["AUDIODECODE_API_KEY"] = str(value)
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["--" + name.replace("_", "-"), text]
+    return args, env
+
+
+def _served_url(log: Path) -> str:
+    """The URL the daemon's log says it serves HTTP on."""
+    try:
+        found = _HTTP_LINE.findall(log.read_text(errors="replace"))
+    except OSError:
+        found = []
+    if not found:
+        raise DaemonError("the daemon did not say where it serves HTTP; " + _log_tail(log))
+    return str(found[-1])

@@ -52,6 +52,7 @@ pub mod cli;
 pub mod decode;
 pub mod error;
 pub mod feed;
+pub mod http;
 pub mod label;
 pub mod pypackages;
 pub mod sys;

@@ -45,6 +45,36 @@ fn default_temperatures() -> &'static str {
     })
 }
 
+/// Which Whisper model runs where: shared by `label` and `serve --http`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// CTranslate2 model directory or name (tiny, tiny.en, base, base.en, small, …, large-v3,
+    /// distil-large-v3).
+    #[arg(long, default_value_t = defaults().model)]
+    pub model: String,
+    #[arg(long, default_value_t = defaults().device, value_parser = ["auto", "cpu", "cuda"])]
+    pub device: String,
+    /// auto: int8 on CPU, float16 on CUDA.
+    #[arg(long, default_value_t = defaults().compute_type)]
+    pub compute_type: String,
+    /// Model threads (default: all cores).
+    #[arg(long, default_value_t = defaults().threads)]
+    pub threads: u32,
+}
+
+impl ModelArgs {
+    /// The default options with this model.
+    pub fn options(&self) -> TranscribeOptions {
+        TranscribeOptions {
+            model: self.model.clone(),
+            device: self.device.clone(),
+            compute_type: self.compute_type.clone(),
+            threads: self.threads,
+            ..defaults()
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct LabelArgs {
     /// Audio files, directories (searched recursively) or JSONL/CSV manifests.
@@ -65,18 +95,8 @@ pub struct LabelArgs {
     /// Label every n-th input starting at i (0-based), e.g. `--shard 2/8`.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
-    /// CTranslate2 model directory or name (tiny, tiny.en, base, base.en, small, …, large-v3,
-    /// distil-large-v3).
-    #[arg(long, default_value_t = defaults().model)]
-    pub model: String,
-    #[arg(long, default_value_t = defaults().device, value_parser = ["auto", "cpu", "cuda"])]
-    pub device: String,
-    /// auto: int8 on CPU, float16 on CUDA.
-    #[arg(long, default_value_t = defaults().compute_type)]
-    pub compute_type: String,
-    /// Model threads (default: all cores).
-    #[arg(long, default_value_t = defaults().threads)]
-    pub threads: u32,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Decode/feature workers (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -191,10 +211,6 @@ fn parse_threshold(s: &str) -> Result<Threshold, CliError> {
 impl LabelArgs {
     pub fn options(&self) -> TranscribeOptions {
         TranscribeOptions {
-            model: self.model.clone(),
-            device: self.device.clone(),
-            compute_type: self.compute_type.clone(),
-            threads: self.threads,
             batch_size: self.batch_size,
             language: (self.language != AUTO_LANGUAGE).then(|| self.language.clone()),
             multilingual: self.multilingual,
@@ -212,7 +228,7 @@ impl LabelArgs {
             without_timestamps: self.without_timestamps,
             vad_filter: self.vad_filter,
             vad: self.vad.apply(defaults().vad),
-            ..defaults()
+            ..self.model.options()
         }
     }
 }

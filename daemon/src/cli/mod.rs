@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod http;
 pub mod label;
 pub mod output;
 pub mod progress;
@@ -41,7 +42,7 @@ pub enum Command {
     /// Decode files to float32 (.wav, .npy or raw .f32), resampled and downmixed as asked.
     Decode(DecodeArgs),
     /// Run the daemon that feeds training jobs through shared memory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show the running daemon's streams: throughput, ring fill, skipped items.
     Status(StatusArgs),
     /// Stop the running daemon.
@@ -97,6 +98,8 @@ pub struct ServeArgs {
     /// Stay attached to the terminal instead of detaching.
     #[arg(long)]
     pub foreground: bool,
+    #[command(flatten)]
+    pub http: http::HttpArgs,
 }
 
 #[derive(Args, Debug)]

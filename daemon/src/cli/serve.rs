@@ -15,6 +15,8 @@ use crate::feed::tune;
 
 /// How long a detached daemon has to answer before `serve` gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// With `--http` the model loads first (a large one takes a minute from a cold disk).
+const START_TIMEOUT_WITH_MODEL: Duration = Duration::from_secs(180);
 
 pub fn run_serve(args: &ServeArgs) -> ExitCode {
     let socket = args.socket.path();
@@ -28,6 +30,11 @@ pub fn run_serve(args: &ServeArgs) -> ExitCode {
             .item_deadline
             .map_or(DEFAULT_ITEM_DEADLINE, std::time::Duration::from_secs),
     };
+    // The model loads before the socket answers, so a started daemon serves HTTP too.
+    if let Err(e) = crate::cli::http::start(&args.http) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let ready = || {
         eprintln!(
             "audiodecode daemon {} listening on {}",
@@ -112,7 +119,12 @@ fn spawn_detached(args: &ServeArgs, socket: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_until_it_answers(child, socket, &dir.join("daemon.log"))
+    let timeout = if args.http.http.is_some() {
+        START_TIMEOUT_WITH_MODEL
+    } else {
+        START_TIMEOUT
+    };
+    wait_until_it_answers(child, socket, &dir.join("daemon.log"), timeout)
 }
 
 /// `exe serve --foreground` with this command's flags, its output going to `log`.
@@ -141,6 +153,7 @@ fn foreground_command(
             cmd.arg(flag).arg(v.to_string());
         }
     }
+    crate::cli::http::forward(&args.http, &mut cmd);
     let stderr = log.try_clone();
     cmd.stdin(std::process::Stdio::null()).stdout(log);
     if let Ok(e) = stderr {
@@ -150,9 +163,14 @@ fn foreground_command(
 }
 
 /// Poll the socket until a daemon answers there (ours, or one that won the start-up race),
-/// our child exits, or [`START_TIMEOUT`] passes.
-fn wait_until_it_answers(mut child: Child, socket: &Path, log: &Path) -> ExitCode {
-    let deadline = Instant::now() + START_TIMEOUT;
+/// our child exits, or `timeout` passes.
+fn wait_until_it_answers(
+    mut child: Child,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> ExitCode {
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(client) = Client::connect(socket) {
             if client.daemon_pid != child.id() {
@@ -179,7 +197,7 @@ fn wait_until_it_answers(mut child: Child, socket: &Path, log: &Path) -> ExitCod
     }
     eprintln!(
         "error: the daemon did not answer within {} s; see {}",
-        START_TIMEOUT.as_secs(),
+        timeout.as_secs(),
         log.display()
     );
     ExitCode::FAILURE

@@ -9,10 +9,13 @@
 pub mod align;
 pub mod engine;
 pub mod error;
+pub mod live;
 pub mod mel;
 pub mod model;
+mod model_loop;
 pub mod pack;
 pub mod pieces;
+mod prepare;
 pub mod record;
 pub mod run;
 pub mod service;
@@ -21,6 +24,7 @@ pub mod vocab;
 
 pub use engine::{ModelKey, WhisperEngine};
 pub use error::LabelError;
+pub use prepare::speech_request;
 pub use record::FileLabel;
 pub use run::{label_files, LabelEvent};
 #[cfg(test)]

@@ -5,6 +5,7 @@
 #![allow(unsafe_code)] // The one module that talks to the OS: each block has a SAFETY note.
 
 mod atomic_file;
+mod memfile;
 pub mod residency;
 
 use std::fs::File;
@@ -12,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use atomic_file::write_atomically;
+pub use memfile::MemFile;
 
 /// This process's effective user id.
 pub fn effective_uid() -> u32 {

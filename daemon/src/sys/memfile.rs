@@ -1,0 +1,91 @@
+//! Anonymous in-memory files: uploads are decoded through a path like any file, yet never
+//! touch the disk and vanish when dropped.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// A file in memory (`memfd_create`), reachable by path as `/proc/<pid>/fd/<n>`, so the
+/// whole decode stack — content sniffing, symphonia, and the FFmpeg fallback's child
+/// process — reads it as it reads files. Its memory is freed when it is dropped.
+#[derive(Debug)]
+pub struct MemFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl MemFile {
+    /// An empty file; `name` shows in `/proc/<pid>/fd` listings only.
+    pub fn new(name: &str) -> io::Result<Self> {
+        let name = CString::new(name.replace('\0', "_")).unwrap_or_default();
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let file = File::from(fd);
+        // `/proc/self` would name the FFmpeg child itself; our pid names us from anywhere.
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        Ok(Self { file, path })
+    }
+
+    /// The path that opens this file (for as long as it lives).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl std::io::Read for MemFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl std::io::Seek for MemFile {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+impl Write for MemFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_bytes_read_back_by_path_and_vanish_on_drop() {
+        let mut file = MemFile::new("upload").unwrap();
+        file.write_all(b"RIFF1234").unwrap();
+        let path = file.path().to_path_buf();
+        assert_eq!(std::fs::read(&path).unwrap(), b"RIFF1234");
+        assert_eq!(file.len().unwrap(), 8);
+        drop(file);
+        assert!(std::fs::read(&path).is_err());
+    }
+}
