@@ -4,6 +4,7 @@ and a scripted fake daemon for tests of the client's message flow."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -74,6 +75,14 @@ class Corpus:
     source: Path
     garbage: Path
     truncated: Path
+
+
+def speak(path: Path, text: str, voice: str = "en-us", rate: int = 130) -> Path:
+    """`text` said by espeak-ng into the WAV file `path` (22.05 kHz mono)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required: apt-get install espeak-ng")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(path), text], check=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import pytest
 import srt
 import webvtt
 from audiodecode import Daemon, serve_http
+from conftest import speak
 from openai.types.audio import TranscriptionVerbose
 
 SENTENCES = [
@@ -32,14 +33,10 @@ OPTIONS = {"model": "tiny.en", "threads": 2, "max_upload_mb": 4, "max_audio_s": 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three short sentences and one ~40 s recording of them, said again and again."""
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.fail("espeak-ng and sox are required: apt-get install espeak-ng sox")
+    if shutil.which("sox") is None:
+        pytest.fail("sox is required: apt-get install sox")
     root = tmp_path_factory.mktemp("http-speech")
-    paths = []
-    for i, text in enumerate(SENTENCES):
-        path = root / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(path), text], check=True)
-        paths.append(path)
+    paths = [speak(root / f"s{i}.wav", text) for i, text in enumerate(SENTENCES)]
     pause = root / "pause.wav"
     subprocess.run(
         ["sox", "-n", "-r", "22050", "-c", "1", str(pause), "trim", "0", "0.8"], check=True
@@ -419,7 +416,7 @@ def test_a_key_is_required_when_set_and_public_addresses_need_one(
 def test_a_multilingual_model_translates_and_detects(binary: Path, tmp_path: Path) -> None:
     german = tmp_path / "de.wav"
     text = "Der Zug kommt heute Abend um acht Uhr in Berlin an."
-    subprocess.run(["espeak-ng", "-v", "de", "-s", "130", "-w", str(german), text], check=True)
+    speak(german, text, voice="de")
     with serve_http("127.0.0.1:0", model="base", threads=2) as multilingual:
         url = multilingual.http_url
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)

@@ -4,7 +4,6 @@ loop closed: a labeling manifest feeds ``AudioDataLoader.from_manifest``."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from audiodecode import (
     transcribe_batch,
     transcribe_file,
 )
+from conftest import speak
 
 SENTENCES = [
     "The green bottle stands on the kitchen table.",
@@ -28,14 +28,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is required: apt-get install espeak-ng")
     root = tmp_path_factory.mktemp("speech")
-    paths = []
-    for i, text in enumerate(SENTENCES):
-        path = root / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(path), text], check=True)
-        paths.append(path)
+    paths = [speak(root / f"s{i}.wav", text) for i, text in enumerate(SENTENCES)]
     return paths
 
 

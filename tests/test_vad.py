@@ -3,14 +3,12 @@ between silence and a tone."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audiodecode import AudioFileError, Daemon, speech_segments, transcribe_file
-from conftest import read_wav, tone, write_wav
+from conftest import read_wav, speak, tone, write_wav
 
 RATE = 16000
 
@@ -19,23 +17,8 @@ RATE = 16000
 def speech_between(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[float, float]]:
     """3 s of silence, a sentence, 3 s of a 440 Hz tone, 2 s of silence; and where the
     sentence's audible part lies (seconds)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is required: apt-get install espeak-ng")
     root = tmp_path_factory.mktemp("vad")
-    raw = root / "raw.wav"
-    subprocess.run(
-        [
-            "espeak-ng",
-            "-v",
-            "en-us",
-            "-s",
-            "140",
-            "-w",
-            str(raw),
-            "The green bottle stands on the kitchen table.",
-        ],
-        check=True,
-    )
+    raw = speak(root / "raw.wav", "The green bottle stands on the kitchen table.", rate=140)
     said, rate = read_wav(raw)
     said = said[0]
     # espeak-ng speaks at 22.05 kHz: bring it to 16 kHz by linear interpolation.

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::languages::{code_of, name_of};
 use super::respond::AsrOutput;
-use super::upload::{read_form, wrap_raw_pcm};
+use super::upload::{read_form, wrap_raw_pcm, Form};
 use super::{label_of, Shared};
 use crate::label::live::{Answer, Task};
 
@@ -32,6 +32,20 @@ fn query(given: Result<Query<AsrQuery>, QueryRejection>) -> Result<AsrQuery, Api
         .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
 }
 
+/// The `audio_file` form; with `encode=false` its bytes are raw 16 kHz mono PCM.
+async fn audio_form(
+    service: &Shared,
+    params: &AsrQuery,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Form, ApiError> {
+    let encode = super::flag(params.encode.as_deref(), "encode", true)?;
+    let mut form = read_form(multipart, "audio_file", service.config.max_upload_bytes).await?;
+    if !encode {
+        wrap_raw_pcm(&mut form)?;
+    }
+    Ok(form)
+}
+
 pub(super) async fn asr(
     State(service): State<Shared>,
     params: Result<Query<AsrQuery>, QueryRejection>,
@@ -51,16 +65,15 @@ pub(super) async fn asr(
             }
         };
         options.language = params.language.as_deref().and_then(code_of);
-        options.initial_prompt = params.initial_prompt.filter(|p| !p.trim().is_empty());
+        options.initial_prompt = params
+            .initial_prompt
+            .clone()
+            .filter(|p| !p.trim().is_empty());
         // whisper-asr-webservice's defaults: no VAD, no word times.
         options.vad_filter = super::flag(params.vad_filter.as_deref(), "vad_filter", false)?;
         options.word_timestamps =
             super::flag(params.word_timestamps.as_deref(), "word_timestamps", false)?;
-        let encode = super::flag(params.encode.as_deref(), "encode", true)?;
-        let mut form = read_form(multipart, "audio_file", service.config.max_upload_bytes).await?;
-        if !encode {
-            wrap_raw_pcm(&mut form)?;
-        }
+        let form = audio_form(&service, &params, multipart).await?;
         let name = form.name.clone();
         let label = label_of(service.run(form, options, Task::Label).await?)?;
         Ok(output.render(&label, &name))
@@ -75,11 +88,7 @@ pub(super) async fn detect_language(
 ) -> Response {
     let handle = async {
         let params = query(params)?;
-        let encode = super::flag(params.encode.as_deref(), "encode", true)?;
-        let mut form = read_form(multipart, "audio_file", service.config.max_upload_bytes).await?;
-        if !encode {
-            wrap_raw_pcm(&mut form)?;
-        }
+        let form = audio_form(&service, &params, multipart).await?;
         let options = service.config.defaults.clone();
         match service.run(form, options, Task::DetectLanguage).await? {
             Answer::Language(found) => Ok(axum::Json(json!({

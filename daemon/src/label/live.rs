@@ -390,6 +390,8 @@ struct ModelThread<'a> {
     lanes: BTreeMap<String, ModelLoop<'a>>,
     waiting: HashMap<usize, Waiting>,
     detections: Vec<(usize, PieceInput, ReplyTo)>,
+    /// How long the last batch took: what a request that just misses a batch waits.
+    last_batch: Duration,
 }
 
 impl<'a> ModelThread<'a> {
@@ -401,6 +403,7 @@ impl<'a> ModelThread<'a> {
             lanes: BTreeMap::new(),
             waiting: HashMap::new(),
             detections: Vec::new(),
+            last_batch: Duration::ZERO,
         }
     }
 
@@ -439,13 +442,17 @@ impl<'a> ModelThread<'a> {
         self.detections.len() + self.lanes.values().map(ModelLoop::queued).sum::<usize>()
     }
 
-    /// Takes every request ready now, and waits up to `batch_wait` for those still being
-    /// decoded while the batch is not full.
+    /// Takes every request ready now, and waits for those still being decoded while the
+    /// batch is not full: up to `batch_wait`, or a fifth of the last batch's time if that is
+    /// longer. A request that misses a batch waits a whole batch; waiting a fifth of one
+    /// for it is the better trade (clients that got their answers together send their next
+    /// requests together, and those take a while to decode).
     fn gather(&mut self, arrivals: &Receiver<Arrival>) {
         while let Ok(arrival) = arrivals.try_recv() {
             self.take(arrival);
         }
-        let deadline = Instant::now() + self.config.batch_wait;
+        let wait = self.config.batch_wait.max(self.last_batch / 5);
+        let deadline = Instant::now() + wait;
         while self.queued_windows() < self.config.batch_size && self.decoding() > 0 {
             match arrivals.recv_deadline(deadline) {
                 Ok(arrival) => self.take(arrival),
@@ -588,6 +595,7 @@ impl<'a> ModelThread<'a> {
         let started = Instant::now();
         if let Some((windows, requests)) = lane.run_fair_batch(self.config.batch_size) {
             self.stats.record_batch(windows, requests);
+            self.last_batch = started.elapsed();
         }
         self.stats
             .model_micros

@@ -131,6 +131,36 @@ fn speech_holes(
         .collect()
 }
 
+/// A stretch of a file decoded again as a window of its own (skipped speech, or part of a
+/// sparse piece).
+struct Again {
+    file: usize,
+    range: std::ops::Range<usize>,
+    language: Option<String>,
+    without_timestamps: bool,
+}
+
+impl Again {
+    /// Adds the stretch to the file's pieces and queues its window.
+    fn queue(self, engine: &WhisperEngine, p: &mut Partial, queue: &mut Vec<QueuedPiece>) {
+        let Some(audio) = p.samples.get(self.range.clone()) else {
+            return;
+        };
+        let input = PieceInput {
+            features: engine.front.window_features(audio),
+            samples: self.range.len(),
+            language: self.language,
+            group: self.file,
+            without_timestamps: self.without_timestamps,
+            sound: sound_span(audio),
+        };
+        let piece = p.ranges.len();
+        p.ranges.push(self.range);
+        p.outputs.push(None);
+        queue.push(QueuedPiece::alone(self.file, piece, input));
+    }
+}
+
 /// One window for the model and whose audio is in it.
 struct QueuedPiece {
     input: PieceInput,
@@ -675,6 +705,7 @@ impl<'a> ModelLoop<'a> {
     /// it) or stops before the window ends. Stretches of speech that no segment covers are
     /// decoded again as pieces of their own, once. Returns whether any were queued.
     fn queue_holes(&mut self, index: usize) -> bool {
+        let language = self.redo_language(index);
         let Some(p) = self.partial.get_mut(&index) else {
             return false;
         };
@@ -708,27 +739,26 @@ impl<'a> ModelLoop<'a> {
         if holes.is_empty() {
             return false;
         }
-        let language = if self.options.multilingual {
-            None
-        } else {
-            self.languages.get(&index).cloned()
-        };
         for hole in holes {
-            let piece = p.ranges.len();
-            let audio = &p.samples[hole.clone()];
-            let input = PieceInput {
-                features: self.engine.front.window_features(audio),
-                samples: hole.len(),
+            let again = Again {
+                file: index,
+                range: hole,
                 language: language.clone(),
-                group: index,
                 without_timestamps: false,
-                sound: sound_span(audio),
             };
-            p.ranges.push(hole);
-            p.outputs.push(None);
-            self.queue.push(QueuedPiece::alone(index, piece, input));
+            again.queue(self.engine, p, &mut self.queue);
         }
         true
+    }
+
+    /// The language a stretch decoded again is decoded in: the file's, unless every piece
+    /// detects its own.
+    fn redo_language(&self, file: usize) -> Option<String> {
+        if self.options.multilingual {
+            None
+        } else {
+            self.languages.get(&file).cloned()
+        }
     }
 
     /// Whisper, decoding a long piece without timestamps, sometimes stops early or skips
@@ -737,6 +767,7 @@ impl<'a> ModelLoop<'a> {
     /// the reading with more words is kept (see `keep_the_fuller_reading`). Returns
     /// whether any were queued.
     fn queue_sparse_pieces(&mut self, index: usize) -> bool {
+        let language = self.redo_language(index);
         let Some(p) = self.partial.get_mut(&index) else {
             return false;
         };
@@ -780,31 +811,19 @@ impl<'a> ModelLoop<'a> {
         if sparse.is_empty() {
             return false;
         }
-        let language = if self.options.multilingual {
-            None
-        } else {
-            self.languages.get(&index).cloned()
-        };
         for piece in sparse {
             let range = p.ranges[piece].clone();
             let audio = &p.samples[range.clone()];
             let first_part = p.ranges.len();
-            for part in cut_pieces_within(audio, (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK)
-            {
-                let part = range.start + part.start..range.start + part.end;
-                let part_audio = &p.samples[part.clone()];
-                let input = PieceInput {
-                    features: self.engine.front.window_features(part_audio),
-                    samples: part.len(),
+            let parts = cut_pieces_within(audio, (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK);
+            for part in parts {
+                let again = Again {
+                    file: index,
+                    range: range.start + part.start..range.start + part.end,
                     language: language.clone(),
-                    group: index,
                     without_timestamps: true,
-                    sound: sound_span(part_audio),
                 };
-                let k = p.ranges.len();
-                p.ranges.push(part);
-                p.outputs.push(None);
-                self.queue.push(QueuedPiece::alone(index, k, input));
+                again.queue(self.engine, p, &mut self.queue);
             }
             log::debug!(
                 "{}: piece at {:.1} s too sparse; decoding it again in {} parts",
