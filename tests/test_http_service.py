@@ -381,6 +381,22 @@ def test_a_short_request_does_not_wait_for_a_long_one(
         assert finished["short"] < finished["long"]
 
 
+def test_a_full_queue_answers_503_at_once(
+    binary: Path, speech: list[Path], very_long: Path
+) -> None:
+    with serve_http("127.0.0.1:0", model="tiny.en", threads=2, batch_size=1, max_queued=1) as busy:
+        client = openai.OpenAI(base_url=f"{busy.http_url}/v1", api_key="unused", max_retries=0)
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(transcribe, client, very_long)
+            time.sleep(1.0)
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as refused:
+                transcribe(client, speech[0])
+            assert refused.value.status_code == 503 and time.monotonic() - started < 5
+            long.result()
+        assert transcribe(client, speech[0]).text  # type: ignore[attr-defined]
+
+
 def test_a_key_is_required_when_set_and_public_addresses_need_one(
     binary: Path, speech: list[Path], very_long: Path, tmp_path: Path
 ) -> None:

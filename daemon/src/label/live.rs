@@ -32,7 +32,7 @@ pub struct LiveConfig {
     pub batch_size: usize,
     /// How long a batch waits for requests still being decoded.
     pub batch_wait: Duration,
-    /// Requests queued (decoding or waiting for the model) at most; more are refused.
+    /// Requests held at most (decoding or waiting for the model); more are refused.
     pub max_queued: usize,
     /// Longer audio is refused.
     pub max_seconds: Option<f64>,
@@ -245,9 +245,14 @@ impl LiveLabeler {
             crate::vad::check_options(&request.options.vad)
                 .map_err(|e| LiveError::BadOptions(e.to_string()))?;
         }
+        // Requests held anywhere (decoding, or decoded and waiting for the model) are
+        // bounded, and with them the audio held in memory.
+        if self.stats.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(LiveError::Busy(self.max_queued));
+        }
         let (reply, answer) = oneshot::channel();
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             index,
             request,
