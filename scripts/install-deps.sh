@@ -52,3 +52,6 @@ if [ ! -e "$onednn_dir/lib/libdnnl.so" ] || [ ! -f "$onednn_dir/include/dnnl.h" 
   python3 scripts/unpack_onednn.py "$wheels" "$onednn_dir"
   rm -rf "$wheels"
 fi
+
+# audiodecode.ray's tests run real Ray clusters (a local one and a two-node one).
+python3 -c "import ray, ray.data" 2>/dev/null || python3 -m pip install -q "ray[data]"

@@ -30,7 +30,7 @@ fn defaults() -> TranscribeOptions {
 }
 
 /// `--language` for "detect it per file" (`language: None`).
-const AUTO_LANGUAGE: &str = "auto";
+pub const AUTO_LANGUAGE: &str = "auto";
 
 /// The default `--temperature`: the default fallback temperatures, comma separated.
 fn default_temperatures() -> &'static str {
@@ -159,6 +159,17 @@ pub struct LabelArgs {
     /// window; clips whose share of a packed result is unclear are decoded alone anyway).
     #[arg(long)]
     pub no_pack: bool,
+    /// Label on a Ray cluster (`pip install 'audiodecode[ray]'`): `--ray=ADDRESS`, or
+    /// `--ray` for $RAY_ADDRESS or a local one; the same output, resumable.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        value_name = "ADDRESS",
+        conflicts_with_all = ["format", "shard"]
+    )]
+    pub ray: Option<String>,
     /// Files labelled together before their lines are written at once. A crash loses at
     /// most one block; larger blocks pack and batch a little better.
     #[arg(long, default_value_t = DEFAULT_BLOCK_FILES)]
@@ -306,6 +317,9 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, CliError> {
 }
 
 pub fn run_label(args: &LabelArgs) -> ExitCode {
+    if let Some(address) = &args.ray {
+        return crate::cli::ray::run_on_ray(args, address);
+    }
     // Per-file errors are in the output and counted; the run itself succeeded.
     match label(args) {
         Ok(()) => ExitCode::SUCCESS,

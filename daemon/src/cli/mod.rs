@@ -10,6 +10,7 @@ pub mod http;
 pub mod label;
 pub mod output;
 pub mod progress;
+pub mod ray;
 pub mod serve;
 pub mod vad;
 

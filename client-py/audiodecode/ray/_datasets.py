@@ -1,0 +1,208 @@
+"""``label``, ``decode``, ``read_audio`` and ``write_manifest``: the Ray Data side. Ray is
+imported when they are called (importing the package needs only pyarrow, which Ray Data
+brings)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from audiodecode._manifest import MANIFEST_SUFFIXES
+from audiodecode._whisper_options import canonical_options, transcribe_options
+from audiodecode.ray._decoder import decode_batch
+from audiodecode.ray._inputs import PathLike, expand_inputs
+from audiodecode.ray._labeler import DAEMON_MODES, LABEL_FIELDS, Labeler
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from ray.data import Dataset
+
+    Source = Iterable[PathLike] | Dataset
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        raise ImportError(
+            "audiodecode.ray needs Ray Data: pip install 'audiodecode[ray]' (or 'ray[data]')"
+        ) from e
+    return ray
+
+
+def _dataset(source: Source, rows_per_block: int) -> Dataset:
+    """``source`` if it is a Dataset (it needs a ``path`` column), else one row per path:
+    ``index`` (input order, for ``write_manifest``), ``audio_filepath`` (as given, which
+    is what the manifest records) and ``path`` (absolute: a worker's working directory is
+    not the driver's)."""
+    ray = _ray()
+    if isinstance(source, ray.data.Dataset):
+        if "path" not in source.columns():
+            raise ValueError(f"the dataset needs a 'path' column; it has {source.columns()}")
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        raise TypeError("give a list of paths (or read_audio(path) for a manifest or directory)")
+    if rows_per_block < 1:
+        raise ValueError(f"batch_size must be at least 1, not {rows_per_block}")
+    given = [os.fspath(p) for p in source]
+    if not given:
+        raise ValueError("no input files")
+    import pyarrow as pa
+
+    # Blocks of exactly one batch of consecutive rows: Ray then neither splits nor merges
+    # blocks to make batches, so label's batches are the CLI's blocks of the same size.
+    blocks = [
+        pa.table(
+            {
+                "index": pa.array(range(start, start + len(chunk)), pa.int64()),
+                "audio_filepath": pa.array(chunk, pa.string()),
+                "path": pa.array([os.path.abspath(p) for p in chunk], pa.string()),
+            }
+        )
+        for start in range(0, len(given), rows_per_block)
+        for chunk in [given[start : start + rows_per_block]]
+    ]
+    return ray.data.from_arrow(blocks)
+
+
+def label(
+    source: Source,
+    model: str = "base",
+    *,
+    concurrency: int | tuple[int, int] = 1,
+    batch_size: int = 16,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    daemon: str = "actor",
+    **whisper_options: Any,
+) -> Dataset:
+    """Transcribe every file of ``source`` (paths, or a Dataset with a ``path`` column) on
+    the Ray cluster; returns the lazy Dataset of the input columns plus ``LABEL_FIELDS``.
+
+    ``concurrency`` actors (or an autoscaling ``(min, max)``) each reserve ``num_cpus``
+    CPUs and ``num_gpus`` GPUs; the model runs on round(num_cpus) threads unless
+    ``threads`` is given. ``batch_size`` files go to the model together (packing short
+    files into shared 30 s windows works within a batch; ``audiodecode label`` uses 64).
+    ``whisper_options`` are ``transcribe_batch``'s (faster-whisper's names). A file that
+    cannot be labelled gives a row with ``error`` set; the job does not fail."""
+    _ray()  # a missing Ray fails here, with how to install it
+    if daemon not in DAEMON_MODES:
+        raise ValueError(f"daemon must be one of {DAEMON_MODES}, not {daemon!r}")
+    options = canonical_options({"model": model, **whisper_options})
+    transcribe_options(**options)  # bad option names and values fail here, not in actors
+    # Stated for either daemon: a shared daemon would otherwise size the model by its own
+    # worker count, and thread counts change int8 results slightly.
+    options["threads"] = threads = options.get("threads") or max(1, round(num_cpus))
+    ds = _dataset(source, batch_size)
+    return ds.map_batches(
+        Labeler,
+        fn_constructor_kwargs={"options": options, "threads": threads, "daemon": daemon},
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        # Fault tolerance is Ray Data's default for actor pools (max_restarts=-1,
+        # max_task_retries=-1): a dead actor is restarted and the batch it was on runs
+        # again. Passing them here is deprecated (Ray 2.60 warns, 2.64 drops it).
+    )
+
+
+def decode(
+    source: Source,
+    sr: int | None = 16000,
+    mono: bool = True,
+    *,
+    batch_size: int = 16,
+    num_cpus: float = 1,
+    **load_options: Any,
+) -> Dataset:
+    """Decode every file of ``source`` (paths, or a Dataset with a ``path`` column) in Ray
+    tasks: the input columns plus ``audio`` (a tensor column, see ``decode_batch``),
+    ``sample_rate``, ``duration`` and ``error``. ``load_options`` are ``load``'s
+    (``quality``, ``downmix``, ``strict``, ``offset``, ``duration``)."""
+    ds = _dataset(source, batch_size)
+    return ds.map_batches(
+        decode_batch,
+        fn_kwargs={"sr": sr, "mono": mono, **load_options},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+    )
+
+
+def read_audio(
+    source: PathLike | Iterable[PathLike],
+    *,
+    sr: int | None = 16000,
+    mono: bool = True,
+    decode_audio: bool = True,
+    rows_per_block: int = 16,
+    **load_options: Any,
+) -> Dataset:
+    """A Dataset over audio files: a manifest (JSONL/JSON/CSV/TSV with an
+    ``audio_filepath``/``path``/``audio``/``file`` field, relative paths taken from its
+    directory, error rows of a labeling manifest left out), a directory (searched
+    recursively), a file, or a list of those, read as ``audiodecode label`` reads its
+    inputs. Listing happens on the driver (one path per row is cheap); decoding runs in
+    one task per ``rows_per_block`` files. ``decode_audio=False`` gives only the rows
+    (``index``, ``audio_filepath``, ``path``), e.g. for ``label``."""
+    inputs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    ds = _dataset(expand_inputs(inputs, manifests=MANIFEST_SUFFIXES), rows_per_block)
+    if not decode_audio:
+        return ds
+    return decode(ds, sr, mono, batch_size=rows_per_block, **load_options)
+
+
+def manifest_line(row: dict[str, Any]) -> str:
+    """The JSONL line ``audiodecode label`` writes for a labelled row: its fields in the
+    CLI's order, absent rather than null, compact like serde_json."""
+    record = {}
+    for field in LABEL_FIELDS:
+        value = row.get(field)
+        if value is None:
+            continue
+        record[field] = json.loads(value) if field == "segments" else value
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_manifest(ds: Dataset, path: PathLike, *, append: bool = False) -> int:
+    """Write the labelled rows of ``ds`` (from ``label``) as ``audiodecode label``'s JSONL
+    manifest, one line per row, in ``index`` order when the rows have one; returns the
+    number of lines. Lines go out as results arrive, a batch per write, so if the driver
+    dies the file holds whole batches (and at most one torn line, which ``--resume`` of
+    either CLI cuts) that a resumed run skips."""
+    count = 0
+    with open(path, "a" if append else "w", encoding="utf-8", newline="") as f:
+        for lines in _ordered_lines(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            count += len(lines)
+        os.fsync(f.fileno())
+    return count
+
+
+def _ordered_lines(batches: Iterable[pa.Table]) -> Iterator[list[str]]:
+    """Lines per batch, held back until every lower ``index`` is out (batches finish out
+    of order); rows without an index go out as they come. Indices that never arrive (a
+    filtered dataset) release what waits behind them at the end, in order."""
+    waiting: dict[int, str] = {}
+    following = 0
+    for batch in batches:
+        rows = batch.to_pylist()
+        if "index" not in batch.column_names:
+            yield [manifest_line(r) for r in rows]
+            continue
+        for r in rows:
+            waiting[int(r["index"])] = manifest_line(r)
+        ready = []
+        while following in waiting:
+            ready.append(waiting.pop(following))
+            following += 1
+        if ready:
+            yield ready
+    if waiting:
+        yield [waiting[i] for i in sorted(waiting)]
