@@ -6,8 +6,9 @@ Requests cycle over the clips of a make_real_mixes.py directory through distinct
 (the CLI labels a path once). Ray runs a local cluster of --threads CPUs with one actor
 of all of them; faster-whisper transcribes file by file with its VAD on, as the daemon
 does by default. Word agreement is 1 - WER against the CLI's text. The load average is
-printed with every timing: on a shared machine it explains outliers. Ray's workers run
-at nice 0 here, as the CLI does (Ray's default is 15).
+printed with every timing: on a shared machine it explains outliers, and the CPU seconds
+of the labelling process (the CLI; the actor's daemon) compare the work done whatever
+else runs. Ray's workers run at nice 0 here, as the CLI does (Ray's default is 15).
 
     python3 benches/ray_label.py [--real ~/.cache/audiodecode/real-mixes] [--requests 200]
         [--threads 2] [--rounds 1] [--skip-faster-whisper] [--daemon-modes N]
@@ -22,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,22 +58,57 @@ def texts(manifest: Path, files: list[Path]) -> list[str]:
     return [by_path.get(str(f), "") for f in files]
 
 
-def run_cli(files: list[Path], threads: int, out: Path) -> float:
+def run_cli(files: list[Path], threads: int, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds."""
     binary = os.environ.get("AUDIODECODE_BIN", "audiodecode")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         [binary, "label", *map(str, files), "--out", str(out), "--overwrite", "--model", "base"]
         + ["--compute-type", "int8", "--threads", str(threads), "--quiet"],
         check=True,
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+class DaemonCpu:
+    """CPU seconds of the label actors' daemons, sampled from /proc while a job runs (the
+    CLI's CPU time is its own; on a shared machine CPU time, unlike wall time, does not
+    depend on what else runs)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(0.2):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if b"audiodecode-ray-" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        continue
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seconds[int(pid)] = (int(stat[11]) + int(stat[12])) / tick
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.seconds.values())
 
 
 def run_ray(
     files: list[Path], out: Path, concurrency: int, cpus: float, daemon: str, batch: int
-) -> float:
+) -> tuple[float, float]:
+    """Wall seconds and the daemons' CPU seconds (sampled: a daemon's last 0.2 s is lost)."""
     import audiodecode.ray as adray
 
+    cpu = DaemonCpu()
     start = time.perf_counter()
     ds = adray.label(
         list(map(str, files)),
@@ -82,7 +120,7 @@ def run_ray(
         daemon=daemon,
     )
     adray.write_manifest(ds, out)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu.stop()
 
 
 class FasterWhisperActor:
@@ -127,7 +165,7 @@ def daemon_modes(clips: list[Path], threads: int, root: Path) -> None:
             times: dict[str, list[float]] = {"actor": [], "node": []}
             for mode in ("actor", "node", "node", "actor"):
                 out = root / f"{mode}-{concurrency}.jsonl"
-                times[mode].append(run_ray(clips, out, concurrency, cpus, mode, 8))
+                times[mode].append(run_ray(clips, out, concurrency, cpus, mode, 8)[0])
                 if mode == "node":
                     _stop_node_daemon()
                 print(
@@ -191,34 +229,43 @@ def main() -> None:
         )
         run_cli(files[:2], args.threads, root / "warm.jsonl")  # model files, page cache
         # CLI and Ray in alternating order (CLI first on even rounds): the load drifts.
-        cli_runs: list[float] = []
-        ray_runs: list[float] = []
+        runs: dict[str, list[tuple[float, float]]] = {"cli": [], "ray": []}
         for round_ in range(args.rounds):
             for tool in ("cli", "ray") if round_ % 2 == 0 else ("ray", "cli"):
                 if tool == "cli":
-                    cli_runs.append(run_cli(files, args.threads, root / "cli.jsonl"))
+                    runs["cli"].append(run_cli(files, args.threads, root / "cli.jsonl"))
                     cli_texts = texts(root / "cli.jsonl", files)
-                    report("audiodecode label", cli_runs[-1], files, cli_texts, cli_texts)
+                    report("audiodecode label", *runs["cli"][-1], files, cli_texts, cli_texts)
                 else:
-                    ray_runs.append(
-                        run_ray(
-                            files, root / "ray.jsonl", 1, args.threads, "actor", args.batch_size
-                        )
+                    jsonl = root / "ray.jsonl"
+                    runs["ray"].append(
+                        run_ray(files, jsonl, 1, args.threads, "actor", args.batch_size)
                     )
-                    ours = texts(root / "ray.jsonl", files)
-                    report("audiodecode.ray.label", ray_runs[-1], files, ours, cli_texts)
-        ray_t, t = sum(ray_runs) / len(ray_runs), sum(cli_runs) / len(cli_runs)
-        print(f"  ray.label / CLI mean time: {ray_t / t:.3f} (target <= 1.10)", flush=True)
+                    ours = texts(jsonl, files)
+                    report("audiodecode.ray.label", *runs["ray"][-1], files, ours, cli_texts)
+        (cli_t, cli_cpu), (ray_t, ray_cpu) = (mean(runs["cli"]), mean(runs["ray"]))
+        print(
+            f"  ray.label / CLI: wall {ray_t / cli_t:.3f} (target <= 1.10), "
+            f"labelling CPU {ray_cpu / cli_cpu:.3f}",
+            flush=True,
+        )
         if not args.skip_faster_whisper:
             fw_t, fw = run_faster_whisper(files, args.threads, args.batch_size)
-            report("faster-whisper Ray actor", fw_t, files, fw, cli_texts)
+            report("faster-whisper Ray actor", fw_t, None, files, fw, cli_texts)
             print(f"  faster-whisper actor / ray.label time: {fw_t / ray_t:.2f}x (target >= 1.5)")
 
 
-def report(name: str, t: float, files: list[Path], out: list[str], cli: list[str]) -> None:
+def mean(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return sum(w for w, _ in runs) / len(runs), sum(c for _, c in runs) / len(runs)
+
+
+def report(
+    name: str, t: float, cpu: float | None, files: list[Path], out: list[str], cli: list[str]
+) -> None:
     agreement = 1 - corpus_wer(cli, out)
+    used = "" if cpu is None else f"CPU {cpu:6.1f} s  "
     print(
-        f"  {name:26s} {t:7.1f} s  {len(files) / t:5.2f} files/s  "
+        f"  {name:26s} {t:7.1f} s  {used}{len(files) / t:5.2f} files/s  "
         f"words agree with CLI {agreement * 100:5.1f} %   ({load()})",
         flush=True,
     )
