@@ -317,6 +317,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Before the two-node test, which stops every Ray process on the machine.
+def test_audiodecode_label_ray_runs_the_same_job(
+    cluster: str, binary: Path, inputs: list[str], tmp_path: Path
+) -> None:
+    """The Rust CLI's ``label --ray`` hands its inputs and options to ``audiodecode.ray``."""
+    out = tmp_path / "ray.jsonl"
+    env = {**os.environ, **client_env(binary), "RAY_ADDRESS": cluster}
+    cmd = [str(binary), "label", "--ray", *inputs, "--out", str(out), "--model", "tiny.en"]
+    done = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = by_path(records(out))
+    assert sorted(rows) == sorted(inputs)
+    assert sum(1 for r in rows.values() if r.get("error")) == 2  # not audio, and missing
+    assert all(r.get("text") for r in rows.values() if not r.get("error"))
+    # Options the cluster run cannot honour are refused, not dropped.
+    refused = subprocess.run(
+        [*cmd, "--overwrite", "--word-timestamps"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "--ray passes" in refused.stderr
+
+
 def test_a_two_node_cluster_runs_one_labeler_per_node(
     binary: Path, inputs: list[str], cli_labels: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -388,27 +413,3 @@ def heard(sentence: str, text: str) -> bool:
     """Most content words of the sentence are in the text (tiny.en misses some)."""
     want = key_words(sentence)
     return len(want & key_words(text)) * 3 >= len(want) * 2
-
-
-def test_audiodecode_label_ray_runs_the_same_job(
-    cluster: str, binary: Path, inputs: list[str], tmp_path: Path
-) -> None:
-    """The Rust CLI's ``label --ray`` hands its inputs and options to ``audiodecode.ray``."""
-    out = tmp_path / "ray.jsonl"
-    env = {**os.environ, **client_env(binary), "RAY_ADDRESS": cluster}
-    cmd = [str(binary), "label", "--ray", *inputs, "--out", str(out), "--model", "tiny.en"]
-    done = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = by_path(records(out))
-    assert sorted(rows) == sorted(inputs)
-    assert sum(1 for r in rows.values() if r.get("error")) == 2  # not audio, and missing
-    assert all(r.get("text") for r in rows.values() if not r.get("error"))
-    # Options the cluster run cannot honour are refused, not dropped.
-    refused = subprocess.run(
-        [*cmd, "--overwrite", "--word-timestamps"],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert refused.returncode == 2 and "--ray passes" in refused.stderr
