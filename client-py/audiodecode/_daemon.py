@@ -150,6 +150,11 @@ class Daemon:
     see :func:`audiodecode.serve_http`); ``http_options`` are ``serve``'s HTTP flags without
     dashes (``model="tiny.en"``, ``api_key="…"``, ``batch_wait_ms=25``). Port 0 picks a free
     port; ``http_url`` says which.
+
+    Remote inputs (``s3://``, ``http(s)://``, …) are fetched into memory, or into
+    ``object_cache`` (a directory, bounded by ``object_cache_bytes``) to keep them across
+    epochs and runs; the daemon takes credentials and endpoints from this process's
+    environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``).
     """
 
     def __init__(
@@ -163,6 +168,8 @@ class Daemon:
         cache_bytes: int | None = None,
         ring_bytes: int | None = None,
         item_deadline: int | None = None,
+        object_cache: str | os.PathLike[str] | None = None,
+        object_cache_bytes: int | None = None,
         http: str | None = None,
         http_options: Mapping[str, str | float | bool] | None = None,
     ) -> None:
@@ -176,6 +183,8 @@ class Daemon:
             "--cache-bytes": cache_bytes,
             "--ring-bytes": ring_bytes,
             "--item-deadline": item_deadline,
+            "--object-cache": None if object_cache is None else os.fspath(object_cache),
+            "--object-cache-bytes": object_cache_bytes,
         }
         self.http = http
         self.http_options = dict(http_options or {})

@@ -13,6 +13,7 @@ from numpy.typing import DTypeLike
 from audiodecode import _daemon
 from audiodecode._client import Connection
 from audiodecode._errors import AudioDecodeError, DaemonError, DamagedAudioWarning
+from audiodecode._paths import absolute
 from audiodecode._protocol import Downmix, LoadedAudio, LoadSpec, Quality, Request, Response
 from audiodecode._validate import choice, number, sample_rate
 
@@ -90,7 +91,7 @@ def load(
     """
     rate = None if sr is None else sample_rate("sr", sr)
     spec = LoadSpec(
-        path=os.path.abspath(path),
+        path=absolute(path),
         sample_rate=rate,
         mono=mono,
         offset=number("offset", offset, at_least=0),

@@ -40,9 +40,15 @@ def distributed_rank() -> tuple[int, int]:
 class AudioDataLoader:
     """Iterate over batches decoded, resampled and cropped by the audiodecode daemon.
 
-    ``files`` is a list of audio files, a JSONL/CSV manifest, or a directory (labels from
-    first-level subdirectories). ``labels`` (for a list of files) are integers or strings;
-    strings become class ids in sorted order (``classes``, ``class_to_idx``).
+    ``files`` is a list of audio files, a JSONL/CSV manifest, a directory (labels from
+    first-level subdirectories), or WebDataset tar shards in brace notation
+    (``"shards-{000000..000127}.tar"``; ``label_field`` names the member, e.g. ``"cls"`` or
+    ``"txt"``, or a key of the sample's ``.json``). Paths may be URLs (``s3://``, ``gs://``,
+    ``az://``, ``http(s)://``; credentials and endpoints from the usual ``AWS_*``,
+    ``GOOGLE_*``, ``AZURE_*`` variables). ``labels`` (for a list of files) are integers or
+    strings; strings become class ids in sorted order (``classes``, ``class_to_idx``).
+    Shards are read a few at a time in a seeded shard order, dealt to DDP ranks whole, with
+    equal batch counts per rank.
 
     Each iteration is one epoch in a seeded order (``seed``, ``epoch``), this rank's shard
     under DDP. A completed epoch advances ``epoch``; ``set_epoch`` sets it. ``state_dict``/
@@ -89,6 +95,7 @@ class AudioDataLoader:
         transform: Callable[[Batch], Batch] | None = None,
         strict: bool = False,
         downmix: str = "mean",
+        format: str = "auto",
     ) -> None:
         # Plain values first: nothing reaches the daemon before every argument is checked.
         batch_size = integer("batch_size", batch_size, 1)
@@ -120,7 +127,7 @@ class AudioDataLoader:
         if rank >= world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}: rank must be below it")
 
-        self._dataset = resolve_dataset(files, label_field)
+        self._dataset = resolve_dataset(files, label_field, dataset_format=format)
         if isinstance(self._dataset, Dataset.Files):
             ids, self._classes = map_labels(labels, len(self._dataset.paths))
             self._dataset = Dataset.Files(paths=self._dataset.paths, labels=ids)

@@ -20,6 +20,7 @@ from typing import Any
 
 from audiodecode import _daemon
 from audiodecode._errors import DaemonError, TranscriptionError
+from audiodecode._paths import absolute
 from audiodecode._protocol import Request, Response, TranscribeOptions, TranscribeSpec
 from audiodecode._transcript import Segment, Transcription, Word
 from audiodecode._whisper_options import canonical_options, transcribe_options
@@ -76,8 +77,7 @@ def _transcribe(
         raise ValueError(f"on_error must be raise or skip, not {on_error!r}")
     if isinstance(files, (str, os.PathLike)):
         raise TypeError("files must be a list of paths (transcribe_file takes one)")
-    # Absolute: the daemon's working directory is not ours.
-    paths = [os.path.abspath(p) for p in files]
+    paths = [absolute(p) for p in files]
     results: list[Transcription | None] = [None] * len(paths)
     seen = [False] * len(paths)
     failed: list[tuple[str, str]] = []

@@ -99,6 +99,56 @@ impl DecodeError {
         }
     }
 
+    /// The same error about `to` where it said `from` (a local copy of a remote object),
+    /// in its path and in any reason that quotes the path.
+    pub(crate) fn renamed(self, from: &Path, to: &Path) -> Self {
+        let from_text = from.to_string_lossy().into_owned();
+        let to_text = to.to_string_lossy();
+        let fix = |reason: String| reason.replace(&from_text, &to_text);
+        let to = to.to_path_buf();
+        match self {
+            Self::NotFound { .. } => Self::NotFound { path: to },
+            Self::Io { source, .. } => Self::Io { path: to, source },
+            Self::Unsupported { reason, .. } => Self::Unsupported {
+                path: to,
+                reason: fix(reason),
+            },
+            Self::Corrupt {
+                at_seconds, reason, ..
+            } => Self::Corrupt {
+                path: to,
+                at_seconds,
+                reason: fix(reason),
+            },
+            Self::Truncated {
+                decoded_seconds,
+                declared_seconds,
+                ..
+            } => Self::Truncated {
+                path: to,
+                decoded_seconds,
+                declared_seconds,
+            },
+            Self::Empty { .. } => Self::Empty { path: to },
+            Self::OffsetPastEnd {
+                offset, duration, ..
+            } => Self::OffsetPastEnd {
+                path: to,
+                offset,
+                duration,
+            },
+            Self::InvalidRequest { reason, .. } => Self::InvalidRequest {
+                path: to,
+                reason: fix(reason),
+            },
+            Self::Panic { message, .. } => Self::Panic {
+                path: to,
+                message: fix(message),
+            },
+            Self::TimedOut { seconds, .. } => Self::TimedOut { path: to, seconds },
+        }
+    }
+
     pub(crate) fn open(path: &Path, err: std::io::Error) -> Self {
         if let Some(not_regular) = err
             .get_ref()

@@ -55,6 +55,7 @@ pub mod feed;
 pub mod http;
 pub mod label;
 pub mod pypackages;
+pub mod store;
 pub mod sys;
 pub mod vad;
 

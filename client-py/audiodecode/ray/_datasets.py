@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from audiodecode._manifest import MANIFEST_SUFFIXES
+from audiodecode._paths import absolute
 from audiodecode._whisper_options import canonical_options, transcribe_options
 from audiodecode.ray._decoder import decode_batch
 from audiodecode.ray._inputs import PathLike, expand_inputs
@@ -59,7 +60,7 @@ def _dataset(source: Source, rows_per_block: int) -> Dataset:
             {
                 "index": pa.array(range(start, start + len(chunk)), pa.int64()),
                 "audio_filepath": pa.array(chunk, pa.string()),
-                "path": pa.array([os.path.abspath(p) for p in chunk], pa.string()),
+                "path": pa.array([absolute(p) for p in chunk], pa.string()),
             }
         )
         for start in range(0, len(given), rows_per_block)

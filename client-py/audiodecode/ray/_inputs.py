@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from audiodecode._manifest import AUDIO_EXTENSIONS, PATH_FIELDS
+from audiodecode._paths import is_url
 
 # ``audiodecode label`` reads these inputs as manifests (a .tsv input is an audio file to
 # it; ``read_audio`` takes TSV manifests too).
@@ -74,7 +75,7 @@ def manifest_paths(manifest: PathLike) -> list[str]:
             rows = _jsonl_paths(text, f)
     if not rows:
         raise ValueError(f"{text}: manifest has no items")
-    return [p if os.path.isabs(p) else os.path.join(base, p) for p in rows]
+    return [p if os.path.isabs(p) or is_url(p) else os.path.join(base, p) for p in rows]
 
 
 def _jsonl_paths(name: str, lines: Iterable[str]) -> list[str]:

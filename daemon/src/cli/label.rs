@@ -250,7 +250,9 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, CliError> {
     let mut seen = HashSet::new();
     for input in inputs {
         let text = input.to_string_lossy().to_string();
-        let dataset = if input.is_dir() {
+        // A URL ending in `/` is a prefix in object storage: a directory.
+        let remote_dir = crate::store::is_url(&text) && text.ends_with('/');
+        let dataset = if remote_dir || input.is_dir() {
             Some(Dataset::Directory { path: text.clone() })
         } else {
             let ext = input

@@ -12,6 +12,7 @@ pub mod output;
 pub mod progress;
 pub mod ray;
 pub mod serve;
+pub mod shard;
 pub mod vad;
 
 use std::path::PathBuf;
@@ -34,6 +35,43 @@ use crate::feed::server;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub objects: ObjectArgs,
+}
+
+/// Remote inputs (`s3://`, `gs://`, `az://`, `http(s)://`), for every command.
+#[derive(Args, Debug)]
+pub struct ObjectArgs {
+    /// Keep fetched objects in this directory (across runs; revalidated before use)
+    /// instead of memory.
+    #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE")]
+    pub object_cache: Option<PathBuf>,
+    /// Bytes the object cache may hold (default 10 GB on disk, 256 MB in memory).
+    #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE_BYTES")]
+    pub object_cache_bytes: Option<u64>,
+    /// Requests in flight per bucket or host (default 32).
+    #[arg(long, global = true, env = crate::store::MAX_REQUESTS_ENV)]
+    pub object_requests: Option<usize>,
+}
+
+impl ObjectArgs {
+    /// Configure the store, and put the settings in the environment so that a detached
+    /// daemon (a child of this process) has them too. Runs first, before any thread.
+    fn apply(&self) {
+        if let Some(dir) = &self.object_cache {
+            std::env::set_var("AUDIODECODE_OBJECT_CACHE", dir);
+        }
+        if let Some(bytes) = self.object_cache_bytes {
+            std::env::set_var("AUDIODECODE_OBJECT_CACHE_BYTES", bytes.to_string());
+        }
+        if let Some(n) = self.object_requests {
+            std::env::set_var(crate::store::MAX_REQUESTS_ENV, n.to_string());
+        }
+        crate::store::configure(crate::store::CacheConfig {
+            dir: self.object_cache.clone(),
+            max_bytes: self.object_cache_bytes,
+        });
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,6 +90,9 @@ pub enum Command {
     Label(Box<label::LabelArgs>),
     /// Find the speech in audio files (Silero VAD); prints one JSON line per file.
     Vad(vad::VadArgs),
+    /// Pack a dataset (files, directories, manifests, a labeling manifest) into WebDataset
+    /// tar shards that the loader streams.
+    Shard(Box<shard::ShardArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +241,7 @@ fn parse_format(s: &str) -> Result<OutputFormat, CliError> {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    cli.objects.apply();
     init_logging(matches!(cli.command, Command::Serve(_)));
     match cli.command {
         Command::Info(args) => decode::run_info(&args),
@@ -209,6 +251,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => serve::run_stop(&args),
         Command::Label(args) => label::run_label(&args),
         Command::Vad(args) => vad::run_vad(&args),
+        Command::Shard(args) => shard::run_shard(&args),
     }
 }
 

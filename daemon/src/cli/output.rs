@@ -106,7 +106,7 @@ fn write_interleaved(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Resul
     )
 }
 
-fn write_wav(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
+pub(crate) fn write_wav(w: &mut impl Write, audio: &DecodedAudio) -> std::io::Result<()> {
     const WAVE_FORMAT_IEEE_FLOAT: u16 = 3;
     let channels = audio.channels() as u16;
     let data_bytes = audio.frames() as u64 * u64::from(channels) * 4;

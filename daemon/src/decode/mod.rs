@@ -10,6 +10,7 @@ pub mod limits;
 pub(crate) mod mp4_edit;
 pub(crate) mod pcm;
 pub mod reader;
+pub(crate) mod remote;
 pub mod resample;
 pub mod samples;
 pub mod segments;

@@ -14,8 +14,11 @@ use crate::error::{panic_message, DecodeError, Result};
 
 /// Decode `path` as asked, using up to `threads` threads for one long file. Decoder panics
 /// are caught and reported as [`DecodeError::Panic`] for this file.
+/// A URL is fetched first (see Note [Remote objects]).
 pub fn load(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAudio> {
-    guard(path, || load_inner(path, req, threads.max(1)))
+    crate::decode::remote::with_local(path, |local| {
+        guard(local, || load_inner(local, req, threads.max(1)))
+    })
 }
 
 fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {

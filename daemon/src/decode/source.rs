@@ -124,9 +124,13 @@ impl Source {
 }
 
 /// Read container facts without decoding the audio (beyond one packet when the headers
-/// leave rate or layout open).
+/// leave rate or layout open). A URL is fetched first.
 pub fn probe_info(path: &Path) -> Result<AudioInfo> {
-    Ok(Source::open(path)?.info().clone())
+    crate::decode::remote::with_local(path, |local| {
+        let mut info = Source::open(local)?.info().clone();
+        info.path = path.to_path_buf();
+        Ok(info)
+    })
 }
 
 /// Errors about the file's content, which another decoder may not share; not those about

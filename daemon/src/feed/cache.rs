@@ -26,19 +26,39 @@ pub struct CacheKey {
     pub lenient: bool,
 }
 
-/// What identifies the file's content without reading it.
+/// What identifies the file's content without reading it: size and modification time, or
+/// for a remote object its size and ETag's hash (`tag`, 0 for files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
     pub size: u64,
     pub modified: Option<SystemTime>,
+    pub tag: u64,
 }
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<Self> {
+        // A shard's member: the version of the shard its stream checked when it opened.
+        let shard = path.to_str().and_then(crate::store::tar::split_member);
+        if let Some(stamp) = shard.and_then(|(shard, _)| crate::store::tar::indexed_stamp(shard)) {
+            return Some(Self {
+                size: stamp.size,
+                modified: None,
+                tag: stamp.tag,
+            });
+        }
+        if let Some(url) = crate::store::url_of(path) {
+            let stamp = crate::store::stamp(url).ok()?;
+            return Some(Self {
+                size: stamp.size,
+                modified: None,
+                tag: stamp.tag,
+            });
+        }
         let meta = std::fs::metadata(path).ok()?;
         Some(Self {
             size: meta.len(),
             modified: meta.modified().ok(),
+            tag: 0,
         })
     }
 }
@@ -237,6 +257,7 @@ mod tests {
     const STAMP: FileStamp = FileStamp {
         size: 1,
         modified: None,
+        tag: 0,
     };
 
     #[test]
@@ -282,6 +303,7 @@ mod tests {
         let changed = FileStamp {
             size: 2,
             modified: None,
+            tag: 0,
         };
         assert!(cache.get(&key("a"), changed).is_none());
         assert_eq!(cache.stats().bytes, 0);

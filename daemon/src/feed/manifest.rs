@@ -7,24 +7,32 @@ use std::path::{Path, PathBuf};
 use audiodecode_protocol::{Dataset, ItemInfo};
 
 /// File extensions picked up when scanning a directory.
-const AUDIO_EXTENSIONS: &[&str] = &[
+pub(crate) const AUDIO_EXTENSIONS: &[&str] = &[
     "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif", "aiff",
     "aifc", "caf", "mkv", "mka", "webm",
 ];
 
 /// Label fields whose string values are transcripts, not class names.
-const TEXT_FIELDS: &[&str] = &["text", "transcript", "transcription", "sentence"];
+pub(crate) const TEXT_FIELDS: &[&str] = &["text", "transcript", "transcription", "sentence"];
 
-/// The resolved dataset: items in dataset order, and class names when labels were strings.
+/// The resolved dataset: items in dataset order, class names when labels were strings,
+/// and for a sharded dataset each item's shard (the order keeps shards together).
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub items: Vec<ItemInfo>,
     pub classes: Vec<String>,
+    pub groups: Option<Vec<u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ManifestError(String);
+
+impl ManifestError {
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
 
 pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
     match dataset {
@@ -50,7 +58,13 @@ pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
             Ok(Resolved {
                 items,
                 classes: Vec::new(),
+                groups: None,
             })
+        }
+        Dataset::Manifest { path, label_field }
+            if crate::feed::webdataset::is_shard_pattern(path) =>
+        {
+            crate::feed::webdataset::resolve(path, label_field.as_deref())
         }
         Dataset::Manifest { path, label_field } => {
             let field = label_field.as_deref().unwrap_or("label");
@@ -73,10 +87,22 @@ enum RawLabel {
     Name(String),
 }
 
+/// The manifest's text, from a file or a URL.
+fn manifest_text(path: &Path) -> Result<String, ManifestError> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        ManifestError(format!("{}: cannot read manifest: {e}", path.display()))
+    };
+    match crate::store::url_of(path) {
+        Some(url) => {
+            let bytes = crate::store::read(url).map_err(|e| ManifestError(e.to_string()))?;
+            String::from_utf8(bytes).map_err(|e| cannot(&e))
+        }
+        None => std::fs::read_to_string(path).map_err(|e| cannot(&e)),
+    }
+}
+
 fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ManifestError(format!("{}: cannot read manifest: {e}", path.display())))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let text = manifest_text(path)?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -90,7 +116,7 @@ fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
     let text_labels = TEXT_FIELDS.contains(&field);
     let mut resolved = assign_labels(rows, text_labels);
     for item in &mut resolved.items {
-        item.path = absolutize(base, &item.path);
+        item.path = absolutize(path, &item.path)?;
     }
     if resolved.items.is_empty() {
         return Err(ManifestError(format!(
@@ -101,13 +127,18 @@ fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
     Ok(resolved)
 }
 
-fn absolutize(base: &Path, path: &str) -> String {
+/// An item's path as the manifest at `manifest` means it: URLs and absolute paths as
+/// written, relative ones against the manifest's own directory (or URL).
+fn absolutize(manifest: &Path, path: &str) -> Result<String, ManifestError> {
     let p = Path::new(path);
-    if p.is_absolute() {
-        path.to_string()
-    } else {
-        base.join(p).to_string_lossy().into_owned()
+    if p.is_absolute() || crate::store::is_url(path) {
+        return Ok(path.to_string());
     }
+    if let Some(url) = crate::store::url_of(manifest) {
+        return crate::store::join(url, path).map_err(|e| ManifestError(e.to_string()));
+    }
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    Ok(base.join(p).to_string_lossy().into_owned())
 }
 
 fn read_jsonl(path: &Path, text: &str, field: &str) -> Result<Vec<Row>, ManifestError> {
@@ -235,10 +266,17 @@ fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
             }
         })
         .collect();
-    Resolved { items, classes }
+    Resolved {
+        items,
+        classes,
+        groups: None,
+    }
 }
 
 fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
+    if let Some(url) = crate::store::url_of(root) {
+        return scan_prefix(url);
+    }
     if !root.is_dir() {
         return Err(ManifestError(format!(
             "{}: not a directory",
@@ -286,6 +324,30 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
             path: p.to_string_lossy().into_owned(),
             label: class_of(p).map_or(RawLabel::None, RawLabel::Name),
             text: None,
+        })
+        .collect();
+    Ok(assign_labels(rows, false))
+}
+
+/// A "directory" in object storage: every audio object under the prefix, classes from the
+/// first level below it, as for a local directory.
+fn scan_prefix(url: &str) -> Result<Resolved, ManifestError> {
+    let root = format!("{}/", url.trim_end_matches('/'));
+    let mut urls = crate::store::list(&root).map_err(|e| ManifestError(e.to_string()))?;
+    urls.retain(|u| is_audio(Path::new(u)));
+    if urls.is_empty() {
+        return Err(ManifestError(format!("{root}: no audio files found")));
+    }
+    let rows = urls
+        .iter()
+        .map(|u| {
+            let rel = u.strip_prefix(&root).unwrap_or(u);
+            let class = rel.split_once('/').map(|(first, _)| first.to_string());
+            Row {
+                path: u.clone(),
+                label: class.map_or(RawLabel::None, RawLabel::Name),
+                text: None,
+            }
         })
         .collect();
     Ok(assign_labels(rows, false))

@@ -1,5 +1,5 @@
 //! Dataset → batches in shared memory: the server, streams, items, augmentation, sampling,
-//! the decoded-audio cache, manifests, rings and slots, the worker pool and the tuner.
+//! the decoded-audio cache, manifests and WebDataset shards, rings and slots, the worker pool and the tuner.
 
 pub mod augment;
 pub mod cache;
@@ -14,4 +14,5 @@ pub mod slots;
 pub mod stats;
 pub mod stream;
 pub mod tune;
+pub mod webdataset;
 pub mod wire;

@@ -159,6 +159,93 @@ pub fn bucketed_batches(
         .collect()
 }
 
+/// Shards whose items are shuffled together: the shuffle buffer, in shards. Only this many
+/// shards are read at a time, so a remote shard is fetched about once per epoch.
+pub const SHARD_WINDOW: usize = 4;
+
+/// The order for a sharded dataset (`groups[i]` is item i's shard): shards in a seeded
+/// order, dealt to ranks whole (each rank reads only its shards), items shuffled within
+/// windows of [`SHARD_WINDOW`] shards. Every rank gets the same number of items, as the
+/// item sampler gives: without `drop_last` a short rank wraps around its own order, with it
+/// the long ranks stop at the shortest rank's count. With fewer shards than ranks, shards
+/// cannot be dealt whole and items are dealt one by one.
+pub fn sharded_batches(spec: &SamplerSpec, groups: &[u32]) -> Vec<Vec<u64>> {
+    let world = spec.world_size.max(1) as usize;
+    let rank = spec.rank as usize;
+    let n_shards = groups.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+    let mut members: Vec<Vec<u64>> = vec![Vec::new(); n_shards];
+    for (i, &g) in groups.iter().enumerate() {
+        members[g as usize].push(i as u64);
+    }
+    let mut shard_order: Vec<usize> = (0..n_shards).collect();
+    if spec.shuffle {
+        shuffle(
+            &mut shard_order,
+            &mut SplitMix64::for_item(spec.seed, spec.epoch, u64::MAX - 2),
+        );
+    }
+    let windowed = |shards: &[usize], stream: u64| -> Vec<u64> {
+        let mut order = Vec::new();
+        for (w, window) in shards.chunks(SHARD_WINDOW).enumerate() {
+            let start = order.len();
+            for &shard in window {
+                order.extend_from_slice(&members[shard]);
+            }
+            if spec.shuffle {
+                let salt = stream.wrapping_mul(1 << 32).wrapping_add(w as u64);
+                shuffle(
+                    &mut order[start..],
+                    &mut SplitMix64::for_item(spec.seed ^ 0x5eed, spec.epoch, salt),
+                );
+            }
+        }
+        order
+    };
+    let batch = spec.batch_size.max(1) as usize;
+    let into_batches = |order: Vec<u64>| -> Vec<Vec<u64>> {
+        let mut batches: Vec<Vec<u64>> = order.chunks(batch).map(<[u64]>::to_vec).collect();
+        if spec.drop_last && batches.last().is_some_and(|b| b.len() < batch) {
+            batches.pop();
+        }
+        batches
+    };
+    if n_shards < world {
+        let sampler = SamplerSpec {
+            shuffle: false,
+            ..*spec
+        };
+        let order = windowed(&shard_order, u64::MAX);
+        return epoch_batches(&sampler)
+            .into_iter()
+            .map(|b| b.into_iter().map(|k| order[k as usize]).collect())
+            .collect();
+    }
+    let dealt: Vec<Vec<usize>> = (0..world)
+        .map(|r| shard_order.iter().copied().skip(r).step_by(world).collect())
+        .collect();
+    let counts: Vec<usize> = dealt
+        .iter()
+        .map(|shards| shards.iter().map(|&s| members[s].len()).sum())
+        .collect();
+    let target = if spec.drop_last {
+        counts.iter().copied().min().unwrap_or(0)
+    } else {
+        counts.iter().copied().max().unwrap_or(0)
+    };
+    let mut mine = windowed(&dealt[rank], rank as u64);
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let own = mine.len();
+    let mut k = 0;
+    while mine.len() < target {
+        mine.push(mine[k % own]);
+        k += 1;
+    }
+    mine.truncate(target);
+    into_batches(mine)
+}
+
 fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
     for i in (1..items.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
@@ -182,6 +269,75 @@ mod tests {
             world_size: world,
             drop_last,
         }
+    }
+
+    /// 10 shards of uneven sizes (3..=12 items).
+    fn uneven_groups() -> Vec<u32> {
+        (0..10u32)
+            .flat_map(|g| std::iter::repeat_n(g, 3 + g as usize))
+            .collect()
+    }
+
+    #[test]
+    fn sharded_order_reads_each_item_once_and_keeps_shards_together() {
+        let groups = uneven_groups();
+        let n = groups.len() as u64;
+        let batches = sharded_batches(&spec(n, 4, 0, 1, false), &groups);
+        let all: Vec<u64> = batches.concat();
+        assert_eq!(all.len() as u64, n);
+        assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, n);
+        // Items of a window of shards come together: the shards touched by the first
+        // SHARD_WINDOW shards' worth of items are at most SHARD_WINDOW.
+        let first_window = groups.len() / 10 * SHARD_WINDOW / 2;
+        let touched: HashSet<u32> = all[..first_window]
+            .iter()
+            .map(|&i| groups[i as usize])
+            .collect();
+        assert!(touched.len() <= SHARD_WINDOW, "{touched:?}");
+        assert_eq!(batches, sharded_batches(&spec(n, 4, 0, 1, false), &groups));
+        let other_epoch = SamplerSpec {
+            epoch: 2,
+            ..spec(n, 4, 0, 1, false)
+        };
+        assert_ne!(batches, sharded_batches(&other_epoch, &groups));
+    }
+
+    #[test]
+    fn sharded_ranks_get_whole_shards_and_equal_batch_counts() {
+        let groups = uneven_groups();
+        let n = groups.len() as u64;
+        for drop_last in [false, true] {
+            let per_rank: Vec<Vec<Vec<u64>>> = (0..3)
+                .map(|r| sharded_batches(&spec(n, 4, r, 3, drop_last), &groups))
+                .collect();
+            let counts: Vec<usize> = per_rank.iter().map(Vec::len).collect();
+            assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
+            let shards: Vec<HashSet<u32>> = per_rank
+                .iter()
+                .map(|b| b.concat().iter().map(|&i| groups[i as usize]).collect())
+                .collect();
+            for a in 0..3 {
+                for b in a + 1..3 {
+                    assert!(
+                        shards[a].is_disjoint(&shards[b]),
+                        "ranks {a} and {b} share shards"
+                    );
+                }
+            }
+            let seen: HashSet<u64> = per_rank.iter().flat_map(|b| b.concat()).collect();
+            if !drop_last {
+                assert_eq!(seen.len() as u64, n, "every item is read without drop_last");
+            }
+        }
+        // Fewer shards than ranks: items are dealt one by one, still equal counts.
+        let two_shards: Vec<u32> = (0..2u32).flat_map(|g| std::iter::repeat_n(g, 7)).collect();
+        let counts: Vec<usize> = (0..4)
+            .map(|r| sharded_batches(&spec(14, 2, r, 4, false), &two_shards).len())
+            .collect();
+        assert!(
+            counts.iter().all(|&c| c == counts[0] && c > 0),
+            "{counts:?}"
+        );
     }
 
     #[test]

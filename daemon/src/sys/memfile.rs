@@ -47,6 +47,11 @@ impl MemFile {
         Ok(self.file.metadata()?.len())
     }
 
+    /// Empty the file (a fetch starting over).
+    pub fn truncate(&mut self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
     pub fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }

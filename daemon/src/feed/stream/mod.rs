@@ -117,7 +117,7 @@ pub fn open(
         .map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let items = Arc::new(resolved.items);
     let sampler = plan::sampler_spec(&spec, items.len() as u64);
-    let epoch = plan::epoch(&spec, &sampler, |indices| {
+    let epoch = plan::epoch(&spec, &sampler, resolved.groups.as_deref(), |indices| {
         probe_durations(pool, durations, &items, indices)
     });
     plan::check_start(&spec, epoch.batches.len())?;

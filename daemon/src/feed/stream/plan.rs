@@ -7,7 +7,7 @@ use audiodecode_protocol::ring::{RingGeometry, MAX_SLOTS};
 use audiodecode_protocol::{ErrorInfo, StreamSpec};
 
 use crate::feed::augment::Step;
-use crate::feed::sampler::{bucketed_batches, epoch_batches, SamplerSpec};
+use crate::feed::sampler::{bucketed_batches, epoch_batches, sharded_batches, SamplerSpec};
 use crate::feed::tune::{self, MIN_DEPTH};
 
 /// Slot length when neither `max_seconds` nor the files' headers bound it.
@@ -99,9 +99,12 @@ pub(super) fn sampler_spec(spec: &StreamSpec, items: u64) -> SamplerSpec {
 /// Plan the epoch's batches and the longest item. `probe` gives the declared durations of
 /// the indices it is passed (`None` where unknown); it is called at most once, and only
 /// when lengths are needed: to bucket, or to size slots when nothing else bounds them.
+/// `groups` gives each item's shard for a sharded dataset (shard-aware order, unless
+/// bucketing).
 pub(super) fn epoch(
     spec: &StreamSpec,
     sampler: &SamplerSpec,
+    groups: Option<&[u32]>,
     probe: impl FnOnce(&[u64]) -> Vec<Option<f64>>,
 ) -> EpochPlan {
     match spec.max_batch_seconds {
@@ -110,7 +113,10 @@ pub(super) fn epoch(
             bucketed(sampler, &probe(&all), budget, spec.max_seconds)
         }
         None => {
-            let batches = epoch_batches(sampler);
+            let batches = match groups {
+                Some(groups) => sharded_batches(sampler, groups),
+                None => epoch_batches(sampler),
+            };
             let longest = match spec.max_seconds {
                 Some(s) => s,
                 None => {
@@ -442,7 +448,7 @@ mod tests {
             max_seconds: Some(5.0),
             ..spec()
         };
-        let plan = epoch(&cropped, &sampler, |_| {
+        let plan = epoch(&cropped, &sampler, None, |_| {
             panic!("no probe needed with a crop")
         });
         assert_eq!(plan.longest, 5.0);
@@ -452,14 +458,14 @@ mod tests {
         );
 
         let asked = Cell::new(0);
-        let plan = epoch(&spec(), &sampler, |indices| {
+        let plan = epoch(&spec(), &sampler, None, |indices| {
             asked.set(indices.len());
             indices.iter().map(|&i| Some(i as f64)).collect()
         });
         assert_eq!(asked.get(), 10);
         assert_eq!(plan.longest, 9.0);
 
-        let plan = epoch(&spec(), &sampler, |indices| {
+        let plan = epoch(&spec(), &sampler, None, |indices| {
             indices.iter().map(|&i| (i != 3).then_some(1.0)).collect()
         });
         assert_eq!(plan.longest, DEFAULT_MAX_SECONDS);
@@ -481,7 +487,7 @@ mod tests {
             max_batch_seconds: Some(8.0),
             ..spec()
         };
-        let plan = epoch(&bucketed, &sampler, probe);
+        let plan = epoch(&bucketed, &sampler, None, probe);
         assert_eq!(plan.longest, 8.0);
         // Each 8 s item is alone; the 1 s ones come four to a batch.
         assert_eq!(plan.batches.len(), 5 + 20);
@@ -498,7 +504,7 @@ mod tests {
             max_seconds: Some(2.0),
             ..bucketed
         };
-        let plan = epoch(&cropped, &sampler, probe);
+        let plan = epoch(&cropped, &sampler, None, probe);
         assert_eq!(plan.longest, 2.0);
         assert_eq!(plan.batches.len(), 10);
         assert!(plan.batches.iter().all(|b| b.len() == 4));
@@ -513,7 +519,7 @@ mod tests {
             max_batch_seconds: Some(8.0),
             ..spec()
         };
-        let plan = epoch(&bucketed, &sampler, |indices| {
+        let plan = epoch(&bucketed, &sampler, None, |indices| {
             indices
                 .iter()
                 .map(|&i| match i {

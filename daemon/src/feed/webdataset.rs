@@ -1,0 +1,356 @@
+//! WebDataset shards as a dataset: tar shards named in brace notation
+//! (`train-{000000..000127}.tar`), local or remote, whose members group into samples by key
+//! (`utt17.flac`, `utt17.txt`, `utt17.json` are one sample). Each sample is one item: its
+//! audio member's path (`SHARD#MEMBER`, see `store::tar`), its label and text from the
+//! sample's other members. Items remember their shard, for the shard-aware order (see
+//! `sampler::sharded_batches`).
+
+use std::collections::HashMap;
+
+use audiodecode_protocol::ItemInfo;
+
+use crate::feed::manifest::{ManifestError, Resolved, AUDIO_EXTENSIONS, TEXT_FIELDS};
+use crate::store::tar::{self as shards, ShardIndex, TarMember};
+use crate::store::StoreError;
+
+/// Most shards one pattern may name (a typo like `{0..99999999}` is refused, not expanded).
+const MAX_SHARDS: usize = 1_000_000;
+
+/// Shards indexed at once when a stream opens (remote ones are fetched to be indexed).
+const INDEX_THREADS: usize = 8;
+
+/// Whether `path` names tar shards (a `.tar` path, possibly with braces).
+pub fn is_shard_pattern(path: &str) -> bool {
+    path.ends_with(".tar")
+}
+
+/// `a-{000..002}.tar` → `a-000.tar a-001.tar a-002.tar`; `{x,y}` lists; several braces
+/// multiply. Numeric ranges keep the width of their first bound's zero padding.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>, ManifestError> {
+    let bad = |why: &str| ManifestError::new(format!("{pattern}: {why}"));
+    let Some(open) = pattern.find('{') else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| bad("unclosed '{'"))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let choices: Vec<String> = if let Some((from, to)) = body.split_once("..") {
+        let (a, b) = (from.trim(), to.trim());
+        let first: u64 = a.parse().map_err(|_| bad("a range needs whole numbers"))?;
+        let last: u64 = b.parse().map_err(|_| bad("a range needs whole numbers"))?;
+        if last < first {
+            return Err(bad("a range must not run backwards"));
+        }
+        if last - first >= MAX_SHARDS as u64 {
+            return Err(bad("the range names too many shards"));
+        }
+        let width = if a.starts_with('0') { a.len() } else { 0 };
+        (first..=last).map(|n| format!("{n:0width$}")).collect()
+    } else {
+        body.split(',').map(str::to_string).collect()
+    };
+    let rests = expand_braces(tail)?;
+    let mut out = Vec::with_capacity(choices.len() * rests.len());
+    for choice in &choices {
+        for rest in &rests {
+            out.push(format!("{head}{choice}{rest}"));
+        }
+        if out.len() > MAX_SHARDS {
+            return Err(bad("the pattern names too many shards"));
+        }
+    }
+    Ok(out)
+}
+
+/// WebDataset's split of a member name into sample key and field: the directory plus the
+/// basename up to its first dot, and the rest (`dir/utt.seg1.flac` → `dir/utt`,
+/// `seg1.flac`).
+fn key_and_field(name: &str) -> Option<(&str, &str)> {
+    let base_at = name.rfind('/').map_or(0, |i| i + 1);
+    let dot = name[base_at..].find('.')? + base_at;
+    Some((&name[..dot], &name[dot + 1..]))
+}
+
+fn is_audio_field(field: &str) -> bool {
+    let ext = field
+        .rsplit('.')
+        .next()
+        .unwrap_or(field)
+        .to_ascii_lowercase();
+    AUDIO_EXTENSIONS.contains(&ext.as_str())
+}
+
+/// A sample's label or text as read from its members.
+enum Label {
+    None,
+    Int(i64),
+    Name(String),
+    Text(String),
+}
+
+/// Read the WebDataset shards `pattern` names. `label_field` is the member field (an
+/// extension such as `cls` or `txt`) or a key of the sample's `.json` member that holds the
+/// label; by default `cls`. Text comes from a `txt`/`text`/`transcript` member or the JSON's
+/// `text`. Returns the items and each item's shard number.
+pub fn resolve(pattern: &str, label_field: Option<&str>) -> Result<Resolved, ManifestError> {
+    let shards = expand_braces(pattern)?;
+    let indexes = index_all(&shards);
+    let field = label_field.unwrap_or("cls");
+    let mut rows = Vec::new();
+    let mut groups = Vec::new();
+    let mut unreadable = Vec::new();
+    for (shard_no, index) in indexes.into_iter().enumerate() {
+        let index = match index {
+            Ok(index) => index,
+            Err(e) => {
+                // A shard that cannot be read (missing, forbidden, not a tar) is one item
+                // that fails with the reason, so `on_error` reports it like a bad file and
+                // the other shards still train; it is an error only when no shard reads.
+                unreadable.push(e.to_string());
+                rows.push((
+                    shards::member_path(&shards[shard_no], ""),
+                    Label::None,
+                    None,
+                ));
+                groups.push(shard_no as u32);
+                continue;
+            }
+        };
+        for sample in samples(&index) {
+            let Some(audio) = sample.iter().find(|m| is_audio_field(m.1)) else {
+                log::warn!(
+                    "{}: sample {} has no audio member; skipped",
+                    index.shard,
+                    sample[0].0
+                );
+                continue;
+            };
+            let (label, text) = sample_labels(&index, &sample, field)?;
+            rows.push((
+                shards::member_path(&index.shard, &audio.2.name),
+                label,
+                text,
+            ));
+            groups.push(shard_no as u32);
+        }
+        if let Some(damage) = &index.damage {
+            // The members the damage cost cannot be listed; the shard's loss is an item
+            // that fails with the reason, so `on_error` reports it like any bad file.
+            log::warn!("{}: tar archive {damage}", index.shard);
+            rows.push((
+                shards::member_path(&index.shard, "(damaged archive)"),
+                Label::None,
+                None,
+            ));
+            groups.push(shard_no as u32);
+        }
+    }
+    if unreadable.len() == shards.len() {
+        return Err(ManifestError::new(format!(
+            "{pattern}: no shard could be read: {}",
+            unreadable.join("; ")
+        )));
+    }
+    if rows.len() == unreadable.len() {
+        return Err(ManifestError::new(format!(
+            "{pattern}: no audio samples in the shards"
+        )));
+    }
+    let mut resolved = assign(rows);
+    resolved.groups = Some(groups);
+    Ok(resolved)
+}
+
+/// Members grouped into samples: consecutive members with the same key, as WebDataset
+/// groups them. Each entry is (key, field, member).
+fn samples(index: &ShardIndex) -> Vec<Vec<(&str, &str, &TarMember)>> {
+    let mut out: Vec<Vec<(&str, &str, &TarMember)>> = Vec::new();
+    for member in &index.members {
+        let Some((key, field)) = key_and_field(&member.name) else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(sample) if sample[0].0 == key => sample.push((key, field, member)),
+            _ => out.push(vec![(key, field, member)]),
+        }
+    }
+    out
+}
+
+/// Largest label or text member read (a `.txt` of a book is not a transcript).
+const MAX_LABEL_BYTES: u64 = 1 << 20;
+
+fn sample_labels(
+    index: &ShardIndex,
+    sample: &[(&str, &str, &TarMember)],
+    field: &str,
+) -> Result<(Label, Option<String>), ManifestError> {
+    let read = |m: &TarMember| -> Result<String, ManifestError> {
+        if m.size > MAX_LABEL_BYTES {
+            return Err(ManifestError::new(format!(
+                "{}: member {} is too large for a label ({} bytes)",
+                index.shard, m.name, m.size
+            )));
+        }
+        let bytes = shards::read_member(index, m).map_err(|e| ManifestError::new(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+    };
+    let member = |names: &[&str]| {
+        sample
+            .iter()
+            .find(|(_, f, _)| names.contains(f))
+            .map(|s| s.2)
+    };
+    let json: Option<serde_json::Value> = match member(&["json"]) {
+        Some(m) => serde_json::from_str(&read(m)?).ok(),
+        None => None,
+    };
+    let mut text = match member(&["txt", "text", "transcript"]) {
+        Some(m) => Some(read(m)?),
+        None => None,
+    };
+    if text.is_none() {
+        text = json
+            .as_ref()
+            .and_then(|j| j.get("text"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+    }
+    let label = if let Some(m) = member(&[field]) {
+        let value = read(m)?;
+        match value.parse::<i64>() {
+            Ok(i) => Label::Int(i),
+            Err(_) if TEXT_FIELDS.contains(&field) || field == "txt" => Label::Text(value),
+            Err(_) => Label::Name(value),
+        }
+    } else {
+        match json.as_ref().and_then(|j| j.get(field)) {
+            Some(v) if v.is_i64() => Label::Int(v.as_i64().unwrap_or(-1)),
+            Some(serde_json::Value::String(s)) if TEXT_FIELDS.contains(&field) => {
+                Label::Text(s.clone())
+            }
+            Some(serde_json::Value::String(s)) => Label::Name(s.clone()),
+            _ => Label::None,
+        }
+    };
+    Ok((label, text))
+}
+
+/// Class names (sorted) for string labels; transcripts when the field holds text.
+fn assign(rows: Vec<(String, Label, Option<String>)>) -> Resolved {
+    let mut classes: Vec<String> = rows
+        .iter()
+        .filter_map(|(_, l, _)| match l {
+            Label::Name(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    classes.sort();
+    classes.dedup();
+    let ids: HashMap<&str, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i64))
+        .collect();
+    let items = rows
+        .iter()
+        .map(|(path, label, text)| {
+            let (label, text) = match label {
+                Label::Int(i) => (*i, text.clone()),
+                Label::Name(n) => (ids.get(n.as_str()).copied().unwrap_or(-1), text.clone()),
+                Label::Text(t) => (-1, Some(t.clone())),
+                Label::None => (-1, text.clone()),
+            };
+            ItemInfo {
+                path: path.clone(),
+                label,
+                text,
+            }
+        })
+        .collect();
+    Resolved {
+        items,
+        classes,
+        groups: None,
+    }
+}
+
+/// Every shard's index, several at once (remote shards are fetched to be indexed), in
+/// shard order.
+fn index_all(shards: &[String]) -> Vec<Result<std::sync::Arc<ShardIndex>, StoreError>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..INDEX_THREADS.min(shards.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(shard) = shards.get(i) else { break };
+                        done.push((i, shards::index(shard)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let mut indexes: Vec<Option<Result<_, StoreError>>> = (0..shards.len()).map(|_| None).collect();
+    for (i, result) in results {
+        indexes[i] = Some(result);
+    }
+    indexes
+        .into_iter()
+        .zip(shards)
+        .map(|(index, shard)| {
+            index.unwrap_or_else(|| {
+                Err(StoreError::Unreachable {
+                    url: shard.clone(),
+                    reason: "its indexing thread failed".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_expand_in_pattern_order() {
+        assert_eq!(
+            expand_braces("s-{000..002}.tar").unwrap(),
+            vec!["s-000.tar", "s-001.tar", "s-002.tar"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}/x-{1..2}.tar").unwrap(),
+            vec!["a/x-1.tar", "a/x-2.tar", "b/x-1.tar", "b/x-2.tar"]
+        );
+        assert_eq!(expand_braces("plain.tar").unwrap(), vec!["plain.tar"]);
+        assert!(expand_braces("x-{3..1}.tar").is_err());
+        assert!(expand_braces("x-{1..2.tar").is_err());
+        assert!(expand_braces("x-{0..99999999}.tar").is_err());
+    }
+
+    #[test]
+    fn keys_are_the_basename_up_to_its_first_dot() {
+        assert_eq!(
+            key_and_field("d.x/utt.seg1.flac"),
+            Some(("d.x/utt", "seg1.flac"))
+        );
+        assert_eq!(key_and_field("utt17.txt"), Some(("utt17", "txt")));
+        assert_eq!(key_and_field("README"), None);
+        assert!(is_audio_field("seg1.flac"));
+        assert!(!is_audio_field("json"));
+    }
+}

@@ -1,0 +1,334 @@
+//! Fetched objects by URL: in memory files, or in the `--object-cache` directory, bounded
+//! in bytes, least recently used out first, revalidated after `FRESH`. See Note [Remote
+//! objects].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Seek;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::store::fetch::{self, stamp_of};
+use crate::store::{memory_file, Location, Stamp, StoreError};
+use crate::sys::MemFile;
+
+/// A copy checked this recently is served without asking the store again: one item's
+/// stamp check, probe and decode make one request, not three.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// Memory files kept for reuse when there is no cache directory.
+const MEMORY_BYTES: u64 = 256 << 20;
+
+/// Where fetched objects are kept (`--object-cache DIR`, `--object-cache-size`).
+#[derive(Clone, Debug, Default)]
+pub struct CacheConfig {
+    pub dir: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
+}
+
+/// A fetched object's bytes at a local path. An evicted copy in the cache directory is
+/// unlinked at once: its users hold it open (see `LocalCopy`).
+pub(super) enum Body {
+    Memory(MemFile),
+    Disk(PathBuf),
+}
+
+impl Body {
+    fn evict(&self) {
+        if let Self::Disk(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+struct Entry {
+    body: Arc<Body>,
+    stamp: Stamp,
+    bytes: u64,
+    checked: Instant,
+    used: u64,
+}
+
+pub(super) struct Objects {
+    dir: Option<PathBuf>,
+    capacity: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// Copies an earlier run left in the cache directory, by file name: adopted when their
+    /// object is asked for unchanged, evicted first otherwise.
+    orphans: HashMap<String, u64>,
+    bytes: u64,
+    tick: u64,
+}
+
+static CONFIG: OnceLock<CacheConfig> = OnceLock::new();
+
+pub(super) fn configure(config: CacheConfig) {
+    let _ = CONFIG.set(config);
+}
+
+pub(super) fn objects() -> &'static Objects {
+    static OBJECTS: OnceLock<Objects> = OnceLock::new();
+    OBJECTS.get_or_init(|| {
+        let config = CONFIG.get().cloned().unwrap_or_default();
+        Objects::new(config)
+    })
+}
+
+impl Objects {
+    fn new(config: CacheConfig) -> Self {
+        let dir = config.dir.filter(|dir| match std::fs::create_dir_all(dir) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "object cache {}: {e}; keeping objects in memory",
+                    dir.display()
+                );
+                false
+            }
+        });
+        let capacity = config.max_bytes.unwrap_or(match dir {
+            Some(_) => 10 << 30,
+            None => MEMORY_BYTES,
+        });
+        let mut inner = Inner::default();
+        if let Some(dir) = &dir {
+            inner.orphans = earlier_copies(dir);
+            inner.bytes = inner.orphans.values().sum();
+        }
+        Self {
+            dir,
+            capacity,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The object's stamp: from a copy checked within `FRESH`, else by a HEAD request
+    /// (which also revalidates the copy held, when it is unchanged).
+    pub(super) fn stamp(&self, location: &Location) -> Result<Stamp, StoreError> {
+        if let Some(stamp) = self.fresh(location.url()).map(|(_, stamp)| stamp) {
+            return Ok(stamp);
+        }
+        let stamp = stamp_of(&fetch::head(location)?);
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(location.url()) {
+            if entry.stamp == stamp {
+                entry.checked = Instant::now();
+            }
+        }
+        Ok(stamp)
+    }
+
+    /// A local copy of the object, fetched unless a current one is held.
+    pub(super) fn get(&self, location: &Location) -> Result<Arc<Body>, StoreError> {
+        if let Some((body, _)) = self.fresh(location.url()) {
+            return Ok(body);
+        }
+        let held = self.lock().entries.get(location.url()).map(|e| e.stamp);
+        if let Some(held) = held {
+            if self.stamp(location)? == held {
+                if let Some((body, _)) = self.fresh(location.url()) {
+                    return Ok(body);
+                }
+            }
+        }
+        let (body, stamp, size) = self.fetch(location)?;
+        let body = Arc::new(body);
+        self.insert(location.url(), Arc::clone(&body), stamp, size);
+        Ok(body)
+    }
+
+    /// The copy held, however long ago it was checked (the caller vouches for the version,
+    /// as a stream that checked its shards when it opened), else a fresh fetch; with the
+    /// copy's stamp.
+    pub(super) fn held(&self, location: &Location) -> Result<(Arc<Body>, Stamp), StoreError> {
+        {
+            let mut inner = self.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            if let Some(entry) = inner.entries.get_mut(location.url()) {
+                entry.used = tick;
+                return Ok((Arc::clone(&entry.body), entry.stamp));
+            }
+        }
+        let (body, stamp, size) = self.fetch(location)?;
+        let body = Arc::new(body);
+        self.insert(location.url(), Arc::clone(&body), stamp, size);
+        Ok((body, stamp))
+    }
+
+    fn fresh(&self, url: &str) -> Option<(Arc<Body>, Stamp)> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = inner.entries.get_mut(url)?;
+        if entry.checked.elapsed() > FRESH {
+            return None;
+        }
+        entry.used = tick;
+        Some((Arc::clone(&entry.body), entry.stamp))
+    }
+
+    /// Fetch the object: its local copy, stamp and size.
+    fn fetch(&self, location: &Location) -> Result<(Body, Stamp, u64), StoreError> {
+        let rewind = |f: &mut File| {
+            f.set_len(0)?;
+            f.rewind().map(|_| ())
+        };
+        match &self.dir {
+            None => {
+                let mut file = memory_file(location)?;
+                let meta = fetch::get(location, &mut file, &mut |f: &mut MemFile| {
+                    f.truncate()?;
+                    f.rewind().map(|_| ())
+                })?;
+                Ok((Body::Memory(file), stamp_of(&meta), meta.size))
+            }
+            Some(dir) => {
+                // A copy named by URL and version is reused across runs; it is written
+                // under a name of this process's, then renamed into place.
+                let unwritable = |e: std::io::Error| StoreError::Unreachable {
+                    url: location.url().to_string(),
+                    reason: format!("cannot write to the object cache {}: {e}", dir.display()),
+                };
+                let stamp = stamp_of(&fetch::head(location)?);
+                let name = copy_name(location, stamp);
+                let path = dir.join(&name);
+                if let Some(size) = self.adopt(&name, &path, stamp) {
+                    return Ok((disk_body(path), stamp, size));
+                }
+                let partial = dir.join(format!("{name}.{}.part", std::process::id()));
+                let mut file = File::create(&partial).map_err(unwritable)?;
+                let fetched = fetch::get(location, &mut file, &mut |f: &mut File| rewind(f));
+                let meta = match fetched {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(e);
+                    }
+                };
+                let stamp = stamp_of(&meta);
+                let path = dir.join(copy_name(location, stamp));
+                std::fs::rename(&partial, &path).map_err(unwritable)?;
+                Ok((disk_body(path), stamp, meta.size))
+            }
+        }
+    }
+
+    /// An earlier run's copy of this very version, taken back from the orphans.
+    fn adopt(&self, name: &str, path: &Path, stamp: Stamp) -> Option<u64> {
+        let mut inner = self.lock();
+        let bytes = *inner.orphans.get(name)?;
+        if bytes != stamp.size || !path.is_file() {
+            return None;
+        }
+        inner.orphans.remove(name);
+        inner.bytes -= bytes;
+        Some(bytes)
+    }
+
+    fn insert(&self, url: &str, body: Arc<Body>, stamp: Stamp, bytes: u64) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.remove(url) {
+            inner.bytes -= old.bytes;
+            old.body.evict();
+        }
+        // An object larger than the capacity evicts everything else but is kept: it is in
+        // use (a shard read member by member), and fetching it again per read would be worse.
+        while inner.bytes + bytes > self.capacity {
+            if let Some(name) = inner.orphans.keys().next().cloned() {
+                if let (Some(size), Some(dir)) = (inner.orphans.remove(&name), &self.dir) {
+                    inner.bytes -= size;
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+                continue;
+            }
+            let Some(oldest) = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(url, _)| url.clone())
+            else {
+                break;
+            };
+            if let Some(old) = inner.entries.remove(&oldest) {
+                inner.bytes -= old.bytes;
+                old.body.evict();
+            }
+        }
+        inner.tick += 1;
+        let used = inner.tick;
+        inner.bytes += bytes;
+        inner.entries.insert(
+            url.to_string(),
+            Entry {
+                body,
+                stamp,
+                bytes,
+                checked: Instant::now(),
+                used,
+            },
+        );
+    }
+}
+
+fn disk_body(path: PathBuf) -> Body {
+    Body::Disk(path)
+}
+
+/// The name of a version's copy: the URL's hash, the version's tag, the object's name.
+fn copy_name(location: &Location, stamp: Stamp) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    location.url().hash(&mut hasher);
+    let readable: String = location
+        .key_name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{:016x}-{:016x}-{readable}.obj", hasher.finish(), stamp.tag)
+}
+
+/// Copies an earlier run left (`*.obj`), by name and size; partial downloads of processes
+/// that are gone are removed.
+fn earlier_copies(dir: &Path) -> HashMap<String, u64> {
+    let mut copies = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return copies;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(rest) = name.strip_suffix(".part") {
+            let writer_alive = rest
+                .rsplit_once('.')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !writer_alive {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        } else if name.ends_with(".obj") {
+            if let Ok(meta) = entry.metadata() {
+                copies.insert(name, meta.len());
+            }
+        }
+    }
+    copies
+}

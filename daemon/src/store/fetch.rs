@@ -1,0 +1,202 @@
+//! Requests on the store's own small tokio runtime, each wait bounded, each failure
+//! classified (not found, forbidden, unreachable) and named by URL.
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::ObjectMeta;
+
+use crate::store::{Location, Stamp, StoreError};
+
+/// How long a request may wait for its answer, and a body for its next chunk, before the
+/// server counts as unreachable. Retries of failed requests come on top, bounded by
+/// `retry_timeout`.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Default bound on requests in flight per store (bucket or host).
+const MAX_REQUESTS: usize = 32;
+
+/// Env override of [`MAX_REQUESTS`] (`--object-requests` sets it for the daemon).
+pub const MAX_REQUESTS_ENV: &str = "AUDIODECODE_OBJECT_REQUESTS";
+
+/// A body cut off mid-transfer is fetched again from the start this many times.
+const BODY_ATTEMPTS: usize = 3;
+
+pub(super) fn max_requests() -> usize {
+    std::env::var(MAX_REQUESTS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(MAX_REQUESTS)
+}
+
+/// The runtime all store requests run on. Callers are plain threads (pool workers, the
+/// CLI), which block on their request; two threads drive every connection.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("object-store")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn block_on<T>(
+    location: &Location,
+    future: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let runtime = runtime().map_err(|e| StoreError::Unreachable {
+        url: location.url().to_string(),
+        reason: format!("cannot start the network runtime: {e}"),
+    })?;
+    runtime.block_on(future)
+}
+
+/// The error a failed request becomes, by what the store answered.
+pub(super) fn classify(location: &Location, err: object_store::Error) -> StoreError {
+    let url = location.url().to_string();
+    match err {
+        object_store::Error::NotFound { .. } => StoreError::NotFound { url },
+        object_store::Error::PermissionDenied { source, .. }
+        | object_store::Error::Unauthenticated { source, .. } => StoreError::Forbidden {
+            url,
+            reason: source.to_string(),
+        },
+        object_store::Error::InvalidPath { source } => StoreError::Invalid {
+            url,
+            reason: source.to_string(),
+        },
+        other => StoreError::Unreachable {
+            url,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn stalled(location: &Location, what: &str) -> StoreError {
+    StoreError::Unreachable {
+        url: location.url().to_string(),
+        reason: format!("no {what} within {} s", STALL.as_secs()),
+    }
+}
+
+pub(super) fn stamp_of(meta: &ObjectMeta) -> Stamp {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match &meta.e_tag {
+        Some(tag) => tag.hash(&mut hasher),
+        None => meta.last_modified.timestamp_nanos_opt().hash(&mut hasher),
+    }
+    Stamp {
+        size: meta.size,
+        tag: hasher.finish(),
+    }
+}
+
+/// The object's metadata (a HEAD request).
+pub(super) fn head(location: &Location) -> Result<ObjectMeta, StoreError> {
+    let store = location.store()?;
+    block_on(location, async {
+        tokio::time::timeout(STALL, store.head(location.key()))
+            .await
+            .map_err(|_| stalled(location, "answer"))?
+            .map_err(|e| classify(location, e))
+    })
+}
+
+/// GET the object into `sink` (rewound and cleared by `reset` before each attempt); its
+/// metadata. A body that ends early (a dropped connection) or comes out of a different
+/// length than the object's is fetched again.
+pub(super) fn get<W: Write>(
+    location: &Location,
+    sink: &mut W,
+    reset: &mut dyn FnMut(&mut W) -> std::io::Result<()>,
+) -> Result<ObjectMeta, StoreError> {
+    let store = location.store()?;
+    let url = location.url();
+    let mut last = None;
+    for _ in 0..BODY_ATTEMPTS {
+        reset(sink).map_err(|e| write_failed(url, &e))?;
+        let answer = block_on(location, async {
+            let result = tokio::time::timeout(STALL, store.get(location.key()))
+                .await
+                .map_err(|_| stalled(location, "answer"))?
+                .map_err(|e| classify(location, e))?;
+            let meta = result.meta.clone();
+            let mut body = result.into_stream();
+            let mut received = 0u64;
+            loop {
+                match tokio::time::timeout(STALL, body.next()).await {
+                    Err(_) => return Err(stalled(location, "data")),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(StoreError::Unreachable {
+                            url: url.to_string(),
+                            reason: format!(
+                                "transfer failed after {received} of {} bytes: {e}",
+                                meta.size
+                            ),
+                        })
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        received += chunk.len() as u64;
+                        sink.write_all(&chunk).map_err(|e| write_failed(url, &e))?;
+                    }
+                }
+            }
+            if received != meta.size {
+                return Err(StoreError::Unreachable {
+                    url: url.to_string(),
+                    reason: format!("transfer ended after {received} of {} bytes", meta.size),
+                });
+            }
+            Ok(meta)
+        });
+        match answer {
+            Ok(meta) => return Ok(meta),
+            Err(err @ StoreError::Unreachable { .. }) => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| stalled(location, "answer")))
+}
+
+fn write_failed(url: &str, err: &std::io::Error) -> StoreError {
+    StoreError::Unreachable {
+        url: url.to_string(),
+        reason: format!("cannot store the fetched bytes locally: {err}"),
+    }
+}
+
+/// Every object under `location` taken as a prefix, as URLs in lexical order.
+pub(super) fn list(location: &Location) -> Result<Vec<String>, StoreError> {
+    let store = location.store()?;
+    let prefix = location.key();
+    let metas = block_on(location, async {
+        let mut listing = store.list(Some(prefix));
+        let mut metas = Vec::new();
+        loop {
+            match tokio::time::timeout(STALL, listing.next()).await {
+                Err(_) => return Err(stalled(location, "listing")),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(classify(location, e)),
+                Ok(Some(Ok(meta))) => metas.push(meta),
+            }
+        }
+        Ok(metas)
+    })?;
+    let mut urls: Vec<String> = metas
+        .iter()
+        .map(|meta| location.sibling(&meta.location))
+        .collect();
+    urls.sort();
+    Ok(urls)
+}

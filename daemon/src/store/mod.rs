@@ -1,0 +1,202 @@
+//! Objects behind URLs — `s3://`, `gs://`, `az://`, `http(s)://` — made readable as local
+//! paths, so every stage that takes a path (decode, manifests, the feed, labeling) takes a
+//! URL too. See Note [Remote objects].
+//!
+//! Note [Remote objects]
+//! ~~~~~~~~~~~~~~~~~~~~~
+//! The decoders read files by path (symphonia through a `File`, the FFmpeg fallback in a
+//! child process), so a remote object is fetched whole, streamed into an anonymous memory
+//! file or the `--object-cache` directory, and decoded from there; errors are renamed back
+//! to the URL. Objects are cached by URL with their ETag (or size and modification time):
+//! a cached copy is served for at most `FRESH` after it was last checked, then revalidated
+//! with a conditional GET, so an object changed between epochs is never served stale.
+//! Requests go through `object_store` (retries with backoff, credentials and endpoints
+//! from the standard environment: `AWS_*` — `AWS_ENDPOINT_URL` for S3-compatible stores —,
+//! `GOOGLE_*`, `AZURE_*`), at most `max_requests` in flight per store, and every wait on
+//! the network is bounded (connect, first byte, each chunk) so a dead server is an error,
+//! never a hang.
+
+mod cache;
+mod fetch;
+mod location;
+pub mod tar;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use cache::CacheConfig;
+pub use fetch::MAX_REQUESTS_ENV;
+pub use location::Location;
+
+use crate::sys::MemFile;
+
+/// Why a URL could not be read. Every variant names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{url}: not found")]
+    NotFound { url: String },
+
+    #[error("{url}: access denied: {reason}")]
+    Forbidden { url: String, reason: String },
+
+    #[error("{url}: unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+
+    #[error("{url}: {reason}")]
+    Invalid { url: String, reason: String },
+}
+
+impl StoreError {
+    pub fn url(&self) -> &str {
+        match self {
+            Self::NotFound { url }
+            | Self::Forbidden { url, .. }
+            | Self::Unreachable { url, .. }
+            | Self::Invalid { url, .. } => url,
+        }
+    }
+}
+
+impl From<StoreError> for crate::error::DecodeError {
+    fn from(err: StoreError) -> Self {
+        let path = PathBuf::from(err.url());
+        match err {
+            StoreError::NotFound { .. } => Self::NotFound { path },
+            StoreError::Invalid { reason, .. } => Self::InvalidRequest { path, reason },
+            StoreError::Forbidden { reason, .. } => Self::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("access denied: {reason}"),
+                ),
+            },
+            StoreError::Unreachable { reason, .. } => Self::Io {
+                path,
+                source: std::io::Error::other(format!("unreachable: {reason}")),
+            },
+        }
+    }
+}
+
+/// Whether `s` names a remote object (a URL scheme the store reads) rather than a path.
+pub fn is_url(s: &str) -> bool {
+    location::scheme_of(s).is_some()
+}
+
+/// The URL a path holds, when it holds one.
+pub fn url_of(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| is_url(s))
+}
+
+/// A remote object readable at a local path for as long as this lives: a memory file, or
+/// the cache directory's copy held open (so that evicting it cannot pull it from under a
+/// decoder), both reached as `/proc/<pid>/fd/<n>`.
+pub struct LocalCopy {
+    _body: Arc<cache::Body>,
+    _open: Option<std::fs::File>,
+    path: PathBuf,
+}
+
+impl LocalCopy {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What identifies an object's content without fetching it: its size and a hash of its
+/// ETag (or of its modification time when the store gives no ETag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub size: u64,
+    pub tag: u64,
+}
+
+/// Fetch `url` (or take it from the cache, revalidated) as a local file.
+pub fn local_copy(url: &str) -> Result<LocalCopy, StoreError> {
+    let location = Location::parse(url)?;
+    let body = cache::objects().get(&location)?;
+    LocalCopy::of(url, body)
+}
+
+/// The copy of `url` held (not revalidated), else a fresh fetch, and its stamp: for
+/// shards, whose version a stream checks once when it opens (see `tar`).
+pub fn held_copy(url: &str) -> Result<(LocalCopy, Stamp), StoreError> {
+    let location = Location::parse(url)?;
+    let (body, stamp) = cache::objects().held(&location)?;
+    Ok((LocalCopy::of(url, body)?, stamp))
+}
+
+impl LocalCopy {
+    fn of(url: &str, body: Arc<cache::Body>) -> Result<Self, StoreError> {
+        match body.as_ref() {
+            cache::Body::Memory(file) => Ok(Self {
+                path: file.path().to_path_buf(),
+                _body: body,
+                _open: None,
+            }),
+            cache::Body::Disk(copy) => {
+                use std::os::fd::AsRawFd;
+                let open = std::fs::File::open(copy).map_err(|e| StoreError::Unreachable {
+                    url: url.to_string(),
+                    reason: format!("cached copy {}: {e}", copy.display()),
+                })?;
+                let path = format!("/proc/{}/fd/{}", std::process::id(), open.as_raw_fd());
+                Ok(Self {
+                    path: PathBuf::from(path),
+                    _body: body,
+                    _open: Some(open),
+                })
+            }
+        }
+    }
+}
+
+/// The object's current stamp (a HEAD request unless checked within `FRESH`).
+pub fn stamp(url: &str) -> Result<Stamp, StoreError> {
+    let location = Location::parse(url)?;
+    cache::objects().stamp(&location)
+}
+
+/// The whole object as bytes (manifests, shard indexes).
+pub fn read(url: &str) -> Result<Vec<u8>, StoreError> {
+    let copy = local_copy(url)?;
+    std::fs::read(copy.path()).map_err(|e| StoreError::Unreachable {
+        url: url.to_string(),
+        reason: format!("cannot read the fetched copy: {e}"),
+    })
+}
+
+/// Every object under the prefix `url` (a "directory"), as URLs in lexical order.
+pub fn list(url: &str) -> Result<Vec<String>, StoreError> {
+    let location = Location::parse(url)?;
+    fetch::list(&location)
+}
+
+/// Resolve `relative` against the URL of the object `base` (a manifest's own URL), as a
+/// browser resolves a link: `s3://b/sets/train.jsonl` + `a/x.wav` → `s3://b/sets/a/x.wav`.
+pub fn join(base: &str, relative: &str) -> Result<String, StoreError> {
+    let parsed = url::Url::parse(base).map_err(|e| StoreError::Invalid {
+        url: base.to_string(),
+        reason: format!("not a valid URL: {e}"),
+    })?;
+    parsed
+        .join(relative)
+        .map(String::from)
+        .map_err(|e| StoreError::Invalid {
+            url: base.to_string(),
+            reason: format!("cannot resolve {relative:?} against it: {e}"),
+        })
+}
+
+/// Set the object cache once, at start (`--object-cache DIR`); memory only otherwise.
+pub fn configure(config: CacheConfig) {
+    cache::configure(config);
+}
+
+/// A fresh memory file for a fetched body (named after the object for `/proc` listings).
+fn memory_file(location: &Location) -> Result<MemFile, StoreError> {
+    MemFile::new(&format!("object:{}", location.key_name())).map_err(|e| StoreError::Unreachable {
+        url: location.url().to_string(),
+        reason: format!("cannot create a memory file: {e}"),
+    })
+}

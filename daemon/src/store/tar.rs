@@ -1,0 +1,349 @@
+//! Tar shards (WebDataset, Lhotse Shar, NeMo tarred audio): an index of members by name,
+//! and one member's bytes as a memory file the decoders read by path.
+//!
+//! A member is named `SHARD#MEMBER` (`s3://b/train-000003.tar#utt17.flac`): the shard's
+//! path or URL, `#`, the member's name in the archive. A shard's index is built once per
+//! version of the shard (size and modification time, or ETag) and revalidated when a stream
+//! opens (`index`); decoding a member then trusts that version (`member_copy`), so an epoch
+//! makes no request per member beyond the shard's one fetch.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::DecodeError;
+use crate::store::{Stamp, StoreError};
+use crate::sys::MemFile;
+
+/// One file in the archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TarMember {
+    pub name: String,
+    /// Where its data starts in the shard.
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A shard's members in archive order, and what stopped the reading early, if anything.
+#[derive(Debug)]
+pub struct ShardIndex {
+    pub shard: String,
+    pub stamp: Stamp,
+    pub members: Vec<TarMember>,
+    by_name: HashMap<String, usize>,
+    /// Why the archive could not be read to its end (members after it are lost).
+    pub damage: Option<String>,
+}
+
+impl ShardIndex {
+    pub fn member(&self, name: &str) -> Option<&TarMember> {
+        self.by_name.get(name).map(|&i| &self.members[i])
+    }
+}
+
+/// `SHARD#MEMBER` split at the last `.tar#`; `None` for any other path.
+pub fn split_member(path: &str) -> Option<(&str, &str)> {
+    let at = path.rfind(".tar#")? + ".tar".len();
+    Some((&path[..at], &path[at + 1..]))
+}
+
+/// The member path of `member` in `shard`.
+pub fn member_path(shard: &str, member: &str) -> String {
+    format!("{shard}#{member}")
+}
+
+fn indexes() -> &'static Mutex<HashMap<String, Arc<ShardIndex>>> {
+    static INDEXES: OnceLock<Mutex<HashMap<String, Arc<ShardIndex>>>> = OnceLock::new();
+    INDEXES.get_or_init(Default::default)
+}
+
+/// Shards whose index is kept; past this the oldest are dropped (and rebuilt on use).
+const INDEXES_KEPT: usize = 100_000;
+
+fn lock() -> std::sync::MutexGuard<'static, HashMap<String, Arc<ShardIndex>>> {
+    indexes().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shard's index, rebuilt if the shard changed since it was made (a stat of a file, a
+/// HEAD request for an object unless one was made within a second).
+pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
+    let stamp = current_stamp(shard)?;
+    if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp) {
+        return Ok(Arc::clone(index));
+    }
+    let (file, stamp, _copy) = open_shard(shard)?;
+    build(shard, file, stamp)
+}
+
+/// The index as last built, without asking the store whether the shard changed (a stream
+/// checked when it opened); built now if there is none.
+fn trusted_index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
+    match lock().get(shard) {
+        Some(index) => Ok(Arc::clone(index)),
+        None => index(shard),
+    }
+}
+
+/// The stamp of the shard's indexed version, when it has been indexed.
+pub fn indexed_stamp(shard: &str) -> Option<Stamp> {
+    lock().get(shard).map(|i| i.stamp)
+}
+
+fn current_stamp(shard: &str) -> Result<Stamp, StoreError> {
+    match crate::store::url_of(Path::new(shard)) {
+        Some(url) => crate::store::stamp(url),
+        None => local_stamp(shard),
+    }
+}
+
+fn local_stamp(shard: &str) -> Result<Stamp, StoreError> {
+    let meta = std::fs::metadata(shard).map_err(|e| local_error(shard, &e))?;
+    Ok(file_stamp(&meta))
+}
+
+fn file_stamp(meta: &std::fs::Metadata) -> Stamp {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.modified().ok().hash(&mut hasher);
+    Stamp {
+        size: meta.len(),
+        tag: hasher.finish(),
+    }
+}
+
+fn local_error(shard: &str, err: &std::io::Error) -> StoreError {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        StoreError::NotFound {
+            url: shard.to_string(),
+        }
+    } else {
+        StoreError::Unreachable {
+            url: shard.to_string(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// The shard opened for reading, its version, and the local copy that keeps a remote
+/// shard's bytes alive while it is read.
+fn open_shard(shard: &str) -> Result<(File, Stamp, Option<crate::store::LocalCopy>), StoreError> {
+    match crate::store::url_of(Path::new(shard)) {
+        Some(url) => {
+            let (copy, stamp) = crate::store::held_copy(url)?;
+            let file = File::open(copy.path()).map_err(|e| StoreError::Unreachable {
+                url: url.to_string(),
+                reason: format!("cannot open the fetched copy: {e}"),
+            })?;
+            Ok((file, stamp, Some(copy)))
+        }
+        None => {
+            let file = crate::sys::open_regular_file(Path::new(shard))
+                .map_err(|e| local_error(shard, &e))?;
+            let meta = file.metadata().map_err(|e| local_error(shard, &e))?;
+            Ok((file, file_stamp(&meta), None))
+        }
+    }
+}
+
+fn build(shard: &str, file: File, stamp: Stamp) -> Result<Arc<ShardIndex>, StoreError> {
+    let (members, damage) = read_members(file);
+    if members.is_empty() {
+        if let Some(reason) = damage {
+            return Err(StoreError::Invalid {
+                url: shard.to_string(),
+                reason: format!("not a readable tar archive: {reason}"),
+            });
+        }
+    }
+    let by_name = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.clone(), i))
+        .collect();
+    let index = Arc::new(ShardIndex {
+        shard: shard.to_string(),
+        stamp,
+        members,
+        by_name,
+        damage,
+    });
+    let mut indexes = lock();
+    if indexes.len() >= INDEXES_KEPT {
+        indexes.clear();
+    }
+    indexes.insert(shard.to_string(), Arc::clone(&index));
+    Ok(index)
+}
+
+/// Regular files of the archive in order (through the `tar` crate: GNU long names and pax
+/// headers), and the error that stopped the reading, if one did.
+fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
+    let mut archive = tar::Archive::new(file);
+    let mut members = Vec::new();
+    let entries = match archive.entries_with_seek() {
+        Ok(entries) => entries,
+        Err(e) => return (members, Some(e.to_string())),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let at = members.last().map_or(0, |m: &TarMember| m.offset + m.size);
+                return (members, Some(format!("damaged after byte {at}: {e}")));
+            }
+        };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Ok(name) = entry.path().map(|p| p.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        members.push(TarMember {
+            name,
+            offset: entry.raw_file_position(),
+            size: entry.size(),
+        });
+    }
+    (members, None)
+}
+
+/// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
+pub fn read_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
+    let (mut file, stamp, _copy) = open_shard(&index.shard)?;
+    if stamp != index.stamp {
+        return Err(changed(&index.shard));
+    }
+    let mut bytes = vec![0; usize::try_from(member.size).unwrap_or(usize::MAX)];
+    file.seek(SeekFrom::Start(member.offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| StoreError::Unreachable {
+            url: index.shard.clone(),
+            reason: format!("cannot read member {}: {e}", member.name),
+        })?;
+    Ok(bytes)
+}
+
+fn changed(shard: &str) -> StoreError {
+    StoreError::Unreachable {
+        url: shard.to_string(),
+        reason: "the shard changed while it was being read".into(),
+    }
+}
+
+/// Copy `SHARD#MEMBER` into a memory file for the decoders; errors name the member path.
+pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, DecodeError> {
+    let renamed = |e: StoreError| match e {
+        StoreError::NotFound { .. } => DecodeError::NotFound { path: path.into() },
+        StoreError::Invalid { reason, .. } => DecodeError::Unsupported {
+            path: path.into(),
+            reason,
+        },
+        other => DecodeError::Io {
+            path: path.into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    };
+    let mut index = trusted_index(shard).map_err(renamed)?;
+    let (mut file, stamp, _copy) = open_shard(shard).map_err(renamed)?;
+    if stamp != index.stamp {
+        index = build(
+            shard,
+            file.try_clone().map_err(|e| DecodeError::open(path, e))?,
+            stamp,
+        )
+        .map_err(renamed)?;
+    }
+    let Some(entry) = index.member(member).cloned() else {
+        let reason = match &index.damage {
+            Some(damage) => format!("not in the shard, whose archive is {damage}"),
+            None => "no such member in the shard".to_string(),
+        };
+        return Err(DecodeError::Corrupt {
+            path: path.into(),
+            at_seconds: 0.0,
+            reason,
+        });
+    };
+    let mut copy =
+        MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
+    file.seek(SeekFrom::Start(entry.offset))
+        .map_err(|e| DecodeError::open(path, e))?;
+    let copied = std::io::copy(&mut (&mut file).take(entry.size), &mut copy)
+        .map_err(|e| DecodeError::open(path, e))?;
+    if copied != entry.size {
+        return Err(DecodeError::Truncated {
+            path: path.into(),
+            decoded_seconds: 0.0,
+            declared_seconds: None,
+        });
+    }
+    copy.flush().map_err(|e| DecodeError::open(path, e))?;
+    Ok(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard_with(members: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".tar").tempfile().unwrap();
+        let mut builder = tar::Builder::new(file.reopen().unwrap());
+        for (name, data) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn member_paths_split_at_the_last_tar() {
+        assert_eq!(
+            split_member("s3://b/x.tar.d/s-0.tar#a.b.flac"),
+            Some(("s3://b/x.tar.d/s-0.tar", "a.b.flac"))
+        );
+        assert_eq!(split_member("/data/a#b.wav"), None);
+    }
+
+    #[test]
+    fn members_are_indexed_and_copied() {
+        let long_name = format!("{}/clip.flac", "d".repeat(120));
+        let shard = shard_with(&[("a.txt", b"hello"), (&long_name, b"0123456789")]);
+        let shard_path = shard.path().to_string_lossy().into_owned();
+        let index = index(&shard_path).unwrap();
+        assert_eq!(index.members.len(), 2);
+        assert!(index.damage.is_none());
+        let text = read_member(&index, index.member("a.txt").unwrap()).unwrap();
+        assert_eq!(text, b"hello");
+        let member = member_path(&shard_path, &long_name);
+        let mut copy = member_copy(Path::new(&member), &shard_path, &long_name).unwrap();
+        let mut back = Vec::new();
+        copy.seek(SeekFrom::Start(0)).unwrap();
+        copy.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"0123456789");
+        let missing = member_copy(Path::new("x"), &shard_path, "nope.flac").unwrap_err();
+        assert!(missing.to_string().contains("no such member"), "{missing}");
+    }
+
+    #[test]
+    fn a_damaged_archive_keeps_the_members_before_the_damage() {
+        let shard = shard_with(&[("a.flac", &[1u8; 600]), ("b.flac", &[2u8; 600])]);
+        let mut bytes = std::fs::read(shard.path()).unwrap();
+        // Scribble over the second header (its checksum no longer matches).
+        let second = 512 + 1024;
+        bytes[second..second + 100].fill(0x41);
+        std::fs::write(shard.path(), &bytes).unwrap();
+        let index = index(&shard.path().to_string_lossy()).unwrap();
+        assert_eq!(index.members.len(), 1);
+        assert!(
+            index.damage.as_deref().unwrap().contains("damaged"),
+            "{:?}",
+            index.damage
+        );
+    }
+}

@@ -1,0 +1,326 @@
+"""Local object stores for tests of reading ``s3://bucket/key`` and ``http://host/path`` URLs:
+moto's S3 server and a small range-capable HTTP file server with injectable faults.
+
+Both bind 127.0.0.1 on a port the kernel picks (port 0), so parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import mimetypes
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+import pytest
+
+REGION = "us-east-1"
+
+
+class S3Server:
+    """moto's S3 (and the rest of AWS) in a thread of this process.
+
+    moto keeps its state in process globals, so every ``S3Server`` in one process shares
+    the same buckets; tests should use bucket names of their own.
+    """
+
+    def __init__(self) -> None:
+        # Imported here so that importing this module (from conftest) never needs moto.
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._client: Any = None
+        self._denied: dict[str, list[str]] = {}
+
+    def env(self) -> dict[str, str]:
+        """What a child process (the daemon) needs in its environment to reach this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def client(self) -> Any:
+        """A boto3 S3 client bound to this server (one, reused: boto3 clients are thread-safe)."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name=REGION,
+                # Path style: virtual-hosted names (bucket.127.0.0.1) do not resolve.
+                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+            )
+        return self._client
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def put(self, bucket: str, key: str, data: bytes | Path) -> None:
+        body = data.read_bytes() if isinstance(data, Path) else data
+        self.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+    def forbid(self, bucket: str, key: str | None = None) -> None:
+        """Make GET and HEAD of ``key`` (every key when None) in ``bucket`` answer 403.
+
+        A bucket policy denying everyone: moto enforces a bucket policy's Deny on object
+        requests even with its IAM authentication off (the default), and that answer is a bare
+        403 (empty body, no XML error code). moto names HEAD's action ``s3:HeadObject`` (AWS
+        checks ``s3:GetObject`` for both), so both are denied. Bucket-level calls (listing,
+        policy changes) stay allowed, so ``allow`` can undo this.
+        """
+        resource = f"arn:aws:s3:::{bucket}/{key if key is not None else '*'}"
+        denied = self._denied.setdefault(bucket, [])
+        denied.append(resource)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject", "s3:HeadObject"],
+                    "Resource": denied,
+                }
+            ],
+        }
+        self.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+    def allow(self, bucket: str) -> None:
+        """Undo every ``forbid`` on ``bucket``."""
+        self._denied.pop(bucket, None)
+        self.client().delete_bucket_policy(Bucket=bucket)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
+    """The inclusive ``(first, last)`` byte range a ``Range`` header asks of a ``size``-byte file;
+    None to serve the whole file (no header, or one we may ignore: malformed or multi-range,
+    as RFC 9110 allows); False when unsatisfiable (416)."""
+    if header is None:
+        return None
+    m = _RANGE.fullmatch(header.strip())
+    if m is None or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":  # bytes=-n: the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size - 1
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # an invalid range-spec is ignored, not refused
+    if start >= size:
+        return False
+    return start, size - 1 if last == "" else min(int(last), size - 1)
+
+
+class HttpServer:
+    """Serves files under ``root`` over HTTP/1.1 (keep-alive) with GET, HEAD, single byte
+    ranges, ``ETag`` and ``Last-Modified``, plus per-path faults for error tests.
+
+    Paths given to ``url``, ``forbid``, ``drop`` and ``fail_times`` are relative to ``root``
+    (a leading ``/`` is ignored). ``log`` lists every request as ``(method, path, range)``,
+    path as in the URL but unquoted, without the query (``"/dir/a.wav"``), range the raw
+    ``Range`` header or None.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._lock = threading.Lock()
+        self._forbidden: set[str] = set()
+        self._dropped: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        self._log: list[tuple[str, str, str | None]] = []
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port: int = self._httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        # A short poll: `shutdown` waits up to one interval, the default 0.5 s per test.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    def url(self, relpath: str) -> str:
+        return f"{self.base}/{quote(relpath.lstrip('/'))}"
+
+    def forbid(self, relpath: str) -> None:
+        """Answer 403 to every request for ``relpath``."""
+        with self._lock:
+            self._forbidden.add(relpath.lstrip("/"))
+
+    def drop(self, relpath: str, after: int = 16) -> None:
+        """On GET of ``relpath``, send headers with the full Content-Length, then ``after`` bytes
+        of the body (fewer if the body is shorter), then close the connection. HEAD is
+        answered normally."""
+        with self._lock:
+            self._dropped[relpath.lstrip("/")] = after
+
+    def fail_times(self, relpath: str, n: int) -> None:
+        """Answer 503 to the next ``n`` requests (any method) for ``relpath``, then serve it."""
+        with self._lock:
+            self._failures[relpath.lstrip("/")] = n
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._forbidden.clear()
+            self._dropped.clear()
+            self._failures.clear()
+
+    @property
+    def log(self) -> list[tuple[str, str, str | None]]:
+        with self._lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def _admit(self, method: str, path: str, range_header: str | None) -> tuple[str, int]:
+        """Logs a request and decides its fate: ("403"|"503"|"drop"|"serve", detail)."""
+        key = path.lstrip("/")
+        with self._lock:
+            self._log.append((method, path, range_header))
+            if key in self._forbidden:
+                return "403", 0
+            left = self._failures.get(key, 0)
+            if left > 0:
+                self._failures[key] = left - 1
+                return "503", 0
+            if method == "GET" and key in self._dropped:
+                return "drop", self._dropped[key]
+            return "serve", 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: HttpServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as object-store clients expect
+    server_version = "ObjectTestHTTP/1"
+    timeout = 30  # a handler thread never outlives an idle client by long
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # `HttpServer.log` records requests; stderr would only add noise
+
+    def do_GET(self) -> None:
+        self._respond(body=True)
+
+    def do_HEAD(self) -> None:
+        self._respond(body=False)
+
+    def _status(self, code: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _respond(self, body: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        range_header = self.headers.get("Range")
+        fate, after = self.owner._admit(self.command, path, range_header)
+        if fate == "403":
+            return self._status(403, b"forbidden\n")
+        if fate == "503":
+            return self._status(503, b"try again\n")
+
+        file = (self.owner.root / path.lstrip("/")).resolve()
+        if not file.is_relative_to(self.owner.root) or not file.is_file():
+            return self._status(404, b"not found\n")
+        stat = file.stat()
+        size = stat.st_size
+        rng = parse_range(range_header, size)
+        if rng is False:
+            return self._status(
+                416, b"range not satisfiable\n", {"Content-Range": f"bytes */{size}"}
+            )
+        first, last = rng if isinstance(rng, tuple) else (0, size - 1)
+        length = last - first + 1
+
+        self.send_response(206 if isinstance(rng, tuple) else 200)
+        self.send_header(
+            "Content-Type", mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        )
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        # Size and mtime: changes whenever the file is rewritten, like a real server's validator.
+        self.send_header("ETag", f'"{size:x}-{stat.st_mtime_ns:x}"')
+        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        if isinstance(rng, tuple):
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.end_headers()
+        if not body or length == 0:
+            return
+        with file.open("rb") as f:
+            f.seek(first)
+            if fate == "drop":
+                # Fewer bytes than promised, then FIN: the client sees a truncated body.
+                self.wfile.write(f.read(max(0, min(after, length - 1))))
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            f_left = length
+            while f_left > 0:
+                chunk = f.read(min(f_left, 1 << 16))
+                if not chunk:
+                    break  # file shrank under us; the client sees a short body
+                self.wfile.write(chunk)
+                f_left -= len(chunk)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server for the whole session (starting it takes about a second)."""
+    pytest.importorskip(
+        "moto.server", reason="moto is not installed (pip install 'moto[server]'); S3 untested"
+    )
+    pytest.importorskip("boto3", reason="boto3 is not installed (pip install boto3)")
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    """An ``HttpServer`` over an empty directory, ``http_server.root``, for files of the test."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = HttpServer(root)
+    yield server
+    server.stop()
