@@ -121,6 +121,13 @@ REQUESTS: dict[str, Any] = {
     "req_open_directory": Request.OpenStream(
         stream_spec(dataset=Dataset.Directory(path="/d"), quality=Quality.FAST)
     ),
+    "req_open_shards": Request.OpenStream(
+        stream_spec(
+            dataset=Dataset.Shards(
+                format="webdataset", sources=["s3://b/s-{0..1}.tar"], label_field="cls"
+            )
+        )
+    ),
     "req_release": Request.Release(stream=2, released=7),
     "req_close": Request.CloseStream(stream=2),
     "req_load": Request.Load(

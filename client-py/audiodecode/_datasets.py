@@ -11,6 +11,7 @@ import numpy as np
 from audiodecode._manifest import MANIFEST_SUFFIXES, check_manifest, has_audio
 from audiodecode._paths import absolute, is_url
 from audiodecode._protocol import AnyDataset, Dataset
+from audiodecode._shards import shard_dataset
 
 PathLike = str | os.PathLike[str]
 
@@ -34,33 +35,22 @@ def map_labels(
     raise TypeError("labels must be all integers or all strings")
 
 
-DATASET_FORMATS = ("auto", "webdataset")
-
-
 def resolve_dataset(
     files: PathLike | Sequence[PathLike],
     label_field: str | None,
     name: str = "files",
     dataset_format: str = "auto",
 ) -> AnyDataset:
-    """A list of files, a manifest (.jsonl/.json/.csv/.tsv) or a directory. Paths are made
-    absolute: the daemon's working directory is not ours. One that gives no items raises
-    ``ValueError`` naming ``name`` (the argument): an empty epoch would hide the mistake.
-    URLs pass as written: a URL ending in ``/`` is a prefix (a directory) and one with a
-    manifest's suffix a manifest, both read by the daemon. A path ending in ``.tar`` (with
-    braces, ``shards-{000..127}.tar``) is a WebDataset, read by the daemon shard by shard;
-    ``dataset_format="webdataset"`` insists on one."""
-    if dataset_format not in DATASET_FORMATS:
-        raise ValueError(
-            f"format must be one of {', '.join(DATASET_FORMATS)}, not {dataset_format!r}"
-        )
-    single = isinstance(files, (str, os.PathLike))
-    if single and os.fspath(files).endswith(".tar"):
-        return Dataset.Manifest(path=absolute(files), label_field=label_field)
-    if dataset_format == "webdataset":
-        raise ValueError(
-            f"{name}: a WebDataset is named by its shards' path or pattern, ending in .tar"
-        )
+    """A list of files, a manifest (.jsonl/.json/.csv/.tsv), a directory, or a sharded
+    dataset (see ``_shards``: a path ending in ``.tar`` is a WebDataset; ``dataset_format``
+    names Shar and NeMo). Paths are made absolute: the daemon's working directory is not
+    ours. One that gives no items raises ``ValueError`` naming ``name`` (the argument): an
+    empty epoch would hide the mistake. URLs pass as written: a URL ending in ``/`` is a
+    prefix (a directory) and one with a manifest's suffix a manifest, both read by the
+    daemon."""
+    shards = shard_dataset(files, label_field, dataset_format, name)
+    if shards is not None:
+        return shards
     if isinstance(files, (str, os.PathLike)) and is_url(files):
         url = os.fspath(files)
         if url.endswith("/"):

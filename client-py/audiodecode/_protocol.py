@@ -22,7 +22,7 @@ import struct
 import types
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 # A corrupt length prefix must not make us allocate gigabytes; matches MAX_FRAME_BYTES.
 MAX_FRAME_BYTES = 1 << 30
 RING_MAGIC = b"ADRING01"  # the first 8 bytes of every ring segment
@@ -190,8 +190,14 @@ class Dataset:
     class Directory:
         path: str
 
+    @_frozen
+    class Shards:
+        format: str
+        sources: list[str]
+        label_field: str | None = None
 
-AnyDataset = Dataset.Files | Dataset.Manifest | Dataset.Directory
+
+AnyDataset = Dataset.Files | Dataset.Manifest | Dataset.Directory | Dataset.Shards
 
 
 class Augment:

@@ -41,9 +41,11 @@ class AudioDataLoader:
     """Iterate over batches decoded, resampled and cropped by the audiodecode daemon.
 
     ``files`` is a list of audio files, a JSONL/CSV manifest, a directory (labels from
-    first-level subdirectories), or WebDataset tar shards in brace notation
-    (``"shards-{000000..000127}.tar"``; ``label_field`` names the member, e.g. ``"cls"`` or
-    ``"txt"``, or a key of the sample's ``.json``). Paths may be URLs (``s3://``, ``gs://``,
+    first-level subdirectories), or a sharded dataset: WebDataset tar shards in brace
+    notation (``"shards-{000000..000127}.tar"``; ``label_field`` names the member, e.g.
+    ``"cls"`` or ``"txt"``, or a key of the sample's ``.json``), a Lhotse Shar directory
+    (``format="shar"``, or :meth:`from_shar`) or a NeMo tarred dataset (``format="nemo"``,
+    or :meth:`from_nemo`). Paths may be URLs (``s3://``, ``gs://``,
     ``az://``, ``http(s)://``; credentials and endpoints from the usual ``AWS_*``,
     ``GOOGLE_*``, ``AZURE_*`` variables). ``labels`` (for a list of files) are integers or
     strings; strings become class ids in sorted order (``classes``, ``class_to_idx``).
@@ -247,6 +249,29 @@ class AudioDataLoader:
         self.seed = integer("seed", int(state["seed"]), 0, U64_MAX)
         self.epoch = integer("epoch", int(state["epoch"]), 0, U64_MAX)
         self._resume = integer("batches_done", int(state["batches_done"]), 0, U64_MAX)
+
+    @classmethod
+    def from_shar(cls, path: PathLike | Sequence[PathLike], **kwargs: Any) -> AudioDataLoader:
+        """A Lhotse Shar dataset (``cuts.*.jsonl.gz`` + ``recording.*.tar``; a directory or
+        an object prefix, or several): one item per cut, labelled by its supervisions' text,
+        or by ``label_field``: a custom field or a supervision's (``"speaker"``)."""
+        return cls(path, format="shar", **kwargs)
+
+    @classmethod
+    def from_nemo(
+        cls,
+        manifest: PathLike,
+        tarred_audio_filepaths: PathLike | Sequence[PathLike],
+        **kwargs: Any,
+    ) -> AudioDataLoader:
+        """A NeMo tarred dataset: its manifest and tars (``"audio_{0..127}.tar"``, NeMo's
+        ``_OP_``/``_CL_`` spelling too)."""
+        tars = (
+            [tarred_audio_filepaths]
+            if isinstance(tarred_audio_filepaths, (str, os.PathLike))
+            else list(tarred_audio_filepaths)
+        )
+        return cls([manifest, *tars], format="nemo", **kwargs)
 
     # --- Iteration. -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ pub mod ring;
 use bincode::{Decode, Encode};
 
 /// Bumped whenever a message or the ring layout changes incompatibly; checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Frames larger than this are refused: a corrupt length must not make the daemon allocate
 /// gigabytes. `Loaded` replies carry whole decoded files, hence the generous bound.
@@ -188,6 +188,15 @@ pub enum Dataset {
     /// Every audio file below a directory, sorted by path; the label is the name of the
     /// first-level subdirectory (the ImageFolder convention), when there is one.
     Directory { path: String },
+    /// A sharded dataset read shard by shard: `format` `webdataset` (`sources`: tar paths
+    /// or brace patterns), `shar` (`sources`: Lhotse Shar directories) or `nemo`
+    /// (`sources`: the tarred manifest, then the tar paths or patterns). Sources may be
+    /// URLs. `label_field` as for manifests (a member field, a JSON key, a custom field).
+    Shards {
+        format: String,
+        sources: Vec<String>,
+        label_field: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]

@@ -120,6 +120,17 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "req_open_shards",
+            Request::OpenStream(StreamSpec {
+                dataset: Dataset::Shards {
+                    format: "webdataset".into(),
+                    sources: vec!["s3://b/s-{0..1}.tar".into()],
+                    label_field: Some("cls".into()),
+                },
+                ..stream_spec()
+            }),
+        ),
+        (
             "req_release",
             Request::Release {
                 stream: 2,

@@ -16,6 +16,26 @@ use crate::feed::cache::{AudioCache, CacheKey, FileStamp};
 use crate::feed::sampler::SplitMix64;
 use crate::feed::wire::quality_of;
 
+/// The part of a file that is the item: from `offset` seconds, `duration` long (to the
+/// end when `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ItemRange {
+    pub offset: f64,
+    pub duration: Option<f64>,
+}
+
+impl ItemRange {
+    /// (start, length) in frames at `rate`, within audio of `frames` frames.
+    fn frames(self, rate: u32, frames: u64) -> (u64, u64) {
+        let at = |s: f64| ((s.max(0.0) * f64::from(rate)).round() as u64).min(frames);
+        let start = at(self.offset);
+        let len = self
+            .duration
+            .map_or(frames - start, |d| at(d).min(frames - start));
+        (start, len)
+    }
+}
+
 /// One item's samples for a batch: a frame range of decoded audio, which may be shared
 /// with the cache (cropping is a range, not a copy).
 pub struct ItemAudio {
@@ -77,11 +97,14 @@ fn crop_start(spec: &StreamSpec, index: u64, total_out: u64, window: u64) -> u64
 }
 
 /// Decode one item as the stream asks: rate, channels, crop, capped at the slot length.
-/// With the cache on, the whole clean file is cached and cropped in memory.
+/// With the cache on, the whole clean file is cached and cropped in memory. `range` is the
+/// part of the file that is the item (a Lhotse cut, a NeMo manifest line's offset and
+/// duration); the crop is taken within it.
 pub fn decode_item(
     spec: &StreamSpec,
     item: &ItemInfo,
     index: u64,
+    range: Option<ItemRange>,
     max_frames: u64,
     cache: Option<&AudioCache>,
     steps: &[Step],
@@ -100,21 +123,39 @@ pub fn decode_item(
         Some(cache) => cached_audio(cache, path, &req, spec)?,
         None => None,
     };
-    let clean = match (cached, window) {
-        (Some(audio), Some(window)) => {
-            let start = crop_start(spec, index, audio.frames() as u64, window) as usize;
-            ItemAudio::new(audio, start, window as usize, max_frames)
+    let clean = match cached {
+        Some(audio) => {
+            let frames = audio.frames() as u64;
+            let (start, len) = match range {
+                Some(r) => r.frames(sr, frames),
+                None => (0, frames),
+            };
+            match window {
+                Some(window) => {
+                    let crop = crop_start(spec, index, len, window);
+                    let len = window.min(len);
+                    ItemAudio::new(audio, (start + crop) as usize, len as usize, max_frames)
+                }
+                None => ItemAudio::new(audio, start as usize, len as usize, max_frames),
+            }
         }
-        (Some(audio), None) => ItemAudio::new(audio, 0, usize::MAX, max_frames),
-        (None, window) => {
+        None => {
             let mut req = req;
+            if let Some(r) = range {
+                req.offset = r.offset;
+                req.duration = r.duration;
+            }
             if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
-                req.duration = Some(max_s);
+                req.duration = Some(req.duration.map_or(max_s, |d| d.min(max_s)));
                 if spec.crop == CropMode::Random {
                     // Choose the window from the declared length, then seek: no full decode.
-                    if let Some(total) = probe_info(path)?.duration {
-                        let total_out = (total * f64::from(sr)).round() as u64;
-                        req.offset =
+                    let total = match range.and_then(|r| r.duration) {
+                        Some(d) => Some(d),
+                        None => probe_info(path)?.duration.map(|d| d - req.offset),
+                    };
+                    if let Some(total) = total {
+                        let total_out = (total.max(0.0) * f64::from(sr)).round() as u64;
+                        req.offset +=
                             crop_start(spec, index, total_out, window) as f64 / f64::from(sr);
                     }
                 }

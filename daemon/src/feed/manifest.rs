@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use audiodecode_protocol::{Dataset, ItemInfo};
 
+use crate::feed::item::ItemRange;
+
 /// File extensions picked up when scanning a directory.
 pub(crate) const AUDIO_EXTENSIONS: &[&str] = &[
     "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif", "aiff",
@@ -22,6 +24,11 @@ pub struct Resolved {
     pub items: Vec<ItemInfo>,
     pub classes: Vec<String>,
     pub groups: Option<Vec<u32>>,
+    /// Each item's part of its file, when the dataset states one.
+    pub ranges: Option<Vec<ItemRange>>,
+    /// Each item's duration as the dataset states it (`None` where it does not), so that
+    /// bucketing and slot sizing need not read the audio.
+    pub durations: Option<Vec<Option<f64>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,47 +65,77 @@ pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
             Ok(Resolved {
                 items,
                 classes: Vec::new(),
-                groups: None,
+                ..Resolved::default()
             })
-        }
-        Dataset::Manifest { path, label_field }
-            if crate::feed::webdataset::is_shard_pattern(path) =>
-        {
-            crate::feed::webdataset::resolve(path, label_field.as_deref())
         }
         Dataset::Manifest { path, label_field } => {
             let field = label_field.as_deref().unwrap_or("label");
             read_manifest(Path::new(path), field)
         }
         Dataset::Directory { path } => scan_directory(Path::new(path)),
+        Dataset::Shards {
+            format,
+            sources,
+            label_field,
+        } => {
+            let field = label_field.as_deref();
+            match format.as_str() {
+                "webdataset" => crate::feed::webdataset::resolve(sources, field),
+                "shar" => crate::feed::shar::resolve(sources, field),
+                "nemo" => crate::feed::nemo::resolve(sources, field),
+                other => Err(ManifestError(format!(
+                    "unknown shard format {other:?} (webdataset, shar, nemo)"
+                ))),
+            }
+        }
     }
 }
 
 /// One manifest row before labels are assigned.
-struct Row {
-    path: String,
-    label: RawLabel,
-    text: Option<String>,
+pub(crate) struct Row {
+    pub path: String,
+    pub label: RawLabel,
+    pub text: Option<String>,
 }
 
-enum RawLabel {
+pub(crate) enum RawLabel {
     None,
     Int(i64),
     Name(String),
 }
 
-/// The manifest's text, from a file or a URL.
-fn manifest_text(path: &Path) -> Result<String, ManifestError> {
+/// A manifest's text, from a file or a URL; gzip-compressed when its name ends in `.gz`.
+pub(crate) fn manifest_text(path: &Path) -> Result<String, ManifestError> {
     let cannot = |e: &dyn std::fmt::Display| {
         ManifestError(format!("{}: cannot read manifest: {e}", path.display()))
     };
-    match crate::store::url_of(path) {
-        Some(url) => {
-            let bytes = crate::store::read(url).map_err(|e| ManifestError(e.to_string()))?;
-            String::from_utf8(bytes).map_err(|e| cannot(&e))
-        }
-        None => std::fs::read_to_string(path).map_err(|e| cannot(&e)),
+    let bytes = match crate::store::url_of(path) {
+        Some(url) => crate::store::read(url).map_err(|e| ManifestError(e.to_string()))?,
+        None => std::fs::read(path).map_err(|e| cannot(&e))?,
+    };
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+            .map_err(|e| cannot(&e))?;
+        return Ok(text);
     }
+    String::from_utf8(bytes).map_err(|e| cannot(&e))
+}
+
+/// The files of a directory or an object prefix, as paths or URLs, sorted.
+pub(crate) fn list_files(dir: &str) -> Result<Vec<String>, ManifestError> {
+    if crate::store::is_url(dir) {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        return crate::store::list(&prefix).map_err(|e| ManifestError(e.to_string()));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| ManifestError(format!("{dir}: {e}")))?;
+    let mut files: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
@@ -237,7 +274,7 @@ fn read_csv(
 }
 
 /// String labels become class ids in sorted order, unless they are transcripts.
-fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
+pub(crate) fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
     let classes: Vec<String> = if text_labels {
         Vec::new()
     } else {
@@ -269,7 +306,7 @@ fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
     Resolved {
         items,
         classes,
-        groups: None,
+        ..Resolved::default()
     }
 }
 

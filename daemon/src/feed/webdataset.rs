@@ -5,24 +5,17 @@
 //! sample's other members. Items remember their shard, for the shard-aware order (see
 //! `sampler::sharded_batches`).
 
-use std::collections::HashMap;
-
-use audiodecode_protocol::ItemInfo;
-
-use crate::feed::manifest::{ManifestError, Resolved, AUDIO_EXTENSIONS, TEXT_FIELDS};
+use crate::feed::manifest::{
+    assign_labels, ManifestError, RawLabel, Resolved, Row, AUDIO_EXTENSIONS, TEXT_FIELDS,
+};
 use crate::store::tar::{self as shards, ShardIndex, TarMember};
 use crate::store::StoreError;
 
 /// Most shards one pattern may name (a typo like `{0..99999999}` is refused, not expanded).
-const MAX_SHARDS: usize = 1_000_000;
+pub(crate) const MAX_SHARDS: usize = 1_000_000;
 
 /// Shards indexed at once when a stream opens (remote ones are fetched to be indexed).
 const INDEX_THREADS: usize = 8;
-
-/// Whether `path` names tar shards (a `.tar` path, possibly with braces).
-pub fn is_shard_pattern(path: &str) -> bool {
-    path.ends_with(".tar")
-}
 
 /// `a-{000..002}.tar` → `a-000.tar a-001.tar a-002.tar`; `{x,y}` lists; several braces
 /// multiply. Numeric ranges keep the width of their first bound's zero padding.
@@ -86,20 +79,16 @@ fn is_audio_field(field: &str) -> bool {
     AUDIO_EXTENSIONS.contains(&ext.as_str())
 }
 
-/// A sample's label or text as read from its members.
-enum Label {
-    None,
-    Int(i64),
-    Name(String),
-    Text(String),
-}
-
 /// Read the WebDataset shards `pattern` names. `label_field` is the member field (an
 /// extension such as `cls` or `txt`) or a key of the sample's `.json` member that holds the
 /// label; by default `cls`. Text comes from a `txt`/`text`/`transcript` member or the JSON's
 /// `text`. Returns the items and each item's shard number.
-pub fn resolve(pattern: &str, label_field: Option<&str>) -> Result<Resolved, ManifestError> {
-    let shards = expand_braces(pattern)?;
+pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved, ManifestError> {
+    let mut shards = Vec::new();
+    for source in sources {
+        shards.extend(expand_braces(source)?);
+    }
+    let pattern = sources.join(" ");
     let indexes = index_all(&shards);
     let field = label_field.unwrap_or("cls");
     let mut rows = Vec::new();
@@ -113,11 +102,7 @@ pub fn resolve(pattern: &str, label_field: Option<&str>) -> Result<Resolved, Man
                 // that fails with the reason, so `on_error` reports it like a bad file and
                 // the other shards still train; it is an error only when no shard reads.
                 unreadable.push(e.to_string());
-                rows.push((
-                    shards::member_path(&shards[shard_no], ""),
-                    Label::None,
-                    None,
-                ));
+                rows.push(failing_row(&shards[shard_no], ""));
                 groups.push(shard_no as u32);
                 continue;
             }
@@ -132,22 +117,18 @@ pub fn resolve(pattern: &str, label_field: Option<&str>) -> Result<Resolved, Man
                 continue;
             };
             let (label, text) = sample_labels(&index, &sample, field)?;
-            rows.push((
-                shards::member_path(&index.shard, &audio.2.name),
+            rows.push(Row {
+                path: shards::member_path(&index.shard, &audio.2.name),
                 label,
                 text,
-            ));
+            });
             groups.push(shard_no as u32);
         }
         if let Some(damage) = &index.damage {
             // The members the damage cost cannot be listed; the shard's loss is an item
             // that fails with the reason, so `on_error` reports it like any bad file.
             log::warn!("{}: tar archive {damage}", index.shard);
-            rows.push((
-                shards::member_path(&index.shard, "(damaged archive)"),
-                Label::None,
-                None,
-            ));
+            rows.push(failing_row(&index.shard, DAMAGED_ARCHIVE));
             groups.push(shard_no as u32);
         }
     }
@@ -162,7 +143,7 @@ pub fn resolve(pattern: &str, label_field: Option<&str>) -> Result<Resolved, Man
             "{pattern}: no audio samples in the shards"
         )));
     }
-    let mut resolved = assign(rows);
+    let mut resolved = assign_labels(rows, false);
     resolved.groups = Some(groups);
     Ok(resolved)
 }
@@ -190,7 +171,7 @@ fn sample_labels(
     index: &ShardIndex,
     sample: &[(&str, &str, &TarMember)],
     field: &str,
-) -> Result<(Label, Option<String>), ManifestError> {
+) -> Result<(RawLabel, Option<String>), ManifestError> {
     let read = |m: &TarMember| -> Result<String, ManifestError> {
         if m.size > MAX_LABEL_BYTES {
             return Err(ManifestError::new(format!(
@@ -222,68 +203,50 @@ fn sample_labels(
             .and_then(|v| v.as_str())
             .map(str::to_string);
     }
-    let label = if let Some(m) = member(&[field]) {
-        let value = read(m)?;
-        match value.parse::<i64>() {
-            Ok(i) => Label::Int(i),
-            Err(_) if TEXT_FIELDS.contains(&field) || field == "txt" => Label::Text(value),
-            Err(_) => Label::Name(value),
-        }
-    } else {
-        match json.as_ref().and_then(|j| j.get(field)) {
-            Some(v) if v.is_i64() => Label::Int(v.as_i64().unwrap_or(-1)),
-            Some(serde_json::Value::String(s)) if TEXT_FIELDS.contains(&field) => {
-                Label::Text(s.clone())
+    let is_text = TEXT_FIELDS.contains(&field) || field == "txt";
+    let value = match member(&[field]) {
+        Some(m) => {
+            let value = read(m)?;
+            match value.parse::<i64>() {
+                Ok(i) => RawLabel::Int(i),
+                Err(_) => RawLabel::Name(value),
             }
-            Some(serde_json::Value::String(s)) => Label::Name(s.clone()),
-            _ => Label::None,
         }
+        None => json_label(json.as_ref(), field),
     };
-    Ok((label, text))
+    // A transcript field labels with text, not a class.
+    Ok(match value {
+        RawLabel::Name(t) if is_text => (RawLabel::None, Some(t)),
+        label => (label, text),
+    })
 }
 
-/// Class names (sorted) for string labels; transcripts when the field holds text.
-fn assign(rows: Vec<(String, Label, Option<String>)>) -> Resolved {
-    let mut classes: Vec<String> = rows
-        .iter()
-        .filter_map(|(_, l, _)| match l {
-            Label::Name(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect();
-    classes.sort();
-    classes.dedup();
-    let ids: HashMap<&str, i64> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i as i64))
-        .collect();
-    let items = rows
-        .iter()
-        .map(|(path, label, text)| {
-            let (label, text) = match label {
-                Label::Int(i) => (*i, text.clone()),
-                Label::Name(n) => (ids.get(n.as_str()).copied().unwrap_or(-1), text.clone()),
-                Label::Text(t) => (-1, Some(t.clone())),
-                Label::None => (-1, text.clone()),
-            };
-            ItemInfo {
-                path: path.clone(),
-                label,
-                text,
-            }
-        })
-        .collect();
-    Resolved {
-        items,
-        classes,
-        groups: None,
+/// The member name that stands for what a damaged archive lost.
+pub(crate) const DAMAGED_ARCHIVE: &str = "(damaged archive)";
+
+/// An item for what a shard lost (a member the damage cost, or the whole unreadable shard
+/// with `member` empty): decoding it fails with the shard's reason, so `on_error` reports
+/// it like any bad file and the other shards still train.
+pub(crate) fn failing_row(shard: &str, member: &str) -> Row {
+    Row {
+        path: shards::member_path(shard, member),
+        label: RawLabel::None,
+        text: None,
+    }
+}
+
+/// The label under `field` of a JSON object: an integer, or a name.
+pub(crate) fn json_label(json: Option<&serde_json::Value>, field: &str) -> RawLabel {
+    match json.and_then(|j| j.get(field)) {
+        Some(v) if v.is_i64() => RawLabel::Int(v.as_i64().unwrap_or(-1)),
+        Some(serde_json::Value::String(s)) => RawLabel::Name(s.clone()),
+        _ => RawLabel::None,
     }
 }
 
 /// Every shard's index, several at once (remote shards are fetched to be indexed), in
 /// shard order.
-fn index_all(shards: &[String]) -> Vec<Result<std::sync::Arc<ShardIndex>, StoreError>> {
+pub(crate) fn index_all(shards: &[String]) -> Vec<Result<std::sync::Arc<ShardIndex>, StoreError>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<_> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..INDEX_THREADS.min(shards.len()))

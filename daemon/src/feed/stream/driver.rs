@@ -89,6 +89,7 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
         let cache = Arc::clone(&job.cache);
         let steps = Arc::clone(&job.augment);
         let path = items[index as usize].path.clone();
+        let range = job.ranges.as_ref().map(|r| r[index as usize]);
         job.pool.run(
             move || {
                 if cancel.load(Ordering::Relaxed) {
@@ -99,6 +100,7 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
                     &spec,
                     item,
                     index,
+                    range,
                     max_frames,
                     Some(&cache),
                     &steps,

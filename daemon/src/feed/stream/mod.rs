@@ -19,7 +19,7 @@ use audiodecode_protocol::{ErrorInfo, ErrorKind, ItemInfo, Response, StreamSpec}
 use crate::decode::probe_info;
 use crate::feed::augment::Step;
 use crate::feed::cache::{AudioCache, DurationCache};
-use crate::feed::item::augment_steps;
+use crate::feed::item::{augment_steps, ItemRange};
 use crate::feed::pool::Pool;
 use crate::feed::ring::RingMemory;
 use crate::feed::slots::SlotLedger;
@@ -32,6 +32,8 @@ pub struct StreamJob {
     pub id: u32,
     pub spec: StreamSpec,
     pub items: Arc<Vec<ItemInfo>>,
+    /// Each item's part of its file, when the dataset says (Shar cuts, NeMo offsets).
+    pub ranges: Option<Arc<Vec<ItemRange>>>,
     pub batches: Vec<Vec<u64>>,
     pub ring: Arc<RingMemory>,
     pub slots: Arc<SlotLedger>,
@@ -117,8 +119,13 @@ pub fn open(
         .map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let items = Arc::new(resolved.items);
     let sampler = plan::sampler_spec(&spec, items.len() as u64);
+    let declared = resolved.durations;
     let epoch = plan::epoch(&spec, &sampler, resolved.groups.as_deref(), |indices| {
-        probe_durations(pool, durations, &items, indices)
+        // Durations the dataset states (Shar, NeMo) are used instead of reading audio.
+        match &declared {
+            Some(d) => indices.iter().map(|&i| d[i as usize]).collect(),
+            None => probe_durations(pool, durations, &items, indices),
+        }
     });
     plan::check_start(&spec, epoch.batches.len())?;
     let ring_plan = plan::ring(&spec, &epoch, stretch, budget);
@@ -144,6 +151,7 @@ pub fn open(
         id,
         spec,
         items,
+        ranges: resolved.ranges.map(Arc::new),
         batches: epoch.batches,
         ring: Arc::clone(&ring),
         slots: Arc::clone(&ledger),

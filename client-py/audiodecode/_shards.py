@@ -1,0 +1,51 @@
+"""Sharded datasets as the daemon reads them (``Dataset.Shards``): WebDataset tar shards,
+Lhotse Shar directories, NeMo tarred manifests with their tars — local paths or URLs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from audiodecode._paths import absolute
+from audiodecode._protocol import Dataset
+
+PathLike = str | os.PathLike[str]
+
+# "auto": a path ending in ``.tar`` (braces allowed) is a WebDataset; other inputs are
+# files, manifests or directories.
+DATASET_FORMATS = ("auto", "webdataset", "shar", "nemo")
+
+
+def sources_of(files: PathLike | Sequence[PathLike]) -> list[str]:
+    if isinstance(files, (str, os.PathLike)):
+        return [absolute(files)]
+    return [absolute(f) for f in files]
+
+
+def shard_dataset(
+    files: PathLike | Sequence[PathLike], label_field: str | None, dataset_format: str, name: str
+) -> Dataset.Shards | None:
+    """The sharded dataset ``files`` names in ``dataset_format``, or ``None`` when it is not
+    one (``"auto"`` and no ``.tar``)."""
+    if dataset_format not in DATASET_FORMATS:
+        raise ValueError(
+            f"format must be one of {', '.join(DATASET_FORMATS)}, not {dataset_format!r}"
+        )
+    single = isinstance(files, (str, os.PathLike))
+    sources = sources_of(files)
+    if dataset_format == "auto":
+        if single and sources[0].endswith(".tar"):
+            dataset_format = "webdataset"
+        else:
+            return None
+    if not sources:
+        raise ValueError(f"{name} is empty: a dataset needs at least one source")
+    if dataset_format == "webdataset" and not all(s.endswith(".tar") for s in sources):
+        raise ValueError(f"{name}: WebDataset shards are named by paths or patterns ending in .tar")
+    if dataset_format == "nemo" and (
+        len(sources) < 2 or not sources[0].endswith((".json", ".jsonl"))
+    ):
+        raise ValueError(
+            f"{name}: a NeMo tarred dataset is (manifest.json, tar paths or patterns...)"
+        )
+    return Dataset.Shards(format=dataset_format, sources=sources, label_field=label_field)

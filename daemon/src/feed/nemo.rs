@@ -1,0 +1,117 @@
+//! NeMo tarred audio as a dataset: the tarred manifest (JSONL: `audio_filepath` — the
+//! member's name —, `duration`, `text`, optional `offset`, `shard_id`) and its tars
+//! (`audio_{0..127}.tar`, or NeMo's `audio__OP_0..127_CL_.tar`), local or remote. Each
+//! manifest line is one item; durations come from the manifest, not the audio.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::feed::item::ItemRange;
+use crate::feed::manifest::{
+    assign_labels, manifest_text, ManifestError, RawLabel, Resolved, Row, TEXT_FIELDS,
+};
+use crate::feed::webdataset::{expand_braces, index_all, json_label};
+use crate::store::tar as shards;
+
+/// `sources`: the tarred manifest, then the tar paths or patterns (in shard order).
+/// `label_field` names a manifest field, as for manifests.
+pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved, ManifestError> {
+    let Some((manifest, patterns)) = sources.split_first().filter(|(_, p)| !p.is_empty()) else {
+        return Err(ManifestError::new(
+            "a NeMo tarred dataset needs its manifest, then its tar files".into(),
+        ));
+    };
+    let mut tars = Vec::new();
+    for pattern in patterns {
+        tars.extend(expand_braces(
+            &pattern.replace("_OP_", "{").replace("_CL_", "}"),
+        )?);
+    }
+    let indexes = index_all(&tars);
+    // Where each member is, for manifests without `shard_id`.
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, index) in indexes.iter().enumerate() {
+        match index {
+            Ok(index) => {
+                for member in &index.members {
+                    by_name.entry(member.name.as_str()).or_insert(i);
+                }
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    let field = label_field.unwrap_or("label");
+    let text_field = TEXT_FIELDS.contains(&field);
+    let text = manifest_text(Path::new(manifest))?;
+    let mut rows = Vec::new();
+    let mut groups = Vec::new();
+    let mut ranges = Vec::new();
+    let mut durations = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{manifest}:{}", n + 1);
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| ManifestError::new(format!("{}: invalid JSON: {e}", at())))?;
+        let name = entry
+            .get("audio_filepath")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| ManifestError::new(format!("{}: no \"audio_filepath\" field", at())))?;
+        let shard = match entry.get("shard_id").and_then(serde_json::Value::as_u64) {
+            Some(id) => usize::try_from(id)
+                .ok()
+                .filter(|&i| i < tars.len())
+                .ok_or_else(|| {
+                    ManifestError::new(format!(
+                        "{}: shard_id {id} but {} tar files were given",
+                        at(),
+                        tars.len()
+                    ))
+                })?,
+            None => by_name
+                .get(name)
+                .or_else(|| by_name.get(name.rsplit('/').next().unwrap_or(name)))
+                .copied()
+                .unwrap_or(0),
+        };
+        let offset = entry.get("offset").and_then(serde_json::Value::as_f64);
+        let duration = entry.get("duration").and_then(serde_json::Value::as_f64);
+        let label = json_label(Some(&entry), field);
+        let text = entry
+            .get("text")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        let (label, text) = match label {
+            RawLabel::Name(t) if text_field => (RawLabel::None, Some(t)),
+            label => (label, text),
+        };
+        let member = name.rsplit('/').next().unwrap_or(name);
+        let member = match &indexes[shard] {
+            Ok(index) if index.member(name).is_some() => name,
+            _ => member,
+        };
+        rows.push(Row {
+            path: shards::member_path(&tars[shard], member),
+            label,
+            text,
+        });
+        groups.push(shard as u32);
+        // `duration` is the segment's length when an offset selects a segment.
+        ranges.push(ItemRange {
+            offset: offset.unwrap_or(0.0),
+            duration: offset.and(duration),
+        });
+        durations.push(duration);
+    }
+    if rows.is_empty() {
+        return Err(ManifestError::new(format!(
+            "{manifest}: manifest has no items"
+        )));
+    }
+    let mut resolved = assign_labels(rows, false);
+    resolved.groups = Some(groups);
+    resolved.ranges = Some(ranges);
+    resolved.durations = Some(durations);
+    Ok(resolved)
+}

@@ -1,0 +1,129 @@
+"""Lhotse Shar (written by lhotse's own ``to_shar``) and NeMo tarred datasets read natively:
+one item per cut or manifest line, cut offsets and durations honoured, texts and labels
+from the metadata, audio equal to what lhotse itself loads."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import audiodecode
+import numpy as np
+import pytest
+from audiodecode import AudioDataLoader, Daemon
+from conftest import tone, write_wav
+
+
+@pytest.fixture
+def private_daemon(binary: Path) -> Iterator[Daemon]:
+    with Daemon(workers=2) as d:
+        yield d
+
+
+def items_of(loader: AudioDataLoader) -> dict[str, tuple[np.ndarray, object]]:
+    """Each item's audio (trimmed to its length) and label, by path."""
+    out = {}
+    for batch in loader:
+        for k, path in enumerate(batch.paths):
+            audio = np.asarray(batch.audio[k][: int(batch.lengths[k])]).copy()
+            out[path] = (audio, batch.labels[k])
+    return out
+
+
+def test_lhotse_shar_cuts_read_as_lhotse_loads_them(private_daemon: Daemon, tmp_path: Path) -> None:
+    lhotse = pytest.importorskip("lhotse")
+    cuts = []
+    for i in range(7):
+        path = tmp_path / f"rec{i}.wav"
+        write_wav(path, tone(0.6 + 0.1 * i, 16000, 250 + 40 * i), 16000)
+        recording = lhotse.Recording.from_file(path)
+        cut = recording.to_cut()
+        cut.supervisions = [
+            lhotse.SupervisionSegment(
+                id=f"sup{i}",
+                recording_id=recording.id,
+                start=0,
+                duration=recording.duration,
+                text=f"utterance {i}",
+                speaker=("ann", "bob")[i % 2],
+            )
+        ]
+        cuts.append(cut)
+    # A cut that is part of a recording: Lhotse stores only its audio.
+    cuts.append(cuts[3].truncate(offset=0.2, duration=0.3).with_id("part"))
+    shar = tmp_path / "shar"
+    shar.mkdir()
+    lhotse.CutSet.from_cuts(cuts).to_shar(shar, fields={"recording": "flac"}, shard_size=3)
+    theirs = {c.id: (c.load_audio()[0], c) for c in lhotse.CutSet.from_shar(in_dir=shar)}
+    assert len(theirs) == 8
+
+    by_text = items_of(AudioDataLoader.from_shar(shar, batch_size=3, shuffle=False))
+    assert len(by_text) == 8
+    for path, (audio, text) in by_text.items():
+        cut_id = path.rsplit("#", 1)[1].rsplit(".", 1)[0]
+        expected, cut = theirs[cut_id]
+        np.testing.assert_allclose(audio, expected, atol=1e-6)
+        assert text == cut.supervisions[0].text
+    speakers = AudioDataLoader.from_shar(shar, batch_size=8, label_field="speaker")
+    assert speakers.classes == ["ann", "bob"]
+    [batch] = list(speakers)
+    for k, path in enumerate(batch.paths):
+        cut_id = path.rsplit("#", 1)[1].rsplit(".", 1)[0]
+        assert speakers.classes[int(batch.labels[k])] == theirs[cut_id][1].supervisions[0].speaker
+    # Bucketing takes the durations from the cuts and still serves every cut once.
+    bucketed = AudioDataLoader.from_shar(shar, batch_size=8, max_batch_seconds=2.0)
+    assert sorted(p for b in bucketed for p in b.paths) == sorted(by_text)
+
+
+def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Path) -> None:
+    originals = {}
+    lines = []
+    for shard in range(3):
+        with tarfile.open(tmp_path / f"audio_{shard}.tar", "w") as tar:
+            for j in range(2):
+                name = f"utt{shard}{j}.wav"
+                path = tmp_path / name
+                write_wav(path, tone(1.0, 22050, 300 + 100 * shard + 30 * j), 22050)
+                tar.add(path, arcname=name)
+                originals[name] = path
+                lines.append(
+                    {
+                        "audio_filepath": name,
+                        "duration": 1.0,
+                        "text": f"t{shard}{j}",
+                        "shard_id": shard,
+                    }
+                )
+    # A segment of one file: NeMo's offset with the segment's duration.
+    lines.append(
+        {
+            "audio_filepath": "utt10.wav",
+            "offset": 0.25,
+            "duration": 0.5,
+            "text": "part",
+            "shard_id": 1,
+        }
+    )
+    manifest = tmp_path / "tarred_audio_manifest.json"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    loader = AudioDataLoader.from_nemo(
+        manifest, str(tmp_path / "audio__OP_0..2_CL_.tar"), batch_size=7, shuffle=False
+    )
+    [batch] = list(loader)
+    # Without shuffling, shard by shard, each shard's lines in manifest order.
+    by_shard = sorted(lines, key=lambda line: line["shard_id"])
+    assert list(batch.labels) == [line["text"] for line in by_shard]
+    for k, line in enumerate(by_shard):
+        assert batch.paths[k].endswith(f"audio_{line['shard_id']}.tar#{line['audio_filepath']}")
+        expected, _ = audiodecode.load(
+            originals[line["audio_filepath"]],
+            sr=16000,
+            offset=line.get("offset", 0.0),
+            duration=line["duration"] if "offset" in line else None,
+        )
+        got = np.asarray(batch.audio[k][: int(batch.lengths[k])])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="NeMo"):
+        AudioDataLoader.from_nemo(manifest, [])
