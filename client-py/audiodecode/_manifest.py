@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 # The fields (JSONL) or columns (CSV/TSV) the daemon takes the audio path from.
@@ -31,15 +34,29 @@ def has_audio(root: Path) -> bool:
     return False
 
 
+def read_manifest_with(
+    path: str | os.PathLike[str],
+    csv_reader: Callable[[TextIO, str], T],
+    jsonl_reader: Callable[[TextIO], T],
+) -> T:
+    """Open a manifest and hand it to the reader of its kind: CSV/TSV (with the
+    delimiter) or JSONL (any other suffix)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if suffix in (".csv", ".tsv"):
+            return csv_reader(f, "\t" if suffix == ".tsv" else ",")
+        return jsonl_reader(f)
+
+
 def check_manifest(path: Path, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` and the manifest unless it names the audio
     path and has a row (a missing manifest raises ``FileNotFoundError``)."""
     fields = ", ".join(PATH_FIELDS)
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        if path.suffix.lower() in (".csv", ".tsv"):
-            problem = _csv_problem(f, "\t" if path.suffix.lower() == ".tsv" else ",", fields)
-        else:
-            problem = _jsonl_problem(f, fields)
+    problem = read_manifest_with(
+        path,
+        lambda f, delimiter: _csv_problem(f, delimiter, fields),
+        lambda f: _jsonl_problem(f, fields),
+    )
     if problem:
         raise ValueError(f"{name}: manifest {path}: {problem}")
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from audiodecode._manifest import AUDIO_EXTENSIONS, PATH_FIELDS
+from audiodecode._manifest import AUDIO_EXTENSIONS, PATH_FIELDS, read_manifest_with
 from audiodecode._paths import is_url
 
 # ``audiodecode label`` reads these inputs as manifests (a .tsv input is an audio file to
@@ -67,12 +67,11 @@ def manifest_paths(manifest: PathLike) -> list[str]:
     manifest's directory; rows of a labeling manifest that record an error are left out."""
     text = os.fspath(manifest)
     base = os.path.dirname(text)
-    suffix = os.path.splitext(text)[1].lower()
-    with open(text, encoding="utf-8", newline="") as f:
-        if suffix in (".csv", ".tsv"):
-            rows = _csv_paths(text, f, "\t" if suffix == ".tsv" else ",")
-        else:
-            rows = _jsonl_paths(text, f)
+    rows = read_manifest_with(
+        text,
+        lambda f, delimiter: _csv_paths(text, f, delimiter),
+        lambda f: _jsonl_paths(text, f),
+    )
     if not rows:
         raise ValueError(f"{text}: manifest has no items")
     return [p if os.path.isabs(p) or is_url(p) else os.path.join(base, p) for p in rows]

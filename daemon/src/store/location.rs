@@ -108,19 +108,23 @@ impl Location {
     }
 
     fn build(&self) -> object_store::Result<Arc<dyn ObjectStore>> {
-        let max_requests = super::fetch::max_requests();
-        let plain_http = |endpoint: Option<String>| {
-            endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"))
-        };
-        let store: Arc<dyn ObjectStore> = match self.scheme {
+        // Every store is wrapped in a LimitStore: at most `max_requests` requests in flight.
+        fn limited(store: impl ObjectStore) -> Arc<dyn ObjectStore> {
+            Arc::new(object_store::limit::LimitStore::new(
+                store,
+                super::fetch::max_requests(),
+            ))
+        }
+        let root = self.root.as_str();
+        Ok(match self.scheme {
             Scheme::S3 => {
                 // Every AWS_* setting applies (as `from_env`), over our client options; a
                 // plain-http endpoint (a local S3-compatible server) is allowed as given.
-                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                let plain_http = std::env::var("AWS_ENDPOINT_URL")
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                    .ok();
+                    .is_ok_and(|e| e.to_ascii_lowercase().starts_with("http://"));
                 let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_client_options(client_options(plain_http(endpoint)))
+                    .with_client_options(client_options(plain_http))
                     .with_retry(retry());
                 for (key, value) in std::env::vars() {
                     if let Some(key) = key.strip_prefix("AWS_") {
@@ -129,35 +133,30 @@ impl Location {
                         }
                     }
                 }
-                let s3 = builder.with_url(&self.root).build()?;
-                Arc::new(object_store::limit::LimitStore::new(s3, max_requests))
+                limited(builder.with_url(root).build()?)
             }
-            Scheme::Gcs => {
-                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            Scheme::Gcs => limited(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_client_options(client_options(false))
                     .with_retry(retry())
-                    .with_url(&self.root)
-                    .build()?;
-                Arc::new(object_store::limit::LimitStore::new(gcs, max_requests))
-            }
-            Scheme::Azure => {
-                let azure = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(root)
+                    .build()?,
+            ),
+            Scheme::Azure => limited(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_client_options(client_options(false))
                     .with_retry(retry())
-                    .with_url(&self.root)
-                    .build()?;
-                Arc::new(object_store::limit::LimitStore::new(azure, max_requests))
-            }
-            Scheme::Http => {
-                let http = object_store::http::HttpBuilder::new()
-                    .with_client_options(client_options(self.root.starts_with("http://")))
+                    .with_url(root)
+                    .build()?,
+            ),
+            Scheme::Http => limited(
+                object_store::http::HttpBuilder::new()
+                    .with_client_options(client_options(root.starts_with("http://")))
                     .with_retry(retry())
-                    .with_url(&self.root)
-                    .build()?;
-                Arc::new(object_store::limit::LimitStore::new(http, max_requests))
-            }
-        };
-        Ok(store)
+                    .with_url(root)
+                    .build()?,
+            ),
+        })
     }
 }
 
