@@ -208,3 +208,22 @@ def test_cli_decodes_urls_and_keeps_them_in_the_object_cache(
     )
     assert missing.returncode != 0
     assert f"{http_server.url('gone.wav')}: file not found" in missing.stderr
+
+
+def test_label_reads_speech_from_s3(s3: S3Server, binary: Path, tmp_path: Path) -> None:
+    """`audiodecode label` takes a URL and a prefix like paths; records name the URL."""
+    from conftest import speak
+
+    name = bucket(s3)
+    speech = speak(tmp_path / "hello.wav", "The quick brown fox jumps over the lazy dog.")
+    s3.put(name, "speech/hello.wav", speech)
+    out = tmp_path / "labels.jsonl"
+    subprocess.run(
+        [str(binary), "label", f"s3://{name}/speech/", "--out", str(out), "--model", "tiny.en"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["audio_filepath"] == f"s3://{name}/speech/hello.wav"
+    assert "fox" in record["text"].lower()

@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,40 @@ def test_shards_behind_s3_give_the_local_batches(
     assert [k for k, _ in remote] == [k for k, _ in local]
     for (_, a), (_, b) in zip(local, remote):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_shard_changed_between_epochs_is_read_anew(
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    binary: Path,
+    tmp_path: Path,
+) -> None:
+    wds = pytest.importorskip("webdataset")
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    name = s3_server.bucket(f"t-{uuid.uuid4().hex[:12]}")
+
+    def shard(freq: float) -> Path:
+        path = tmp_path / f"shard-{freq}.tar"
+        with wds.TarWriter(str(path)) as sink:
+            sink.write({"__key__": "a", "wav": wav_bytes(0.5, 16000, freq, tmp_path)})
+        return path
+
+    first, second = shard(300), shard(900)
+    s3_server.put(name, "s.tar", first)
+    with Daemon(workers=2):
+        loader = AudioDataLoader(f"s3://{name}/s.tar", batch_size=1, cache=True)
+        [epoch0] = [np.asarray(b.audio).copy() for b in loader]
+        time.sleep(1.2)  # past the window in which a checked copy is trusted
+        s3_server.put(name, "s.tar", second)
+        [epoch1] = [np.asarray(b.audio).copy() for b in loader]
+    with tarfile.open(second) as tar:
+        member = tar.extractfile("a.wav")
+        assert member is not None
+        (tmp_path / "second.wav").write_bytes(member.read())
+    expected, _ = audiodecode.load(tmp_path / "second.wav")
+    np.testing.assert_array_equal(epoch1[0], expected)
+    assert not np.array_equal(epoch0, epoch1)
 
 
 def test_damaged_member_truncated_archive_and_missing_shard_are_item_errors(

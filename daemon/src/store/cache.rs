@@ -129,22 +129,23 @@ impl Objects {
     }
 
     /// A local copy of the object, fetched unless a current one is held.
-    pub(super) fn get(&self, location: &Location) -> Result<Arc<Body>, StoreError> {
-        if let Some((body, _)) = self.fresh(location.url()) {
-            return Ok(body);
+    /// With the copy's stamp.
+    pub(super) fn get(&self, location: &Location) -> Result<(Arc<Body>, Stamp), StoreError> {
+        if let Some(fresh) = self.fresh(location.url()) {
+            return Ok(fresh);
         }
         let held = self.lock().entries.get(location.url()).map(|e| e.stamp);
         if let Some(held) = held {
             if self.stamp(location)? == held {
-                if let Some((body, _)) = self.fresh(location.url()) {
-                    return Ok(body);
+                if let Some(fresh) = self.fresh(location.url()) {
+                    return Ok(fresh);
                 }
             }
         }
         let (body, stamp, size) = self.fetch(location)?;
         let body = Arc::new(body);
         self.insert(location.url(), Arc::clone(&body), stamp, size);
-        Ok(body)
+        Ok((body, stamp))
     }
 
     /// The copy held, however long ago it was checked (the caller vouches for the version,

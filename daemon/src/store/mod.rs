@@ -113,9 +113,14 @@ pub struct Stamp {
 
 /// Fetch `url` (or take it from the cache, revalidated) as a local file.
 pub fn local_copy(url: &str) -> Result<LocalCopy, StoreError> {
+    Ok(current_copy(url)?.0)
+}
+
+/// [`local_copy`] with the copy's stamp.
+pub fn current_copy(url: &str) -> Result<(LocalCopy, Stamp), StoreError> {
     let location = Location::parse(url)?;
-    let body = cache::objects().get(&location)?;
-    LocalCopy::of(url, body)
+    let (body, stamp) = cache::objects().get(&location)?;
+    Ok((LocalCopy::of(url, body)?, stamp))
 }
 
 /// The copy of `url` held (not revalidated), else a fresh fetch, and its stamp: for

@@ -73,7 +73,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp) {
         return Ok(Arc::clone(index));
     }
-    let (file, stamp, _copy) = open_shard(shard)?;
+    let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
     build(shard, file, stamp)
 }
 
@@ -127,11 +127,20 @@ fn local_error(shard: &str, err: &std::io::Error) -> StoreError {
 }
 
 /// The shard opened for reading, its version, and the local copy that keeps a remote
-/// shard's bytes alive while it is read.
-fn open_shard(shard: &str) -> Result<(File, Stamp, Option<crate::store::LocalCopy>), StoreError> {
+/// shard's bytes alive while it is read. A remote shard is read from the copy held unless
+/// that is not the `expected` version (just learnt from the store): then it is fetched.
+fn open_shard(
+    shard: &str,
+    expected: Option<Stamp>,
+) -> Result<(File, Stamp, Option<crate::store::LocalCopy>), StoreError> {
     match crate::store::url_of(Path::new(shard)) {
         Some(url) => {
-            let (copy, stamp) = crate::store::held_copy(url)?;
+            let (copy, stamp) = match crate::store::held_copy(url)? {
+                (_, held) if expected.is_some_and(|e| e != held) => {
+                    crate::store::current_copy(url)?
+                }
+                held => held,
+            };
             let file = File::open(copy.path()).map_err(|e| StoreError::Unreachable {
                 url: url.to_string(),
                 reason: format!("cannot open the fetched copy: {e}"),
@@ -211,7 +220,7 @@ fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
 
 /// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
 pub fn read_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
-    let (mut file, stamp, _copy) = open_shard(&index.shard)?;
+    let (mut file, stamp, _copy) = open_shard(&index.shard, None)?;
     if stamp != index.stamp {
         return Err(changed(&index.shard));
     }
@@ -246,7 +255,7 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
         },
     };
     let mut index = trusted_index(shard).map_err(renamed)?;
-    let (mut file, stamp, _copy) = open_shard(shard).map_err(renamed)?;
+    let (mut file, stamp, _copy) = open_shard(shard, None).map_err(renamed)?;
     if stamp != index.stamp {
         index = build(
             shard,
