@@ -5,6 +5,7 @@ from the metadata, audio equal to what lhotse itself loads."""
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,35 @@ def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Pa
         np.testing.assert_allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="NeMo"):
         AudioDataLoader.from_nemo(manifest, [])
+
+
+def test_audiodecode_shard_writes_shar_that_lhotse_and_the_loader_read(
+    private_daemon: Daemon, binary: Path, tmp_path: Path
+) -> None:
+    lhotse = pytest.importorskip("lhotse")
+    lines = []
+    for i in range(5):
+        path = tmp_path / f"say{i}.wav"
+        write_wav(path, tone(0.5 + 0.1 * i, 16000, 300 + 50 * i), 16000)
+        lines.append(json.dumps({"audio_filepath": str(path), "text": f"said {i}"}))
+    manifest = tmp_path / "labels.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "shar"
+    done = subprocess.run(
+        [str(binary), "shard", str(manifest), "--out", str(out), "--format", "shar"]
+        + ["--shard-size", "40KB", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("cuts.*.jsonl.gz"))) == len(list(out.glob("recording.*.tar"))) >= 2
+    theirs = list(lhotse.CutSet.from_shar(in_dir=out))
+    assert [c.supervisions[0].text for c in theirs] == [f"said {i}" for i in range(5)]
+    for i, cut in enumerate(theirs):
+        expected, _ = audiodecode.load(tmp_path / f"say{i}.wav")
+        np.testing.assert_allclose(cut.load_audio()[0], expected, atol=1e-6)
+        assert cut.custom["audio_filepath"] == str(tmp_path / f"say{i}.wav")
+    ours = items_of(AudioDataLoader.from_shar(out, batch_size=5, shuffle=False))
+    assert [text for _, text in ours.values()] == [f"said {i}" for i in range(5)]

@@ -28,10 +28,11 @@ pub struct ShardArgs {
     /// Directory for the shards.
     #[arg(long)]
     pub out: PathBuf,
-    /// Shard format (WebDataset tar shards).
-    #[arg(long, default_value = "webdataset", value_parser = ["webdataset"])]
+    /// Shard format: WebDataset tar shards (NAME-000000.tar, …), or Lhotse Shar
+    /// (cuts.000000.jsonl.gz with recording.000000.tar, …).
+    #[arg(long, default_value = "webdataset", value_parser = ["webdataset", "shar"])]
     pub format: String,
-    /// Shard names: NAME-000000.tar, NAME-000001.tar, …
+    /// WebDataset shard names: NAME-000000.tar, NAME-000001.tar, …
     #[arg(long, default_value = "shard")]
     pub name: String,
     /// Start a new shard once one holds this much (e.g. 1GB, 256MB, 5000000).
@@ -98,18 +99,99 @@ struct Row {
     text: Option<String>,
 }
 
-/// One prepared sample, ready to append.
+/// One prepared sample: its audio as stored and what describes it.
 struct Sample {
-    members: Vec<(String, Vec<u8>)>,
+    key: String,
+    ext: String,
+    audio: Vec<u8>,
+    source: String,
+    label: i64,
+    class: Option<String>,
+    text: Option<String>,
+    sample_rate: u32,
+    frames: Option<u64>,
+    channels: u16,
 }
 
 impl Sample {
-    fn bytes(&self) -> u64 {
-        self.members
-            .iter()
-            .map(|(_, data)| 512 + (data.len() as u64).div_ceil(512) * 512)
-            .sum()
+    fn duration(&self) -> Option<f64> {
+        self.frames
+            .map(|f| f as f64 / f64::from(self.sample_rate.max(1)))
     }
+
+    /// WebDataset members: the audio, `.cls`, `.txt`, and `.json` metadata.
+    fn webdataset_members(&self) -> Vec<(String, Vec<u8>)> {
+        let key = &self.key;
+        let mut members = vec![(format!("{key}.{}", self.ext), self.audio.clone())];
+        if self.label >= 0 {
+            members.push((format!("{key}.cls"), self.label.to_string().into_bytes()));
+        }
+        if let Some(text) = &self.text {
+            members.push((format!("{key}.txt"), text.clone().into_bytes()));
+        }
+        let meta = serde_json::json!({
+            "audio_filepath": self.source,
+            "label": self.label_value(),
+            "text": self.text,
+            "duration": self.duration(),
+        });
+        members.push((format!("{key}.json"), meta.to_string().into_bytes()));
+        members
+    }
+
+    fn label_value(&self) -> serde_json::Value {
+        match (&self.class, self.label) {
+            (Some(class), _) => serde_json::Value::from(class.clone()),
+            (None, label) if label >= 0 => serde_json::Value::from(label),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// The Lhotse recording (for the tar) and cut (for the JSONL) of a Shar sample, as
+    /// lhotse's `to_shar` writes them: the audio is the cut's own, from 0.
+    fn shar_manifests(&self) -> (serde_json::Value, serde_json::Value) {
+        let frames = self.frames.unwrap_or(0);
+        let duration = self.duration().unwrap_or(0.0);
+        let channels: Vec<u16> = (0..self.channels.max(1)).collect();
+        let recording = serde_json::json!({
+            "id": self.key,
+            "sources": [{"type": "shar", "channels": channels, "source": ""}],
+            "sampling_rate": self.sample_rate,
+            "num_samples": frames,
+            "duration": duration,
+            "channel_ids": channels,
+        });
+        let mut cut = serde_json::json!({
+            "id": self.key,
+            "start": 0,
+            "duration": duration,
+            "channel": if channels.len() == 1 { serde_json::json!(0) } else { serde_json::json!(channels) },
+            "supervisions": [],
+            "recording": recording,
+            "type": if channels.len() == 1 { "MonoCut" } else { "MultiCut" },
+            "custom": {"audio_filepath": self.source},
+        });
+        if let Some(text) = &self.text {
+            cut["supervisions"] = serde_json::json!([{
+                "id": self.key,
+                "recording_id": self.key,
+                "start": 0,
+                "duration": duration,
+                "channel": 0,
+                "text": text,
+            }]);
+        }
+        let label = self.label_value();
+        if !label.is_null() {
+            cut["custom"]["label"] = label;
+        }
+        (recording, cut)
+    }
+}
+
+/// Bytes a member takes in a tar: a header and the data padded to 512.
+fn tar_bytes(data: usize) -> u64 {
+    512 + (data as u64).div_ceil(512) * 512
 }
 
 pub fn run_shard(args: &ShardArgs) -> ExitCode {
@@ -147,7 +229,8 @@ fn shard(args: &ShardArgs) -> Result<bool, CliError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let progress = files_progress(rows.len(), args.quiet || rows.len() < 2);
-    let mut writer = ShardWriter::new(&args.out, &args.name, args.shard_size);
+    let shar = args.format == "shar";
+    let mut writer = ShardWriter::new(&args.out, &args.name, shar, args.shard_size);
     let mut failed = 0usize;
     // Prepared in parallel a chunk at a time, written in input order.
     let chunk = (jobs * 16).max(1);
@@ -175,6 +258,7 @@ fn shard(args: &ShardArgs) -> Result<bool, CliError> {
         let packed = rows.len() - failed;
         let pattern = match shards {
             0 => String::from("(no shards)"),
+            _ if shar => format!("{} (Lhotse Shar)", args.out.display()),
             1 => args
                 .out
                 .join(format!("{}-000000.tar", args.name))
@@ -275,7 +359,7 @@ fn prepare_all(
 fn prepare(row: &Row, n: usize, codec: Codec, args: &ShardArgs) -> Result<Sample, CliError> {
     let path = Path::new(&row.path);
     let key = format!("{n:09}");
-    let (ext, audio, duration) = match codec {
+    let (ext, audio, sample_rate, frames, channels) = match codec {
         Codec::Copy => {
             let ext = path
                 .extension()
@@ -290,7 +374,8 @@ fn prepare(row: &Row, n: usize, codec: Codec, args: &ShardArgs) -> Result<Sample
                 })?;
             // Checked readable now, not found broken in training.
             let info = probe_info(path)?;
-            (ext, read_bytes(&row.path)?, info.duration)
+            let bytes = read_bytes(&row.path)?;
+            (ext, bytes, info.sample_rate, info.frames, info.channels)
         }
         Codec::Flac | Codec::Wav => {
             let request = LoadRequest {
@@ -299,32 +384,33 @@ fn prepare(row: &Row, n: usize, codec: Codec, args: &ShardArgs) -> Result<Sample
                 ..LoadRequest::default()
             };
             let audio = load(path, &request, 1)?;
-            let encoded = if codec == Codec::Flac {
+            let (ext, bytes) = if codec == Codec::Flac {
                 ("flac".to_string(), encode_flac(&audio, &row.path)?)
             } else {
                 ("wav".to_string(), encode_wav(&audio, &row.path)?)
             };
-            (encoded.0, encoded.1, Some(audio.duration()))
+            let channels = u16::try_from(audio.channels()).unwrap_or(u16::MAX);
+            (
+                ext,
+                bytes,
+                audio.sample_rate,
+                Some(audio.frames() as u64),
+                channels,
+            )
         }
     };
-    let mut members = vec![(format!("{key}.{ext}"), audio)];
-    if row.label >= 0 {
-        members.push((format!("{key}.cls"), row.label.to_string().into_bytes()));
-    }
-    if let Some(text) = &row.text {
-        members.push((format!("{key}.txt"), text.clone().into_bytes()));
-    }
-    let meta = serde_json::json!({
-        "audio_filepath": row.path,
-        "label": row.class.clone().map_or_else(
-            || if row.label >= 0 { serde_json::json!(row.label) } else { serde_json::Value::Null },
-            serde_json::Value::from,
-        ),
-        "text": row.text,
-        "duration": duration,
-    });
-    members.push((format!("{key}.json"), meta.to_string().into_bytes()));
-    Ok(Sample { members })
+    Ok(Sample {
+        key,
+        ext,
+        audio,
+        source: row.path.clone(),
+        label: row.label,
+        class: row.class.clone(),
+        text: row.text.clone(),
+        sample_rate,
+        frames,
+        channels,
+    })
 }
 
 fn read_bytes(path: &str) -> Result<Vec<u8>, CliError> {
@@ -373,21 +459,85 @@ fn encode_wav(audio: &DecodedAudio, path: &str) -> Result<Vec<u8>, CliError> {
     Ok(bytes)
 }
 
-/// Shards written in sequence, each under a temporary name until it is complete.
+/// One open tar, written under a temporary name until it is complete.
+struct OpenTar {
+    builder: tar::Builder<BufWriter<File>>,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+impl OpenTar {
+    fn create(path: PathBuf) -> std::io::Result<Self> {
+        let partial = path.with_extension("tar.partial");
+        let file = BufWriter::new(File::create(&partial)?);
+        Ok(Self {
+            builder: tar::Builder::new(file),
+            partial,
+            path,
+        })
+    }
+
+    fn add(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        self.builder.append_data(&mut header, name, data)
+    }
+
+    fn close(self) -> std::io::Result<()> {
+        let mut file = self.builder.into_inner()?;
+        file.flush()?;
+        file.get_ref().sync_all()?;
+        std::fs::rename(self.partial, self.path)
+    }
+}
+
+/// A Shar shard's other half: the cuts, gzip-compressed JSONL.
+struct OpenCuts {
+    encoder: flate2::write::GzEncoder<BufWriter<File>>,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+impl OpenCuts {
+    fn create(path: PathBuf) -> std::io::Result<Self> {
+        let partial = path.with_extension("gz.partial");
+        let file = BufWriter::new(File::create(&partial)?);
+        Ok(Self {
+            encoder: flate2::write::GzEncoder::new(file, flate2::Compression::default()),
+            partial,
+            path,
+        })
+    }
+
+    fn close(self) -> std::io::Result<()> {
+        let mut file = self.encoder.finish()?;
+        file.flush()?;
+        file.get_ref().sync_all()?;
+        std::fs::rename(self.partial, self.path)
+    }
+}
+
+/// Shards written in sequence: WebDataset tars, or Shar's tar and cuts side by side (a new
+/// pair at the same sample, so they stay in lockstep).
 struct ShardWriter {
     dir: PathBuf,
     name: String,
+    shar: bool,
     max_bytes: u64,
     count: usize,
-    open: Option<(tar::Builder<BufWriter<File>>, PathBuf, PathBuf)>,
+    open: Option<(OpenTar, Option<OpenCuts>)>,
     bytes: u64,
 }
 
 impl ShardWriter {
-    fn new(dir: &Path, name: &str, max_bytes: u64) -> Self {
+    fn new(dir: &Path, name: &str, shar: bool, max_bytes: u64) -> Self {
         Self {
             dir: dir.to_path_buf(),
             name: name.to_string(),
+            shar,
             max_bytes,
             count: 0,
             open: None,
@@ -396,28 +546,50 @@ impl ShardWriter {
     }
 
     fn append(&mut self, sample: &Sample) -> std::io::Result<()> {
-        let size = sample.bytes();
+        let (members, cut) = if self.shar {
+            let (recording, cut) = sample.shar_manifests();
+            let members = vec![
+                (
+                    format!("{}.{}", sample.key, sample.ext),
+                    sample.audio.clone(),
+                ),
+                (
+                    format!("{}.json", sample.key),
+                    recording.to_string().into_bytes(),
+                ),
+            ];
+            (members, Some(cut))
+        } else {
+            (sample.webdataset_members(), None)
+        };
+        let size: u64 = members.iter().map(|(_, data)| tar_bytes(data.len())).sum();
         if self.open.is_some() && self.bytes + size > self.max_bytes {
             self.close()?;
         }
         if self.open.is_none() {
-            let path = self
-                .dir
-                .join(format!("{}-{:06}.tar", self.name, self.count));
-            let partial = path.with_extension("tar.partial");
-            let file = BufWriter::new(File::create(&partial)?);
-            self.open = Some((tar::Builder::new(file), partial, path));
+            let n = self.count;
+            self.open = Some(if self.shar {
+                (
+                    OpenTar::create(self.dir.join(format!("recording.{n:06}.tar")))?,
+                    Some(OpenCuts::create(
+                        self.dir.join(format!("cuts.{n:06}.jsonl.gz")),
+                    )?),
+                )
+            } else {
+                (
+                    OpenTar::create(self.dir.join(format!("{}-{n:06}.tar", self.name)))?,
+                    None,
+                )
+            });
             self.count += 1;
             self.bytes = 0;
         }
-        if let Some((builder, _, _)) = self.open.as_mut() {
-            for (name, data) in &sample.members {
-                let mut header = tar::Header::new_ustar();
-                header.set_size(data.len() as u64);
-                header.set_mode(0o644);
-                header.set_mtime(0);
-                header.set_entry_type(tar::EntryType::Regular);
-                builder.append_data(&mut header, name, data.as_slice())?;
+        if let Some((tar, cuts)) = self.open.as_mut() {
+            for (name, data) in &members {
+                tar.add(name, data)?;
+            }
+            if let (Some(cuts), Some(cut)) = (cuts.as_mut(), cut) {
+                writeln!(cuts.encoder, "{cut}")?;
             }
         }
         self.bytes += size;
@@ -425,11 +597,11 @@ impl ShardWriter {
     }
 
     fn close(&mut self) -> std::io::Result<()> {
-        if let Some((builder, partial, path)) = self.open.take() {
-            let mut file = builder.into_inner()?;
-            file.flush()?;
-            file.get_ref().sync_all()?;
-            std::fs::rename(partial, path)?;
+        if let Some((tar, cuts)) = self.open.take() {
+            tar.close()?;
+            if let Some(cuts) = cuts {
+                cuts.close()?;
+            }
         }
         Ok(())
     }

@@ -2,19 +2,9 @@
 //! paths, so every stage that takes a path (decode, manifests, the feed, labeling) takes a
 //! URL too. See Note [Remote objects].
 //!
-//! Note [Remote objects]
-//! ~~~~~~~~~~~~~~~~~~~~~
-//! The decoders read files by path (symphonia through a `File`, the FFmpeg fallback in a
-//! child process), so a remote object is fetched whole, streamed into an anonymous memory
-//! file or the `--object-cache` directory, and decoded from there; errors are renamed back
-//! to the URL. Objects are cached by URL with their ETag (or size and modification time):
-//! a cached copy is served for at most `FRESH` after it was last checked, then revalidated
-//! with a conditional GET, so an object changed between epochs is never served stale.
-//! Requests go through `object_store` (retries with backoff, credentials and endpoints
-//! from the standard environment: `AWS_*` — `AWS_ENDPOINT_URL` for S3-compatible stores —,
-//! `GOOGLE_*`, `AZURE_*`), at most `max_requests` in flight per store, and every wait on
-//! the network is bounded (connect, first byte, each chunk) so a dead server is an error,
-//! never a hang.
+//! In short: a remote object is fetched whole into a memory file (or the `--object-cache`
+//! directory) and decoded from there; a copy is revalidated a second after it was checked,
+//! so a changed object is never served stale; every wait on the network is bounded.
 
 mod cache;
 mod fetch;
