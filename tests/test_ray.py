@@ -24,7 +24,7 @@ ray = pytest.importorskip(
 
 import audiodecode
 import audiodecode.ray as adray
-from conftest import REPO, speak, tone, write_wav
+from conftest import REPO, built_binary, speak, tone, write_wav
 
 SENTENCES = [
     "The green bottle stands on the kitchen table.",
@@ -272,6 +272,54 @@ def test_read_audio_over_manifests_yields_every_sample_once(
         assert np.array_equal(row["audio"], audiodecode.load(row["path"], sr=16000)[0])
     names = adray.read_audio(jsonl, decode_audio=False).take_all()
     assert sorted(r["audio_filepath"] for r in names) == sorted(want[:4])
+
+
+def test_read_audio_over_shards_yields_every_sample_once(cluster: str, tmp_path: Path) -> None:
+    wds = pytest.importorskip("webdataset")
+    originals = {}
+    with wds.ShardWriter(str(tmp_path / "s-%03d.tar"), maxcount=3, verbose=0) as sink:
+        for i in range(7):
+            path = tmp_path / f"c{i}.wav"
+            write_wav(path, tone(0.3 + 0.05 * i, 22050, 300 + 40 * i), 22050)
+            originals[f"k{i}"] = path
+            sink.write({"__key__": f"k{i}", "wav": path.read_bytes(), "cls": i % 2})
+        sink.write({"__key__": "bad", "wav": b"RIFF-not-audio", "cls": 0})
+    rows = adray.read_audio(str(tmp_path / "s-{000..002}.tar"), sr=16000).take_all()
+    assert len(rows) == 8
+    good = [r for r in rows if r["error"] is None]
+    [bad] = [r for r in rows if r["error"] is not None]
+    assert bad["path"].endswith("s-002.tar#bad.wav") and bad["audio"].size == 0
+    keys = sorted(r["path"].rsplit("#", 1)[1].split(".")[0] for r in good)
+    assert keys == sorted(originals)
+    for row in good:
+        key = row["path"].rsplit("#", 1)[1].split(".")[0]
+        assert np.array_equal(row["audio"], audiodecode.load(originals[key], sr=16000)[0])
+        assert row["label"] == int(key[1:]) % 2 and row["sample_rate"] == 16000
+    # Lhotse Shar, one read task per cuts/recording pair (written by audiodecode shard).
+    shar = tmp_path / "shar"
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio_filepath": str(p), "text": k}) + "\n" for k, p in originals.items()
+        )
+    )
+    subprocess.run(
+        [str(built_binary()), "shard", str(manifest), "--format", "shar"]
+        + ["--out", str(shar), "--shard-size", "30KB", "-q"],
+        check=True,
+        timeout=120,
+    )
+    assert len(list(shar.glob("cuts.*"))) >= 2
+    rows = adray.read_audio(shar, format="shar", sr=16000).take_all()
+    assert sorted(r["text"] for r in rows) == sorted(originals)
+    for row in rows:
+        assert row["error"] is None
+        expected = audiodecode.load(originals[row["text"]], sr=16000)[0]
+        # A cut lasts its stated duration: round(d * 16000) samples, as lhotse counts
+        # them, where a whole-file decode rounds up (one sample more at most).
+        n = row["audio"].shape[0]
+        assert len(expected) - n in (0, 1)
+        assert np.array_equal(row["audio"], expected[:n])
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ from audiodecode._whisper_options import canonical_options, transcribe_options
 from audiodecode.ray._decoder import decode_batch
 from audiodecode.ray._inputs import PathLike, expand_inputs
 from audiodecode.ray._labeler import DAEMON_MODES, LABEL_FIELDS, Labeler
+from audiodecode.ray._shards import read_shards, shard_units
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -142,6 +143,8 @@ def read_audio(
     mono: bool = True,
     decode_audio: bool = True,
     rows_per_block: int = 16,
+    format: str | None = None,
+    label_field: str | None = None,
     **load_options: Any,
 ) -> Dataset:
     """A Dataset over audio files: a manifest (JSONL/JSON/CSV/TSV with an
@@ -150,8 +153,31 @@ def read_audio(
     recursively), a file, or a list of those, read as ``audiodecode label`` reads its
     inputs. Listing happens on the driver (one path per row is cheap); decoding runs in
     one task per ``rows_per_block`` files. ``decode_audio=False`` gives only the rows
-    (``index``, ``audio_filepath``, ``path``), e.g. for ``label``."""
+    (``index``, ``audio_filepath``, ``path``), e.g. for ``label``.
+
+    Sharded datasets (``format="webdataset"``, implied by a ``.tar`` path or pattern, or
+    ``"shar"``) are read one task per shard, each streaming its shard through its node's
+    daemon, local or from object storage: rows ``shard``, ``path`` (``SHARD#MEMBER``),
+    ``audio``, ``sample_rate``, ``duration``, ``label``, ``text``, ``error``."""
     inputs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if format is None and inputs and all(os.fspath(i).endswith(".tar") for i in inputs):
+        format = "webdataset"
+    if format is not None:
+        if sr is None or not decode_audio or load_options:
+            raise ValueError("sharded read_audio takes sr (a rate), mono and label_field only")
+        units = shard_units(inputs, format)
+        ds = _ray().data.from_items([{"shard": u} for u in units], override_num_blocks=len(units))
+        return ds.map_batches(
+            read_shards,
+            batch_size=1,
+            fn_kwargs={
+                "fmt": format,
+                "sr": sr,
+                "mono": mono,
+                "label_field": label_field,
+                "rows_per_read": rows_per_block,
+            },
+        )
     ds = _dataset(expand_inputs(inputs, manifests=MANIFEST_SUFFIXES), rows_per_block)
     if not decode_audio:
         return ds

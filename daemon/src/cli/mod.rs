@@ -46,7 +46,9 @@ pub struct ObjectArgs {
     /// instead of memory.
     #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE")]
     pub object_cache: Option<PathBuf>,
-    /// Bytes the object cache may hold (default 10 GB on disk, 256 MB in memory).
+    /// Bytes the object cache may hold (default 10 GB on disk; in memory, an eighth of the
+    /// available memory, between 256 MB and 4 GB: a stream's remote shards are fetched
+    /// once to be indexed and read from memory in the epoch when they fit).
     #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
     /// Requests in flight per bucket or host (default 32).
@@ -67,9 +69,12 @@ impl ObjectArgs {
         if let Some(n) = self.object_requests {
             std::env::set_var(crate::store::MAX_REQUESTS_ENV, n.to_string());
         }
+        let in_memory = || (crate::feed::tune::available_memory() / 8).clamp(256 << 20, 4 << 30);
         crate::store::configure(crate::store::CacheConfig {
             dir: self.object_cache.clone(),
-            max_bytes: self.object_cache_bytes,
+            max_bytes: self
+                .object_cache_bytes
+                .or_else(|| self.object_cache.is_none().then(in_memory)),
         });
     }
 }

@@ -26,8 +26,16 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// One Shar directory's shards: (cuts manifest, recording tar) by shard number.
+/// One Shar directory's shards: (cuts manifest, recording tar) by shard number. A source
+/// that is one `cuts.N.jsonl(.gz)` file is that one shard (a Ray read task's).
 fn shards_of(dir: &str) -> Result<Vec<(String, String)>, ManifestError> {
+    if let Some(n) = shard_number(file_name(dir), "cuts", &["jsonl", "jsonl.gz"]) {
+        let parent = dir.rsplit_once('/').map_or(".", |(parent, _)| parent);
+        return Ok(vec![(
+            dir.to_string(),
+            format!("{parent}/recording.{n:06}.tar"),
+        )]);
+    }
     let files = list_files(dir)?;
     let mut cuts = BTreeMap::new();
     let mut recordings = BTreeMap::new();

@@ -17,7 +17,8 @@ use crate::sys::MemFile;
 /// stamp check, probe and decode make one request, not three.
 const FRESH: Duration = Duration::from_secs(1);
 
-/// Memory files kept for reuse when there is no cache directory.
+/// Memory files kept for reuse when there is no cache directory and the command line set no
+/// bound (the CLI sets one from the available memory).
 const MEMORY_BYTES: u64 = 256 << 20;
 
 /// Where fetched objects are kept (`--object-cache DIR`, `--object-cache-size`).
