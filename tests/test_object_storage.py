@@ -208,6 +208,18 @@ def test_cli_decodes_urls_and_keeps_them_in_the_object_cache(
     )
     assert missing.returncode != 0
     assert f"{http_server.url('gone.wav')}: file not found" in missing.stderr
+    # An object larger than the cache may hold is refused before its body is read.
+    http_server.clear_log()
+    too_big = subprocess.run(
+        [str(binary), "decode", url, "-o", str(out), "-q", "--object-cache-bytes", "1000"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert too_big.returncode != 0
+    assert f"{url}: invalid request: the object is" in too_big.stderr, too_big.stderr
+    assert "--object-cache-bytes" in too_big.stderr
 
 
 def test_label_reads_speech_from_s3(s3: S3Server, binary: Path, tmp_path: Path) -> None:

@@ -189,10 +189,15 @@ impl Objects {
         match &self.dir {
             None => {
                 let mut file = memory_file(location)?;
-                let meta = fetch::get(location, &mut file, &mut |f: &mut MemFile| {
-                    f.truncate()?;
-                    f.rewind().map(|_| ())
-                })?;
+                let meta = fetch::get(
+                    location,
+                    self.capacity,
+                    &mut file,
+                    &mut |f: &mut MemFile| {
+                        f.truncate()?;
+                        f.rewind().map(|_| ())
+                    },
+                )?;
                 Ok((Body::Memory(file), stamp_of(&meta), meta.size))
             }
             Some(dir) => {
@@ -210,7 +215,10 @@ impl Objects {
                 }
                 let partial = dir.join(format!("{name}.{}.part", std::process::id()));
                 let mut file = File::create(&partial).map_err(unwritable)?;
-                let fetched = fetch::get(location, &mut file, &mut |f: &mut File| rewind(f));
+                let fetched =
+                    fetch::get(location, self.capacity, &mut file, &mut |f: &mut File| {
+                        rewind(f)
+                    });
                 let meta = match fetched {
                     Ok(meta) => meta,
                     Err(e) => {
@@ -244,8 +252,8 @@ impl Objects {
             inner.bytes -= old.bytes;
             old.body.evict();
         }
-        // An object larger than the capacity evicts everything else but is kept: it is in
-        // use (a shard read member by member), and fetching it again per read would be worse.
+        // Objects larger than the capacity were refused by the fetch; room is made by
+        // dropping earlier runs' copies, then the least recently used.
         while inner.bytes + bytes > self.capacity {
             if let Some(name) = inner.orphans.keys().next().cloned() {
                 if let (Some(size), Some(dir)) = (inner.orphans.remove(&name), &self.dir) {

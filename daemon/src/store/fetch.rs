@@ -115,8 +115,12 @@ pub(super) fn head(location: &Location) -> Result<ObjectMeta, StoreError> {
 /// GET the object into `sink` (rewound and cleared by `reset` before each attempt); its
 /// metadata. A body that ends early (a dropped connection) or comes out of a different
 /// length than the object's is fetched again.
+/// An object larger than `max_bytes` (what the cache may hold) is refused before its body
+/// is read, and a body longer than the object's stated size is cut off: memory and disk
+/// never grow with what a server claims.
 pub(super) fn get<W: Write>(
     location: &Location,
+    max_bytes: u64,
     sink: &mut W,
     reset: &mut dyn FnMut(&mut W) -> std::io::Result<()>,
 ) -> Result<ObjectMeta, StoreError> {
@@ -131,6 +135,17 @@ pub(super) fn get<W: Write>(
                 .map_err(|_| stalled(location, "answer"))?
                 .map_err(|e| classify(location, e))?;
             let meta = result.meta.clone();
+            if meta.size > max_bytes {
+                return Err(StoreError::Invalid {
+                    url: url.to_string(),
+                    reason: format!(
+                        "the object is {:.1} MB, more than the {:.1} MB the object cache may \
+                         hold (--object-cache DIR and --object-cache-bytes raise it)",
+                        meta.size as f64 / 1e6,
+                        max_bytes as f64 / 1e6
+                    ),
+                });
+            }
             let mut body = result.into_stream();
             let mut received = 0u64;
             loop {
@@ -148,6 +163,15 @@ pub(super) fn get<W: Write>(
                     }
                     Ok(Some(Ok(chunk))) => {
                         received += chunk.len() as u64;
+                        if received > meta.size {
+                            return Err(StoreError::Invalid {
+                                url: url.to_string(),
+                                reason: format!(
+                                    "the server sent more than the {} bytes it stated",
+                                    meta.size
+                                ),
+                            });
+                        }
                         sink.write_all(&chunk).map_err(|e| write_failed(url, &e))?;
                     }
                 }
