@@ -78,6 +78,18 @@ class Corpus:
     truncated: Path
 
 
+# Sentences for synthetic speech (espeak-ng): distinct content words, so a transcript
+# shows which sentence it heard.
+SENTENCES = [
+    "The green bottle stands on the kitchen table.",
+    "Please call me when the train arrives.",
+    "We will meet at the library after lunch.",
+    "The farmer carried fresh bread to the market.",
+    "My neighbour painted the old wooden bridge.",
+    "Every summer the village opens a small museum.",
+]
+
+
 def speak(path: Path, text: str, voice: str = "en-us", rate: int = 130) -> Path:
     """`text` said by espeak-ng into the WAV file `path` (22.05 kHz mono)."""
     if shutil.which("espeak-ng") is None:

@@ -24,16 +24,7 @@ ray = pytest.importorskip(
 
 import audiodecode
 import audiodecode.ray as adray
-from conftest import REPO, built_binary, speak, tone, write_wav
-
-SENTENCES = [
-    "The green bottle stands on the kitchen table.",
-    "Please call me when the train arrives.",
-    "We will meet at the library after lunch.",
-    "The farmer carried fresh bread to the market.",
-    "My neighbour painted the old wooden bridge.",
-    "Every summer the village opens a small museum.",
-]
+from conftest import REPO, SENTENCES, built_binary, speak, tone, write_wav
 
 
 @pytest.fixture(scope="module")

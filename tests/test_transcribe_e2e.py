@@ -17,13 +17,10 @@ from audiodecode import (
     transcribe_batch,
     transcribe_file,
 )
+from conftest import SENTENCES as ALL_SENTENCES
 from conftest import speak
 
-SENTENCES = [
-    "The green bottle stands on the kitchen table.",
-    "Please call me when the train arrives.",
-    "We will meet at the library after lunch.",
-]
+SENTENCES = ALL_SENTENCES[:3]
 
 
 @pytest.fixture(scope="module")

@@ -43,35 +43,40 @@ pub(super) fn render(requests: &RequestCounts, live: &LiveStats) -> String {
             "audiodecode_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
         );
     }
-    counter(
+    let counters = |out: &mut String, rows: &[(&str, &str, u64)]| {
+        for (name, help, value) in rows {
+            counter(out, name, help, *value);
+        }
+    };
+    counters(
         &mut out,
-        "audiodecode_http_errors_total",
-        "HTTP requests answered with a 4xx or 5xx status.",
-        errors,
-    );
-    counter(
-        &mut out,
-        "audiodecode_transcriptions_submitted_total",
-        "Requests queued for the model.",
-        load(&live.submitted),
-    );
-    counter(
-        &mut out,
-        "audiodecode_transcriptions_answered_total",
-        "Requests answered.",
-        load(&live.answered),
-    );
-    counter(
-        &mut out,
-        "audiodecode_transcriptions_failed_total",
-        "Requests that failed (bad audio, too long, model error).",
-        load(&live.failed),
-    );
-    counter(
-        &mut out,
-        "audiodecode_transcriptions_abandoned_total",
-        "Requests whose client left before the answer.",
-        load(&live.abandoned),
+        &[
+            (
+                "audiodecode_http_errors_total",
+                "HTTP requests answered with a 4xx or 5xx status.",
+                errors,
+            ),
+            (
+                "audiodecode_transcriptions_submitted_total",
+                "Requests queued for the model.",
+                load(&live.submitted),
+            ),
+            (
+                "audiodecode_transcriptions_answered_total",
+                "Requests answered.",
+                load(&live.answered),
+            ),
+            (
+                "audiodecode_transcriptions_failed_total",
+                "Requests that failed (bad audio, too long, model error).",
+                load(&live.failed),
+            ),
+            (
+                "audiodecode_transcriptions_abandoned_total",
+                "Requests whose client left before the answer.",
+                load(&live.abandoned),
+            ),
+        ],
     );
     gauge(
         &mut out,
@@ -85,23 +90,25 @@ pub(super) fn render(requests: &RequestCounts, live: &LiveStats) -> String {
         "30 s windows waiting for the model.",
         live.queued_windows.load(Ordering::Relaxed) as f64,
     );
-    counter(
+    counters(
         &mut out,
-        "audiodecode_batches_total",
-        "Model batches run.",
-        load(&live.batches),
-    );
-    counter(
-        &mut out,
-        "audiodecode_batch_windows_total",
-        "Windows in all batches (over batches_total: the mean batch size).",
-        load(&live.batch_windows),
-    );
-    counter(
-        &mut out,
-        "audiodecode_batch_requests_total",
-        "Requests in all batches (over batches_total: requests batched together).",
-        load(&live.batch_requests),
+        &[
+            (
+                "audiodecode_batches_total",
+                "Model batches run.",
+                load(&live.batches),
+            ),
+            (
+                "audiodecode_batch_windows_total",
+                "Windows in all batches (over batches_total: the mean batch size).",
+                load(&live.batch_windows),
+            ),
+            (
+                "audiodecode_batch_requests_total",
+                "Requests in all batches (over batches_total: requests batched together).",
+                load(&live.batch_requests),
+            ),
+        ],
     );
     out.push_str("# HELP audiodecode_batch_requests Requests per model batch.\n");
     out.push_str("# TYPE audiodecode_batch_requests histogram\n");
