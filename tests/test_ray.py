@@ -313,6 +313,29 @@ def test_read_audio_over_shards_yields_every_sample_once(cluster: str, tmp_path:
         assert np.array_equal(row["audio"], expected[:n])
 
 
+def test_write_shards_packs_labelled_rows_that_the_loader_reads(
+    cluster: str, speech: list[Path], tmp_path: Path
+) -> None:
+    import ray
+
+    rows = [
+        {"index": i, "audio_filepath": str(p), "text": f"sentence {i}", "error": None}
+        for i, p in enumerate(speech[:3])
+    ]
+    rows.append({"index": 3, "audio_filepath": str(tmp_path / "gone.wav"), "error": "unreadable"})
+    ds = ray.data.from_items([{k: r.get(k) for k in adray.LABEL_FIELDS} | r for r in rows])
+    shards = adray.write_shards(ds, tmp_path / "packed", sr=16000)
+    assert shards == [str(tmp_path / "packed" / "shard-000000.tar")]
+    loader = audiodecode.AudioDataLoader(shards[0], batch_size=3, shuffle=False, label_field="txt")
+    [batch] = list(loader)
+    assert list(batch.labels) == ["sentence 0", "sentence 1", "sentence 2"]
+    for k in range(3):
+        expected = audiodecode.load(speech[k], sr=16000)[0]
+        got = np.asarray(batch.audio[k][: int(batch.lengths[k])])
+        assert got.shape == expected.shape
+        assert np.max(np.abs(got - expected)) <= 1 / 32768 + 1e-6
+
+
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "audiodecode.ray", "label", *args],

@@ -40,7 +40,9 @@ is in the file and labels the rest.
 ``decode``/``read_audio`` decode in Ray tasks with ``audiodecode.load`` through the
 node's per-user daemon. ``read_audio`` lists files, directories and JSONL/CSV/TSV
 manifests on the driver and decodes in one task per ``rows_per_block`` files; sharded
-formats (``audiodecode shard``'s) come with the object-storage work, later.
+datasets (WebDataset tars, Lhotse Shar; local or in object storage) are read one task per
+shard, each streaming its shard through its node's daemon. ``write_shards`` packs labelled
+rows into shards with ``audiodecode shard`` (label → shard → train).
 
 Workers must be able to import ``audiodecode`` and find its binary (installed on every
 node, or PYTHONPATH/AUDIODECODE_BIN in the environment the nodes were started with).
@@ -60,7 +62,14 @@ can ``--resume`` the other's. Exit status: 0 done (per-file errors are lines), 1
 2 bad inputs.
 """
 
-from audiodecode.ray._datasets import decode, label, manifest_line, read_audio, write_manifest
+from audiodecode.ray._datasets import (
+    decode,
+    label,
+    manifest_line,
+    read_audio,
+    write_manifest,
+    write_shards,
+)
 from audiodecode.ray._labeler import LABEL_FIELDS, LABEL_SCHEMA, Labeler
 
 __all__ = [
@@ -72,4 +81,5 @@ __all__ = [
     "manifest_line",
     "read_audio",
     "write_manifest",
+    "write_shards",
 ]

@@ -4,11 +4,15 @@ brings)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from audiodecode._binary import find_binary
 from audiodecode._manifest import MANIFEST_SUFFIXES
 from audiodecode._paths import absolute
 from audiodecode._whisper_options import canonical_options, transcribe_options
@@ -210,6 +214,35 @@ def write_manifest(ds: Dataset, path: PathLike, *, append: bool = False) -> int:
             count += len(lines)
         os.fsync(f.fileno())
     return count
+
+
+def write_shards(
+    ds: Dataset,
+    out_dir: PathLike,
+    *,
+    format: str = "webdataset",
+    shard_size: str = "1GB",
+    sr: int | None = None,
+    codec: str | None = None,
+) -> list[str]:
+    """Pack the labelled rows of ``ds`` (from ``label``) into shards with ``audiodecode
+    shard``: each row's audio file with its transcript (a ``.txt`` member, or a Shar
+    supervision). The rows go through ``write_manifest`` (error rows are left out, as the
+    loader leaves them out of a manifest); the packing runs on the driver. Returns the
+    shards' paths; a failure raises ``RuntimeError`` with the tool's message."""
+    out = os.fspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="audiodecode-shards-") as tmp:
+        manifest = os.path.join(tmp, "labels.jsonl")
+        write_manifest(ds, manifest)
+        command = [str(find_binary()), "shard", manifest, "--out", out, "--format", format]
+        command += ["--shard-size", shard_size, "-q"]
+        command += ["--sr", str(sr)] if sr is not None else []
+        command += ["--codec", codec] if codec is not None else []
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"audiodecode shard failed: {done.stderr.strip()}")
+    pattern = "recording.*.tar" if format == "shar" else "shard-*.tar"
+    return sorted(glob.glob(os.path.join(out, pattern)))
 
 
 def _ordered_lines(batches: Iterable[pa.Table]) -> Iterator[list[str]]:
