@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -76,17 +76,29 @@ def _csv_problem(lines: Iterable[str], delimiter: str, fields: str) -> str | Non
     return None
 
 
-def _jsonl_problem(lines: Iterable[str], fields: str) -> str | None:
+def jsonl_records(lines: Iterable[str]) -> Iterator[tuple[int, Any, ValueError | None]]:
+    """(line number, record, parse error) of each non-blank JSONL line."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield n, json.loads(line), None
         except ValueError as e:
-            return f"line {n}: invalid JSON ({e})"
-        if not isinstance(record, dict) or not any(
-            isinstance(record.get(k), str) for k in PATH_FIELDS
-        ):
+            yield n, None, e
+
+
+def path_field(record: Any) -> str | None:
+    """The audio path a manifest record names (the first of ``PATH_FIELDS``), if any."""
+    if not isinstance(record, dict):
+        return None
+    return next((record[k] for k in PATH_FIELDS if isinstance(record.get(k), str)), None)
+
+
+def _jsonl_problem(lines: Iterable[str], fields: str) -> str | None:
+    for n, record, error in jsonl_records(lines):
+        if error is not None:
+            return f"line {n}: invalid JSON ({error})"
+        if path_field(record) is None:
             return f"line {n}: no path field (one of {fields})"
         # Labeling manifests keep files that failed, with "error"; the daemon skips them.
         if record.get("error") is None:

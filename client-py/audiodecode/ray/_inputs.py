@@ -15,7 +15,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from audiodecode._manifest import AUDIO_EXTENSIONS, PATH_FIELDS, read_manifest_with
+from audiodecode._manifest import (
+    AUDIO_EXTENSIONS,
+    PATH_FIELDS,
+    jsonl_records,
+    path_field,
+    read_manifest_with,
+)
 from audiodecode._paths import is_url
 
 # ``audiodecode label`` reads these inputs as manifests (a .tsv input is an audio file to
@@ -79,21 +85,10 @@ def manifest_paths(manifest: PathLike) -> list[str]:
 
 def _jsonl_paths(name: str, lines: Iterable[str]) -> list[str]:
     paths = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise ValueError(f"{name}:{n}: invalid JSON: {e}") from None
-        path = next(
-            (
-                record[k]
-                for k in PATH_FIELDS
-                if isinstance(record, dict) and isinstance(record.get(k), str)
-            ),
-            None,
-        )
+    for n, record, error in jsonl_records(lines):
+        if error is not None:
+            raise ValueError(f"{name}:{n}: invalid JSON: {error}") from None
+        path = path_field(record)
         if path is None:
             raise ValueError(f'{name}:{n}: no "audio_filepath" field')
         if record.get("error") is None:
