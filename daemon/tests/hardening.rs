@@ -325,11 +325,55 @@ fn run_cli(input: &Path, out: &Path) -> Outcome {
     }
 }
 
-fn seeds() -> Vec<PathBuf> {
+/// Files of the containers `decode/containers` parses (their header walkers are what a
+/// mutant attacks first), made with ffmpeg and sox into `dir`.
+fn container_seeds(dir: &Path) -> Vec<PathBuf> {
+    let signal = "aevalsrc=0.5*sin(2*PI*(200*t+250*t*t))|0.3*sin(2*PI*700*t):s=16000:d=0.5";
+    let made = [
+        ("rf64.wav", &["-rf64", "always", "-c:a", "pcm_s16le"][..]),
+        (
+            "rf64-f32.wav",
+            &["-rf64", "always", "-c:a", "pcm_f32le"][..],
+        ),
+        ("mp3-in.wav", &["-c:a", "libmp3lame"][..]),
+        ("ima4.aifc", &["-c:a", "adpcm_ima_qt"][..]),
+    ];
+    let mut out = Vec::new();
+    for (name, args) in made {
+        let path = dir.join(name);
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", signal])
+            .args(args)
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg could not make {name}");
+        out.push(path);
+    }
+    for (name, args) in [
+        ("ulaw.sph", &["-e", "u-law"][..]),
+        ("s16.sph", &["-c", "2", "-b", "16"][..]),
+    ] {
+        let path = dir.join(name);
+        let ok = Command::new("sox")
+            .args(["-n", "-r", "8000"])
+            .args(args)
+            .arg(&path)
+            .args(["synth", "0.5", "sine", "300-3000"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "sox could not make {name}");
+        out.push(path);
+    }
+    out
+}
+
+fn seeds(dir: &Path) -> Vec<PathBuf> {
     let mut seeds: Vec<PathBuf> = short_fixture_names()
         .into_iter()
         .map(|n| fixture(n).path.clone())
         .collect();
+    seeds.extend(container_seeds(dir));
     if let Some(dir) = std::env::var_os("AUDIODECODE_FUZZ_CORPUS") {
         let mut stack = vec![PathBuf::from(dir)];
         while let Some(d) = stack.pop() {
@@ -354,10 +398,11 @@ fn mutation_fuzzer_finds_no_abort_panic_or_hang() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     let dir = scratch_dir("fuzz");
+    let seed_dir = scratch_dir("fuzz-seeds");
     let out = dir.path().join("out.f32");
     let mut rng = XorShift::new(0xf022);
     let (mut decoded, mut errors, mut failures) = (0usize, 0usize, Vec::new());
-    for seed in seeds() {
+    for seed in seeds(seed_dir.path()) {
         let Ok(bytes) = std::fs::read(&seed) else {
             continue;
         };

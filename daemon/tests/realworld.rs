@@ -45,14 +45,21 @@ const CASES: &[Case] = &[
     Case { file: "fl32.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_f32be"], backend: Backend::Symphonia, exact: true },
     Case { file: "ulaw.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_mulaw"], backend: Backend::Symphonia, exact: true },
     Case { file: "s8.aifc", tool: Tool::Sox, args: &["-r", "16000", "-b", "8", "-e", "signed"], backend: Backend::Symphonia, exact: true },
+    // Our own readers for containers symphonia lacks (`decode/containers`).
+    Case { file: "pcm16.sph", tool: Tool::Sox, args: &["-r", "16000", "-b", "16"], backend: Backend::Symphonia, exact: true },
+    Case { file: "be16.sph", tool: Tool::Sox, args: &["-r", "16000", "-b", "16", "-B"], backend: Backend::Symphonia, exact: true },
+    Case { file: "ulaw.sph", tool: Tool::Sox, args: &["-r", "8000", "-e", "u-law"], backend: Backend::Symphonia, exact: true },
+    Case { file: "alaw.sph", tool: Tool::Sox, args: &["-r", "8000", "-e", "a-law"], backend: Backend::Symphonia, exact: true },
+    Case { file: "stereo.sph", tool: Tool::Sox, args: &["-r", "16000", "-c", "2", "-b", "16"], backend: Backend::Symphonia, exact: true },
+    Case { file: "rf64.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_s16le"], backend: Backend::Symphonia, exact: true },
+    Case { file: "rf64-s24.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_s24le"], backend: Backend::Symphonia, exact: true },
+    Case { file: "rf64-f32.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_f32le"], backend: Backend::Symphonia, exact: true },
+    Case { file: "rf64-ulaw.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_mulaw"], backend: Backend::Symphonia, exact: true },
+    Case { file: "mp3-in.wav", tool: Tool::Ffmpeg, args: &["-c:a", "libmp3lame"], backend: Backend::Symphonia, exact: false },
+    Case { file: "ima4.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "adpcm_ima_qt"], backend: Backend::Symphonia, exact: false },
     // The FFmpeg fallback.
-    Case { file: "pcm16.sph", tool: Tool::Sox, args: &["-r", "16000", "-b", "16"], backend: Backend::Ffmpeg, exact: true },
-    Case { file: "ulaw.sph", tool: Tool::Sox, args: &["-r", "8000", "-e", "u-law"], backend: Backend::Ffmpeg, exact: true },
-    Case { file: "stereo.sph", tool: Tool::Sox, args: &["-r", "16000", "-c", "2", "-b", "16"], backend: Backend::Ffmpeg, exact: true },
-    Case { file: "rf64.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "pcm_s16le"], backend: Backend::Ffmpeg, exact: true },
+    Case { file: "rf64-adpcm.wav", tool: Tool::Ffmpeg, args: &["-rf64", "always", "-c:a", "adpcm_ms"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "w64.w64", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s24le"], backend: Backend::Ffmpeg, exact: true },
-    Case { file: "mp3-in.wav", tool: Tool::Ffmpeg, args: &["-c:a", "libmp3lame"], backend: Backend::Ffmpeg, exact: true },
-    Case { file: "ima4.aifc", tool: Tool::Ffmpeg, args: &["-c:a", "adpcm_ima_qt"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "ac3.ac3", tool: Tool::Ffmpeg, args: &["-c:a", "ac3"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "eac3.eac3", tool: Tool::Ffmpeg, args: &["-c:a", "eac3"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "wma.wma", tool: Tool::Ffmpeg, args: &["-c:a", "wmav2"], backend: Backend::Ffmpeg, exact: true },
@@ -188,6 +195,119 @@ fn fallback_slices_downmix_and_resample_like_native_files() {
         let at8k = load_ok(&path, &mono_at(Some(8000)), 1);
         let expect = resample_planes(&mono.planes, rate, 8000, audiodecode::Quality::Hq);
         assert_planes_equal(&format!("{file} at 8 kHz"), &at8k.planes, &expect);
+    }
+}
+
+#[test]
+fn sphere_and_rf64_slice_and_cut_into_segments_like_wav() {
+    for file in ["stereo.sph", "rf64-s24.wav", "alaw.sph", "ima4.aifc"] {
+        let path = case_dir().join(file);
+        let info = probe_info(&path).unwrap();
+        assert!(
+            info.frames.is_some(),
+            "{file}: the header states the length"
+        );
+        let full = load_ok(&path, &keep(), 1);
+        assert_eq!(Some(full.frames() as u64), info.frames, "{file}: length");
+        let rate = full.sample_rate;
+        let (offset, duration) = (0.6, 1.7);
+        let from = frames_at(offset, rate);
+        let want: Vec<Vec<f32>> = full
+            .planes
+            .iter()
+            .map(|p| p[from..from + frames_at(duration, rate)].to_vec())
+            .collect();
+        // Two threads: the slice is cut into parallel segments, stitched back exactly.
+        let slice = LoadRequest {
+            offset,
+            duration: Some(duration),
+            ..keep()
+        };
+        assert_planes_equal(file, &load_ok(&path, &slice, 2).planes, &want);
+    }
+}
+
+#[test]
+fn bw64_reads_as_rf64() {
+    let dir = scratch_dir("bw64");
+    let mut bytes = std::fs::read(case_dir().join("rf64.wav")).unwrap();
+    bytes[..4].copy_from_slice(b"BW64");
+    let bw64 = dir.path().join("bw64.wav");
+    std::fs::write(&bw64, &bytes).unwrap();
+    let want = load_ok(&case_dir().join("rf64.wav"), &keep(), 1);
+    let got = load_ok(&bw64, &keep(), 1);
+    assert_eq!(probe_info(&bw64).unwrap().backend, Backend::Symphonia);
+    assert_planes_equal("bw64", &got.planes, &want.planes);
+}
+
+#[test]
+fn cut_sphere_and_rf64_keep_what_they_hold_and_strict_refuses_them() {
+    let dir = scratch_dir("cut-native");
+    for file in ["pcm16.sph", "ulaw.sph", "rf64-f32.wav"] {
+        let bytes = std::fs::read(case_dir().join(file)).unwrap();
+        let cut = dir.path().join(file);
+        std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+        let strict = load(&cut, &keep(), 1).unwrap_err();
+        assert_eq!(strict.kind(), "truncated", "{file}: {strict}");
+        assert_names_path(&strict, &cut);
+        let lenient = LoadRequest {
+            lenient: true,
+            ..keep()
+        };
+        let got = load_ok(&cut, &lenient, 1);
+        let full = load_ok(&case_dir().join(file), &keep(), 1);
+        assert!(got.is_damaged(), "{file}: not marked damaged");
+        assert!(got.frames() > full.frames() / 2 && got.frames() < full.frames());
+        let prefix: Vec<Vec<f32>> = full
+            .planes
+            .iter()
+            .map(|p| p[..got.frames()].to_vec())
+            .collect();
+        assert_planes_equal(file, &got.planes, &prefix);
+    }
+}
+
+#[test]
+fn sphere_payloads_that_cannot_be_read_are_named() {
+    // A Shorten-coded header over bytes that are no Shorten stream, and a coding no reader
+    // knows: both fail with the file and the reason, with FFmpeg installed or not.
+    let dir = scratch_dir("sphere-unreadable");
+    let noise: Vec<u8> = (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for (name, coding, reason) in [
+        ("shorten.sph", "pcm,embedded-shorten-v2.00", "Shorten"),
+        ("unknown.sph", "adpcm-xyz", "adpcm-xyz"),
+    ] {
+        let mut file = format!(
+            "NIST_1A\n   1024\nsample_rate -i 16000\nchannel_count -i 1\nsample_n_bytes -i 2\n\
+             sample_coding -s{} {coding}\nend_head\n",
+            coding.len()
+        )
+        .into_bytes();
+        file.resize(1024, b' ');
+        file.extend_from_slice(&noise);
+        let path = dir.path().join(name);
+        std::fs::write(&path, &file).unwrap();
+        for ffmpeg in ["installed", "off"] {
+            let out = dir.path().join("out.wav");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_audiodecode"));
+            cmd.args(["decode", "-q"]).arg(&path).arg("-o").arg(&out);
+            cmd.env_remove("AUDIODECODE_FFMPEG");
+            if ffmpeg == "off" {
+                cmd.env("AUDIODECODE_FFMPEG", "off");
+            }
+            let run = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(
+                !run.status.success(),
+                "{name} ({ffmpeg}): decoded noise as audio"
+            );
+            assert!(
+                stderr.contains(&path.display().to_string())
+                    && stderr.to_lowercase().contains(&reason.to_lowercase()),
+                "{name} ({ffmpeg}): {stderr}"
+            );
+            assert!(!out.exists(), "{name}: output left behind");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+mod containers;
 pub(crate) mod downmix;
 pub mod ffmpeg;
 pub mod limits;

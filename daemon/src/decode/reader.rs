@@ -79,7 +79,8 @@ pub struct SourceReader {
     /// The declared length is exact, so ending short of it means truncation.
     exact_length: bool,
     /// The declared length is stated by the file, not estimated from a bitrate (MP3
-    /// without a Xing/LAME tag, raw ADTS AAC), so offsets and parallel cuts may rely on it.
+    /// without a Xing/LAME tag, raw ADTS AAC), and the file seeks, so offsets and parallel
+    /// cuts may rely on it.
     length_reliable: bool,
 }
 
@@ -128,8 +129,9 @@ impl SourceReader {
                 || matches!(codec, "flac" | "alac")
                 || matches!(container, "isomp4" | "caf")
                 || (codec == "mp3" && track.has_gapless_tag),
-            length_reliable: track.has_gapless_tag
-                || !matches!(container, "mp1" | "mp2" | "mp3" | "aac"),
+            length_reliable: (track.has_gapless_tag
+                || !matches!(container, "mp1" | "mp2" | "mp3" | "aac"))
+                && !crate::decode::containers::is_unseekable(container),
         };
         if reader.info.channels > 0 {
             reader.pcm = PcmLayout::of(&reader.params);
@@ -734,6 +736,9 @@ struct TrackFacts {
 
 /// Open the file and let symphonia's probe pick the demuxer.
 fn probe_format(path: &Path) -> Result<Box<dyn FormatReader>> {
+    if let Some(reader) = crate::decode::containers::open(path)? {
+        return Ok(reader);
+    }
     let file = crate::sys::open_regular_file(path).map_err(|e| DecodeError::open(path, e))?;
     let meta = file.metadata().map_err(|e| DecodeError::open(path, e))?;
     if meta.len() == 0 {

@@ -18,14 +18,20 @@ pub(crate) fn describe(path: &Path) -> Option<String> {
 /// knows, and finds one inside a WavPack, APE or TAK file (their embedded RIFF header),
 /// which it then decodes as PCM: noise, not an error.
 pub(crate) fn foreign_format(path: &Path) -> Option<&'static str> {
-    foreign_magic(&head_of(path)?)
+    foreign_magic(&head_of(path)?).filter(|name| !READ_NATIVELY.contains(name))
 }
+
+/// Formats symphonia has no reader for that `decode::containers` reads; what those readers
+/// refuse still reaches FFmpeg, as an unsupported file.
+const READ_NATIVELY: &[&str] = &[NIST_SPHERE, RF64];
+const NIST_SPHERE: &str = "NIST SPHERE";
+const RF64: &str = "RF64/BW64 WAV";
 
 /// The name of a format symphonia has no reader for, from the first bytes.
 fn foreign_magic(head: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     if (at(0, b"RF64") || at(0, b"BW64")) && at(8, b"WAVE") {
-        return Some("RF64/BW64 WAV");
+        return Some(RF64);
     }
     MAGIC
         .iter()
@@ -42,7 +48,7 @@ fn head_of(path: &Path) -> Option<Vec<u8>> {
 
 /// Signatures (offset, bytes, name) of formats symphonia has no reader for.
 const MAGIC: &[(usize, &[u8], &str)] = &[
-    (0, b"NIST_1A", "NIST SPHERE"),
+    (0, b"NIST_1A", NIST_SPHERE),
     (0, b"MAC ", "Monkey's Audio (APE)"),
     (0, b"wvpk", "WavPack"),
     (0, b"TTA1", "TTA"),

@@ -46,6 +46,8 @@ pub(crate) enum ProbeError {
     NoAudio,
     #[error("the audio stream declares no sample rate or channels")]
     NoSpec,
+    #[error("FFmpeg has no decoder for the audio stream's codec")]
+    NoDecoder,
 }
 
 /// Parses `ffprobe -of json -show_entries stream=…:format=…` output.
@@ -53,6 +55,11 @@ pub(crate) fn parse(json: &[u8]) -> Result<StreamFacts, ProbeError> {
     let out: ProbeOutput =
         serde_json::from_slice(json).map_err(|e| ProbeError::Malformed(e.to_string()))?;
     let stream = out.streams.into_iter().next().ok_or(ProbeError::NoAudio)?;
+    // A container FFmpeg parses around a codec it cannot decode (a SPHERE coding it does
+    // not know) probes as codec "none"; decoding it could only fail.
+    if stream.codec_name.as_deref().is_none_or(|c| c == "none") {
+        return Err(ProbeError::NoDecoder);
+    }
     let sample_rate = stream
         .sample_rate
         .as_deref()
@@ -103,5 +110,7 @@ mod tests {
         let no_rate = br#"{"streams":[{"codec_name":"x","sample_rate":"0","channels":1}]}"#;
         assert_eq!(parse(no_rate), Err(ProbeError::NoSpec));
         assert!(matches!(parse(b"not json"), Err(ProbeError::Malformed(_))));
+        let no_codec = br#"{"streams":[{"sample_rate":"8000","channels":1}]}"#;
+        assert_eq!(parse(no_codec), Err(ProbeError::NoDecoder));
     }
 }
