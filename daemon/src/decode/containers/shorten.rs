@@ -1,7 +1,8 @@
 //! Shorten (Tony Robinson's lossless coder, versions 1–3) as LDC embeds it in NIST SPHERE
-//! files (`sample_coding pcm,embedded-shorten-v2.00`: WSJ, TIMIT-era corpora, TIDIGITS).
-//! FFmpeg's shorten decoder needs the original file header in a verbatim section, which
-//! embedded streams lack, so these files have no other reader here.
+//! files (`sample_coding pcm,embedded-shorten-v2.00` in WSJ and TIDIGITS,
+//! `ulaw,embedded-shorten-v2.00` in Switchboard-style telephone corpora). FFmpeg reads the
+//! linear-PCM kind (our output is identical to its decode) but not the µ-law kind, and no
+//! crate decodes Shorten; decoding here also spares each file an FFmpeg process.
 //!
 //! The stream: magic `ajkg`, a version byte, then an MSB-first bit stream of Rice codes: a
 //! header (file type, channels, block size, LPC order, mean window, bytes to skip) and
