@@ -82,6 +82,14 @@ def test_record_round_trip() -> None:
     assert json.dumps(t.to_dict()) == json.dumps(RECORD)
 
 
+def test_damage_is_kept_from_a_record() -> None:
+    damaged = {**RECORD, "damage": "/data/a.wav: truncated after 2.000 s"}
+    t = Transcription.from_record(damaged)
+    assert t.damage == "/data/a.wav: truncated after 2.000 s"
+    assert t.to_dict() == damaged
+    assert Transcription.from_record(RECORD).damage is None
+
+
 def test_error_record_raises() -> None:
     failed = {"audio_filepath": "/bad.mp3", "error": "/bad.mp3: corrupt"}
     with pytest.raises(TranscriptionError, match="/bad.mp3: corrupt") as e:

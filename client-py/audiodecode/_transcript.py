@@ -96,6 +96,9 @@ class Transcription:
     # (faster-whisper's ``duration_after_vad`` and the rest).
     speech_kept: float | None = None
     speech_removed: float | None = None
+    # The damage decoding met (a truncated or corrupt stretch); the transcript is of the
+    # audio around it. ``None`` for an intact file.
+    damage: str | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Transcription:
@@ -113,6 +116,7 @@ class Transcription:
             segments=[Segment.from_dict(s) for s in record.get("segments", [])],
             speech_kept=_seconds(record.get("speech_kept")),
             speech_removed=_seconds(record.get("speech_removed")),
+            damage=record.get("damage"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +130,11 @@ class Transcription:
             "segments": [s.to_dict() for s in self.segments],
         } | {
             k: v
-            for k, v in (("speech_kept", self.speech_kept), ("speech_removed", self.speech_removed))
+            for k, v in (
+                ("speech_kept", self.speech_kept),
+                ("speech_removed", self.speech_removed),
+                ("damage", self.damage),
+            )
             if v is not None
         }
 

@@ -324,6 +324,43 @@ fn broken_and_missing_inputs_are_error_lines_not_failures() {
     assert!(String::from_utf8_lossy(&no_model.stderr).contains("/no/such/model"));
 }
 
+#[test]
+fn a_cut_file_is_labelled_up_to_the_cut_and_marked_damaged_unless_strict() {
+    let dir = scratch_dir("label-damage");
+    let mut bytes = std::fs::read(&corpus().files[0]).expect("read");
+    bytes.truncate(bytes.len() * 7 / 10);
+    let cut = dir.path().join("cut.wav");
+    std::fs::write(&cut, bytes).expect("write");
+    let name = cut.display().to_string();
+
+    let out = dir.path().join("lenient.jsonl");
+    label(&[&cut], &out, &[]);
+    let line = &records(&out)[&name];
+    let text = line["text"].as_str().unwrap_or_default().to_lowercase();
+    // "Open the door and let the cat inside.": the cut falls after "door".
+    assert!(text.contains("door"), "{line}");
+    let damage = line["damage"].as_str().unwrap_or_default();
+    assert!(
+        damage.contains(&name) && damage.contains("truncated"),
+        "{line}"
+    );
+    assert!(line["error"].is_null());
+
+    let strict = dir.path().join("strict.jsonl");
+    label(&[&cut], &strict, &["--strict"]);
+    let line = &records(&strict)[&name];
+    assert!(line["text"].is_null() && line["damage"].is_null(), "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("truncated"),
+        "{line}"
+    );
+    // An intact file has no damage field.
+    assert!(full_run().values().all(|r| r.get("damage").is_none()));
+}
+
 /// A log-probability threshold no decode can pass makes every piece fall back to sampling
 /// at every higher temperature (looped speech no longer does: Note [Fallback without a
 /// storm]); with the sampler seeded, two runs still write the same bytes.

@@ -89,6 +89,10 @@ pub struct LabelArgs {
     /// Skip inputs already in the output (after a crash or a stop).
     #[arg(long)]
     pub resume: bool,
+    /// Record damaged or truncated inputs as errors. By default what decodes around the
+    /// damage is labelled and the damage is recorded in the line's `damage` field.
+    #[arg(long)]
+    pub strict: bool,
     /// Replace an existing output instead of refusing.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
@@ -467,6 +471,7 @@ fn load_model(
         batch_size,
         pack: !args.no_pack,
         block_files: args.block,
+        strict: args.strict,
     };
     Ok((engine, key, schedule))
 }

@@ -350,6 +350,7 @@ fn prepare_request(
                 path,
                 name,
                 max_seconds,
+                strict: false,
             };
             Work::Label(prepare(engine, vad.as_ref(), index, input))
         }

@@ -205,6 +205,7 @@ struct Partial {
     error: Option<String>,
     samples: Vec<f32>,
     speech: Option<SpeechMap>,
+    damage: Option<String>,
     /// Skipped speech has been looked for (once per file).
     holes_checked: bool,
     /// Pieces decoded again in parts because their text was too sparse for their speech:
@@ -369,7 +370,8 @@ impl<'a> ModelLoop<'a> {
                         &[],
                         self.options.multilingual,
                     )
-                    .in_recording(prepared.speech.as_ref());
+                    .in_recording(prepared.speech.as_ref())
+                    .with_damage(prepared.damage);
                     self.finished.insert(prepared.index, label);
                     return;
                 }
@@ -400,6 +402,7 @@ impl<'a> ModelLoop<'a> {
                         error: None,
                         samples: prepared.samples,
                         speech: prepared.speech,
+                        damage: prepared.damage,
                         holes_checked: false,
                         redone: Vec::new(),
                         sparse_checked: false,
@@ -652,7 +655,8 @@ impl<'a> ModelLoop<'a> {
                     &offsets,
                     self.options.multilingual,
                 )
-                .in_recording(p.speech.as_ref()),
+                .in_recording(p.speech.as_ref())
+                .with_damage(p.damage),
             };
             self.finished.insert(index, label);
         }

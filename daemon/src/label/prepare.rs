@@ -23,6 +23,8 @@ pub(super) struct Prepared {
     pub samples: Vec<f32>,
     /// With VAD: where `samples` lie in the recording.
     pub speech: Option<SpeechMap>,
+    /// What lenient decoding met (see Note [Damage rule]); recorded in the label.
+    pub damage: Option<String>,
 }
 
 /// Why an input could not be prepared.
@@ -76,6 +78,8 @@ pub(super) struct Input<'a> {
     pub name: &'a str,
     /// Longer audio is refused (only what is needed to tell is decoded).
     pub max_seconds: Option<f64>,
+    /// Refuse damaged or truncated audio instead of labelling what decodes around it.
+    pub strict: bool,
 }
 
 /// The request labeling decodes with: 16 kHz mono, Whisper's and Silero's rate.
@@ -100,6 +104,7 @@ pub(super) fn prepare(
         path,
         name,
         max_seconds,
+        strict,
     } = input;
     let failed = |failure, duration, message: String| Ready::Failed {
         index,
@@ -109,6 +114,7 @@ pub(super) fn prepare(
     let request = LoadRequest {
         // A little past the limit, to tell a too long input from one exactly at it.
         duration: max_seconds.map(|s| s + 1.0),
+        lenient: !strict,
         ..speech_request()
     };
     let decoded = match load(path, &request, 1) {
@@ -126,6 +132,10 @@ pub(super) fn prepare(
         );
     }
     let duration = decoded.duration();
+    let damage = decoded
+        .damage
+        .as_ref()
+        .map(|d| d.replace(&*path.to_string_lossy(), name));
     let samples = decoded.planes.into_iter().next().unwrap_or_default();
     let (samples, speech) = match vad {
         None => (samples, None),
@@ -167,6 +177,7 @@ pub(super) fn prepare(
             pieces,
             samples,
             speech,
+            damage,
         }),
         Err(_) => failed(
             Failure::Internal,

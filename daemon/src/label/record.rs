@@ -26,6 +26,10 @@ pub struct FileLabel {
     pub speech_kept: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub speech_removed: Option<f64>,
+    /// The damage decoding met (a truncated or corrupt stretch: what and where); the label
+    /// is of the audio around it. See Note [Damage rule].
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub damage: Option<String>,
 }
 
 impl FileLabel {
@@ -118,7 +122,14 @@ impl FileLabel {
             error: None,
             speech_kept: None,
             speech_removed: None,
+            damage: None,
         }
+    }
+
+    /// The label with the damage its audio was decoded around, if any.
+    pub fn with_damage(mut self, damage: Option<String>) -> Self {
+        self.damage = damage;
+        self
     }
 
     /// Times of a label made from the speech VAD kept, moved to the recording's, with the

@@ -44,6 +44,9 @@ pub struct Schedule {
     /// starts, so its windows and batches depend only on its files: a run resumed at a block
     /// boundary gives the results an uninterrupted run would. Its audio is what is held.
     pub block_files: usize,
+    /// Fail damaged or truncated inputs instead of labelling what decodes around the
+    /// damage (recorded in the label's `damage`). See Note [Damage rule].
+    pub strict: bool,
 }
 
 /// Files in one block unless the caller says otherwise (see [`Schedule::block_files`] and
@@ -82,6 +85,7 @@ pub fn label_files(
         batch_size,
         pack,
         block_files,
+        strict,
     } = schedule;
     let batch_size = batch_size.max(1);
     let next_file = AtomicUsize::new(0);
@@ -92,7 +96,8 @@ pub fn label_files(
             let tx = tx.clone();
             let next_file = &next_file;
             let speech = speech.as_ref();
-            scope.spawn(move || prepare_files(engine, speech, files, next_file, cancel, tx));
+            scope
+                .spawn(move || prepare_files(engine, speech, files, strict, next_file, cancel, tx));
         }
         drop(tx);
 
@@ -123,6 +128,7 @@ fn prepare_files(
     engine: &WhisperEngine,
     vad: Option<&(&SpeechDetector, VadOptions)>,
     files: &[String],
+    strict: bool,
     next_file: &AtomicUsize,
     cancel: &AtomicBool,
     tx: Sender<Ready>,
@@ -137,6 +143,7 @@ fn prepare_files(
             path: Path::new(path),
             name: path,
             max_seconds: None,
+            strict,
         };
         if tx.send(prepare(engine, vad, index, input)).is_err() {
             break;

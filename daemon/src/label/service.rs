@@ -73,6 +73,7 @@ pub fn serve_transcribe(
             batch_size,
             pack: true,
             block_files: DEFAULT_BLOCK_FILES,
+            strict: false,
         },
         cancel,
         &mut |events| {
