@@ -178,6 +178,7 @@ fn transcribe_on(
         batch_size: 8,
         pack,
         block_files: 64,
+        strict: false,
     };
     let vad = speech_detector(options).expect("VAD available");
     label_files(
