@@ -479,6 +479,43 @@ fn failed_inputs_are_reported_and_leave_no_output() {
 }
 
 #[test]
+fn info_check_decodes_to_the_end_and_reports_damage() {
+    let dir = scratch_dir("cli-info-check");
+    let intact = &fixture("flac").path;
+    let bytes = std::fs::read(intact).unwrap();
+    let cut = dir.path().join("cut.flac");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = audiodecode(&["info", "--check", "--json", s(intact), s(&cut)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["damaged"], false);
+    assert!(lines[0]["damage"].is_null());
+    assert_eq!(lines[0]["decoded_frames"], lines[0]["frames"]);
+    assert_eq!(lines[1]["damaged"], true);
+    let damage = lines[1]["damage"].as_str().unwrap_or_default();
+    assert!(
+        damage.contains(s(&cut)) && damage.contains("truncated"),
+        "{damage}"
+    );
+    let (declared, decoded) = (
+        lines[1]["frames"].as_u64(),
+        lines[1]["decoded_frames"].as_u64(),
+    );
+    assert!(
+        decoded.unwrap() > 0 && decoded < declared,
+        "{declared:?} {decoded:?}"
+    );
+    // Without --check only the headers are read: no verdict.
+    let plain = audiodecode(&["info", "--json", s(&cut)]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("damaged"));
+    let text = audiodecode(&["info", "--check", s(&cut)]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("damaged,"));
+}
+
+#[test]
 fn usage_errors() {
     let dir = scratch_dir("cli-usage");
     let flac = s(&fixture("flac").path).to_string();

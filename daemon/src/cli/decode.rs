@@ -17,19 +17,38 @@ use crate::decode::{load, probe_info, ChannelMode, LoadRequest};
 pub fn run_info(args: &InfoArgs) -> ExitCode {
     let mut failed = false;
     for path in &args.files {
-        match probe_info(path) {
-            Ok(info) if args.json => match serde_json::to_string(&info) {
-                Ok(line) => println!("{line}"),
-                Err(e) => {
-                    eprintln!("error: {}: {e}", path.display());
-                    failed = true;
+        let report = probe_info(path).and_then(|info| {
+            let check = if args.check { Some(check(path)?) } else { None };
+            Ok((info, check))
+        });
+        match report {
+            Ok((info, check)) if args.json => {
+                let mut line = serde_json::to_value(&info).unwrap_or_default();
+                if let (Some(c), Some(object)) = (check, line.as_object_mut()) {
+                    object.insert("decoded_frames".into(), c.frames.into());
+                    object.insert("damaged".into(), c.damage.is_some().into());
+                    object.insert("damage".into(), c.damage.into());
                 }
-            },
-            Ok(info) => {
+                println!("{line}");
+            }
+            Ok((info, check)) => {
                 let frames = info.frames.map_or("?".into(), |f| f.to_string());
                 let duration = info.duration.map_or("?".into(), |d| format!("{d:.3} s"));
+                let verdict = match check {
+                    None => String::new(),
+                    Some(Check {
+                        frames,
+                        damage: None,
+                    }) => format!("; intact, {frames} frames decode"),
+                    Some(Check {
+                        frames,
+                        damage: Some(d),
+                    }) => {
+                        format!("; damaged, {frames} frames decode: {d}")
+                    }
+                };
                 println!(
-                    "{}: {} in {}, {} Hz, {} ch, {} frames, {} (read by {})",
+                    "{}: {} in {}, {} Hz, {} ch, {} frames, {} (read by {}){verdict}",
                     info.path.display(),
                     info.codec,
                     info.container,
@@ -47,6 +66,29 @@ pub fn run_info(args: &InfoArgs) -> ExitCode {
         }
     }
     exit_code(failed)
+}
+
+/// What `info --check` learns by decoding a file to its end.
+struct Check {
+    /// Frames at the file's own rate.
+    frames: u64,
+    damage: Option<String>,
+}
+
+/// A lenient decode of the whole file, as the loader and `decode` would make it (mono: the
+/// damage rule does not depend on the channels); a file with no decodable audio is an error.
+fn check(path: &Path) -> Result<Check, crate::DecodeError> {
+    let request = LoadRequest {
+        channels: ChannelMode::Mono,
+        lenient: true,
+        ..LoadRequest::default()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let audio = load(path, &request, threads)?;
+    Ok(Check {
+        frames: audio.frames() as u64,
+        damage: audio.damage,
+    })
 }
 
 /// One input, where it goes, and in which format.

@@ -168,6 +168,10 @@ pub struct InfoArgs {
     /// One JSON object per line: path, codec, container, sample_rate, channels, frames, duration.
     #[arg(long)]
     pub json: bool,
+    /// Decode each file to the end and report damage (a cut or corrupt stretch: what and
+    /// where) and the frames that decode, instead of reading headers only.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]
