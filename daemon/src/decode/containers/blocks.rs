@@ -67,12 +67,64 @@ impl Payload {
     }
 }
 
-pub(crate) struct BlockReader {
-    source: MediaSourceStream<'static>,
+/// The one audio track these readers describe, with what symphonia's `FormatReader` hands
+/// out about it (format, media info, tracks, an empty metadata log).
+pub(crate) struct OneTrack {
     info: FormatInfo,
     media_info: MediaInfo,
     tracks: Vec<Track>,
     metadata: MetadataLog,
+}
+
+impl OneTrack {
+    /// Track 0 with `params`, counted in frames (time base 1/rate), `frames` long if known.
+    pub(crate) fn new(
+        info: FormatInfo,
+        params: AudioCodecParameters,
+        frames: Option<u64>,
+    ) -> Option<Self> {
+        let time_base = TimeBase::try_new(1, params.sample_rate?)?;
+        let mut track = Track::new(0);
+        track
+            .with_codec_params(CodecParameters::Audio(params))
+            .with_time_base(time_base);
+        if let Some(frames) = frames {
+            track
+                .with_num_frames(frames)
+                .with_duration(Duration::new(frames));
+        }
+        Some(Self {
+            info,
+            media_info: MediaInfo::from_track(&track),
+            tracks: vec![track],
+            metadata: MetadataLog::default(),
+        })
+    }
+
+    pub(crate) fn format_info(&self) -> &FormatInfo {
+        &self.info
+    }
+
+    pub(crate) fn media_info(&self) -> &MediaInfo {
+        &self.media_info
+    }
+
+    pub(crate) fn metadata(&mut self) -> Metadata<'_> {
+        self.metadata.metadata()
+    }
+
+    pub(crate) fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    pub(crate) fn sample_rate(&self) -> u32 {
+        self.tracks[0].time_base.map_or(1, |tb| tb.denom.get())
+    }
+}
+
+pub(crate) struct BlockReader {
+    source: MediaSourceStream<'static>,
+    track: OneTrack,
     payload: Payload,
     blocks_per_packet: u64,
     /// Blocks the header declares, else `None` (read to the end of the file).
@@ -88,9 +140,6 @@ impl BlockReader {
         info: FormatInfo,
         payload: Payload,
     ) -> SymResult<Self> {
-        let Some(time_base) = TimeBase::try_new(1, payload.sample_rate) else {
-            return Err(SymError::Unsupported("sample rate of 0"));
-        };
         if payload.block_bytes == 0 || payload.frames_per_block == 0 {
             return Err(SymError::Unsupported("blocks of 0 bytes or frames"));
         }
@@ -108,22 +157,13 @@ impl BlockReader {
                 .with_bits_per_sample(bits)
                 .with_bits_per_coded_sample(bits);
         }
-        let mut track = Track::new(0);
-        track
-            .with_codec_params(CodecParameters::Audio(params))
-            .with_time_base(time_base);
-        if let Some(frames) = blocks.and_then(|b| b.checked_mul(payload.frames_per_block)) {
-            track
-                .with_num_frames(frames)
-                .with_duration(Duration::new(frames));
-        }
+        let frames = blocks.and_then(|b| b.checked_mul(payload.frames_per_block));
+        let track =
+            OneTrack::new(info, params, frames).ok_or(SymError::Unsupported("sample rate of 0"))?;
         source.seek(SeekFrom::Start(payload.start))?;
         Ok(Self {
             source,
-            info,
-            media_info: MediaInfo::from_track(&track),
-            tracks: vec![track],
-            metadata: MetadataLog::default(),
+            track,
             payload,
             blocks_per_packet,
             blocks,
@@ -134,25 +174,25 @@ impl BlockReader {
 
 impl FormatReader for BlockReader {
     fn format_info(&self) -> &FormatInfo {
-        &self.info
+        self.track.format_info()
     }
 
     fn media_info(&self) -> &MediaInfo {
-        &self.media_info
+        self.track.media_info()
     }
 
     fn metadata(&mut self) -> Metadata<'_> {
-        self.metadata.metadata()
+        self.track.metadata()
     }
 
     fn tracks(&self) -> &[Track] {
-        &self.tracks
+        self.track.tracks()
     }
 
     fn seek(&mut self, _mode: SeekMode, to: SeekTo) -> SymResult<SeekedTo> {
         let ts = match to {
             SeekTo::Timestamp { ts, .. } => ts,
-            SeekTo::Time { time, .. } => TimeBase::try_new(1, self.payload.sample_rate)
+            SeekTo::Time { time, .. } => TimeBase::try_new(1, self.track.sample_rate())
                 .and_then(|tb| tb.calc_timestamp(time))
                 .ok_or(SymError::SeekError(SeekErrorKind::OutOfRange))?,
         };

@@ -15,15 +15,16 @@ use std::io::{Read, Seek, SeekFrom};
 
 use symphonia::core::codecs::audio::well_known::CODEC_ID_PCM_S16LE;
 use symphonia::core::codecs::audio::AudioCodecParameters;
-use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::{Error as SymError, Result as SymResult, SeekErrorKind};
 use symphonia::core::formats::{
     FormatInfo, FormatReader, MediaInfo, SeekMode, SeekTo, SeekedTo, Track,
 };
 use symphonia::core::io::{MediaSource, MediaSourceStream};
-use symphonia::core::meta::{Metadata, MetadataLog};
+use symphonia::core::meta::Metadata;
 use symphonia::core::packet::Packet;
-use symphonia::core::units::{Duration, TimeBase, Timestamp};
+use symphonia::core::units::{Duration, Timestamp};
+
+use super::blocks::{channels_for, OneTrack};
 
 const MAGIC: &[u8; 4] = b"ajkg";
 
@@ -450,10 +451,7 @@ pub(crate) struct ShortenReader {
     stream: Vec<u8>,
     decoder: Decoder,
     source: MediaSourceStream<'static>,
-    info: FormatInfo,
-    media_info: MediaInfo,
-    tracks: Vec<Track>,
-    metadata: MetadataLog,
+    track: OneTrack,
     channels: usize,
     /// The SPHERE header's `sample_count`: output stops there.
     frames: Option<u64>,
@@ -484,36 +482,24 @@ impl ShortenReader {
             .read_to_end(&mut stream)
             .map_err(io)?;
         let header = header(&stream)?;
-        let channels = super::blocks::channels_for(header.channels as u16)
-            .ok_or("Shorten header declares no channels")?;
-        let time_base = TimeBase::try_new(1, sample_rate).ok_or("sample rate of 0")?;
+        let channels =
+            channels_for(header.channels as u16).ok_or("Shorten header declares no channels")?;
         let mut params = AudioCodecParameters::new();
         params
             .for_codec(CODEC_ID_PCM_S16LE)
             .with_sample_rate(sample_rate)
-            .with_channels(channels.clone())
+            .with_channels(channels)
             .with_bits_per_sample(16)
             .with_bits_per_coded_sample(16)
             .with_max_frames_per_packet((PACKET_FRAMES + MAX_BLOCK_SIZE as usize) as u64)
             .with_frames_per_block(1);
-        let mut track = Track::new(0);
-        track
-            .with_codec_params(CodecParameters::Audio(params))
-            .with_time_base(time_base);
-        if let Some(frames) = frames {
-            track
-                .with_num_frames(frames)
-                .with_duration(Duration::new(frames));
-        }
+        let track = OneTrack::new(info, params, frames).ok_or("sample rate of 0")?;
         Ok(Self {
             channels: header.channels as usize,
             decoder: Decoder::new(header),
             stream,
             source,
-            info,
-            media_info: MediaInfo::from_track(&track),
-            tracks: vec![track],
-            metadata: MetadataLog::default(),
+            track,
             frames,
             next_frame: 0,
             pending: Vec::new(),
@@ -523,19 +509,19 @@ impl ShortenReader {
 
 impl FormatReader for ShortenReader {
     fn format_info(&self) -> &FormatInfo {
-        &self.info
+        self.track.format_info()
     }
 
     fn media_info(&self) -> &MediaInfo {
-        &self.media_info
+        self.track.media_info()
     }
 
     fn metadata(&mut self) -> Metadata<'_> {
-        self.metadata.metadata()
+        self.track.metadata()
     }
 
     fn tracks(&self) -> &[Track] {
-        &self.tracks
+        self.track.tracks()
     }
 
     /// Only back to the start (the reader decodes from there and discards).
