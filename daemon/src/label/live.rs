@@ -350,7 +350,10 @@ fn prepare_request(
                 path,
                 name,
                 max_seconds,
-                strict: false,
+                // An upload cut short was most likely broken on its way: refused with the
+                // damage named (a 400 the client can retry on), where a file a dataset
+                // holds is labelled around its damage (Note [Damage rule]).
+                strict: matches!(request.audio, Audio::Upload(_)),
             };
             Work::Label(prepare(engine, vad.as_ref(), index, input))
         }
