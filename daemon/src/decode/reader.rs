@@ -22,7 +22,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, Tr
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::packet::Packet;
-use symphonia::core::units::{TimeBase, Timestamp};
+use symphonia::core::units::{Duration, TimeBase, Timestamp};
 
 use crate::decode::audio::{AudioInfo, Backend, ChannelMode};
 use crate::decode::pcm::{self, PcmLayout};
@@ -423,9 +423,21 @@ impl SourceReader {
                 }
             };
             if packet.track_id == self.track_id {
-                return Ok(Some(packet));
+                return Ok(Some(self.untrimmed_past_estimate(packet)));
             }
         }
+    }
+
+    /// symphonia trims packets past the track's length, also when that length is only
+    /// estimated from the first frame's bitrate (VBR MP3 without a Xing/VBRI tag, raw
+    /// ADTS): a loud start then made the rest of the file vanish without a word (60 % of a
+    /// test file; 0.19 s of a real one). Past an estimate nothing is encoder padding.
+    fn untrimmed_past_estimate(&self, mut packet: Packet) -> Packet {
+        if !self.length_reliable && packet.trim_end.get() > 0 {
+            packet.dur = Duration::new(packet.dur.get() + packet.trim_end.get());
+            packet.trim_end = Duration::new(0);
+        }
+        packet
     }
 
     /// Plain interleaved PCM: convert the packet's bytes directly, without a decoder.
