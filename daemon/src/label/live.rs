@@ -419,6 +419,7 @@ impl<'a> ModelThread<'a> {
     fn run(mut self, arrivals: &Receiver<Arrival>) {
         loop {
             if !self.has_work() {
+                self.fail_stranded();
                 // Idle: sleep until a request is ready; all senders gone means stop.
                 match arrivals.recv() {
                     Ok(arrival) => self.take(arrival),
@@ -441,6 +442,22 @@ impl<'a> ModelThread<'a> {
             }
         }
         self.fail_everything("the service is shutting down");
+    }
+
+    /// Fails the requests still waiting when no lane has work for them. Every step ends
+    /// with each waiting request either answered or holding windows in its lane, so none
+    /// should be left; one that is would otherwise hold its client until the request
+    /// timeout and its place in the queue forever (a client that left is only forgotten
+    /// by a step, and an idle thread takes none).
+    fn fail_stranded(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        log::error!(
+            "live labeling: {} request(s) waiting with no work queued for them; failing them",
+            self.waiting.len()
+        );
+        self.fail_everything("the service lost track of this request; please send it again");
     }
 
     fn has_work(&self) -> bool {
