@@ -37,6 +37,11 @@ pub enum DecodeError {
         declared_seconds: Option<f64>,
     },
 
+    /// A strict decode of part of a file whose whole-file check found damage elsewhere
+    /// (Note [Damage rule]); `damage` names the file, what and where.
+    #[error("{damage} (a strict stream refuses damaged files)")]
+    Damaged { path: PathBuf, damage: String },
+
     #[error("{path}: contains no audio samples")]
     Empty { path: PathBuf },
 
@@ -65,6 +70,7 @@ impl DecodeError {
             | Self::Unsupported { path, .. }
             | Self::Corrupt { path, .. }
             | Self::Truncated { path, .. }
+            | Self::Damaged { path, .. }
             | Self::Empty { path }
             | Self::OffsetPastEnd { path, .. }
             | Self::InvalidRequest { path, .. }
@@ -91,6 +97,7 @@ impl DecodeError {
             Self::Unsupported { .. } => (ErrorKind::Unsupported, "unsupported"),
             Self::Corrupt { .. } => (ErrorKind::Corrupt, "corrupt"),
             Self::Truncated { .. } => (ErrorKind::Truncated, "truncated"),
+            Self::Damaged { .. } => (ErrorKind::Corrupt, "damaged"),
             Self::Empty { .. } => (ErrorKind::Empty, "empty"),
             Self::OffsetPastEnd { .. } => (ErrorKind::OffsetPastEnd, "offset_past_end"),
             Self::InvalidRequest { .. } => (ErrorKind::BadRequest, "invalid_request"),
@@ -128,6 +135,10 @@ impl DecodeError {
                 path: to,
                 decoded_seconds,
                 declared_seconds,
+            },
+            Self::Damaged { damage, .. } => Self::Damaged {
+                path: to,
+                damage: fix(damage),
             },
             Self::Empty { .. } => Self::Empty { path: to },
             Self::OffsetPastEnd {

@@ -465,38 +465,66 @@ fn epoch_report(
 fn damaged_items_are_used_and_reported_unless_strict() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut paths = corpus(dir.path(), 4);
-    // A download cut short: the header declares more audio than the file holds.
-    let cut = dir.path().join("cut.wav");
-    let whole = std::fs::read(&paths[0]).expect("read");
+    // A download cut short. A FLAC's cut is met only where decoding reaches it (a WAV's
+    // header already tells a cut file from its size): 2 s, cut at about 1.2 s.
+    let long = dir.path().join("long.wav");
+    write_wav(&long, 2.0, 16000, 300.0);
+    let flac = dir.path().join("long.flac");
+    let made = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(&long)
+        .arg(&flac)
+        .status()
+        .expect("ffmpeg (install FFmpeg to run this test)");
+    assert!(made.success());
+    let cut = dir.path().join("cut.flac");
+    let whole = std::fs::read(&flac).expect("read");
     std::fs::write(&cut, &whole[..whole.len() * 6 / 10]).expect("write");
     paths.push(cut.to_string_lossy().into_owned());
 
     let daemon = Daemon::start();
     let mut client = daemon.client();
+    // One decision per file (Note [Damage rule]): with and without the cache, whole or
+    // cropped to a part before the cut (where a crop alone sees no damage), any epoch.
+    let crops = [
+        (None, CropMode::Start),
+        (Some(0.3), CropMode::Start),
+        (Some(0.3), CropMode::Random),
+    ];
     for cache in [false, true] {
-        let lenient = StreamSpec {
-            cache,
-            ..spec(paths.clone(), 2)
-        };
-        let (delivered, skipped, damaged) = epoch_report(&mut client, lenient);
-        assert_eq!(delivered, 5, "the damaged file is used (cache {cache})");
-        assert!(skipped.is_empty(), "{skipped:?}");
-        assert_eq!(damaged.len(), 1, "{damaged:?}");
-        assert_eq!(damaged[0].path, paths[4]);
-        assert!(
-            damaged[0].message.contains(&paths[4]) && damaged[0].message.contains("truncated"),
-            "{damaged:?}"
-        );
+        for (max_seconds, crop) in crops {
+            for epoch in 0..4 {
+                let case = format!("cache {cache}, crop {max_seconds:?} {crop:?}, epoch {epoch}");
+                let base = StreamSpec {
+                    cache,
+                    max_seconds,
+                    crop,
+                    epoch,
+                    ..spec(paths.clone(), 2)
+                };
+                let (delivered, skipped, damaged) = epoch_report(&mut client, base.clone());
+                assert_eq!(delivered, 5, "the damaged file is used ({case})");
+                assert!(skipped.is_empty(), "{case}: {skipped:?}");
+                assert_eq!(damaged.len(), 1, "{case}: {damaged:?}");
+                assert_eq!(damaged[0].path, paths[4]);
+                assert!(
+                    damaged[0].message.contains(&paths[4])
+                        && damaged[0].message.contains("truncated"),
+                    "{case}: {damaged:?}"
+                );
+                let strict = StreamSpec {
+                    strict: true,
+                    ..base
+                };
+                let (delivered, skipped, damaged) = epoch_report(&mut client, strict);
+                assert_eq!(delivered, 4, "strict skips the damaged file ({case})");
+                assert!(damaged.is_empty(), "{case}: {damaged:?}");
+                assert_eq!(skipped.len(), 1, "{case}: {skipped:?}");
+                assert_eq!(skipped[0].path, paths[4]);
+                assert!(skipped[0].message.contains("truncated"), "{skipped:?}");
+            }
+        }
     }
-    let strict = StreamSpec {
-        strict: true,
-        ..spec(paths.clone(), 2)
-    };
-    let (delivered, skipped, damaged) = epoch_report(&mut client, strict);
-    assert_eq!(delivered, 4, "strict skips the damaged file");
-    assert!(damaged.is_empty(), "{damaged:?}");
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert_eq!(skipped[0].path, paths[4]);
 }
 
 #[test]

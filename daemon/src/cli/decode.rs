@@ -12,13 +12,19 @@ use crate::cli::error::CliError;
 use crate::cli::output::{clash_free_paths, write_audio, OutputFormat};
 use crate::cli::progress::files_progress;
 use crate::cli::{exit_code, DecodeArgs, InfoArgs};
+use crate::decode::integrity::{self, Integrity};
 use crate::decode::{load, probe_info, ChannelMode, LoadRequest};
 
 pub fn run_info(args: &InfoArgs) -> ExitCode {
     let mut failed = false;
     for path in &args.files {
         let report = probe_info(path).and_then(|info| {
-            let check = if args.check { Some(check(path)?) } else { None };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let check = if args.check {
+                Some(integrity::check(path, threads)?)
+            } else {
+                None
+            };
             Ok((info, check))
         });
         match report {
@@ -36,13 +42,15 @@ pub fn run_info(args: &InfoArgs) -> ExitCode {
                 let duration = info.duration.map_or("?".into(), |d| format!("{d:.3} s"));
                 let verdict = match check {
                     None => String::new(),
-                    Some(Check {
+                    Some(Integrity {
                         frames,
                         damage: None,
+                        ..
                     }) => format!("; intact, {frames} frames decode"),
-                    Some(Check {
+                    Some(Integrity {
                         frames,
                         damage: Some(d),
+                        ..
                     }) => {
                         format!("; damaged, {frames} frames decode: {d}")
                     }
@@ -66,29 +74,6 @@ pub fn run_info(args: &InfoArgs) -> ExitCode {
         }
     }
     exit_code(failed)
-}
-
-/// What `info --check` learns by decoding a file to its end.
-struct Check {
-    /// Frames at the file's own rate.
-    frames: u64,
-    damage: Option<String>,
-}
-
-/// A lenient decode of the whole file, as the loader and `decode` would make it (mono: the
-/// damage rule does not depend on the channels); a file with no decodable audio is an error.
-fn check(path: &Path) -> Result<Check, crate::DecodeError> {
-    let request = LoadRequest {
-        channels: ChannelMode::Mono,
-        lenient: true,
-        ..LoadRequest::default()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let audio = load(path, &request, threads)?;
-    Ok(Check {
-        frames: audio.frames() as u64,
-        damage: audio.damage,
-    })
 }
 
 /// One input, where it goes, and in which format.

@@ -7,6 +7,7 @@ pub mod audio;
 mod containers;
 pub(crate) mod downmix;
 pub mod ffmpeg;
+pub mod integrity;
 pub mod limits;
 pub(crate) mod mp4_edit;
 pub(crate) mod pcm;

@@ -200,35 +200,56 @@ impl Inner {
     }
 }
 
-/// Declared durations by file, so that opening a stream (which sizes slots and buckets
-/// from the headers) does not re-read every header each epoch. Invalidated like the audio
-/// cache, by size and modification time.
+/// Facts about files that are costly to learn and stay true while the file is unchanged
+/// (invalidated like the audio cache, by size and modification time or ETag): declared
+/// durations, so that opening a stream (which sizes slots and buckets from the headers)
+/// does not re-read every header each epoch, and damage verdicts (`feed::verdict`).
+pub struct FileMemo<V> {
+    map: Mutex<HashMap<PathBuf, (FileStamp, V)>>,
+}
+
+/// Declared durations (seconds) by file.
+pub type DurationCache = FileMemo<Option<f64>>;
+
+/// What the daemon learns of files and keeps while they are unchanged, shared by every
+/// stream.
 #[derive(Default)]
-pub struct DurationCache {
-    map: Mutex<HashMap<PathBuf, (FileStamp, Option<f64>)>>,
+pub struct FileFacts {
+    pub durations: DurationCache,
+    /// Whole-file damage verdicts, for items that decode part of a file (Note [Damage
+    /// rule]); `None` where the file does not decode at all (its items fail on their own).
+    pub verdicts: FileMemo<Option<crate::decode::integrity::Integrity>>,
 }
 
 /// About 100 bytes an entry: a cap of a few million keeps it well under a gigabyte.
-const DURATION_ENTRIES: usize = 4_000_000;
+const MEMO_ENTRIES: usize = 4_000_000;
 
-impl DurationCache {
-    /// The declared duration of `path` (seconds), from memory when the file is unchanged,
-    /// else from `probe`.
-    pub fn get_or_probe(&self, path: &Path, probe: impl FnOnce() -> Option<f64>) -> Option<f64> {
+impl<V> Default for FileMemo<V> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> FileMemo<V> {
+    /// What is known of `path`, from memory when the file is unchanged, else from `learn`;
+    /// `None` when the file cannot be stamped (missing, unreadable metadata).
+    pub fn get_or_learn(&self, path: &Path, learn: impl FnOnce() -> V) -> Option<V> {
         let stamp = FileStamp::of(path)?;
         let lock = || self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, d)) = lock().get(path) {
+        if let Some((s, v)) = lock().get(path) {
             if *s == stamp {
-                return *d;
+                return Some(v.clone());
             }
         }
-        let duration = probe();
+        let value = learn();
         let mut map = lock();
-        if map.len() >= DURATION_ENTRIES {
+        if map.len() >= MEMO_ENTRIES {
             map.clear();
         }
-        map.insert(path.to_path_buf(), (stamp, duration));
-        duration
+        map.insert(path.to_path_buf(), (stamp, value.clone()));
+        Some(value)
     }
 }
 
@@ -286,14 +307,14 @@ mod tests {
         let cache = DurationCache::default();
         let mut probes = 0;
         for _ in 0..3 {
-            cache.get_or_probe(&f, || {
+            cache.get_or_learn(&f, || {
                 probes += 1;
                 Some(1.5)
             });
         }
         assert_eq!(probes, 1);
         std::fs::write(&f, b"123456").expect("rewrite");
-        assert_eq!(cache.get_or_probe(&f, || Some(2.0)), Some(2.0));
+        assert_eq!(cache.get_or_learn(&f, || Some(2.0)), Some(Some(2.0)));
     }
 
     #[test]

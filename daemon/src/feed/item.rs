@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use audiodecode_protocol::{CropMode, ItemInfo, StreamSpec};
 
+use crate::decode::integrity;
 use crate::decode::resample::Quality;
 use crate::decode::{load, DecodedAudio, LoadRequest};
 use crate::decode::{probe_info, ChannelMode};
 use crate::error::DecodeError;
 use crate::feed::augment::{AugmentError, ClipSource, Step};
-use crate::feed::cache::{AudioCache, CacheKey, FileStamp};
+use crate::feed::cache::{AudioCache, CacheKey, FileFacts, FileStamp};
 use crate::feed::sampler::SplitMix64;
 use crate::feed::wire::quality_of;
 
@@ -96,17 +97,26 @@ fn crop_start(spec: &StreamSpec, index: u64, total_out: u64, window: u64) -> u64
     }
 }
 
+/// What the daemon remembers across items.
+#[derive(Clone, Copy)]
+pub struct ItemMemory<'a> {
+    /// Decoded files; `None` when the stream does not use the cache.
+    pub cache: Option<&'a AudioCache>,
+    pub facts: &'a FileFacts,
+}
+
 /// Decode one item as the stream asks: rate, channels, crop, capped at the slot length.
 /// With the cache on, the whole clean file is cached and cropped in memory. `range` is the
 /// part of the file that is the item (a Lhotse cut, a NeMo manifest line's offset and
-/// duration); the crop is taken within it.
+/// duration); the crop is taken within it. An item that decodes only part of its file is
+/// judged by the whole file's damage verdict (Note [Damage rule]).
 pub fn decode_item(
     spec: &StreamSpec,
     item: &ItemInfo,
     index: u64,
     range: Option<ItemRange>,
     max_frames: u64,
-    cache: Option<&AudioCache>,
+    memory: ItemMemory<'_>,
     steps: &[Step],
 ) -> ItemResult {
     let path = Path::new(&item.path);
@@ -119,7 +129,7 @@ pub fn decode_item(
         ..LoadRequest::default()
     };
     let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
-    let cached = match cache.filter(|_| spec.cache) {
+    let cached = match memory.cache {
         Some(cache) => cached_audio(cache, path, &req, spec)?,
         None => None,
     };
@@ -140,27 +150,8 @@ pub fn decode_item(
             }
         }
         None => {
-            let mut req = req;
-            if let Some(r) = range {
-                req.offset = r.offset;
-                req.duration = r.duration;
-            }
-            if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
-                req.duration = Some(req.duration.map_or(max_s, |d| d.min(max_s)));
-                if spec.crop == CropMode::Random {
-                    // Choose the window from the declared length, then seek: no full decode.
-                    let total = match range.and_then(|r| r.duration) {
-                        Some(d) => Some(d),
-                        None => probe_info(path)?.duration.map(|d| d - req.offset),
-                    };
-                    if let Some(total) = total {
-                        let total_out = (total.max(0.0) * f64::from(sr)).round() as u64;
-                        req.offset +=
-                            crop_start(spec, index, total_out, window) as f64 / f64::from(sr);
-                    }
-                }
-            }
-            ItemAudio::new(Arc::new(decode(path, &req)?), 0, usize::MAX, max_frames)
+            let audio = decode_part(spec, path, req, range, window, index, memory.facts)?;
+            ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames)
         }
     };
     if steps.is_empty() {
@@ -190,6 +181,74 @@ pub fn decode_item(
         damage: clean.damage().map(str::to_string),
     };
     Ok(ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames))
+}
+
+/// The item's part of its file, decoded by seeking (no cache): the range the dataset gives,
+/// cropped as the stream asks. Damage is a property of the file, not of the part decoded:
+/// a part whose file is damaged elsewhere carries that damage (a strict stream refuses
+/// it), and a random crop is placed within the audio that decodes, so an item gets the
+/// same decision as from the cache's whole-file decode (Note [Damage rule]).
+fn decode_part(
+    spec: &StreamSpec,
+    path: &Path,
+    mut req: LoadRequest,
+    range: Option<ItemRange>,
+    window: Option<u64>,
+    index: u64,
+    facts: &FileFacts,
+) -> Result<DecodedAudio, DecodeError> {
+    let sr = req.sample_rate.unwrap_or(spec.sample_rate);
+    if let Some(r) = range {
+        req.offset = r.offset;
+        req.duration = r.duration;
+    }
+    // A crop at least as long as the file's stated length decodes the whole file: its own
+    // damage is the verdict.
+    let declared = || {
+        facts
+            .durations
+            .get_or_learn(path, || probe_info(path).ok()?.duration)
+            .flatten()
+    };
+    let whole = range.is_none()
+        && spec
+            .max_seconds
+            .is_none_or(|max_s| declared().is_some_and(|d| d <= max_s));
+    let verdict = if !whole {
+        facts
+            .verdicts
+            .get_or_learn(path, || integrity::check(path, 1).ok())
+            .flatten()
+    } else {
+        None
+    };
+    let elsewhere = verdict.as_ref().and_then(|v| v.damage.clone());
+    if let (Some(damage), false) = (&elsewhere, req.lenient) {
+        return Err(DecodeError::Damaged {
+            path: path.to_path_buf(),
+            damage: damage.clone(),
+        });
+    }
+    if let (Some(max_s), Some(window)) = (spec.max_seconds, window) {
+        req.duration = Some(req.duration.map_or(max_s, |d| d.min(max_s)));
+        if spec.crop == CropMode::Random {
+            // Choose the window within what decodes, then seek: no full decode.
+            let total = match (range.and_then(|r| r.duration), &verdict) {
+                (Some(d), _) => Some(d),
+                (None, Some(v)) => Some(v.seconds() - req.offset),
+                (None, None) => declared().map(|d| d - req.offset),
+            };
+            if let Some(total) = total {
+                let total_out = (total.max(0.0) * f64::from(sr)).round() as u64;
+                req.offset += crop_start(spec, index, total_out, window) as f64 / f64::from(sr);
+            }
+        }
+    }
+    let mut audio = decode(path, &req)?;
+    if audio.damage.is_none() {
+        audio.damage = elsewhere;
+    }
+    Ok(audio)
 }
 
 /// Noise clips or impulse responses for augmentation: a dataset decoded mono at the

@@ -103,7 +103,7 @@ impl Daemon {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
         let cache = Arc::clone(&self.cache);
-        let durations = Arc::clone(&self.durations);
+        let facts = Arc::clone(&self.facts);
         let plan = self.tuner.plan().clone();
         let streams = self.streams.len() + 1;
         let tx = self.events_tx.clone();
@@ -117,18 +117,11 @@ impl Daemon {
                     let _ = push_tx.send(Event::Push(token, message));
                     let _ = push_waker.wake();
                 });
-                let event = match stream::open(
-                    id,
-                    spec,
-                    &pool,
-                    &cache,
-                    &durations,
-                    (&plan, streams),
-                    notify,
-                ) {
-                    Ok(opened) => Event::Opened(token, Box::new(opened)),
-                    Err(e) => Event::Reply(token, Response::Error(e)),
-                };
+                let event =
+                    match stream::open(id, spec, &pool, &cache, &facts, (&plan, streams), notify) {
+                        Ok(opened) => Event::Opened(token, Box::new(opened)),
+                        Err(e) => Event::Reply(token, Response::Error(e)),
+                    };
                 let _ = tx.send(event);
                 let _ = waker.wake();
             });

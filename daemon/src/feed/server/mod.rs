@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::feed::cache::{AudioCache, DurationCache};
+use crate::feed::cache::{AudioCache, FileFacts};
 use crate::feed::pool::Pool;
 use crate::feed::ring::RingMemory;
 use crate::feed::slots::SlotLedger;
@@ -107,7 +107,7 @@ struct Daemon {
     next_stream: Arc<AtomicU32>,
     pool: Pool,
     cache: Arc<AudioCache>,
-    durations: Arc<DurationCache>,
+    facts: Arc<FileFacts>,
     tuner: Tuner,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
@@ -174,7 +174,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce()) -> std::io::Result<boo
         pool: Pool::with_deadline(options.plan.workers, options.item_deadline),
         cache: Arc::new(AudioCache::new(options.plan.cache_bytes)),
         tuner: Tuner::new(options.plan.clone()),
-        durations: Arc::new(DurationCache::default()),
+        facts: Arc::new(FileFacts::default()),
         events_tx,
         events_rx,
         waker,

@@ -13,7 +13,7 @@ use audiodecode_protocol::{ErrorInfo, OnError, Response, SkippedItem, StreamSpec
 use crossbeam_channel::Receiver;
 
 use super::StreamJob;
-use crate::feed::item::{decode_item, ItemAudio, ItemResult};
+use crate::feed::item::{decode_item, ItemAudio, ItemMemory, ItemResult};
 use crate::feed::ring::{RingMemory, SlotWriter};
 
 /// How often a stream returns the heap's free pages: about one batch of decoded items is
@@ -87,6 +87,7 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
         let cancel = Arc::clone(&job.cancel);
         let max_frames = job.ring.geometry().max_frames;
         let cache = Arc::clone(&job.cache);
+        let facts = Arc::clone(&job.facts);
         let steps = Arc::clone(&job.augment);
         let path = items[index as usize].path.clone();
         let range = job.ranges.as_ref().map(|r| r[index as usize]);
@@ -102,7 +103,10 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
                     index,
                     range,
                     max_frames,
-                    Some(&cache),
+                    ItemMemory {
+                        cache: spec.cache.then_some(&*cache),
+                        facts: &facts,
+                    },
                     &steps,
                 ))
             },

@@ -18,7 +18,7 @@ use audiodecode_protocol::{ErrorInfo, ErrorKind, ItemInfo, Response, StreamSpec}
 
 use crate::decode::probe_info;
 use crate::feed::augment::Step;
-use crate::feed::cache::{AudioCache, DurationCache};
+use crate::feed::cache::{AudioCache, FileFacts};
 use crate::feed::item::{augment_steps, ItemRange};
 use crate::feed::pool::Pool;
 use crate::feed::ring::RingMemory;
@@ -41,6 +41,7 @@ pub struct StreamJob {
     pub stats: Arc<StreamStats>,
     pub pool: Pool,
     pub cache: Arc<AudioCache>,
+    pub facts: Arc<FileFacts>,
     pub augment: Arc<Vec<Step>>,
     /// Messages for the client, delivered by the event loop in order.
     pub notify: Box<dyn Fn(Response) + Send>,
@@ -64,7 +65,7 @@ pub struct Opened {
 /// where a file does not declare its length (or cannot be read: it fails later, per item).
 fn probe_durations(
     pool: &Pool,
-    durations: &Arc<DurationCache>,
+    facts: &Arc<FileFacts>,
     items: &Arc<Vec<ItemInfo>>,
     indices: &[u64],
 ) -> Vec<Option<f64>> {
@@ -73,7 +74,7 @@ fn probe_durations(
     for (chunk_no, chunk) in indices.chunks(256).enumerate() {
         let tx = tx.clone();
         let items = Arc::clone(items);
-        let durations = Arc::clone(durations);
+        let facts = Arc::clone(facts);
         let chunk = chunk.to_vec();
         // Results go out in `deliver`, not from the job: a probe abandoned at the item
         // deadline then leaves its files' lengths unknown instead of stalling the open.
@@ -83,7 +84,10 @@ fn probe_durations(
                     .into_iter()
                     .map(|i| {
                         let path = Path::new(&items[i as usize].path);
-                        durations.get_or_probe(path, || probe_info(path).ok()?.duration)
+                        facts
+                            .durations
+                            .get_or_learn(path, || probe_info(path).ok()?.duration)
+                            .flatten()
                     })
                     .collect::<Vec<_>>()
             },
@@ -108,7 +112,7 @@ pub fn open(
     spec: StreamSpec,
     pool: &Pool,
     cache: &Arc<AudioCache>,
-    durations: &Arc<DurationCache>,
+    facts: &Arc<FileFacts>,
     budget: (&crate::feed::tune::Plan, usize),
     notify: Box<dyn Fn(Response) + Send>,
 ) -> Result<Opened, ErrorInfo> {
@@ -124,7 +128,7 @@ pub fn open(
         // Durations the dataset states (Shar, NeMo) are used instead of reading audio.
         match &declared {
             Some(d) => indices.iter().map(|&i| d[i as usize]).collect(),
-            None => probe_durations(pool, durations, &items, indices),
+            None => probe_durations(pool, facts, &items, indices),
         }
     });
     plan::check_start(&spec, epoch.batches.len())?;
@@ -159,6 +163,7 @@ pub fn open(
         stats: Arc::clone(&stats),
         pool: pool.clone(),
         cache: Arc::clone(cache),
+        facts: Arc::clone(facts),
         augment: Arc::new(steps),
         notify,
     };
