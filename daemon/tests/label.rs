@@ -179,6 +179,7 @@ fn transcribe_on(
         pack,
         block_files: 64,
         strict: false,
+        item_deadline: audiodecode::feed::pool::DEFAULT_ITEM_DEADLINE,
     };
     let vad = speech_detector(options).expect("VAD available");
     label_files(

@@ -406,3 +406,45 @@ fn fallback_sampling_is_reproducible_across_runs() {
         "two runs labelled the same files differently"
     );
 }
+
+/// A decode that never ends (here a server that accepts the connection and never answers)
+/// is abandoned at the item deadline: its line is an error naming the input and the
+/// deadline, the other files are labelled, and the run ends.
+#[test]
+fn a_stuck_decode_is_abandoned_at_the_item_deadline() {
+    let dir = scratch_dir("label-deadline");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn); // accepted, never answered
+        }
+    });
+    let stuck = format!("http://127.0.0.1:{port}/stuck.wav");
+    let out = dir.path().join("labels.jsonl");
+    let started = Instant::now();
+    let run = label(
+        &[Path::new(&stuck), &corpus().files[1]],
+        &out,
+        &["--item-deadline", "3"],
+    );
+    assert!(run.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "the run waited for the stuck input: {:?}",
+        started.elapsed()
+    );
+    let r = records(&out);
+    assert_eq!(r.len(), 2, "{r:?}");
+    let error = r[&stuck]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&stuck) && error.contains("deadline"),
+        "{error}"
+    );
+    let text = r[&corpus().files[1].display().to_string()]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(text.contains("kite"), "{text}");
+}

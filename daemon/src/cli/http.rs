@@ -52,7 +52,7 @@ pub struct HttpArgs {
 }
 
 /// Loads the model and starts the HTTP service when `--http` is given.
-pub fn start(args: &HttpArgs) -> Result<Option<SocketAddr>, String> {
+pub fn start(args: &HttpArgs, item_deadline: Duration) -> Result<Option<SocketAddr>, String> {
     let Some(addr) = args.http else {
         return Ok(None);
     };
@@ -77,6 +77,7 @@ pub fn start(args: &HttpArgs) -> Result<Option<SocketAddr>, String> {
             batch_wait: Duration::from_millis(args.batch_wait_ms),
             max_queued: args.max_queued.max(1),
             max_seconds: Some(args.max_audio_s),
+            item_deadline,
         },
     );
     let config = HttpConfig {

@@ -18,6 +18,7 @@ use crate::cli::output::clash_free_paths;
 use crate::cli::progress::files_progress;
 use crate::cli::vad::VadOptionArgs;
 use crate::feed::manifest;
+use crate::feed::pool::DEFAULT_ITEM_DEADLINE;
 use crate::label::record::TextFormat;
 use crate::label::run::{auto_batch_size, speech_detector, Schedule, DEFAULT_BLOCK_FILES};
 use crate::label::{label_files, FileLabel, LabelEvent, ModelKey, WhisperEngine};
@@ -93,6 +94,11 @@ pub struct LabelArgs {
     /// damage is labelled and the damage is recorded in the line's `damage` field.
     #[arg(long)]
     pub strict: bool,
+    /// Longest one file may take to decode, in seconds (default 300; env
+    /// AUDIODECODE_ITEM_DEADLINE): a decode past it is abandoned and the file's line is an
+    /// error, so one pathological file cannot stall the run.
+    #[arg(long, env = "AUDIODECODE_ITEM_DEADLINE", value_parser = super::parse_deadline)]
+    pub item_deadline: Option<u64>,
     /// Replace an existing output instead of refusing.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
@@ -472,6 +478,9 @@ fn load_model(
         pack: !args.no_pack,
         block_files: args.block,
         strict: args.strict,
+        item_deadline: args
+            .item_deadline
+            .map_or(DEFAULT_ITEM_DEADLINE, std::time::Duration::from_secs),
     };
     Ok((engine, key, schedule))
 }

@@ -220,7 +220,7 @@ pub struct DecodeArgs {
     pub quiet: bool,
 }
 
-fn parse_deadline(s: &str) -> Result<u64, CliError> {
+pub(crate) fn parse_deadline(s: &str) -> Result<u64, CliError> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(CliError::Usage(format!(

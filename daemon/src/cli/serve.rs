@@ -31,7 +31,7 @@ pub fn run_serve(args: &ServeArgs) -> ExitCode {
             .map_or(DEFAULT_ITEM_DEADLINE, std::time::Duration::from_secs),
     };
     // The model loads before the socket answers, so a started daemon serves HTTP too.
-    if let Err(e) = crate::cli::http::start(&args.http) {
+    if let Err(e) = crate::cli::http::start(&args.http, options.item_deadline) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

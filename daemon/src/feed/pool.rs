@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{panic_message, DecodeError};
 
@@ -66,6 +66,8 @@ pub enum JobFailure {
     Panicked(String),
     #[error("abandoned after {0:?} (the item deadline); its worker was replaced")]
     TimedOut(Duration),
+    #[error("cannot start a thread for it: {0}")]
+    NoThread(String),
 }
 
 impl JobFailure {
@@ -76,11 +78,44 @@ impl JobFailure {
                 path: path.into(),
                 message,
             },
+            Self::NoThread(reason) => DecodeError::Io {
+                path: path.into(),
+                source: std::io::Error::other(format!(
+                    "cannot start a thread to decode it: {reason}"
+                )),
+            },
             Self::TimedOut(after) => DecodeError::TimedOut {
                 path: path.into(),
                 seconds: after.as_secs_f64(),
             },
         }
+    }
+}
+
+/// Runs `job` on a thread of its own and waits for it at most `deadline`. A job still
+/// running then is abandoned, as a pool job past the item deadline is: its thread is left
+/// to finish or stay stuck, detached, and the caller goes on with `TimedOut`. A panic is
+/// caught. For work outside the pool that owes the same guarantee as its items (labeling's
+/// decodes), so that one pathological file cannot hold a run for good.
+pub fn run_within<R: Send + 'static>(
+    deadline: Duration,
+    job: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, JobFailure> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("deadline-job".into())
+        .spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(job))
+                .map_err(|payload| JobFailure::Panicked(panic_message(&*payload)));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| JobFailure::NoThread(e.to_string()))?;
+    match rx.recv_timeout(deadline) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(JobFailure::TimedOut(deadline)),
+        Err(RecvTimeoutError::Disconnected) => Err(JobFailure::Panicked(
+            "its thread ended without a result".into(),
+        )),
     }
 }
 
@@ -121,6 +156,11 @@ impl Pool {
             log::error!("cannot start the item-deadline watchdog: {e}");
         }
         pool
+    }
+
+    /// How long one job may run before it is abandoned.
+    pub fn deadline(&self) -> Duration {
+        self.shared.deadline
     }
 
     /// Workers wanted now.
@@ -316,6 +356,23 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn run_within_answers_results_panics_and_stuck_jobs() {
+        // Printing a panic's backtrace takes a while in a debug build.
+        let generous = Duration::from_secs(20);
+        assert_eq!(run_within(generous, || 7).ok(), Some(7));
+        let panicked = run_within(generous, || -> u8 { panic!("bad header") });
+        assert!(
+            matches!(&panicked, Err(JobFailure::Panicked(m)) if m.contains("bad header")),
+            "{panicked:?}"
+        );
+        let limit = Duration::from_millis(200);
+        let started = Instant::now();
+        let stuck = run_within(limit, || std::thread::sleep(Duration::from_secs(30)));
+        assert!(matches!(stuck, Err(JobFailure::TimedOut(d)) if d == limit));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

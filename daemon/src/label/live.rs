@@ -36,6 +36,8 @@ pub struct LiveConfig {
     pub max_queued: usize,
     /// Longer audio is refused.
     pub max_seconds: Option<f64>,
+    /// A decode is abandoned past this (the daemon's item deadline).
+    pub item_deadline: Duration,
 }
 
 /// Where a request's audio is.
@@ -198,10 +200,10 @@ impl LiveLabeler {
             let job_rx = job_rx.clone();
             let arrivals = arrivals.clone();
             let engine = Arc::clone(&engine);
-            let max_seconds = config.max_seconds;
+            let limits = (config.max_seconds, config.item_deadline);
             let spawned = std::thread::Builder::new()
                 .name(format!("live-prepare-{n}"))
-                .spawn(move || prepare_jobs(&engine, max_seconds, &job_rx, &arrivals));
+                .spawn(move || prepare_jobs(&engine, limits, &job_rx, &arrivals));
             if let Err(e) = spawned {
                 log::error!("cannot start a live labeling worker: {e}");
             }
@@ -277,7 +279,7 @@ impl LiveLabeler {
 /// A worker: prepares requests until the labeler is dropped.
 fn prepare_jobs(
     engine: &WhisperEngine,
-    max_seconds: Option<f64>,
+    limits: (Option<f64>, Duration),
     jobs: &Receiver<Job>,
     arrivals: &Sender<Arrival>,
 ) {
@@ -296,7 +298,7 @@ fn prepare_jobs(
             })
         } else {
             catch_unwind(AssertUnwindSafe(|| {
-                prepare_request(engine, index, &request, max_seconds)
+                prepare_request(engine, index, &request, limits)
             }))
             .unwrap_or_else(|_| {
                 Work::Label(Ready::Failed {
@@ -329,7 +331,7 @@ fn prepare_request(
     engine: &WhisperEngine,
     index: usize,
     request: &LiveRequest,
-    max_seconds: Option<f64>,
+    (max_seconds, deadline): (Option<f64>, Duration),
 ) -> Work {
     let name = request.name.as_str();
     let path = request.audio.path();
@@ -354,6 +356,7 @@ fn prepare_request(
                 // damage named (a 400 the client can retry on), where a file a dataset
                 // holds is labelled around its damage (Note [Damage rule]).
                 strict: matches!(request.audio, Audio::Upload(_)),
+                deadline,
             };
             Work::Label(prepare(engine, vad.as_ref(), index, input))
         }

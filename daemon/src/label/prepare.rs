@@ -3,12 +3,14 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::time::Duration;
 
 use super::engine::{PieceInput, WhisperEngine};
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pieces::{cut_pieces, sound_span};
 use super::record::FileLabel;
 use crate::decode::{load, LoadRequest};
+use crate::feed::pool::run_within;
 use crate::vad::{speech_ranges, SpeechDetector, SpeechMap, VadOptions};
 use crate::{ChannelMode, Quality};
 /// A decoded file cut into pieces with their features.
@@ -80,6 +82,8 @@ pub(super) struct Input<'a> {
     pub max_seconds: Option<f64>,
     /// Refuse damaged or truncated audio instead of labelling what decodes around it.
     pub strict: bool,
+    /// The decode is abandoned past this, as a loader item's is (the item deadline).
+    pub deadline: Duration,
 }
 
 /// The request labeling decodes with: 16 kHz mono, Whisper's and Silero's rate.
@@ -105,6 +109,7 @@ pub(super) fn prepare(
         name,
         max_seconds,
         strict,
+        deadline,
     } = input;
     let failed = |failure, duration, message: String| Ready::Failed {
         index,
@@ -117,7 +122,10 @@ pub(super) fn prepare(
         lenient: !strict,
         ..speech_request()
     };
-    let decoded = match load(path, &request, 1) {
+    let owned = path.to_path_buf();
+    let decoded = run_within(deadline, move || load(&owned, &request, 1))
+        .unwrap_or_else(|failure| Err(failure.for_item(path)));
+    let decoded = match decoded {
         Ok(audio) => audio,
         Err(e) => {
             let message = e.to_string().replace(&*path.to_string_lossy(), name);

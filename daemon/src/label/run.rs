@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use audiodecode_protocol::TranscribeOptions;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -47,6 +48,8 @@ pub struct Schedule {
     /// Fail damaged or truncated inputs instead of labelling what decodes around the
     /// damage (recorded in the label's `damage`). See Note [Damage rule].
     pub strict: bool,
+    /// A file's decode is abandoned past this and the file labelled as an error.
+    pub item_deadline: Duration,
 }
 
 /// Files in one block unless the caller says otherwise (see [`Schedule::block_files`] and
@@ -85,7 +88,7 @@ pub fn label_files(
         batch_size,
         pack,
         block_files,
-        strict,
+        ..
     } = schedule;
     let batch_size = batch_size.max(1);
     let next_file = AtomicUsize::new(0);
@@ -96,8 +99,9 @@ pub fn label_files(
             let tx = tx.clone();
             let next_file = &next_file;
             let speech = speech.as_ref();
-            scope
-                .spawn(move || prepare_files(engine, speech, files, strict, next_file, cancel, tx));
+            scope.spawn(move || {
+                prepare_files(engine, speech, files, schedule, next_file, cancel, tx)
+            });
         }
         drop(tx);
 
@@ -128,7 +132,7 @@ fn prepare_files(
     engine: &WhisperEngine,
     vad: Option<&(&SpeechDetector, VadOptions)>,
     files: &[String],
-    strict: bool,
+    schedule: Schedule,
     next_file: &AtomicUsize,
     cancel: &AtomicBool,
     tx: Sender<Ready>,
@@ -143,7 +147,8 @@ fn prepare_files(
             path: Path::new(path),
             name: path,
             max_seconds: None,
-            strict,
+            strict: schedule.strict,
+            deadline: schedule.item_deadline,
         };
         if tx.send(prepare(engine, vad, index, input)).is_err() {
             break;

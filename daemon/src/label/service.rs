@@ -3,6 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use audiodecode_protocol::{ErrorInfo, Response, TranscribeSpec};
 
@@ -37,7 +38,7 @@ impl ModelCache {
 pub fn serve_transcribe(
     spec: &TranscribeSpec,
     models: &ModelCache,
-    workers: usize,
+    (workers, item_deadline): (usize, Duration),
     cancel: &AtomicBool,
     push: &mut dyn FnMut(Response),
 ) -> Response {
@@ -74,6 +75,7 @@ pub fn serve_transcribe(
             pack: true,
             block_files: DEFAULT_BLOCK_FILES,
             strict: false,
+            item_deadline,
         },
         cancel,
         &mut |events| {

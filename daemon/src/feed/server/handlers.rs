@@ -153,7 +153,7 @@ impl Daemon {
         let tx = self.events_tx.clone();
         let waker = Arc::clone(&self.waker);
         let models = Arc::clone(&self.models);
-        let workers = self.tuner.plan().workers;
+        let workers = (self.tuner.plan().workers, self.pool.deadline());
         let cancel = Arc::new(AtomicBool::new(false));
         self.transcriptions.insert(token, Arc::clone(&cancel));
         let spawned = std::thread::Builder::new()
