@@ -363,17 +363,24 @@ fn a_cut_file_is_labelled_up_to_the_cut_and_marked_damaged_unless_strict() {
 
 /// A log-probability threshold no decode can pass makes every piece fall back to sampling
 /// at every higher temperature (looped speech no longer does: Note [Fallback without a
-/// storm]); with the sampler seeded, two runs still write the same bytes.
+/// storm]); with each block's sampling seeded on its own (Note [Deterministic labeling
+/// blocks]), two runs write the same bytes, and so does a run resumed after its first block
+/// (whose generator has not drawn what the first block drew).
 #[test]
-fn fallback_sampling_is_reproducible_across_runs() {
+fn fallback_sampling_is_reproducible_across_runs_and_resumes() {
     require_tool("espeak-ng");
     let dir = scratch_dir("label-repeat");
-    let inputs: Vec<PathBuf> = ["one two three four five", "stop here and wait"]
+    let phrases = [
+        "one two three four five",
+        "stop here and wait",
+        "the lamp is on",
+    ];
+    let inputs: Vec<PathBuf> = phrases
         .iter()
         .enumerate()
         .map(|(i, phrase)| {
             let path = dir.path().join(format!("loop{i}.wav"));
-            let text = [*phrase; 12].join(", ");
+            let text = [*phrase; 8].join(", ");
             let ok = Command::new("espeak-ng")
                 .args(["-v", "en-us", "-s", "170", "-w"])
                 .arg(&path)
@@ -385,10 +392,11 @@ fn fallback_sampling_is_reproducible_across_runs() {
         })
         .collect();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let always_fall_back = ["--log-prob-threshold", "-0.001"];
     let runs: Vec<Vec<u8>> = (0..2)
         .map(|run| {
             let out = dir.path().join(format!("run{run}.jsonl"));
-            label(&inputs, &out, &["--log-prob-threshold", "-0.001"]);
+            label(&inputs, &out, &always_fall_back);
             std::fs::read(&out).expect("read")
         })
         .collect();
@@ -404,6 +412,18 @@ fn fallback_sampling_is_reproducible_across_runs() {
     assert!(
         runs[0] == runs[1],
         "two runs labelled the same files differently"
+    );
+    // The first block (two files: `label_command` uses `--block 2`) as if the run had been
+    // killed after it, then resumed with every input.
+    let resumed = dir.path().join("resumed.jsonl");
+    label(&inputs[..2], &resumed, &always_fall_back);
+    let mut resume_args = always_fall_back.to_vec();
+    resume_args.push("--resume");
+    label(&inputs, &resumed, &resume_args);
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&resumed).expect("read")),
+        String::from_utf8_lossy(&runs[0]),
+        "a resumed run differs from the uninterrupted one"
     );
 }
 

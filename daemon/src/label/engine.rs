@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 
 use audiodecode_protocol::TranscribeOptions;
 use ct2rs::sys::{
@@ -128,7 +130,11 @@ pub struct PieceInput {
 }
 
 pub struct WhisperEngine {
-    model: Whisper,
+    /// Replaced by `reseed` between blocks; `None` only if that reload failed.
+    model: RwLock<Option<Whisper>>,
+    multilingual: bool,
+    /// A call sampled (temperature above 0) since the model was loaded.
+    sampled: AtomicBool,
     pub vocab: Vocab,
     pub front: MelFrontEnd,
     config: ModelConfig,
@@ -149,33 +155,71 @@ struct Attempt {
     filled_context: bool,
 }
 
+/// Loads the CTranslate2 model `key` names.
+fn load_whisper(key: &ModelKey) -> Result<Whisper, LabelError> {
+    let ct2_config = Config {
+        device: if key.cuda { Device::CUDA } else { Device::CPU },
+        compute_type: parse_compute_type(&key.compute_type)?,
+        num_threads_per_replica: key.threads,
+        ..Config::default()
+    };
+    Whisper::new(&key.dir, ct2_config).map_err(|e| {
+        LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display()))
+    })
+}
+
 impl WhisperEngine {
     pub fn load(key: &ModelKey) -> Result<Self, LabelError> {
         crate::sys::keep_large_allocations();
         // Temperature fallback samples; a fixed seed makes two runs over the same inputs
-        // give the same labels. CTranslate2 seeds each worker thread's generator once, from
-        // this value, at its first sampling call.
+        // give the same labels (`reseed` makes each block's draws its own).
         ct2rs::set_random_seed(SAMPLING_SEED);
         let config = ModelConfig::read(&key.dir)?;
         let vocab = Vocab::load(&key.dir, &config.lang_ids)?;
-        let ct2_config = Config {
-            device: if key.cuda { Device::CUDA } else { Device::CPU },
-            compute_type: parse_compute_type(&key.compute_type)?,
-            num_threads_per_replica: key.threads,
-            ..Config::default()
-        };
-        let model = Whisper::new(&key.dir, ct2_config).map_err(|e| {
-            LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display()))
-        })?;
+        let model = load_whisper(key)?;
         let front = MelFrontEnd::new(model.n_mels());
         Ok(Self {
-            model,
+            multilingual: model.is_multilingual(),
+            model: RwLock::new(Some(model)),
+            sampled: AtomicBool::new(false),
             vocab,
             front,
             config,
             key: key.clone(),
             fallback_decodes: Default::default(),
         })
+    }
+
+    /// Makes the sampling draws that follow depend only on `seed`, whatever was sampled
+    /// before: see Note [Deterministic labeling blocks]. CTranslate2 seeds each of its
+    /// worker threads' generators once, from the process-wide seed, at that thread's first
+    /// sampling call; a thread that has sampled never takes a new seed. So when the model
+    /// has sampled since it was loaded, it is loaded again (fresh threads; about a second
+    /// for `base`, paid only after a block that fell back to sampling).
+    pub fn reseed(&self, seed: u32) -> Result<(), LabelError> {
+        let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
+        ct2rs::set_random_seed(seed);
+        if self.sampled.swap(false, Ordering::SeqCst) || model.is_none() {
+            // The old model goes first: two at once would double the memory.
+            *model = None;
+            *model = Some(load_whisper(&self.key)?);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the loaded model.
+    fn with_model<T>(
+        &self,
+        f: impl FnOnce(&Whisper) -> Result<T, LabelError>,
+    ) -> Result<T, LabelError> {
+        let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+        match model.as_ref() {
+            Some(model) => f(model),
+            None => Err(LabelError::Model(format!(
+                "{}: the model could not be loaded again",
+                self.key.dir.display()
+            ))),
+        }
     }
 
     /// Pieces decoded again at a fallback temperature since the model was loaded.
@@ -185,7 +229,7 @@ impl WhisperEngine {
     }
 
     pub fn is_multilingual(&self) -> bool {
-        self.model.is_multilingual()
+        self.multilingual
     }
 
     /// Checks options against this model before any audio is decoded.
@@ -237,10 +281,11 @@ impl WhisperEngine {
         let mut features = stack_features(pieces);
         let view = self.input_view(&mut features)?;
         let t0 = std::time::Instant::now();
-        let encoded = self
-            .model
-            .encode(&view, false)
-            .map_err(|e| LabelError::Inference(format!("encoder: {e}")))?;
+        let encoded = self.with_model(|model| {
+            model
+                .encode(&view, false)
+                .map_err(|e| LabelError::Inference(format!("encoder: {e}")))
+        })?;
         let t1 = std::time::Instant::now();
         let languages = self.languages(pieces, options, &encoded)?;
         let t2 = std::time::Instant::now();
@@ -395,10 +440,11 @@ impl WhisperEngine {
             let shape = [group.len(), n_mels, frames];
             let view = StorageView::new(&shape, &mut features, Device::CPU)
                 .map_err(|e| LabelError::Inference(format!("model input: {e}")))?;
-            let detected = self
-                .model
-                .detect_language(&view)
-                .map_err(|e| LabelError::Inference(format!("language detection: {e}")))?;
+            let detected = self.with_model(|model| {
+                model
+                    .detect_language(&view)
+                    .map_err(|e| LabelError::Inference(format!("language detection: {e}")))
+            })?;
             for (&i, d) in group.iter().zip(detected) {
                 if let Some(best) = d.first() {
                     if let Some(code) = self.vocab.language_of_token(&best.language) {
@@ -434,9 +480,11 @@ impl WhisperEngine {
         }
         let needs_detection = options.multilingual || pieces.iter().any(|p| p.language.is_none());
         let detected = if needs_detection {
-            self.model
-                .detect_language(encoded)
-                .map_err(|e| LabelError::Inference(format!("language detection: {e}")))?
+            self.with_model(|model| {
+                model
+                    .detect_language(encoded)
+                    .map_err(|e| LabelError::Inference(format!("language detection: {e}")))
+            })?
         } else {
             Vec::new()
         };
@@ -558,10 +606,14 @@ impl WhisperEngine {
             .iter()
             .map(|p| p.iter().map(|&t| self.vocab.token_string(t)).collect())
             .collect();
-        let results = self
-            .model
-            .generate(features, &token_prompts, &ct2_options)
-            .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
+        if temperature > 0.0 {
+            self.sampled.store(true, Ordering::SeqCst);
+        }
+        let results = self.with_model(|model| {
+            model
+                .generate(features, &token_prompts, &ct2_options)
+                .map_err(|e| LabelError::Inference(format!("decoder: {e}")))
+        })?;
         let room = ct2_options.max_length.saturating_sub(longest_prompt + 1);
         Ok(results
             .into_iter()
@@ -749,17 +801,23 @@ impl WhisperEngine {
         let whole_batch = by_sequence.len() == 1 && with_text.len() == pieces.len();
         for (sequence, members) in by_sequence {
             let results = if whole_batch {
-                self.model
-                    .align(encoded, &sequence, &text_tokens, &frames, 7)
+                self.with_model(|model| {
+                    model
+                        .align(encoded, &sequence, &text_tokens, &frames, 7)
+                        .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))
+                })?
             } else {
                 let mut sub = stack_features(members.iter().map(|&k| &pieces[with_text[k]]));
                 let view = self.input_view(&mut sub)?;
                 let tokens: Vec<Vec<usize>> =
                     members.iter().map(|&k| text_tokens[k].clone()).collect();
                 let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
-                self.model.align(&view, &sequence, &tokens, &sub_frames, 7)
-            }
-            .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?;
+                self.with_model(|model| {
+                    model
+                        .align(&view, &sequence, &tokens, &sub_frames, 7)
+                        .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))
+                })?
+            };
             for (result, &k) in results.iter().zip(&members) {
                 let i = with_text[k];
                 let input = AlignInput {

@@ -113,8 +113,13 @@ pub fn label_files(
             total: files.len(),
         };
         while intake.next_in < files.len() && !cancel.load(Ordering::Relaxed) {
+            let first = intake.next_in;
             let taken =
                 intake.take_block(&mut state, block_files.max(1), BLOCK_BATCHES * batch_size);
+            // Note [Deterministic labeling blocks]: the block samples as if it were first.
+            if let Err(e) = engine.reseed(block_seed(&files[first])) {
+                log::error!("{e}");
+            }
             state.run_queue(batch_size, cancel);
             state.flush(sink);
             if taken == 0 {
@@ -124,6 +129,15 @@ pub fn label_files(
         // Unblock workers still sending, then let the scope join them.
         drop(intake);
     });
+}
+
+/// The sampling seed of the block that starts with `first_file`: a function of the file
+/// alone (FNV-1a of its name), so an uninterrupted run, a resumed one and a daemon asked
+/// again all draw the same.
+fn block_seed(first_file: &str) -> u32 {
+    first_file.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A worker thread: prepares the next file not yet taken until none is left, the run is
