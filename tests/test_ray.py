@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,6 +312,25 @@ def test_read_audio_over_shards_yields_every_sample_once(cluster: str, tmp_path:
         n = row["audio"].shape[0]
         assert len(expected) - n in (0, 1)
         assert np.array_equal(row["audio"], expected[:n])
+    # NeMo tarred audio (NeMo's names: audio_N.tar holds shard_id N), one task per tar.
+    nemo = tmp_path / "nemo"
+    nemo.mkdir()
+    lines = []
+    for shard in range(3):
+        with tarfile.open(nemo / f"audio_{shard}.tar", "w") as tar:
+            for key, path in list(originals.items())[shard::3]:
+                tar.add(path, arcname=f"{key}.wav")
+                lines.append({"audio_filepath": f"{key}.wav", "text": key, "shard_id": shard})
+    tarred = nemo / "tarred_audio_manifest.json"
+    tarred.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    patterns = [tarred, str(nemo / "audio__OP_0..2_CL_.tar")]
+    rows = adray.read_audio(patterns, format="nemo", sr=16000).take_all()
+    assert sorted(r["text"] for r in rows) == sorted(originals)
+    assert {r["shard"] for r in rows} == {str(nemo / f"audio_{i}.tar") for i in range(3)}
+    for row in rows:
+        assert row["error"] is None and row["path"].startswith(row["shard"] + "#")
+        expected = audiodecode.load(originals[row["text"]], sr=16000)[0]
+        assert np.array_equal(row["audio"], expected)
 
 
 def test_write_shards_packs_labelled_rows_that_the_loader_reads(

@@ -128,6 +128,12 @@ def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Pa
         np.testing.assert_allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="NeMo"):
         AudioDataLoader.from_nemo(manifest, [])
+    # Some of the tars, named as NeMo names them: only their shards' lines are read (one
+    # Ray read task's share, or NeMo's scatter of tars over ranks).
+    one = AudioDataLoader.from_nemo(manifest, str(tmp_path / "audio_1.tar"), batch_size=7)
+    [batch] = list(one)
+    assert sorted(batch.labels) == sorted(line["text"] for line in lines if line["shard_id"] == 1)
+    assert all(p.startswith(str(tmp_path / "audio_1.tar") + "#") for p in batch.paths)
 
 
 def test_audiodecode_shard_writes_shar_that_lhotse_and_the_loader_read(

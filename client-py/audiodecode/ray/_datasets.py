@@ -159,10 +159,11 @@ def read_audio(
     one task per ``rows_per_block`` files. ``decode_audio=False`` gives only the rows
     (``index``, ``audio_filepath``, ``path``), e.g. for ``label``.
 
-    Sharded datasets (``format="webdataset"``, implied by a ``.tar`` path or pattern, or
-    ``"shar"``) are read one task per shard, each streaming its shard through its node's
-    daemon, local or from object storage: rows ``shard``, ``path`` (``SHARD#MEMBER``),
-    ``audio``, ``sample_rate``, ``duration``, ``label``, ``text``, ``error``."""
+    Sharded datasets (``format="webdataset"``, implied by a ``.tar`` path or pattern,
+    ``"shar"``, or ``"nemo"`` with ``[manifest, tars...]``) are read one task per shard,
+    each streaming its shard through its node's daemon, local or from object storage:
+    rows ``shard``, ``path`` (``SHARD#MEMBER``), ``audio``, ``sample_rate``, ``duration``,
+    ``label``, ``text``, ``error``."""
     inputs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if format is None and inputs and all(os.fspath(i).endswith(".tar") for i in inputs):
         format = "webdataset"
@@ -180,6 +181,7 @@ def read_audio(
                 "mono": mono,
                 "label_field": label_field,
                 "rows_per_read": rows_per_block,
+                "nemo_manifest": absolute(inputs[0]) if format == "nemo" else None,
             },
         )
     ds = _dataset(expand_inputs(inputs, manifests=MANIFEST_SUFFIXES), rows_per_block)

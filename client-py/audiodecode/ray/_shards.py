@@ -1,7 +1,8 @@
 """``read_audio`` over sharded datasets: one Ray read task per shard (a WebDataset tar, a
-Lhotse Shar ``cuts``/``recording`` pair), each reading its shard through its node's daemon
-in order (``AudioDataLoader``), so shards stream from disk or object storage to the
-workers and nothing passes through the driver but their names."""
+Lhotse Shar ``cuts``/``recording`` pair, a NeMo tar read with its tarred manifest), each
+reading its shard through its node's daemon in order (``AudioDataLoader``), so shards
+stream from disk or object storage to the workers and nothing passes through the driver
+but their names."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from audiodecode._paths import absolute, is_url
 
-SHARD_FORMATS = ("webdataset", "shar")
+SHARD_FORMATS = ("webdataset", "shar", "nemo")
 _RANGE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -38,12 +39,27 @@ def expand_braces(pattern: str) -> list[str]:
     return [head + choice + rest for choice in choices for rest in rests]
 
 
+def nemo_tars(sources: list[str]) -> tuple[str, list[str]]:
+    """A NeMo tarred dataset's (manifest, tars): the manifest first, then tar paths or
+    patterns (NeMo's ``_OP_``/``_CL_`` for braces), expanded. Each tar is read with the
+    whole manifest; the daemon keeps the lines whose ``shard_id`` is the number in the
+    tar's name (``audio_3.tar``), as NeMo names them (``feed/nemo.rs``)."""
+    if len(sources) < 2 or not sources[0].endswith((".json", ".jsonl")):
+        raise ValueError("a NeMo tarred dataset is (manifest.json, tar paths or patterns...)")
+    tars: list[str] = []
+    for pattern in sources[1:]:
+        tars += expand_braces(pattern.replace("_OP_", "{").replace("_CL_", "}"))
+    return sources[0], tars
+
+
 def shard_units(sources: Iterable[str | os.PathLike[str]], fmt: str) -> list[str]:
     """The shards ``sources`` name, one read task each: WebDataset tars (patterns
-    expanded), or Shar ``cuts.*.jsonl(.gz)`` files (a local Shar directory is listed; a
-    remote one must be given as its cuts files' URLs)."""
+    expanded), Shar ``cuts.*.jsonl(.gz)`` files (a local Shar directory is listed; a
+    remote one must be given as its cuts files' URLs), or a NeMo dataset's tars."""
     if fmt not in SHARD_FORMATS:
         raise ValueError(f"format must be one of {', '.join(SHARD_FORMATS)}, not {fmt!r}")
+    if fmt == "nemo":
+        return nemo_tars([absolute(s) for s in sources])[1]
     units: list[str] = []
     for source in sources:
         text = absolute(source)
@@ -73,6 +89,7 @@ def read_shards(
     mono: bool,
     label_field: str | None,
     rows_per_read: int,
+    nemo_manifest: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Every sample of each shard in ``batch["shard"]``, in shard order: ``shard``,
     ``path`` (``SHARD#MEMBER``), ``audio`` (float32 ``[T]``, or ``[C, T]``),
@@ -98,8 +115,10 @@ def read_shards(
 
     empty = np.zeros((0,) if mono else (0, 0), np.float32)
     for shard in batch["shard"]:
+        # A NeMo tar is read with its manifest, whose lines of other shards are left out.
+        source = [nemo_manifest, str(shard)] if fmt == "nemo" else str(shard)
         loader = AudioDataLoader(
-            str(shard),
+            source,
             format=fmt,
             batch_size=rows_per_read,
             target_sr=sr,
