@@ -215,6 +215,7 @@ class HttpServer:
         self._forbidden: set[str] = set()
         self._dropped: dict[str, int] = {}
         self._failures: dict[str, int] = {}
+        self._slow: dict[str, float] = {}
         self._log: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -251,11 +252,17 @@ class HttpServer:
         with self._lock:
             self._failures[relpath.lstrip("/")] = n
 
+    def slow(self, relpath: str, seconds: float) -> None:
+        """Wait ``seconds`` before answering each GET of ``relpath`` (a slow link)."""
+        with self._lock:
+            self._slow[relpath.lstrip("/")] = seconds
+
     def clear_faults(self) -> None:
         with self._lock:
             self._forbidden.clear()
             self._dropped.clear()
             self._failures.clear()
+            self._slow.clear()
 
     @property
     def log(self) -> list[tuple[str, str, str | None]]:
@@ -284,7 +291,10 @@ class HttpServer:
                 return "503", 0
             if method == "GET" and key in self._dropped:
                 return "drop", self._dropped[key]
-            return "serve", 0
+            delay = self._slow.get(key, 0.0) if method == "GET" else 0.0
+        if delay:
+            time.sleep(delay)
+        return "serve", 0
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -160,6 +160,32 @@ def test_transient_server_errors_are_retried(
     assert len(statuses) >= 3, http_server.log
 
 
+def test_workers_missing_the_same_object_at_once_fetch_it_once(
+    http_server: HttpServer, clips: list[Path], binary: Path, tmp_path: Path
+) -> None:
+    """Two decode workers ask for the object while its first GET is still on the wire (a
+    slow link): the second waits for that fetch and takes its copy."""
+    (http_server.root / "shared.wav").write_bytes(clips[1].read_bytes())
+    http_server.slow("shared.wav", 1.5)
+    url = http_server.url("shared.wav")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [str(binary), "decode", url, url, "-j", "2", "-o", f"{out}/", "--format", "npy"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    local, _ = audiodecode.load(clips[1])
+    outputs = sorted(out.iterdir())
+    assert len(outputs) == 2
+    for path in outputs:
+        np.testing.assert_array_equal(np.load(path).reshape(local.shape), local)
+    gets = [p for m, p, _ in http_server.log if m == "GET" and p == "/shared.wav"]
+    assert len(gets) == 1, http_server.log
+
+
 def test_a_changed_object_is_not_served_stale(
     daemon_s3: Daemon, s3: S3Server, tmp_path: Path
 ) -> None:

@@ -2,11 +2,11 @@
 //! in bytes, least recently used out first, revalidated after `FRESH`. See Note [Remote
 //! objects].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Seek;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::store::fetch::{self, stamp_of};
@@ -55,6 +55,10 @@ pub(super) struct Objects {
     dir: Option<PathBuf>,
     capacity: u64,
     inner: Mutex<Inner>,
+    /// URLs being fetched now: a second asker waits for that fetch instead of starting its
+    /// own (two workers missing the same shard at once fetch it once).
+    fetching: Mutex<HashSet<String>>,
+    fetched: Condvar,
 }
 
 #[derive(Default)]
@@ -106,6 +110,8 @@ impl Objects {
             dir,
             capacity,
             inner: Mutex::new(inner),
+            fetching: Mutex::new(HashSet::new()),
+            fetched: Condvar::new(),
         }
     }
 
@@ -143,29 +149,70 @@ impl Objects {
                 }
             }
         }
-        let (body, stamp, size) = self.fetch(location)?;
-        let body = Arc::new(body);
-        self.insert(location.url(), Arc::clone(&body), stamp, size);
-        Ok((body, stamp))
+        self.fetch_once(location, |objects| objects.fresh(location.url()))
     }
 
     /// The copy held, however long ago it was checked (the caller vouches for the version,
     /// as a stream that checked its shards when it opened), else a fresh fetch; with the
     /// copy's stamp.
     pub(super) fn held(&self, location: &Location) -> Result<(Arc<Body>, Stamp), StoreError> {
-        {
-            let mut inner = self.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            if let Some(entry) = inner.entries.get_mut(location.url()) {
-                entry.used = tick;
-                return Ok((Arc::clone(&entry.body), entry.stamp));
+        if let Some(copy) = self.any_copy(location.url()) {
+            return Ok(copy);
+        }
+        self.fetch_once(location, |objects| objects.any_copy(location.url()))
+    }
+
+    /// Fetches the object and keeps the copy, unless a fetch of it is under way: then waits
+    /// for that one and takes its copy (`reuse`), or fetches again when it failed or its
+    /// copy was not kept.
+    fn fetch_once(
+        &self,
+        location: &Location,
+        reuse: impl Fn(&Self) -> Option<(Arc<Body>, Stamp)>,
+    ) -> Result<(Arc<Body>, Stamp), StoreError> {
+        let url = location.url();
+        let lock = || self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut fetching = lock();
+            if fetching.insert(url.to_string()) {
+                break;
+            }
+            // Bounded: every fetch ends (each wait on the network is bounded).
+            while fetching.contains(url) {
+                fetching = self
+                    .fetched
+                    .wait(fetching)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            drop(fetching);
+            if let Some(copy) = reuse(self) {
+                return Ok(copy);
             }
         }
+        // Whatever happens to the fetch (an error, a panic), the waiters are let go.
+        struct Done<'a>(&'a Objects, &'a str);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut fetching = self.0.fetching.lock().unwrap_or_else(|e| e.into_inner());
+                fetching.remove(self.1);
+                self.0.fetched.notify_all();
+            }
+        }
+        let _done = Done(self, url);
         let (body, stamp, size) = self.fetch(location)?;
         let body = Arc::new(body);
-        self.insert(location.url(), Arc::clone(&body), stamp, size);
+        self.insert(url, Arc::clone(&body), stamp, size);
         Ok((body, stamp))
+    }
+
+    /// The copy held of `url`, however long ago it was checked.
+    fn any_copy(&self, url: &str) -> Option<(Arc<Body>, Stamp)> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = inner.entries.get_mut(url)?;
+        entry.used = tick;
+        Some((Arc::clone(&entry.body), entry.stamp))
     }
 
     fn fresh(&self, url: &str) -> Option<(Arc<Body>, Stamp)> {
