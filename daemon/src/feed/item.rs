@@ -129,11 +129,12 @@ pub fn decode_item(
         ..LoadRequest::default()
     };
     let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
-    let cached = match memory.cache {
+    // The whole clean file, when it is held or met for the first time; else the item seeks.
+    let whole = match memory.cache {
         Some(cache) => cached_audio(cache, path, &req, spec)?,
-        None => None,
+        None => first_sight(path, &req, spec, memory.facts)?,
     };
-    let clean = match cached {
+    let clean = match whole {
         Some(audio) => {
             let frames = audio.frames() as u64;
             let (start, len) = match range {
@@ -181,6 +182,45 @@ pub fn decode_item(
         damage: clean.damage().map(str::to_string),
     };
     Ok(ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames))
+}
+
+/// Whether `path` is far longer than the stream's crop: held whole (cached, or decoded
+/// whole at first sight) it would waste memory and time on audio no item uses.
+fn too_long_to_hold(path: &Path, spec: &StreamSpec) -> Result<bool, DecodeError> {
+    let Some(max_s) = spec.max_seconds else {
+        return Ok(false);
+    };
+    Ok(probe_info(path)?
+        .duration
+        .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s)))
+}
+
+/// A file met for the first time without the cache: decoded whole at the stream's rate,
+/// as the cache would hold it, so that learning its damage verdict costs no second decode
+/// (the item is cropped from it in memory). `None` when the verdict is known (the item
+/// seeks), the stream is strict (its verdict comes from `decode_part`), or the file is too
+/// long to hold whole.
+fn first_sight(
+    path: &Path,
+    req: &LoadRequest,
+    spec: &StreamSpec,
+    facts: &FileFacts,
+) -> Result<Option<Arc<DecodedAudio>>, DecodeError> {
+    if !req.lenient || too_long_to_hold(path, spec)? {
+        return Ok(None);
+    }
+    let mut decoded = None;
+    facts.verdicts.get_or_learn(path, || {
+        let result = decode(path, req);
+        let verdict = result.as_ref().ok().map(|audio| integrity::Integrity {
+            frames: audio.frames() as u64,
+            sample_rate: audio.sample_rate,
+            damage: audio.damage.clone(),
+        });
+        decoded = Some(result);
+        verdict
+    });
+    decoded.transpose().map(|audio| audio.map(Arc::new))
 }
 
 /// The item's part of its file, decoded by seeking (no cache): the range the dataset gives,
@@ -335,13 +375,8 @@ fn cached_audio(
     if let Some(audio) = cache.get(&key, stamp) {
         return Ok(Some(audio));
     }
-    if let Some(max_s) = spec.max_seconds {
-        let long = probe_info(path)?
-            .duration
-            .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s));
-        if long {
-            return Ok(None);
-        }
+    if too_long_to_hold(path, spec)? {
+        return Ok(None);
     }
     let audio = Arc::new(decode(path, req)?);
     cache.insert(key, stamp, Arc::clone(&audio));
