@@ -114,7 +114,51 @@ pub enum LiveError {
 }
 
 pub type Reply = oneshot::Receiver<Result<Answer, LiveError>>;
-type ReplyTo = oneshot::Sender<Result<Answer, LiveError>>;
+
+/// Where a request's answer goes, and its place in the queue: a request counts in
+/// `LiveStats::in_flight` exactly as long as its `ReplyTo` lives, whichever way it ends
+/// (answered, forgotten when its client left, lost to a panic), so the count cannot leak.
+struct ReplyTo {
+    sender: Option<oneshot::Sender<Result<Answer, LiveError>>>,
+    stats: Arc<LiveStats>,
+}
+
+impl ReplyTo {
+    /// Counts a new request in; `None` when `limit` are held already.
+    fn admit(stats: &Arc<LiveStats>, limit: usize) -> Option<(Self, Reply)> {
+        if stats.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let reply = Self {
+            sender: Some(sender),
+            stats: Arc::clone(stats),
+        };
+        Some((reply, receiver))
+    }
+
+    /// Whether the client stopped waiting.
+    fn is_closed(&self) -> bool {
+        self.sender.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn send(mut self, answer: Result<Answer, LiveError>) {
+        let sender = self.sender.take();
+        // Out of the queue before the client hears, so its next request finds room.
+        drop(self);
+        if let Some(sender) = sender {
+            // A client that went away cannot be told.
+            let _ = sender.send(answer);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Counters the service's `/metrics` reports.
 #[derive(Debug, Default)]
@@ -249,11 +293,9 @@ impl LiveLabeler {
         }
         // Requests held anywhere (decoding, or decoded and waiting for the model) are
         // bounded, and with them the audio held in memory.
-        if self.stats.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some((reply, answer)) = ReplyTo::admit(&self.stats, self.max_queued) else {
             return Err(LiveError::Busy(self.max_queued));
-        }
-        let (reply, answer) = oneshot::channel();
+        };
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             index,
@@ -265,13 +307,11 @@ impl LiveLabeler {
                 self.stats.submitted.fetch_add(1, Ordering::Relaxed);
                 Ok(answer)
             }
-            Err(e) => {
-                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-                Err(match e {
-                    TrySendError::Full(_) => LiveError::Busy(self.max_queued),
-                    TrySendError::Disconnected(_) => LiveError::Stopped,
-                })
-            }
+            // The job, and with it its place in the queue, is dropped with the error.
+            Err(e) => Err(match e {
+                TrySendError::Full(_) => LiveError::Busy(self.max_queued),
+                TrySendError::Disconnected(_) => LiveError::Stopped,
+            }),
         }
     }
 }
@@ -552,14 +592,12 @@ impl<'a> ModelThread<'a> {
                     lane.forget(index);
                 }
                 self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.detections.retain(|(_, _, reply)| {
             let closed = reply.is_closed();
             if closed {
                 self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             !closed
         });
@@ -658,9 +696,7 @@ impl<'a> ModelThread<'a> {
             Err(_) => &self.stats.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // A client that went away cannot be told.
-        let _ = reply.send(answer);
+        reply.send(answer);
     }
 
     fn fail_everything(&mut self, message: &str) {
@@ -672,5 +708,36 @@ impl<'a> ModelThread<'a> {
             self.answer(reply, Err(LiveError::Failed(message.to_string())));
         }
         self.lanes.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(stats: &LiveStats) -> usize {
+        stats.in_flight.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_request_counts_in_flight_exactly_while_its_reply_lives() {
+        let stats = Arc::new(LiveStats::default());
+        let (first, mut answer) = ReplyTo::admit(&stats, 2).expect("room");
+        let (second, _) = ReplyTo::admit(&stats, 2).expect("room");
+        assert!(ReplyTo::admit(&stats, 2).is_none(), "a third is refused");
+        assert_eq!(held(&stats), 2);
+        first.send(Err(LiveError::Stopped));
+        assert_eq!(held(&stats), 1);
+        assert!(matches!(answer.try_recv(), Ok(Err(LiveError::Stopped))));
+        drop(second); // forgotten: its client left
+        assert_eq!(held(&stats), 0);
+        // Lost to a panic that unwinds through it.
+        let (third, _) = ReplyTo::admit(&stats, 2).expect("room");
+        let unwound = catch_unwind(AssertUnwindSafe(move || {
+            let _held = third;
+            panic!("a bug while taking the request in");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(held(&stats), 0);
     }
 }
