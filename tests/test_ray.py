@@ -5,6 +5,7 @@ the ``audiodecode label`` binary's on the same files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -500,3 +501,27 @@ def heard(sentence: str, text: str) -> bool:
     """Most content words of the sentence are in the text (tiny.en misses some)."""
     want = key_words(sentence)
     return len(want & key_words(text)) * 3 >= len(want) * 2
+
+
+def test_actors_take_a_gpu_each_where_the_cluster_has_gpus() -> None:
+    """The placement `label --ray` and `audiodecode.ray.label` choose by default: one actor
+    per GPU, each reserving one (so the model runs there with ``device="auto"``); on a CPU
+    cluster one actor per node with all its CPUs. A cluster's resources as Ray reports
+    them (this machine has no GPU to run one on)."""
+    from audiodecode.ray.__main__ import _placement
+    from audiodecode.ray._datasets import gpus_per_actor
+
+    class Nodes:
+        def __init__(self, *resources: dict[str, float]) -> None:
+            self._nodes = [{"Alive": True, "Resources": r} for r in resources]
+
+        def nodes(self) -> list[dict[str, object]]:
+            return self._nodes
+
+    defaults = argparse.Namespace(gpus_per_actor=None, concurrency=None, cpus_per_actor=None)
+    gpu_nodes = Nodes({"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0})
+    assert _placement(gpu_nodes, defaults) == {"concurrency": 4, "num_cpus": 1, "num_gpus": 1}
+    cpu_nodes = Nodes({"CPU": 2.0}, {"CPU": 4.0})
+    assert _placement(cpu_nodes, defaults) == {"concurrency": 2, "num_cpus": 2.0, "num_gpus": 0}
+    assert gpus_per_actor({"CPU": 16.0, "GPU": 8.0}) == 1
+    assert gpus_per_actor({"CPU": 16.0}) == 0

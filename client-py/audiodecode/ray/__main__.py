@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import audiodecode
-from audiodecode.ray._datasets import _ray, label, write_manifest
+from audiodecode.ray._datasets import _ray, gpus_per_actor, label, write_manifest
 from audiodecode.ray._inputs import expand_inputs, labelled_paths
 
 USAGE, FAILED = 2, 1
@@ -115,14 +115,16 @@ def _placement(ray: Any, args: argparse.Namespace) -> dict[str, Any]:
     """One actor per node using all its CPUs, or one per GPU when the cluster has GPUs."""
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     gpus = sum(int(n.get("GPU", 0)) for n in nodes)
-    gpus_per_actor = args.gpus_per_actor if args.gpus_per_actor is not None else min(gpus, 1)
-    if gpus_per_actor:
-        concurrency = args.concurrency or max(1, int(gpus // gpus_per_actor))
+    per_actor = args.gpus_per_actor
+    if per_actor is None:
+        per_actor = gpus_per_actor({"GPU": gpus})
+    if per_actor:
+        concurrency = args.concurrency or max(1, int(gpus // per_actor))
         cpus = args.cpus_per_actor or 1
     else:
         concurrency = args.concurrency or len(nodes)
         cpus = args.cpus_per_actor or min(n.get("CPU", 1) for n in nodes)
-    return {"concurrency": concurrency, "num_cpus": cpus, "num_gpus": gpus_per_actor}
+    return {"concurrency": concurrency, "num_cpus": cpus, "num_gpus": per_actor}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,12 @@ def _ray() -> Any:
     return ray
 
 
+def gpus_per_actor(resources: dict[str, float]) -> float:
+    """GPUs a labeling actor reserves by default: one where the cluster (its total
+    ``resources``) has a GPU, so the model runs there; none on a CPU cluster."""
+    return 1 if resources.get("GPU", 0) >= 1 else 0
+
+
 def _dataset(source: Source, rows_per_block: int) -> Dataset:
     """``source`` if it is a Dataset (it needs a ``path`` column), else one row per path:
     ``index`` (input order, for ``write_manifest``), ``audio_filepath`` (as given, which
@@ -81,7 +87,7 @@ def label(
     concurrency: int | tuple[int, int] = 1,
     batch_size: int = 16,
     num_cpus: float = 1,
-    num_gpus: float = 0,
+    num_gpus: float | None = None,
     daemon: str = "actor",
     **whisper_options: Any,
 ) -> Dataset:
@@ -89,7 +95,8 @@ def label(
     the Ray cluster; returns the lazy Dataset of the input columns plus ``LABEL_FIELDS``.
 
     ``concurrency`` actors (or an autoscaling ``(min, max)``) each reserve ``num_cpus``
-    CPUs and ``num_gpus`` GPUs; the model runs on round(num_cpus) threads unless
+    CPUs and ``num_gpus`` GPUs (default: one when the cluster has GPUs, none otherwise;
+    with ``device="auto"`` the model then runs on it); the model runs on round(num_cpus) threads unless
     ``threads`` is given. ``batch_size`` files go to the model together (packing short
     files into shared 30 s windows works within a batch; ``audiodecode label`` uses 64).
     ``whisper_options`` are ``transcribe_batch``'s (faster-whisper's names). A file that
@@ -102,6 +109,11 @@ def label(
     # Stated for either daemon: a shared daemon would otherwise size the model by its own
     # worker count, and thread counts change int8 results slightly.
     options["threads"] = threads = options.get("threads") or max(1, round(num_cpus))
+    if num_gpus is None:
+        ray = _ray()
+        if not ray.is_initialized():
+            ray.init()  # what Ray Data does at the first execution anyway
+        num_gpus = gpus_per_actor(ray.cluster_resources())
     ds = _dataset(source, batch_size)
     return ds.map_batches(
         Labeler,
