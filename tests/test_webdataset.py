@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from audiodecode import AudioDataLoader, Daemon
 from conftest import tone, write_wav
-from object_servers import S3Server
+from object_servers import HttpServer, S3Server
 
 N_SAMPLES = 23
 PER_SHARD = 5  # 5 shards: 5, 5, 5, 5, 3 samples
@@ -295,3 +295,48 @@ def test_audiodecode_shard_packs_what_the_loader_and_webdataset_read_back(
         got = np.asarray(batch.audio[k][: int(batch.lengths[k])])
         assert got.shape == expected.shape
         assert np.max(np.abs(got - expected)) <= 1.0 / 32768 + 1e-6
+
+
+def test_remote_shards_with_index_sidecars_are_read_by_ranged_gets(
+    private_daemon: Daemon,
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+) -> None:
+    """Note [Shard index sidecars]: shards written by webdataset's ShardWriter, given
+    sidecars by ``audiodecode shard --index``, behind an HTTP server: each member is a
+    ranged GET, no shard is fetched whole, the batches are the local ones. A shard without
+    a sidecar is fetched whole as before; a sidecar from another version of its shard is
+    an error naming it, never wrong audio."""
+    root, _ = dataset
+    shards = sorted(root.glob("*.tar"))
+    indexed = shard_cli(binary, "--index", *map(str, shards))
+    assert indexed.returncode == 0, indexed.stderr
+    for path in [*shards, *root.glob("*.tar.idx")]:
+        (http_server.root / path.name).write_bytes(path.read_bytes())
+    (http_server.root / "train-000004.tar.idx").unlink()  # this one is fetched whole
+    common = {"batch_size": 4, "seed": 5, "max_seconds": 1.0, "pad_to_max": True}
+
+    def batches(source: str) -> list[tuple[list[str], np.ndarray]]:
+        loader = AudioDataLoader(source, label_field="cls", **common)
+        return [(list(map(key_of, b.paths)), np.asarray(b.audio).copy()) for b in loader]
+
+    local = batches(pattern(root))
+    remote = batches(pattern(http_server.base))
+    assert [k for k, _ in remote] == [k for k, _ in local]
+    for (_, a), (_, b) in zip(local, remote):
+        np.testing.assert_array_equal(a, b)
+    tar_gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
+    whole = sorted(p for p, r in tar_gets if r is None)
+    assert whole == ["/train-000004.tar"], tar_gets
+    assert sum(r is not None for _, r in tar_gets) >= N_SAMPLES - PER_SHARD
+
+    # A sidecar left from another version of its shard: offsets shifted, so no member's
+    # header is where it says.
+    (http_server.root / "other.tar").write_bytes(shards[1].read_bytes())
+    sidecar = json.loads((http_server.root / "train-000001.tar.idx").read_text())
+    sidecar["members"] = [[n, o + 512, s] for n, o, s in sidecar["members"]]
+    (http_server.root / "other.tar.idx").write_text(json.dumps(sidecar))
+    # Its labels are read when its stream opens: that fails, naming the sidecar.
+    with pytest.raises(audiodecode.BadRequestError, match=r"other\.tar\.idx does not match"):
+        list(AudioDataLoader(f"{http_server.base}/other.tar", batch_size=8, label_field="cls"))

@@ -26,8 +26,13 @@ pub struct ShardArgs {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Directory for the shards.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "index")]
+    pub out: Option<PathBuf>,
+    /// Only write index sidecars (`SHARD.idx`) for the tar files given, e.g. shards
+    /// written by webdataset's ShardWriter: a remote shard with one is read member by
+    /// member with ranged GETs instead of being fetched whole.
+    #[arg(long, conflicts_with_all = ["out", "sample_rate", "codec"])]
+    pub index: bool,
     /// Shard format: WebDataset tar shards (NAME-000000.tar, …), or Lhotse Shar
     /// (cuts.000000.jsonl.gz with recording.000000.tar, …).
     #[arg(long, default_value = "webdataset", value_parser = ["webdataset", "shar"])]
@@ -195,7 +200,14 @@ fn tar_bytes(data: usize) -> u64 {
 }
 
 pub fn run_shard(args: &ShardArgs) -> ExitCode {
-    match shard(args) {
+    let outcome = match &args.out {
+        _ if args.index => index_tars(&args.inputs),
+        Some(out) => shard(args, out),
+        None => Err(CliError::Usage(
+            "--out DIR is needed to write shards".into(),
+        )),
+    };
+    match outcome {
         Ok(failed) => crate::cli::exit_code(failed),
         Err(e) => {
             eprintln!("error: {e}");
@@ -204,7 +216,23 @@ pub fn run_shard(args: &ShardArgs) -> ExitCode {
     }
 }
 
-fn shard(args: &ShardArgs) -> Result<bool, CliError> {
+/// `--index`: a sidecar beside each tar; a tar that cannot be read is reported and the
+/// others still get theirs.
+fn index_tars(tars: &[PathBuf]) -> Result<bool, CliError> {
+    let mut failed = false;
+    for tar in tars {
+        match crate::store::tar::write_sidecar(tar) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("error: {}: {e}", tar.display());
+                failed = true;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn shard(args: &ShardArgs, out: &Path) -> Result<bool, CliError> {
     let codec = match (args.codec.as_deref(), args.sample_rate) {
         (Some("copy"), Some(_)) => {
             return Err(CliError::Usage(
@@ -222,15 +250,15 @@ fn shard(args: &ShardArgs) -> Result<bool, CliError> {
         )));
     }
     let rows = rows_of(&args.inputs, args.label_field.as_deref())?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", args.out.display())))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let progress = files_progress(rows.len(), args.quiet || rows.len() < 2);
     let shar = args.format == "shar";
-    let mut writer = ShardWriter::new(&args.out, &args.name, shar, args.shard_size);
+    let mut writer = ShardWriter::new(out, &args.name, shar, args.shard_size);
     let mut failed = 0usize;
     // Prepared in parallel a chunk at a time, written in input order.
     let chunk = (jobs * 16).max(1);
@@ -240,7 +268,7 @@ fn shard(args: &ShardArgs) -> Result<bool, CliError> {
             match sample {
                 Ok(sample) => writer
                     .append(&sample)
-                    .map_err(|e| CliError::Failed(format!("{}: {e}", args.out.display())))?,
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?,
                 Err(e) => {
                     progress.suspend(|| eprintln!("error: {e}"));
                     let _ = row;
@@ -252,20 +280,18 @@ fn shard(args: &ShardArgs) -> Result<bool, CliError> {
     }
     let shards = writer
         .finish()
-        .map_err(|e| CliError::Failed(format!("{}: {e}", args.out.display())))?;
+        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     progress.finish_and_clear();
     if !args.quiet {
         let packed = rows.len() - failed;
         let pattern = match shards {
             0 => String::from("(no shards)"),
-            _ if shar => format!("{} (Lhotse Shar)", args.out.display()),
-            1 => args
-                .out
+            _ if shar => format!("{} (Lhotse Shar)", out.display()),
+            1 => out
                 .join(format!("{}-000000.tar", args.name))
                 .display()
                 .to_string(),
-            n => args
-                .out
+            n => out
                 .join(format!("{}-{{000000..{:06}}}.tar", args.name, n - 1))
                 .display()
                 .to_string(),
@@ -486,11 +512,13 @@ impl OpenTar {
         self.builder.append_data(&mut header, name, data)
     }
 
+    /// Completes the tar and writes its index sidecar (Note [Shard index sidecars]).
     fn close(self) -> std::io::Result<()> {
         let mut file = self.builder.into_inner()?;
         file.flush()?;
         file.get_ref().sync_all()?;
-        std::fs::rename(self.partial, self.path)
+        std::fs::rename(&self.partial, &self.path)?;
+        crate::store::tar::write_sidecar(&self.path)
     }
 }
 

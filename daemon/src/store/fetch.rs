@@ -193,6 +193,43 @@ pub(super) fn get<W: Write>(
     Err(last.unwrap_or_else(|| stalled(location, "answer")))
 }
 
+/// Bytes `range` of the object (a ranged GET), retried like a whole GET when the
+/// transfer is cut; fewer bytes than asked (the object is shorter) is an error.
+pub(super) fn get_range(
+    location: &Location,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<u8>, StoreError> {
+    let store = location.store()?;
+    let url = location.url();
+    let wanted = range.end - range.start;
+    let mut last = None;
+    for _ in 0..BODY_ATTEMPTS {
+        let answer = block_on(location, async {
+            tokio::time::timeout(STALL, store.get_range(location.key(), range.clone()))
+                .await
+                .map_err(|_| stalled(location, "answer"))?
+                .map_err(|e| classify(location, e))
+        });
+        match answer {
+            Ok(bytes) if bytes.len() as u64 == wanted => return Ok(bytes.to_vec()),
+            Ok(bytes) => {
+                return Err(StoreError::Invalid {
+                    url: url.to_string(),
+                    reason: format!(
+                        "asked for bytes {}..{}, got {}: the object is shorter",
+                        range.start,
+                        range.end,
+                        bytes.len()
+                    ),
+                })
+            }
+            Err(err @ StoreError::Unreachable { .. }) => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| stalled(location, "answer")))
+}
+
 fn write_failed(url: &str, err: &std::io::Error) -> StoreError {
     StoreError::Unreachable {
         url: url.to_string(),

@@ -161,6 +161,13 @@ pub fn read(url: &str) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// Bytes `range` of the object, by a ranged GET (not cached: a shard member read once an
+/// epoch).
+pub fn read_range(url: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+    let location = Location::parse(url)?;
+    fetch::get_range(&location, range)
+}
+
 /// Every object under the prefix `url` (a "directory"), as URLs in lexical order.
 pub fn list(url: &str) -> Result<Vec<String>, StoreError> {
     let location = Location::parse(url)?;

@@ -6,6 +6,15 @@
 //! version of the shard (size and modification time, or ETag) and revalidated when a stream
 //! opens (`index`); decoding a member then trusts that version (`member_copy`), so an epoch
 //! makes no request per member beyond the shard's one fetch.
+//!
+//! Note [Shard index sidecars]: a remote shard with an index beside it (`SHARD.idx`, JSON:
+//! the shard's size and each member's name, offset and size — `audiodecode shard` writes
+//! one per tar, `audiodecode shard --index` for tars written by other tools) is not
+//! fetched: opening a stream reads the small sidecar, and each member is one ranged GET of
+//! its tar header and data. The header must be a valid tar header stating the member's
+//! size, so a sidecar left over from another version of the shard is an error, never
+//! wrong audio. A sidecar whose size is not the shard's is ignored (the shard is fetched
+//! and indexed as before).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,6 +44,8 @@ pub struct ShardIndex {
     by_name: HashMap<String, usize>,
     /// Why the archive could not be read to its end (members after it are lost).
     pub damage: Option<String>,
+    /// Built from a sidecar: members are read by ranged GETs, the shard never fetched.
+    ranged: bool,
 }
 
 impl ShardIndex {
@@ -73,8 +84,125 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp) {
         return Ok(Arc::clone(index));
     }
+    if crate::store::url_of(Path::new(shard)).is_some() {
+        if let Some(members) = sidecar_members(shard, stamp) {
+            return Ok(keep(shard, stamp, members, None, true));
+        }
+    }
     let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
     build(shard, file, stamp)
+}
+
+/// Where a shard's index sidecar is.
+pub fn sidecar_of(shard: &str) -> String {
+    format!("{shard}.idx")
+}
+
+const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
+
+/// Writes the index sidecar of the local tar `shard` (Note [Shard index sidecars]).
+pub fn write_sidecar(shard: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(shard)?;
+    let size = file.metadata()?.len();
+    let (members, damage) = read_members(file);
+    if let Some(damage) = damage {
+        return Err(std::io::Error::other(format!(
+            "{}: not a readable tar archive: {damage}",
+            shard.display()
+        )));
+    }
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| serde_json::json!([m.name, m.offset, m.size]))
+        .collect();
+    let sidecar = serde_json::json!({
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "size": size,
+        "members": members,
+    });
+    let path = std::path::PathBuf::from(sidecar_of(&shard.to_string_lossy()));
+    std::fs::write(path, sidecar.to_string())
+}
+
+/// The members a remote shard's sidecar lists, when it has one made for a shard of this
+/// size; `None` sends the caller to fetch and index the shard itself.
+fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
+    let sidecar = sidecar_of(shard);
+    let bytes = match crate::store::read(&sidecar) {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => return None,
+        Err(e) => {
+            log::warn!("{e}; fetching the shard to index it");
+            return None;
+        }
+    };
+    let parsed: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("{sidecar}: not a shard index ({e}); fetching the shard to index it");
+            return None;
+        }
+    };
+    if parsed["format"] != SIDECAR_FORMAT || parsed["size"].as_u64() != Some(stamp.size) {
+        log::warn!("{sidecar}: made for another version of the shard; fetching the shard");
+        return None;
+    }
+    let members = parsed["members"].as_array()?;
+    members
+        .iter()
+        .map(|m| {
+            Some(TarMember {
+                name: m.get(0)?.as_str()?.to_string(),
+                offset: m.get(1)?.as_u64()?,
+                size: m.get(2)?.as_u64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|members| {
+            members
+                .iter()
+                .all(|m| m.offset >= 512 && m.offset.saturating_add(m.size) <= stamp.size)
+        })
+}
+
+/// Bytes of `member` of a shard indexed from its sidecar: one ranged GET of its tar header
+/// and data; the header must be a valid tar header stating the member's size.
+fn ranged_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
+    let start = member.offset - 512;
+    let mut bytes = crate::store::read_range(&index.shard, start..member.offset + member.size)?;
+    let header = tar::Header::from_byte_slice(&bytes[..512]);
+    let valid = header.cksum().ok() == Some(header_checksum(&bytes[..512]))
+        && header.size().ok() == Some(member.size);
+    if !valid {
+        return Err(StoreError::Invalid {
+            url: index.shard.clone(),
+            reason: format!(
+                "its index sidecar {} does not match the shard (no header of member {} at \
+                 byte {start}); write it again (audiodecode shard --index)",
+                sidecar_of(&index.shard),
+                member.name
+            ),
+        });
+    }
+    bytes.drain(..512);
+    Ok(bytes)
+}
+
+/// A tar header's checksum as it should be: the sum of its bytes with the checksum field
+/// taken as spaces.
+fn header_checksum(header: &[u8]) -> u32 {
+    header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum()
 }
 
 /// The index as last built, without asking the store whether the shard changed (a stream
@@ -166,6 +294,17 @@ fn build(shard: &str, file: File, stamp: Stamp) -> Result<Arc<ShardIndex>, Store
             });
         }
     }
+    Ok(keep(shard, stamp, members, damage, false))
+}
+
+/// Keeps (and returns) the index of `shard`'s version `stamp`.
+fn keep(
+    shard: &str,
+    stamp: Stamp,
+    members: Vec<TarMember>,
+    damage: Option<String>,
+    ranged: bool,
+) -> Arc<ShardIndex> {
     let by_name = members
         .iter()
         .enumerate()
@@ -177,13 +316,14 @@ fn build(shard: &str, file: File, stamp: Stamp) -> Result<Arc<ShardIndex>, Store
         members,
         by_name,
         damage,
+        ranged,
     });
     let mut indexes = lock();
     if indexes.len() >= INDEXES_KEPT {
         indexes.clear();
     }
     indexes.insert(shard.to_string(), Arc::clone(&index));
-    Ok(index)
+    index
 }
 
 /// Regular files of the archive in order (through the `tar` crate: GNU long names and pax
@@ -220,6 +360,9 @@ fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
 
 /// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
 pub fn read_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
+    if index.ranged {
+        return ranged_member(index, member);
+    }
     let (mut file, stamp, _copy) = open_shard(&index.shard, None)?;
     if stamp != index.stamp {
         return Err(changed(&index.shard));
@@ -255,6 +398,18 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
         },
     };
     let mut index = trusted_index(shard).map_err(renamed)?;
+    if index.ranged {
+        let Some(entry) = index.member(member).cloned() else {
+            return Err(missing_member(path, &index));
+        };
+        let bytes = ranged_member(&index, &entry).map_err(renamed)?;
+        let mut copy =
+            MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
+        copy.write_all(&bytes)
+            .and_then(|()| copy.flush())
+            .map_err(|e| DecodeError::open(path, e))?;
+        return Ok(copy);
+    }
     let (mut file, stamp, _copy) = open_shard(shard, None).map_err(renamed)?;
     if stamp != index.stamp {
         index = build(
@@ -265,15 +420,7 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
         .map_err(renamed)?;
     }
     let Some(entry) = index.member(member).cloned() else {
-        let reason = match &index.damage {
-            Some(damage) => format!("not in the shard, whose archive is {damage}"),
-            None => "no such member in the shard".to_string(),
-        };
-        return Err(DecodeError::Corrupt {
-            path: path.into(),
-            at_seconds: 0.0,
-            reason,
-        });
+        return Err(missing_member(path, &index));
     };
     let mut copy =
         MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
@@ -292,6 +439,19 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
     Ok(copy)
 }
 
+/// The error for a member the shard's index does not list.
+fn missing_member(path: &Path, index: &ShardIndex) -> DecodeError {
+    let reason = match &index.damage {
+        Some(damage) => format!("not in the shard, whose archive is {damage}"),
+        None => "no such member in the shard".to_string(),
+    };
+    DecodeError::Corrupt {
+        path: path.into(),
+        at_seconds: 0.0,
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +468,46 @@ mod tests {
         }
         builder.finish().unwrap();
         file
+    }
+
+    #[test]
+    fn header_checksums_are_computed_as_tar_writes_them() {
+        let mut header = tar::Header::new_ustar();
+        header.set_path("utt0001.flac").unwrap();
+        header.set_size(12345);
+        header.set_mode(0o644);
+        header.set_cksum();
+        assert_eq!(header.cksum().unwrap(), header_checksum(header.as_bytes()));
+    }
+
+    #[test]
+    fn sidecars_list_every_member_where_the_archive_has_it() {
+        let shard = shard_with(&[("a.wav", b"0123456789"), ("a.txt", b"hello")]);
+        write_sidecar(shard.path()).unwrap();
+        let sidecar = sidecar_of(&shard.path().to_string_lossy());
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+        let size = std::fs::metadata(shard.path()).unwrap().len();
+        assert_eq!(parsed["size"].as_u64(), Some(size));
+        let (members, _) = read_members(std::fs::File::open(shard.path()).unwrap());
+        let listed: Vec<(String, u64, u64)> = parsed["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap().to_string(),
+                    m[1].as_u64().unwrap(),
+                    m[2].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, u64, u64)> = members
+            .iter()
+            .map(|m| (m.name.clone(), m.offset, m.size))
+            .collect();
+        assert_eq!(listed, expected);
+        std::fs::remove_file(sidecar).unwrap();
     }
 
     #[test]
