@@ -304,17 +304,21 @@ def test_remote_shards_with_index_sidecars_are_read_by_ranged_gets(
     dataset: tuple[Path, dict[str, Path]],
 ) -> None:
     """Note [Shard index sidecars]: shards written by webdataset's ShardWriter, given
-    sidecars by ``audiodecode shard --index``, behind an HTTP server: each member is a
-    ranged GET, no shard is fetched whole, the batches are the local ones. A shard without
+    sidecars by ``audiodecode shard --index``, behind an HTTP server: members are read by
+    ranged GETs of blocks, no shard is fetched whole, the batches are the local ones. A shard without
     a sidecar is fetched whole as before; a sidecar from another version of its shard is
     an error naming it, never wrong audio."""
     root, _ = dataset
     shards = sorted(root.glob("*.tar"))
     indexed = shard_cli(binary, "--index", *map(str, shards))
     assert indexed.returncode == 0, indexed.stderr
-    for path in [*shards, *root.glob("*.tar.idx")]:
+    served_index = http_server.root / ".audiodecode-index"
+    served_index.mkdir()
+    for path in shards:
         (http_server.root / path.name).write_bytes(path.read_bytes())
-    (http_server.root / "train-000004.tar.idx").unlink()  # this one is fetched whole
+    for path in (root / ".audiodecode-index").glob("*.tar.idx"):
+        (served_index / path.name).write_bytes(path.read_bytes())
+    (served_index / "train-000004.tar.idx").unlink()  # this shard is fetched whole
     common = {"batch_size": 4, "seed": 5, "max_seconds": 1.0, "pad_to_max": True}
 
     def batches(source: str) -> list[tuple[list[str], np.ndarray]]:
@@ -329,14 +333,17 @@ def test_remote_shards_with_index_sidecars_are_read_by_ranged_gets(
     tar_gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
     whole = sorted(p for p, r in tar_gets if r is None)
     assert whole == ["/train-000004.tar"], tar_gets
-    assert sum(r is not None for _, r in tar_gets) >= N_SAMPLES - PER_SHARD
+    # The indexed shards come in ranged GETs of blocks, each serving several members.
+    ranged = [p for p, r in tar_gets if r is not None]
+    assert sorted(set(ranged)) == [f"/train-{i:06d}.tar" for i in range(4)], tar_gets
+    assert len(ranged) < N_SAMPLES - PER_SHARD
 
     # A sidecar left from another version of its shard: offsets shifted, so no member's
     # header is where it says.
     (http_server.root / "other.tar").write_bytes(shards[1].read_bytes())
-    sidecar = json.loads((http_server.root / "train-000001.tar.idx").read_text())
+    sidecar = json.loads((served_index / "train-000001.tar.idx").read_text())
     sidecar["members"] = [[n, o + 512, s] for n, o, s in sidecar["members"]]
-    (http_server.root / "other.tar.idx").write_text(json.dumps(sidecar))
+    (served_index / "other.tar.idx").write_text(json.dumps(sidecar))
     # Its labels are read when its stream opens: that fails, naming the sidecar.
     with pytest.raises(audiodecode.BadRequestError, match=r"other\.tar\.idx does not match"):
         list(AudioDataLoader(f"{http_server.base}/other.tar", batch_size=8, label_field="cls"))

@@ -490,16 +490,20 @@ struct OpenTar {
     builder: tar::Builder<BufWriter<File>>,
     partial: PathBuf,
     path: PathBuf,
+    /// Write its index sidecar (WebDataset shards; not Lhotse Shar, whose reader takes
+    /// anything else in its directory for a field's shard).
+    sidecar: bool,
 }
 
 impl OpenTar {
-    fn create(path: PathBuf) -> std::io::Result<Self> {
+    fn create(path: PathBuf, sidecar: bool) -> std::io::Result<Self> {
         let partial = path.with_extension("tar.partial");
         let file = BufWriter::new(File::create(&partial)?);
         Ok(Self {
             builder: tar::Builder::new(file),
             partial,
             path,
+            sidecar,
         })
     }
 
@@ -512,13 +516,16 @@ impl OpenTar {
         self.builder.append_data(&mut header, name, data)
     }
 
-    /// Completes the tar and writes its index sidecar (Note [Shard index sidecars]).
+    /// Completes the tar, and writes its index sidecar (Note [Shard index sidecars]).
     fn close(self) -> std::io::Result<()> {
         let mut file = self.builder.into_inner()?;
         file.flush()?;
         file.get_ref().sync_all()?;
         std::fs::rename(&self.partial, &self.path)?;
-        crate::store::tar::write_sidecar(&self.path)
+        if self.sidecar {
+            crate::store::tar::write_sidecar(&self.path)?;
+        }
+        Ok(())
     }
 }
 
@@ -598,14 +605,14 @@ impl ShardWriter {
             let n = self.count;
             self.open = Some(if self.shar {
                 (
-                    OpenTar::create(self.dir.join(format!("recording.{n:06}.tar")))?,
+                    OpenTar::create(self.dir.join(format!("recording.{n:06}.tar")), false)?,
                     Some(OpenCuts::create(
                         self.dir.join(format!("cuts.{n:06}.jsonl.gz")),
                     )?),
                 )
             } else {
                 (
-                    OpenTar::create(self.dir.join(format!("{}-{n:06}.tar", self.name)))?,
+                    OpenTar::create(self.dir.join(format!("{}-{n:06}.tar", self.name)), true)?,
                     None,
                 )
             });

@@ -6,6 +6,7 @@
 //! directory) and decoded from there; a copy is revalidated a second after it was checked,
 //! so a changed object is never served stale; every wait on the network is bounded.
 
+mod blocks;
 mod cache;
 mod fetch;
 mod location;

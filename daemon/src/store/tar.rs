@@ -7,7 +7,8 @@
 //! opens (`index`); decoding a member then trusts that version (`member_copy`), so an epoch
 //! makes no request per member beyond the shard's one fetch.
 //!
-//! Note [Shard index sidecars]: a remote shard with an index beside it (`SHARD.idx`, JSON:
+//! Note [Shard index sidecars]: a remote shard with an index beside it
+//! (`.audiodecode-index/SHARD.idx`, JSON:
 //! the shard's size and each member's name, offset and size — `audiodecode shard` writes
 //! one per tar, `audiodecode shard --index` for tars written by other tools) is not
 //! fetched: opening a stream reads the small sidecar, and each member is one ranged GET of
@@ -93,9 +94,16 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     build(shard, file, stamp)
 }
 
-/// Where a shard's index sidecar is.
+/// The directory beside the shards that holds their sidecars: a file next to them would be
+/// taken for one of a Lhotse Shar field's shards (Lhotse lists `recording.*`).
+const SIDECAR_DIR: &str = ".audiodecode-index";
+
+/// Where a shard's index sidecar is: `DIR/.audiodecode-index/NAME.tar.idx`.
 pub fn sidecar_of(shard: &str) -> String {
-    format!("{shard}.idx")
+    match shard.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{SIDECAR_DIR}/{name}.idx"),
+        None => format!("{SIDECAR_DIR}/{shard}.idx"),
+    }
 }
 
 const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
@@ -122,6 +130,9 @@ pub fn write_sidecar(shard: &Path) -> std::io::Result<()> {
         "members": members,
     });
     let path = std::path::PathBuf::from(sidecar_of(&shard.to_string_lossy()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(path, sidecar.to_string())
 }
 
@@ -166,11 +177,13 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
         })
 }
 
-/// Bytes of `member` of a shard indexed from its sidecar: one ranged GET of its tar header
-/// and data; the header must be a valid tar header stating the member's size.
+/// Bytes of `member` of a shard indexed from its sidecar, with its tar header, from blocks
+/// of the shard fetched by ranged GETs; the header must be a valid tar header stating the
+/// member's size.
 fn ranged_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
     let start = member.offset - 512;
-    let mut bytes = crate::store::read_range(&index.shard, start..member.offset + member.size)?;
+    let range = start..member.offset + member.size;
+    let mut bytes = crate::store::blocks::read(&index.shard, index.stamp, range)?;
     let header = tar::Header::from_byte_slice(&bytes[..512]);
     let valid = header.cksum().ok() == Some(header_checksum(&bytes[..512]))
         && header.size().ok() == Some(member.size);
@@ -507,7 +520,9 @@ mod tests {
             .map(|m| (m.name.clone(), m.offset, m.size))
             .collect();
         assert_eq!(listed, expected);
-        std::fs::remove_file(sidecar).unwrap();
+        std::fs::remove_file(&sidecar).unwrap();
+        // The sidecars' directory, when no other test's sidecar is in it.
+        let _ = std::fs::remove_dir(Path::new(&sidecar).parent().unwrap());
     }
 
     #[test]
