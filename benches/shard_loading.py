@@ -20,6 +20,8 @@ every batch touched (the sum of its audio):
 - ``ours``: ``AudioDataLoader("…/train-{000000..000063}.tar", label_field="cls",
   max_seconds=4, pad_to_max=True, shuffle=True)`` in a private ``Daemon(workers=2)``
   (decoded-audio cache ``--cache-mb`` 256, the daemon's own ring and object cache);
+- ``ours-idx`` (S3 only): ``ours`` on a copy of the shards with index sidecars
+  (``audiodecode shard --index``), read by ranged GETs of blocks instead of fetched whole;
 - ``ours-shar``: the same loader on the Lhotse Shar copy (``format="shar"``), for a
   comparison with Lhotse on the very same files (not one of the issue's targets);
 - ``wds``: ``webdataset.WebDataset(urls, shardshuffle=…)`` + ``.shuffle(1000)`` + FLAC
@@ -69,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from _checkout import REPO
+from audiodecode._binary import find_binary
 
 SR = 16000
 BATCH = 32
@@ -78,7 +81,7 @@ CLASSES = 10
 REAL_MAX_S = 10.0
 CACHE_ROOT = Path.home() / ".cache/audiodecode/bench-shards"
 BUCKET = "bench-shards"
-READERS = ("ours", "ours-shar", "wds", "lhotse")
+READERS = ("ours", "ours-idx", "ours-shar", "wds", "lhotse")
 RSS_SLACK_MB = 64
 # Bump when the generated data changes, so cached shards are rebuilt.
 DATA_VERSION = 1
@@ -267,10 +270,12 @@ werkzeug_app.DomainDispatcherApplication.__call__ = counted
 s3 = S3Server()
 bucket, root, prefix = sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 s3.bucket(bucket)
-for name in sys.argv[5:]:
-    # public-read: the peers fetch plain http URLs, without signing.
+for arg in sys.argv[5:]:
+    # NAME, or NAME=KEY for a copy under another key. public-read: the peers fetch plain
+    # http URLs, without signing.
+    name, _, key = arg.partition("=")
     body = (root / name).read_bytes()
-    s3.client().put_object(Bucket=bucket, Key=prefix + name, Body=body, ACL="public-read")
+    s3.client().put_object(Bucket=bucket, Key=prefix + (key or name), Body=body, ACL="public-read")
 print(json.dumps({"endpoint": s3.endpoint, "env": s3.env()}), flush=True)
 for _ in sys.stdin:
     with lock:
@@ -572,7 +577,13 @@ def child(spec_path: Path, out_path: Path) -> int:
 
     torch.set_num_threads(1)
     spec = json.loads(spec_path.read_text())
-    run = {"ours": run_ours, "ours-shar": run_ours, "wds": run_wds, "lhotse": run_lhotse}
+    run = {
+        "ours": run_ours,
+        "ours-idx": run_ours,
+        "ours-shar": run_ours,
+        "wds": run_wds,
+        "lhotse": run_lhotse,
+    }
     got = run[spec["reader"]](spec)
     got.pop("loader", None)
     got["cpu_s"] = own_cpu_s() - got.pop("cpu0")
@@ -655,7 +666,7 @@ def main() -> int:
     parser.add_argument(
         "--readers",
         default=",".join(READERS),
-        help="comma-separated: ours,ours-shar,wds,lhotse (all)",
+        help="comma-separated: ours,ours-idx (S3 only),ours-shar,wds,lhotse (all)",
     )
     parser.add_argument("--where", default="local,s3", help="comma-separated: local,s3")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all readers (3)")
@@ -720,9 +731,24 @@ def main() -> int:
 
     s3 = None
     prefix = f"{data.name}/"
+    # ours-idx: a copy of the WebDataset shards under wds-idx/ with index sidecars
+    # (`audiodecode shard --index`), read by ranged GETs instead of fetched whole.
+    indexed = [n.replace("wds/", "wds-idx/", 1) for n in names["wds"]]
     if "s3" in wheres:
+        subprocess.run(
+            [str(find_binary()), "shard", "--index"] + [str(data / n) for n in names["wds"]],
+            check=True,
+        )
+        copies = [f"{n}={i}" for n, i in zip(names["wds"], indexed)]
+        copies += [
+            f"wds/.audiodecode-index/{Path(n).name}.idx="
+            f"wds-idx/.audiodecode-index/{Path(n).name}.idx"
+            for n in names["wds"]
+        ]
         t0 = time.perf_counter()
-        s3, info = start_s3(data, names["wds"] + names["cuts"] + names["recording"], prefix)
+        s3, info = start_s3(
+            data, names["wds"] + names["cuts"] + names["recording"] + copies, prefix
+        )
         print(
             f"S3 server {info['endpoint']} (moto), shards uploaded in {time.perf_counter() - t0:.0f} s"
         )
@@ -736,6 +762,8 @@ def main() -> int:
             root = str(data) + "/" if local else f"s3://{BUCKET}/{prefix}"
             if reader == "ours":
                 out["url"], out["format"] = root + brace(names["wds"]), "webdataset"
+            elif reader == "ours-idx":
+                out["url"], out["format"] = root + brace(indexed), "webdataset"
             else:
                 out["url"], out["format"] = root + "shar", "shar"
             out["env"] = {} if local else info["env"]
@@ -760,6 +788,8 @@ def main() -> int:
         for rnd in range(args.rounds):
             for where in wheres:
                 for reader in readers:
+                    if reader == "ours-idx" and where == "local":
+                        continue  # local shards are indexed from their own headers
                     if where == "local":
                         for p in data.rglob("*.tar"):  # same page-cache state for everyone
                             p.read_bytes()
@@ -866,6 +896,7 @@ def report(
     print(header)
     labels = {
         "ours": "audiodecode wds",
+        "ours-idx": "audiodecode wds+idx",
         "ours-shar": "audiodecode Shar",
         "wds": "webdataset+DL",
         "lhotse": "lhotse Shar+DL",
@@ -925,7 +956,7 @@ def report(
             print(f"{labels[reader]} S3 / local: {100 * share:.0f} %{target}")
             if reader == "ours":
                 targets["ours s3/local"] = {"ratio": share, "met": share >= 0.8}
-    for name in [f"{r}/{w}" for w in wheres for r in ("ours", "ours-shar")]:
+    for name in [f"{r}/{w}" for w in wheres for r in ("ours", "ours-idx", "ours-shar")]:
         for i, r in enumerate(runs.get(name, [])):
             peak_mb = r["rss_peak_kb"] / 1024
             ring_mb, cache_mb = r["ring_bytes"] / 2**20, r["cache_capacity"] / 2**20
