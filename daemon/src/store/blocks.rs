@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::store::{Stamp, StoreError};
 
 /// Bytes one ranged GET fetches.
-const BLOCK: u64 = 4 << 20;
+const BLOCK: u64 = 2 << 20;
 /// Bytes of blocks kept (a few shards read side by side, a block or two each).
-const BUDGET: u64 = 48 << 20;
+const BUDGET: u64 = 32 << 20;
 
 /// A block: the object, its version, the block's number.
 type Key = (String, u64, u64);
