@@ -233,6 +233,15 @@ impl<V> Default for FileMemo<V> {
 }
 
 impl<V: Clone> FileMemo<V> {
+    /// What is known of `path`'s current version, without learning it.
+    pub fn get(&self, path: &Path) -> Option<V> {
+        let stamp = FileStamp::of(path)?;
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(path)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, v)| v.clone())
+    }
+
     /// What is known of `path`, from memory when the file is unchanged, else from `learn`;
     /// `None` when the file cannot be stamped (missing, unreadable metadata).
     pub fn get_or_learn(&self, path: &Path, learn: impl FnOnce() -> V) -> Option<V> {

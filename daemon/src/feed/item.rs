@@ -131,7 +131,7 @@ pub fn decode_item(
     let window = spec.max_seconds.map(|s| (s * f64::from(sr)).round() as u64);
     // The whole clean file, when it is held or met for the first time; else the item seeks.
     let whole = match memory.cache {
-        Some(cache) => cached_audio(cache, path, &req, spec)?,
+        Some(cache) => cached_audio(cache, memory.facts, path, &req, spec)?,
         None => first_sight(path, &req, spec, memory.facts)?,
     };
     let clean = match whole {
@@ -185,14 +185,18 @@ pub fn decode_item(
 }
 
 /// Whether `path` is far longer than the stream's crop: held whole (cached, or decoded
-/// whole at first sight) it would waste memory and time on audio no item uses.
-fn too_long_to_hold(path: &Path, spec: &StreamSpec) -> Result<bool, DecodeError> {
+/// whole at first sight) it would waste memory and time on audio no item uses. From the
+/// declared duration the stream's open probed (a file it could not probe fails later, in
+/// its decode).
+fn too_long_to_hold(path: &Path, spec: &StreamSpec, facts: &FileFacts) -> bool {
     let Some(max_s) = spec.max_seconds else {
-        return Ok(false);
+        return false;
     };
-    Ok(probe_info(path)?
-        .duration
-        .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s)))
+    facts
+        .durations
+        .get_or_learn(path, || probe_info(path).ok()?.duration)
+        .flatten()
+        .is_some_and(|d| d > CACHE_MAX_SECONDS.max(4.0 * max_s))
 }
 
 /// A file met for the first time without the cache: decoded whole at the stream's rate,
@@ -206,7 +210,8 @@ fn first_sight(
     spec: &StreamSpec,
     facts: &FileFacts,
 ) -> Result<Option<Arc<DecodedAudio>>, DecodeError> {
-    if !req.lenient || too_long_to_hold(path, spec)? {
+    // Later epochs: the verdict is known, the item seeks (a stat and a lookup, no probe).
+    if !req.lenient || facts.verdicts.get(path).is_some() || too_long_to_hold(path, spec, facts) {
         return Ok(None);
     }
     let mut decoded = None;
@@ -358,6 +363,7 @@ pub fn augment_steps(
 /// file should not be cached (far longer than the crop, or unreadable metadata).
 fn cached_audio(
     cache: &AudioCache,
+    facts: &FileFacts,
     path: &Path,
     req: &LoadRequest,
     spec: &StreamSpec,
@@ -375,7 +381,7 @@ fn cached_audio(
     if let Some(audio) = cache.get(&key, stamp) {
         return Ok(Some(audio));
     }
-    if too_long_to_hold(path, spec)? {
+    if too_long_to_hold(path, spec, facts) {
         return Ok(None);
     }
     let audio = Arc::new(decode(path, req)?);
