@@ -471,6 +471,41 @@ fn word_timestamps_lie_inside_their_segments_in_order() {
     }
 }
 
+/// Note [Model lanes on CPU]: a batch cut into lanes that run at once on one-thread
+/// replicas labels exactly as the whole model does (beam search has no draws), word times
+/// included.
+#[test]
+fn a_batch_in_lanes_labels_as_the_whole_model_does() {
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        ..TranscribeOptions::default()
+    };
+    let key = ModelKey::from_options(&options, 2).expect("the offline base model");
+    let load = |lanes: usize| {
+        WhisperEngine::load(&ModelKey {
+            lanes,
+            ..key.clone()
+        })
+        .expect("load base")
+    };
+    // Unpacked: six clips are a batch of six windows, three per lane.
+    let clips = &speech().clips[..6];
+    let in_lanes = transcribe_on(&load(2), clips, &options, false);
+    let whole = transcribe_on(&load(1), clips, &options, false);
+    for (a, b) in in_lanes.iter().zip(&whole) {
+        assert_eq!(text(a), text(b));
+        let times = |l: &FileLabel| -> Vec<(f64, f64)> {
+            l.segments
+                .iter()
+                .flatten()
+                .flat_map(|s| s.words.iter().flatten().map(|w| (w.start, w.end)))
+                .collect()
+        };
+        assert!(!times(a).is_empty());
+        assert_eq!(times(a), times(b), "word times differ for {}", text(a));
+    }
+}
+
 #[test]
 fn long_recordings_with_word_times_get_a_segment_per_sentence() {
     require_tool("sox");

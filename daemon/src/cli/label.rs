@@ -357,8 +357,20 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
     if todo.is_empty() {
         return Ok(());
     }
-    let (engine, key, schedule) = load_model(args, &options)?;
-    let vad = speech_detector(&options)?;
+    // ONNX Runtime and the VAD model load while the Whisper model does (start-up is paid
+    // by every run).
+    let (loaded, vad) = std::thread::scope(|scope| {
+        let vad = scope.spawn(|| speech_detector(&options));
+        let loaded = load_model(args, &options);
+        let vad = vad.join().unwrap_or_else(|_| {
+            Err(crate::label::error::LabelError::Model(
+                "loading the speech detector panicked".into(),
+            ))
+        });
+        (loaded, vad)
+    });
+    let (engine, key, schedule) = loaded?;
+    let vad = vad?;
     let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
     let mut sink = Sink::new(args, output, &todo);
     let cancel = AtomicBool::new(false);

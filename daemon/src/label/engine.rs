@@ -3,17 +3,19 @@
 //! words. Faithful to faster-whisper's decoding rules so results are comparable.
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
 
 use audiodecode_protocol::TranscribeOptions;
 use ct2rs::sys::{
-    ComputeType, Config, Device, StorageView, Whisper, WhisperGenerationResult, WhisperOptions,
+    ComputeType, DetectionResult, Device, StorageView, Whisper, WhisperGenerationResult,
+    WhisperOptions,
 };
 
 use super::align::{align_words, split_sentences, AlignInput};
 use super::error::LabelError;
+use super::lanes::Models;
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
 use super::types::{PieceOutput, Segment};
@@ -38,6 +40,8 @@ pub struct ModelKey {
     pub cuda: bool,
     pub compute_type: String,
     pub threads: usize,
+    /// Parts a batch runs in at once (Note [Model lanes on CPU]); 1 on GPU.
+    pub lanes: usize,
 }
 
 impl ModelKey {
@@ -77,6 +81,7 @@ impl ModelKey {
             n => n as usize,
         };
         Ok(Self {
+            lanes: super::lanes::lanes_for(cuda, threads),
             dir,
             cuda,
             compute_type,
@@ -93,7 +98,7 @@ fn cuda_devices() -> i32 {
     }
 }
 
-fn parse_compute_type(name: &str) -> Result<ComputeType, LabelError> {
+pub(super) fn parse_compute_type(name: &str) -> Result<ComputeType, LabelError> {
     Ok(match name {
         "int8" => ComputeType::INT8,
         "int8_float32" => ComputeType::INT8_FLOAT32,
@@ -130,8 +135,8 @@ pub struct PieceInput {
 }
 
 pub struct WhisperEngine {
-    /// Replaced by `reseed` between blocks; `None` only if that reload failed.
-    model: RwLock<Option<Whisper>>,
+    /// Its whole model is replaced by `reseed` between blocks (Note [Model lanes on CPU]).
+    models: Models,
     multilingual: bool,
     /// A call sampled (temperature above 0) since the model was loaded.
     sampled: AtomicBool,
@@ -155,19 +160,6 @@ struct Attempt {
     filled_context: bool,
 }
 
-/// Loads the CTranslate2 model `key` names.
-fn load_whisper(key: &ModelKey) -> Result<Whisper, LabelError> {
-    let ct2_config = Config {
-        device: if key.cuda { Device::CUDA } else { Device::CPU },
-        compute_type: parse_compute_type(&key.compute_type)?,
-        num_threads_per_replica: key.threads,
-        ..Config::default()
-    };
-    Whisper::new(&key.dir, ct2_config).map_err(|e| {
-        LabelError::Model(format!("{}: cannot load the model: {e}", key.dir.display()))
-    })
-}
-
 impl WhisperEngine {
     pub fn load(key: &ModelKey) -> Result<Self, LabelError> {
         crate::sys::keep_large_allocations();
@@ -176,11 +168,11 @@ impl WhisperEngine {
         ct2rs::set_random_seed(SAMPLING_SEED);
         let config = ModelConfig::read(&key.dir)?;
         let vocab = Vocab::load(&key.dir, &config.lang_ids)?;
-        let model = load_whisper(key)?;
-        let front = MelFrontEnd::new(model.n_mels());
+        let models = Models::load(key)?;
+        let front = MelFrontEnd::new(models.n_mels());
         Ok(Self {
-            multilingual: model.is_multilingual(),
-            model: RwLock::new(Some(model)),
+            multilingual: models.is_multilingual(),
+            models,
             sampled: AtomicBool::new(false),
             vocab,
             front,
@@ -197,29 +189,23 @@ impl WhisperEngine {
     /// has sampled since it was loaded, it is loaded again (fresh threads; about a second
     /// for `base`, paid only after a block that fell back to sampling).
     pub fn reseed(&self, seed: u32) -> Result<(), LabelError> {
-        let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
         ct2rs::set_random_seed(seed);
-        if self.sampled.swap(false, Ordering::SeqCst) || model.is_none() {
-            // The old model goes first: two at once would double the memory.
-            *model = None;
-            *model = Some(load_whisper(&self.key)?);
+        let lost = self.models.with_whole(|_| Ok(())).is_err();
+        if self.sampled.swap(false, Ordering::SeqCst) || lost {
+            self.models.reload_whole(&self.key)?;
         }
         Ok(())
     }
 
-    /// Runs `f` on the loaded model.
+    /// Runs `f` on the whole model (all the threads).
     fn with_model<T>(
         &self,
         f: impl FnOnce(&Whisper) -> Result<T, LabelError>,
     ) -> Result<T, LabelError> {
-        let model = self.model.read().unwrap_or_else(|e| e.into_inner());
-        match model.as_ref() {
-            Some(model) => f(model),
-            None => Err(LabelError::Model(format!(
-                "{}: the model could not be loaded again",
-                self.key.dir.display()
-            ))),
-        }
+        self.models.with_whole(f).map_err(|e| match e {
+            LabelError::Model(m) => LabelError::Model(format!("{}: {m}", self.key.dir.display())),
+            other => other,
+        })
     }
 
     /// Pieces decoded again at a fallback temperature since the model was loaded.
@@ -270,6 +256,8 @@ impl WhisperEngine {
     }
 
     /// Decodes a batch of pieces. An error here concerns the whole batch (the model failed).
+    /// The batch runs in lanes (Note [Model lanes on CPU]): each lane's pieces are encoded
+    /// and beam-searched on their own replica, at once.
     pub fn transcribe(
         &self,
         pieces: &[PieceInput],
@@ -278,28 +266,67 @@ impl WhisperEngine {
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
-        let mut features = stack_features(pieces);
-        let view = self.input_view(&mut features)?;
+        let lanes = self.models.lanes(pieces.len());
+        let detect = self.needs_detection(pieces, options);
         let t0 = std::time::Instant::now();
-        let encoded = self.with_model(|model| {
-            model
-                .encode(&view, false)
-                .map_err(|e| LabelError::Inference(format!("encoder: {e}")))
-        })?;
+        let no_inputs = || vec![(); lanes.len()];
+        let (encoded, detected): (Vec<StorageView>, Vec<Vec<Vec<DetectionResult>>>) = self
+            .models
+            .on_lanes(&lanes, no_inputs(), true, |_, range, (), model| {
+                let mut features = stack_features(&pieces[range]);
+                let view = self.input_view(&mut features)?;
+                let encoded = model
+                    .encode(&view, false)
+                    .map_err(|e| LabelError::Inference(format!("encoder: {e}")))?;
+                let detected = if detect {
+                    model
+                        .detect_language(&encoded)
+                        .map_err(|e| LabelError::Inference(format!("language detection: {e}")))?
+                } else {
+                    Vec::new()
+                };
+                Ok((encoded, detected))
+            })?
+            .into_iter()
+            .unzip();
+        let detected: Vec<Vec<DetectionResult>> = detected.into_iter().flatten().collect();
+        let languages = self.languages(pieces, options, &detected);
         let t1 = std::time::Instant::now();
-        let languages = self.languages(pieces, options, &encoded)?;
-        let t2 = std::time::Instant::now();
 
         let prompts: Vec<Vec<u32>> = languages
             .iter()
             .zip(pieces)
             .map(|((lang, _), piece)| self.prompt(lang, options, plain(piece, options)))
             .collect();
-        let attempts = self.decode_with_fallback(pieces, &prompts, &encoded, options)?;
+        let attempts = self.decode_with_fallback(pieces, &prompts, &lanes, &encoded, options)?;
         let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
-        let t3 = std::time::Instant::now();
+        let t2 = std::time::Instant::now();
         if options.word_timestamps {
-            self.add_words(pieces, &mut outputs, &encoded, options)?;
+            let mut rest = outputs.into_iter();
+            let per_lane: Vec<Vec<PieceOutput>> = lanes
+                .iter()
+                .map(|r| rest.by_ref().take(r.len()).collect())
+                .collect();
+            outputs = self
+                .models
+                .on_lanes(
+                    &lanes,
+                    per_lane,
+                    true,
+                    |k, range, mut lane_outputs, model| {
+                        self.add_words(
+                            model,
+                            &pieces[range],
+                            &mut lane_outputs,
+                            &encoded[k],
+                            options,
+                        )?;
+                        Ok(lane_outputs)
+                    },
+                )?
+                .into_iter()
+                .flatten()
+                .collect();
             for (output, piece) in outputs.iter_mut().zip(pieces) {
                 if piece.without_timestamps {
                     output.segments = split_sentences(std::mem::take(&mut output.segments));
@@ -308,12 +335,12 @@ impl WhisperEngine {
         }
         // Per-batch timings: AUDIODECODE_LOG=audiodecode::label=debug.
         log::debug!(
-            "batch {}: encode {:.3} s, language {:.3} s, decode {:.3} s, align {:.3} s",
+            "batch {} in {} lane(s): encode and language {:.3} s, decode {:.3} s, align {:.3} s",
             pieces.len(),
+            lanes.len(),
             (t1 - t0).as_secs_f64(),
             (t2 - t1).as_secs_f64(),
-            (t3 - t2).as_secs_f64(),
-            t3.elapsed().as_secs_f64()
+            t2.elapsed().as_secs_f64()
         );
         Ok(outputs)
     }
@@ -324,7 +351,8 @@ impl WhisperEngine {
         &self,
         pieces: &[PieceInput],
         prompts: &[Vec<u32>],
-        encoded: &StorageView,
+        lanes: &[Range<usize>],
+        encoded: &[StorageView],
         options: &TranscribeOptions,
     ) -> Result<Vec<Option<Attempt>>, LabelError> {
         let mut attempts: Vec<Option<Attempt>> = (0..pieces.len()).map(|_| None).collect();
@@ -335,7 +363,16 @@ impl WhisperEngine {
                 break;
             }
             let results = if round == 0 {
-                self.generate(encoded, prompts, temperature, options)?
+                // Beam search has no draws, so its lanes may run at once; sampling may not.
+                let parallel = temperature <= 0.0;
+                let no_inputs = vec![(); lanes.len()];
+                self.models
+                    .on_lanes(lanes, no_inputs, parallel, |k, range, (), model| {
+                        self.generate(model, &encoded[k], &prompts[range], temperature, options)
+                    })?
+                    .into_iter()
+                    .flatten()
+                    .collect()
             } else {
                 self.fallback_decodes
                     .fetch_add(pending.len(), std::sync::atomic::Ordering::Relaxed);
@@ -377,7 +414,7 @@ impl WhisperEngine {
         let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
         let sub_view = self.input_view(&mut sub_features)?;
         let sub_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
-        self.generate(&sub_view, &sub_prompts, temperature, options)
+        self.with_model(|model| self.generate(model, &sub_view, &sub_prompts, temperature, options))
     }
 
     /// Each piece's language and segments; a piece without an attempt, or heard as
@@ -465,29 +502,27 @@ impl WhisperEngine {
         quiet && unlikely
     }
 
-    /// Language and probability per piece: given, English-only, or detected once per group.
+    /// Whether the batch's languages are detected from its encoder output.
+    fn needs_detection(&self, pieces: &[PieceInput], options: &TranscribeOptions) -> bool {
+        self.is_multilingual()
+            && (options.multilingual
+                || (options.language.is_none() && pieces.iter().any(|p| p.language.is_none())))
+    }
+
+    /// Language and probability per piece: given, English-only, or detected once per group
+    /// (`detected`: each piece's detection results, empty when not detected).
     fn languages(
         &self,
         pieces: &[PieceInput],
         options: &TranscribeOptions,
-        encoded: &StorageView,
-    ) -> Result<Vec<(String, f32)>, LabelError> {
+        detected: &[Vec<DetectionResult>],
+    ) -> Vec<(String, f32)> {
         if !self.is_multilingual() {
-            return Ok(vec![("en".to_string(), 1.0); pieces.len()]);
+            return vec![("en".to_string(), 1.0); pieces.len()];
         }
         if let (Some(lang), false) = (&options.language, options.multilingual) {
-            return Ok(vec![(lang.clone(), 1.0); pieces.len()]);
+            return vec![(lang.clone(), 1.0); pieces.len()];
         }
-        let needs_detection = options.multilingual || pieces.iter().any(|p| p.language.is_none());
-        let detected = if needs_detection {
-            self.with_model(|model| {
-                model
-                    .detect_language(encoded)
-                    .map_err(|e| LabelError::Inference(format!("language detection: {e}")))
-            })?
-        } else {
-            Vec::new()
-        };
         let best = |i: usize| -> (String, f32) {
             detected
                 .get(i)
@@ -499,7 +534,7 @@ impl WhisperEngine {
                 .unwrap_or_else(|| ("en".to_string(), 0.0))
         };
         let mut group_first: std::collections::HashMap<usize, usize> = Default::default();
-        Ok(pieces
+        pieces
             .iter()
             .enumerate()
             .map(|(i, piece)| {
@@ -511,7 +546,7 @@ impl WhisperEngine {
                     None => best(*group_first.entry(piece.group).or_insert(i)),
                 }
             })
-            .collect())
+            .collect()
     }
 
     fn prompt(&self, language: &str, options: &TranscribeOptions, plain: bool) -> Vec<u32> {
@@ -595,6 +630,7 @@ impl WhisperEngine {
 
     fn generate(
         &self,
+        model: &Whisper,
         features: &StorageView,
         prompts: &[Vec<u32>],
         temperature: f32,
@@ -609,11 +645,9 @@ impl WhisperEngine {
         if temperature > 0.0 {
             self.sampled.store(true, Ordering::SeqCst);
         }
-        let results = self.with_model(|model| {
-            model
-                .generate(features, &token_prompts, &ct2_options)
-                .map_err(|e| LabelError::Inference(format!("decoder: {e}")))
-        })?;
+        let results = model
+            .generate(features, &token_prompts, &ct2_options)
+            .map_err(|e| LabelError::Inference(format!("decoder: {e}")))?;
         let room = ct2_options.max_length.saturating_sub(longest_prompt + 1);
         Ok(results
             .into_iter()
@@ -772,6 +806,7 @@ impl WhisperEngine {
     /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW).
     fn add_words(
         &self,
+        model: &Whisper,
         pieces: &[PieceInput],
         outputs: &mut [PieceOutput],
         encoded: &StorageView,
@@ -801,22 +836,18 @@ impl WhisperEngine {
         let whole_batch = by_sequence.len() == 1 && with_text.len() == pieces.len();
         for (sequence, members) in by_sequence {
             let results = if whole_batch {
-                self.with_model(|model| {
-                    model
-                        .align(encoded, &sequence, &text_tokens, &frames, 7)
-                        .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))
-                })?
+                model
+                    .align(encoded, &sequence, &text_tokens, &frames, 7)
+                    .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?
             } else {
                 let mut sub = stack_features(members.iter().map(|&k| &pieces[with_text[k]]));
                 let view = self.input_view(&mut sub)?;
                 let tokens: Vec<Vec<usize>> =
                     members.iter().map(|&k| text_tokens[k].clone()).collect();
                 let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
-                self.with_model(|model| {
-                    model
-                        .align(&view, &sequence, &tokens, &sub_frames, 7)
-                        .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))
-                })?
+                model
+                    .align(&view, &sequence, &tokens, &sub_frames, 7)
+                    .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?
             };
             for (result, &k) in results.iter().zip(&members) {
                 let i = with_text[k];

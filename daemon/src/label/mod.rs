@@ -9,6 +9,7 @@
 pub mod align;
 pub mod engine;
 pub mod error;
+mod lanes;
 pub mod live;
 pub mod mel;
 pub mod model;
