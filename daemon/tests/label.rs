@@ -471,28 +471,28 @@ fn word_timestamps_lie_inside_their_segments_in_order() {
     }
 }
 
-/// Note [Model lanes on CPU]: a batch cut into lanes that run at once on one-thread
+/// Note [Batches split across CPU replicas]: a batch cut into parts that run at once on one-thread
 /// replicas labels exactly as the whole model does (beam search has no draws), word times
 /// included.
 #[test]
-fn a_batch_in_lanes_labels_as_the_whole_model_does() {
+fn a_batch_split_across_replicas_labels_as_the_whole_model_does() {
     let options = TranscribeOptions {
         word_timestamps: true,
         ..TranscribeOptions::default()
     };
     let key = ModelKey::from_options(&options, 2).expect("the offline base model");
-    let load = |lanes: usize| {
+    let load = |split: usize| {
         WhisperEngine::load(&ModelKey {
-            lanes,
+            split,
             ..key.clone()
         })
         .expect("load base")
     };
-    // Unpacked: six clips are a batch of six windows, three per lane.
+    // Unpacked: six clips are a batch of six windows, three per part.
     let clips = &speech().clips[..6];
-    let in_lanes = transcribe_on(&load(2), clips, &options, false);
+    let split = transcribe_on(&load(2), clips, &options, false);
     let whole = transcribe_on(&load(1), clips, &options, false);
-    for (a, b) in in_lanes.iter().zip(&whole) {
+    for (a, b) in split.iter().zip(&whole) {
         assert_eq!(text(a), text(b));
         let times = |l: &FileLabel| -> Vec<(f64, f64)> {
             l.segments

@@ -15,9 +15,9 @@ use ct2rs::sys::{
 
 use super::align::{align_words, split_sentences, AlignInput};
 use super::error::LabelError;
-use super::lanes::Models;
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
+use super::replicas::Models;
 use super::types::{PieceOutput, Segment};
 use super::vocab::{Vocab, TIME_PRECISION};
 
@@ -40,8 +40,8 @@ pub struct ModelKey {
     pub cuda: bool,
     pub compute_type: String,
     pub threads: usize,
-    /// Parts a batch runs in at once (Note [Model lanes on CPU]); 1 on GPU.
-    pub lanes: usize,
+    /// Parts a batch runs in at once (Note [Batches split across CPU replicas]); 1 on GPU.
+    pub split: usize,
 }
 
 impl ModelKey {
@@ -81,7 +81,7 @@ impl ModelKey {
             n => n as usize,
         };
         Ok(Self {
-            lanes: super::lanes::lanes_for(cuda, threads),
+            split: super::replicas::split_for(cuda, threads),
             dir,
             cuda,
             compute_type,
@@ -135,7 +135,7 @@ pub struct PieceInput {
 }
 
 pub struct WhisperEngine {
-    /// Its whole model is replaced by `reseed` between blocks (Note [Model lanes on CPU]).
+    /// Its whole model is replaced by `reseed` between blocks (Note [Batches split across CPU replicas]).
     models: Models,
     multilingual: bool,
     /// A call sampled (temperature above 0) since the model was loaded.
@@ -256,7 +256,7 @@ impl WhisperEngine {
     }
 
     /// Decodes a batch of pieces. An error here concerns the whole batch (the model failed).
-    /// The batch runs in lanes (Note [Model lanes on CPU]): each lane's pieces are encoded
+    /// The batch runs in parts (Note [Batches split across CPU replicas]): each part's pieces are encoded
     /// and beam-searched on their own replica, at once.
     pub fn transcribe(
         &self,
@@ -266,13 +266,13 @@ impl WhisperEngine {
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
-        let lanes = self.models.lanes(pieces.len());
+        let parts = self.models.parts(pieces.len());
         let detect = self.needs_detection(pieces, options);
         let t0 = std::time::Instant::now();
-        let no_inputs = || vec![(); lanes.len()];
+        let no_inputs = || vec![(); parts.len()];
         let (encoded, detected): (Vec<StorageView>, Vec<Vec<Vec<DetectionResult>>>) = self
             .models
-            .on_lanes(&lanes, no_inputs(), true, |_, range, (), model| {
+            .on_parts(&parts, no_inputs(), true, |_, range, (), model| {
                 let mut features = stack_features(&pieces[range]);
                 let view = self.input_view(&mut features)?;
                 let encoded = model
@@ -298,30 +298,30 @@ impl WhisperEngine {
             .zip(pieces)
             .map(|((lang, _), piece)| self.prompt(lang, options, plain(piece, options)))
             .collect();
-        let attempts = self.decode_with_fallback(pieces, &prompts, &lanes, &encoded, options)?;
+        let attempts = self.decode_with_fallback(pieces, &prompts, &parts, &encoded, options)?;
         let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
         let t2 = std::time::Instant::now();
         if options.word_timestamps {
             let mut rest = outputs.into_iter();
-            let per_lane: Vec<Vec<PieceOutput>> = lanes
+            let per_part: Vec<Vec<PieceOutput>> = parts
                 .iter()
                 .map(|r| rest.by_ref().take(r.len()).collect())
                 .collect();
             outputs = self
                 .models
-                .on_lanes(
-                    &lanes,
-                    per_lane,
+                .on_parts(
+                    &parts,
+                    per_part,
                     true,
-                    |k, range, mut lane_outputs, model| {
+                    |k, range, mut part_outputs, model| {
                         self.add_words(
                             model,
                             &pieces[range],
-                            &mut lane_outputs,
+                            &mut part_outputs,
                             &encoded[k],
                             options,
                         )?;
-                        Ok(lane_outputs)
+                        Ok(part_outputs)
                     },
                 )?
                 .into_iter()
@@ -335,9 +335,9 @@ impl WhisperEngine {
         }
         // Per-batch timings: AUDIODECODE_LOG=audiodecode::label=debug.
         log::debug!(
-            "batch {} in {} lane(s): encode and language {:.3} s, decode {:.3} s, align {:.3} s",
+            "batch {} in {} part(s): encode and language {:.3} s, decode {:.3} s, align {:.3} s",
             pieces.len(),
-            lanes.len(),
+            parts.len(),
             (t1 - t0).as_secs_f64(),
             (t2 - t1).as_secs_f64(),
             t2.elapsed().as_secs_f64()
@@ -351,7 +351,7 @@ impl WhisperEngine {
         &self,
         pieces: &[PieceInput],
         prompts: &[Vec<u32>],
-        lanes: &[Range<usize>],
+        parts: &[Range<usize>],
         encoded: &[StorageView],
         options: &TranscribeOptions,
     ) -> Result<Vec<Option<Attempt>>, LabelError> {
@@ -363,11 +363,11 @@ impl WhisperEngine {
                 break;
             }
             let results = if round == 0 {
-                // Beam search has no draws, so its lanes may run at once; sampling may not.
+                // Beam search has no draws, so its parts may run at once; sampling may not.
                 let parallel = temperature <= 0.0;
-                let no_inputs = vec![(); lanes.len()];
+                let no_inputs = vec![(); parts.len()];
                 self.models
-                    .on_lanes(lanes, no_inputs, parallel, |k, range, (), model| {
+                    .on_parts(parts, no_inputs, parallel, |k, range, (), model| {
                         self.generate(model, &encoded[k], &prompts[range], temperature, options)
                     })?
                     .into_iter()

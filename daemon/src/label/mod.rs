@@ -9,7 +9,6 @@
 pub mod align;
 pub mod engine;
 pub mod error;
-mod lanes;
 pub mod live;
 pub mod mel;
 pub mod model;
@@ -18,6 +17,7 @@ pub mod pack;
 pub mod pieces;
 mod prepare;
 pub mod record;
+mod replicas;
 pub mod run;
 pub mod service;
 pub mod types;

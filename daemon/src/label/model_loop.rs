@@ -819,7 +819,11 @@ impl<'a> ModelLoop<'a> {
             let range = p.ranges[piece].clone();
             let audio = &p.samples[range.clone()];
             let first_part = p.ranges.len();
-            let parts = cut_pieces_within(audio, (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK);
+            let parts = cut_pieces_within(
+                audio,
+                (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK,
+                &[],
+            );
             for part in parts {
                 let again = Again {
                     file: index,

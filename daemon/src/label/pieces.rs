@@ -12,11 +12,20 @@ const PAUSE_FRAMES: usize = 20;
 
 /// Sample ranges of the pieces of `samples` (16 kHz mono), in order, covering all of it.
 pub fn cut_pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
-    cut_pieces_within(samples, WINDOW_SAMPLES)
+    cut_pieces_within(samples, WINDOW_SAMPLES, &[])
 }
 
-/// As [`cut_pieces`], with pieces of at most `window` samples (at least 1 s).
-pub fn cut_pieces_within(samples: &[f32], window: usize) -> Vec<std::ops::Range<usize>> {
+/// As [`cut_pieces`], with pieces of at most `window` samples (at least 1 s). `seams`
+/// (sorted sample positions) are where VAD removed non-speech: a cut there splits no word
+/// even where the removed stretch was noise or music rather than quiet, so the later of the
+/// last seam and the last pause in the search range is cut. On real speech among noise
+/// this makes pieces fuller: 4 windows instead of 5 for 115 s of speech (the 4 that
+/// faster-whisper's batched pipeline, which cuts only at VAD boundaries, needs).
+pub fn cut_pieces_within(
+    samples: &[f32],
+    window: usize,
+    seams: &[usize],
+) -> Vec<std::ops::Range<usize>> {
     let window = window.clamp(SAMPLE_RATE_HZ, WINDOW_SAMPLES);
     // A cut is searched in the last third of each window: early enough to find a pause,
     // late enough that pieces stay long (fewer pieces, more context each).
@@ -40,9 +49,19 @@ pub fn cut_pieces_within(samples: &[f32], window: usize) -> Vec<std::ops::Range<
         let first = (start + search_from) / HOP;
         // The cut must leave this piece within the window.
         let last = ((start + window) / HOP).saturating_sub(1);
-        let cut_frame = last_pause(&energy, first, last)
-            .unwrap_or_else(|| quietest_window(&prefix, first, last));
-        let cut = (cut_frame * HOP).clamp(start + HOP, start + window);
+        let pause = last_pause(&energy, first, last).map(|f| f * HOP);
+        let seam = seams
+            .iter()
+            .rev()
+            .find(|&&s| s >= start + search_from && s <= start + window)
+            .copied();
+        let cut = match (pause, seam) {
+            (Some(p), Some(s)) => p.max(s),
+            (p, s) => p
+                .or(s)
+                .unwrap_or_else(|| quietest_window(&prefix, first, last) * HOP),
+        };
+        let cut = cut.clamp(start + HOP, start + window);
         pieces.push(start..cut);
         start = cut;
     }
@@ -147,6 +166,18 @@ mod tests {
         let pieces = cut_pieces(&samples);
         assert!(pieces.len() >= 4);
         assert_eq!(pieces[0].start, 0);
+        // Seams (where VAD removed non-speech) later than the last pause are cut; seams
+        // earlier than it, or outside the search range, are not.
+        let pause_cut = pieces[0].end;
+        let late_seam = pause_cut + 800;
+        let seamed = cut_pieces_within(
+            &samples,
+            WINDOW_SAMPLES,
+            &[SEARCH_FROM_SAMPLES - 10, pause_cut - 4_000, late_seam],
+        );
+        assert_eq!(seamed[0].end, late_seam);
+        let early = cut_pieces_within(&samples, WINDOW_SAMPLES, &[pause_cut - 4_000]);
+        assert_eq!(early[0].end, pause_cut);
         assert_eq!(pieces.last().map(|p| p.end), Some(samples.len()));
         for pair in pieces.windows(2) {
             assert_eq!(pair[0].end, pair[1].start);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::engine::{PieceInput, WhisperEngine};
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
-use super::pieces::{cut_pieces, sound_span};
+use super::pieces::{cut_pieces_within, sound_span};
 use super::record::FileLabel;
 use crate::decode::{load, LoadRequest};
 use crate::feed::pool::run_within;
@@ -159,7 +159,8 @@ pub(super) fn prepare(
     };
     let long = samples.len() > WINDOW_SAMPLES;
     let features = catch_unwind(AssertUnwindSafe(|| {
-        cut_pieces(&samples)
+        let seams = speech.as_ref().map(SpeechMap::seams).unwrap_or_default();
+        cut_pieces_within(&samples, WINDOW_SAMPLES, &seams)
             .into_iter()
             .filter(|range| !is_silent(&samples[range.clone()]))
             .map(|range| {

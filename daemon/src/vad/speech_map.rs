@@ -48,6 +48,16 @@ impl SpeechMap {
         (kept, map)
     }
 
+    /// Where in the kept audio one kept range ends and the next begins (samples, in order):
+    /// the places non-speech was removed.
+    pub fn seams(&self) -> Vec<usize> {
+        self.spans
+            .windows(2)
+            .filter(|pair| pair[1].1 > pair[0].1 + pair[0].2)
+            .map(|pair| pair[1].0)
+            .collect()
+    }
+
     /// Seconds of the recording kept.
     pub fn kept_seconds(&self) -> f64 {
         self.spans.iter().map(|s| s.2).sum::<usize>() as f64 / self.rate
@@ -116,6 +126,10 @@ mod tests {
         assert_eq!(kept.len(), 30);
         assert_eq!((kept[0], kept[10], kept[29]), (10.0, 50.0, 99.0));
         assert_eq!(map.kept_seconds(), 3.0);
+        assert_eq!(map.seams(), vec![10, 20]);
+        // Ranges that touch remove nothing between them: no seam.
+        let (_, touching) = SpeechMap::keep(&samples, &[10..20, 20..30, 50..60], 10, 0);
+        assert_eq!(touching.seams(), vec![20]);
         assert_eq!(map.removed_seconds(), 7.0);
         assert_eq!(map.to_recording(0.0, false), 1.0);
         assert_eq!(map.to_recording(0.5, false), 1.5);

@@ -1,21 +1,21 @@
 //! The loaded model as the engine runs it: one replica with all the threads, and on CPU a
 //! second pool of replicas that run the parts of a batch at once.
 //!
-//! Note [Model lanes on CPU]
-//! ~~~~~~~~~~~~~~~~~~~~~~~~~
+//! Note [Batches split across CPU replicas]
+//! ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //! On CPU one CTranslate2 replica with two threads splits each operation between them;
-//! Whisper's small matrices (`base`: 512 wide, a beam of 5 over a batch of 8) leave both
+//! Whisper's small matrices (`base`: 512 wide, a beam of 5 over a batch of 8) leave the
 //! threads waiting on each other. Two replicas of one thread each, each running half of
-//! the batch, keep both cores busy instead: on 8 windows of real speech, encoder and beam
-//! search together took ~25 % less time (benches/README.md, "Model lanes"). So a batch of
-//! two or more pieces is cut into contiguous *lanes*, one per split replica, run at once;
-//! a single piece (the HTTP service's lone request) keeps the whole model, all its threads.
+//! the batch, keep both cores busy instead: 12 windows of real speech took 13 % less model
+//! time (benches/README.md, "Batches split across CPU replicas"). So a batch of two or more
+//! pieces is cut into contiguous *parts*, one per split replica, run at once; a single piece
+//! (the HTTP service's lone request) keeps the whole model and all its threads.
 //!
 //! Sampling (temperature fallback) never runs on the split pool: CTranslate2 seeds each
 //! worker thread's generator once, and which of a pool's replicas takes a call is a race,
-//! so draws there would depend on timing. Sampling runs on the whole model, one lane
+//! so draws there would depend on timing. Sampling runs on the whole model, one part
 //! after another, as Note [Deterministic labeling blocks] needs. Beam search has no
-//! draws; its results do not depend on the replica.
+//! draws; its results do not depend on the replica (a test checks texts and word times).
 //!
 //! The split replicas share one copy of the weights (CTranslate2 copies a model to the same
 //! device by reference); the whole model is a second copy (`base` int8: ~80 MB).
@@ -28,32 +28,32 @@ use ct2rs::sys::{Config, Device, Whisper};
 use super::engine::{parse_compute_type, ModelKey};
 use super::error::LabelError;
 
-/// Lanes on CPU: one per core pair is not better than two on the machines measured (a
-/// batch of 8 cut four ways leaves each replica too little work).
-const CPU_LANES: usize = 2;
+/// Parts on CPU with two threads or more (a batch of 8 cut four ways would leave each
+/// replica little work; more than two was not measured).
+const CPU_SPLIT: usize = 2;
 
-/// Overrides the number of lanes (1 turns the split off; for measuring).
-const LANES_ENV: &str = "AUDIODECODE_MODEL_LANES";
+/// Overrides the number of parts (1 turns the split off; for measuring).
+const SPLIT_ENV: &str = "AUDIODECODE_MODEL_SPLIT";
 
 pub(super) struct Models {
     /// All the threads; reloaded by `reseed`, `None` only if that reload failed.
     whole: RwLock<Option<Whisper>>,
-    /// `lanes` replicas of `threads / lanes` threads each; `None` on GPU or one thread.
+    /// `parts` replicas of `threads / parts` threads each; `None` on GPU or one thread.
     split: Option<Whisper>,
-    lanes: usize,
+    parts: usize,
 }
 
-/// How many lanes a model on `threads` CPU threads (or a GPU) runs a batch in.
-pub(super) fn lanes_for(cuda: bool, threads: usize) -> usize {
+/// How many parts a model on `threads` CPU threads (or a GPU) runs a batch in.
+pub(super) fn split_for(cuda: bool, threads: usize) -> usize {
     if cuda {
         return 1;
     }
-    let automatic = if threads < 2 { 1 } else { CPU_LANES };
-    let lanes = std::env::var(LANES_ENV)
+    let automatic = if threads < 2 { 1 } else { CPU_SPLIT };
+    let parts = std::env::var(SPLIT_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(automatic);
-    lanes.clamp(1, threads.max(1))
+    parts.clamp(1, threads.max(1))
 }
 
 /// Loads the CTranslate2 model `key` names as `replicas` replicas of `threads` threads.
@@ -72,10 +72,10 @@ fn load(key: &ModelKey, replicas: usize, threads: usize) -> Result<Whisper, Labe
 
 impl Models {
     pub(super) fn load(key: &ModelKey) -> Result<Self, LabelError> {
-        let lanes = key.lanes.clamp(1, key.threads.max(1));
+        let parts = key.split.clamp(1, key.threads.max(1));
         // The two pools load at once (each mostly reads and converts the weights).
         let (whole, split) = std::thread::scope(|scope| {
-            let split = scope.spawn(|| (lanes > 1).then(|| load(key, lanes, key.threads / lanes)));
+            let split = scope.spawn(|| (parts > 1).then(|| load(key, parts, key.threads / parts)));
             let whole = load(key, 1, key.threads);
             let split = split.join().unwrap_or_else(|_| {
                 Some(Err(LabelError::Model("loading the model panicked".into())))
@@ -86,7 +86,7 @@ impl Models {
         Ok(Self {
             whole: RwLock::new(Some(whole)),
             split,
-            lanes,
+            parts,
         })
     }
 
@@ -122,27 +122,27 @@ impl Models {
         self.with_whole(|m| Ok(m.n_mels())).unwrap_or(80)
     }
 
-    /// The lanes a batch of `n` pieces runs in: contiguous ranges of sizes differing by at
+    /// The parts a batch of `n` pieces runs in: contiguous ranges of sizes differing by at
     /// most one; a single range when there is no split pool or one piece.
-    pub(super) fn lanes(&self, n: usize) -> Vec<Range<usize>> {
-        let count = if self.split.is_some() { self.lanes } else { 1 };
+    pub(super) fn parts(&self, n: usize) -> Vec<Range<usize>> {
+        let count = if self.split.is_some() { self.parts } else { 1 };
         contiguous_ranges(n, count)
     }
 
-    /// `f(lane, range, input, model)` for each lane: at once on the split pool when
-    /// `parallel` and there are several lanes, else one after another on the whole model.
-    /// Results in lane order; the first error wins.
-    pub(super) fn on_lanes<I: Send, T: Send>(
+    /// `f(part, range, input, model)` for each part: at once on the split pool when
+    /// `parallel` and there are several parts, else one after another on the whole model.
+    /// Results in part order; the first error wins.
+    pub(super) fn on_parts<I: Send, T: Send>(
         &self,
-        lanes: &[Range<usize>],
+        parts: &[Range<usize>],
         inputs: Vec<I>,
         parallel: bool,
         f: impl Fn(usize, Range<usize>, I, &Whisper) -> Result<T, LabelError> + Sync,
     ) -> Result<Vec<T>, LabelError> {
-        match (&self.split, parallel && lanes.len() > 1) {
+        match (&self.split, parallel && parts.len() > 1) {
             (Some(split), true) => std::thread::scope(|scope| {
                 let f = &f;
-                let handles: Vec<_> = lanes
+                let handles: Vec<_> = parts
                     .iter()
                     .cloned()
                     .zip(inputs)
@@ -153,13 +153,15 @@ impl Models {
                     .into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            Err(LabelError::Inference("a model lane panicked".into()))
+                            Err(LabelError::Inference(
+                                "a model replica's part panicked".into(),
+                            ))
                         })
                     })
                     .collect()
             }),
             _ => self.with_whole(|model| {
-                lanes
+                parts
                     .iter()
                     .cloned()
                     .zip(inputs)
@@ -192,7 +194,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lanes_cover_the_batch_in_order() {
+    fn parts_cover_the_batch_in_order() {
         assert_eq!(contiguous_ranges(8, 2), vec![0..4, 4..8]);
         assert_eq!(contiguous_ranges(5, 2), vec![0..3, 3..5]);
         assert_eq!(contiguous_ranges(7, 3), vec![0..3, 3..5, 5..7]);
