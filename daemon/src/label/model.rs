@@ -143,6 +143,11 @@ fn python_module_dir(module: &str) -> Result<PathBuf, LabelError> {
 
 /// The package's model directory; a split `model.bin` is joined once into the user cache.
 fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, LabelError> {
+    // Every module of the package in one interpreter run; the lookups below remember them.
+    let modules: Vec<&str> = std::iter::once(package.module)
+        .chain(package.parts.iter().map(|(module, _)| *module))
+        .collect();
+    crate::pypackages::module_dirs(&modules);
     let root = python_module_dir(package.module)?;
     let dir = root.join(package.dir);
     if package.parts.is_empty() {

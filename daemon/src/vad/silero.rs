@@ -38,6 +38,12 @@ pub struct SpeechDetector {
 impl SpeechDetector {
     /// Opens ONNX Runtime and the model; the error names what is missing and where we looked.
     pub fn load() -> Result<Self, VadError> {
+        // ONNX Runtime's package and the model's in one interpreter run; the lookups
+        // below remember them.
+        let modules: Vec<&str> = std::iter::once("onnxruntime")
+            .chain(MODEL_PACKAGES.iter().map(|(module, _)| *module))
+            .collect();
+        crate::pypackages::module_dirs(&modules);
         let library = onnxruntime_library()?;
         let environment = open_runtime(&library)?;
         let model = model_file()?;
