@@ -488,10 +488,21 @@ fn a_batch_split_across_replicas_labels_as_the_whole_model_does() {
         })
         .expect("load base")
     };
-    // Unpacked: six clips are a batch of six windows, three per part.
+    let (split_engine, whole_engine) = (load(2), load(1));
     let clips = &speech().clips[..6];
-    let split = transcribe_on(&load(2), clips, &options, false);
-    let whole = transcribe_on(&load(1), clips, &options, false);
+    // Packed: the clips' languages are detected in parts too.
+    let packed = transcribe_on(&split_engine, clips, &options, true);
+    let packed_whole = transcribe_on(&whole_engine, clips, &options, true);
+    let texts = |labels: &[FileLabel]| {
+        labels
+            .iter()
+            .map(|l| text(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&packed), texts(&packed_whole));
+    // Unpacked: six clips are a batch of six windows, three per part.
+    let split = transcribe_on(&split_engine, clips, &options, false);
+    let whole = transcribe_on(&whole_engine, clips, &options, false);
     for (a, b) in split.iter().zip(&whole) {
         assert_eq!(text(a), text(b));
         let times = |l: &FileLabel| -> Vec<(f64, f64)> {

@@ -465,23 +465,34 @@ impl WhisperEngine {
                 .max()
                 .unwrap_or(2);
             let frames = frames.next_multiple_of(2);
-            let mut features = vec![0.0f32; group.len() * n_mels * frames];
-            for (k, &i) in group.iter().enumerate() {
-                let own = frames_of(clips[i]);
-                for m in 0..n_mels {
-                    let src = &clips[i].features[m * WINDOW_FRAMES..m * WINDOW_FRAMES + own];
-                    let at = (k * n_mels + m) * frames;
-                    features[at..at + own].copy_from_slice(src);
-                }
-            }
-            let shape = [group.len(), n_mels, frames];
-            let view = StorageView::new(&shape, &mut features, Device::CPU)
-                .map_err(|e| LabelError::Inference(format!("model input: {e}")))?;
-            let detected = self.with_model(|model| {
-                model
-                    .detect_language(&view)
-                    .map_err(|e| LabelError::Inference(format!("language detection: {e}")))
-            })?;
+            // The group's parts on the split replicas at once (Note [Batches split across
+            // CPU replicas]); every part padded to the group's length, as one call would.
+            let parts = self.models.parts(group.len());
+            let no_inputs = vec![(); parts.len()];
+            let detected: Vec<_> = self
+                .models
+                .on_parts(&parts, no_inputs, true, |_, range, (), model| {
+                    let part = &group[range];
+                    let mut features = vec![0.0f32; part.len() * n_mels * frames];
+                    for (k, &i) in part.iter().enumerate() {
+                        let own = frames_of(clips[i]);
+                        for m in 0..n_mels {
+                            let src =
+                                &clips[i].features[m * WINDOW_FRAMES..m * WINDOW_FRAMES + own];
+                            let at = (k * n_mels + m) * frames;
+                            features[at..at + own].copy_from_slice(src);
+                        }
+                    }
+                    let shape = [part.len(), n_mels, frames];
+                    let view = StorageView::new(&shape, &mut features, Device::CPU)
+                        .map_err(|e| LabelError::Inference(format!("model input: {e}")))?;
+                    model
+                        .detect_language(&view)
+                        .map_err(|e| LabelError::Inference(format!("language detection: {e}")))
+                })?
+                .into_iter()
+                .flatten()
+                .collect();
             for (&i, d) in group.iter().zip(detected) {
                 if let Some(best) = d.first() {
                     if let Some(code) = self.vocab.language_of_token(&best.language) {
