@@ -1,10 +1,8 @@
 //! The loaded model as the engine runs it: one replica with all the threads, and on CPU a
 //! second pool of replicas that run the parts of a batch at once.
 //!
-//! Note [Batches split across CPU replicas]
-//! ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-//! On CPU one CTranslate2 replica with two threads splits each operation between them;
-//! Whisper's small matrices (`base`: 512 wide, a beam of 5 over a batch of 8) leave the
+//! Note [Batches split across CPU replicas]: on CPU one CTranslate2 replica with two
+//! threads splits each operation between them; Whisper's small matrices (`base`: 512 wide, a beam of 5 over a batch of 8) leave the
 //! threads waiting on each other. Two replicas of one thread each, each running half of
 //! the batch, keep both cores busy instead: 12 windows of real speech took 13 % less model
 //! time (benches/README.md, "Batches split across CPU replicas"). So a batch of two or more
