@@ -169,9 +169,11 @@ impl WhisperEngine {
         let config = ModelConfig::read(&key.dir)?;
         let vocab = Vocab::load(&key.dir, &config.lang_ids)?;
         let models = Models::load(key)?;
-        let front = MelFrontEnd::new(models.n_mels());
+        let (n_mels, multilingual) =
+            models.with_whole(|m| Ok((m.n_mels(), m.is_multilingual())))?;
+        let front = MelFrontEnd::new(n_mels);
         Ok(Self {
-            multilingual: models.is_multilingual(),
+            multilingual,
             models,
             sampled: AtomicBool::new(false),
             vocab,
@@ -190,8 +192,7 @@ impl WhisperEngine {
     /// for `base`, paid only after a block that fell back to sampling).
     pub fn reseed(&self, seed: u32) -> Result<(), LabelError> {
         ct2rs::set_random_seed(seed);
-        let lost = self.models.with_whole(|_| Ok(())).is_err();
-        if self.sampled.swap(false, Ordering::SeqCst) || lost {
+        if self.sampled.swap(false, Ordering::SeqCst) || !self.models.is_loaded() {
             self.models.reload_whole(&self.key)?;
         }
         Ok(())

@@ -97,6 +97,14 @@ impl Models {
         Ok(())
     }
 
+    /// Whether the whole model is loaded (a failed reload leaves it out).
+    pub(super) fn is_loaded(&self) -> bool {
+        self.whole
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Runs `f` on the whole model.
     pub(super) fn with_whole<T>(
         &self,
@@ -109,15 +117,6 @@ impl Models {
                 "the model could not be loaded again".into(),
             )),
         }
-    }
-
-    pub(super) fn is_multilingual(&self) -> bool {
-        self.with_whole(|m| Ok(m.is_multilingual()))
-            .unwrap_or(false)
-    }
-
-    pub(super) fn n_mels(&self) -> usize {
-        self.with_whole(|m| Ok(m.n_mels())).unwrap_or(80)
     }
 
     /// The parts a batch of `n` pieces runs in: contiguous ranges of sizes differing by at
