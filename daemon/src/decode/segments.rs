@@ -16,9 +16,28 @@ use crate::error::{panic_message, DecodeError, Result};
 /// are caught and reported as [`DecodeError::Panic`] for this file.
 /// A URL is fetched first (see Note [Remote objects]).
 pub fn load(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAudio> {
-    crate::decode::remote::with_local(path, |local| {
+    crate::decode::remote::with_local_part(path, req, |local| {
         guard(local, || load_inner(local, req, threads.max(1)))
     })
+}
+
+/// The input frames a [`load`] of `req` reads from a file at `in_rate` — the requested
+/// part plus the resampler's context — for fetching only that part of a remote file
+/// (Note [Ranged reads of remote files]); `None` for a request `load` refuses. The end is
+/// `None` when the request runs to the end of the file.
+pub(crate) fn input_span(in_rate: u32, req: &LoadRequest) -> Option<(u64, Option<u64>)> {
+    let valid_duration = req.duration.is_none_or(|d| d.is_finite() && d >= 0.0);
+    if !(req.offset.is_finite() && req.offset >= 0.0 && valid_duration) || in_rate == 0 {
+        return None;
+    }
+    let out_rate = req.sample_rate.unwrap_or(in_rate);
+    let geometry = Geometry::new(in_rate, out_rate, req.quality).ok()?;
+    let out_start = (req.offset * f64::from(out_rate)).round() as u64;
+    let out_end = req
+        .duration
+        .map(|d| out_start + (d * f64::from(out_rate)).round() as u64);
+    let whole = geometry.segment(out_start, out_end);
+    Some((whole.decode_from, whole.decode_to))
 }
 
 fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -387,4 +406,37 @@ fn decode_segment(
         sample_rate: geometry.out_rate as u32,
         damage: stats.damage,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_span_covers_the_part_and_the_resamplers_context() {
+        let part = |offset: f64, duration: Option<f64>, sample_rate: Option<u32>| LoadRequest {
+            offset,
+            duration,
+            sample_rate,
+            ..LoadRequest::default()
+        };
+        // No resampling: exactly the part.
+        assert_eq!(
+            input_span(16_000, &part(2.0, Some(0.5), None)),
+            Some((32_000, Some(40_001)))
+        );
+        assert_eq!(
+            input_span(16_000, &part(2.0, None, None)),
+            Some((32_000, None))
+        );
+        // Resampling: the part and more on both sides, as the decode reads it.
+        let (from, to) = input_span(44_100, &part(61.2, Some(4.0), Some(16_000))).unwrap();
+        let to = to.unwrap();
+        assert!(from < 2_698_920 && to > 2_875_320, "{from}..{to}"); // 61.2 s, 65.2 s
+        assert!(to - from < 10 * 44_100, "{from}..{to}");
+        // What `load` refuses has no span.
+        assert_eq!(input_span(16_000, &part(f64::NAN, None, None)), None);
+        assert_eq!(input_span(16_000, &part(1.0, Some(-1.0), None)), None);
+        assert_eq!(input_span(0, &part(1.0, None, None)), None);
+    }
 }

@@ -124,9 +124,14 @@ impl Source {
 }
 
 /// Read container facts without decoding the audio (beyond one packet when the headers
-/// leave rate or layout open). A URL is fetched first.
+/// leave rate or layout open). A URL is fetched first: only its header, when it is a large
+/// file of fixed-size blocks (Note [Ranged reads of remote files]).
 pub fn probe_info(path: &Path) -> Result<AudioInfo> {
-    crate::decode::remote::with_local(path, |local| {
+    let header_only = crate::decode::LoadRequest {
+        duration: Some(0.0),
+        ..crate::decode::LoadRequest::default()
+    };
+    crate::decode::remote::with_local_part(path, &header_only, |local| {
         let mut info = Source::open(local)?.info().clone();
         info.path = path.to_path_buf();
         Ok(info)

@@ -59,6 +59,13 @@ pub(super) fn read(url: &str, stamp: Stamp, range: Range<u64>) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// `range` widened to whole blocks, within an object of `size` bytes.
+pub(super) fn rounded_out(range: &Range<u64>, size: u64) -> (u64, u64) {
+    let start = range.start / BLOCK * BLOCK;
+    let end = range.end.div_ceil(BLOCK).saturating_mul(BLOCK).min(size);
+    (start.min(end), end)
+}
+
 /// Block `number`, fetched unless it is kept or being fetched (then its fetch is awaited).
 fn block(url: &str, stamp: Stamp, number: u64) -> Result<Arc<Vec<u8>>, StoreError> {
     let key: Key = (url.to_string(), stamp.tag, number);
@@ -108,5 +115,28 @@ fn keep(key: &Key, bytes: u64) {
                 .map_or(0, |b| b.len() as u64);
             blocks.bytes = blocks.bytes.saturating_sub(size);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_out_to_whole_blocks_within_the_object() {
+        assert_eq!(rounded_out(&(100..200), 10 * BLOCK), (0, BLOCK));
+        assert_eq!(
+            rounded_out(&(BLOCK..BLOCK + 1), 10 * BLOCK),
+            (BLOCK, 2 * BLOCK)
+        );
+        assert_eq!(
+            rounded_out(&(BLOCK - 1..BLOCK + 1), 10 * BLOCK),
+            (0, 2 * BLOCK)
+        );
+        // The last block ends with the object.
+        assert_eq!(
+            rounded_out(&(BLOCK + 5..BLOCK + 9), BLOCK + 7),
+            (BLOCK, BLOCK + 7)
+        );
     }
 }

@@ -205,6 +205,16 @@ impl Objects {
         Ok((body, stamp))
     }
 
+    /// Whether a copy of `url` is held (checked or not).
+    pub(super) fn holds(&self, url: &str) -> bool {
+        self.lock().entries.contains_key(url)
+    }
+
+    /// The bytes the cache may hold.
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// The copy held of `url`, however long ago it was checked.
     fn any_copy(&self, url: &str) -> Option<(Arc<Body>, Stamp)> {
         let mut inner = self.lock();

@@ -3,7 +3,8 @@
 //! URL too. See Note [Remote objects].
 //!
 //! In short: a remote object is fetched whole into a memory file (or the `--object-cache`
-//! directory) and decoded from there; a copy is revalidated a second after it was checked,
+//! directory) and decoded from there, unless only a part of a large one is wanted (Note
+//! [Ranged reads of remote files]); a copy is revalidated a second after it was checked,
 //! so a changed object is never served stale; every wait on the network is bounded.
 
 mod blocks;
@@ -167,6 +168,71 @@ pub fn read(url: &str) -> Result<Vec<u8>, StoreError> {
 pub fn read_range(url: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
     let location = Location::parse(url)?;
     fetch::get_range(&location, range)
+}
+
+/// A remote object read in parts by ranged GETs instead of fetched whole (Note [Ranged reads
+/// of remote files]).
+pub struct RangedObject {
+    url: String,
+    stamp: Stamp,
+}
+
+/// `Some` when `url` is better read in parts: no copy of it is held and it is larger than
+/// an eighth of what the object cache may hold. Smaller objects are fetched whole and kept,
+/// so that the next part wanted (the next item of a long recording) is read locally.
+pub fn ranged_object(url: &str) -> Result<Option<RangedObject>, StoreError> {
+    let location = Location::parse(url)?;
+    let objects = cache::objects();
+    if objects.holds(url) {
+        return Ok(None);
+    }
+    let stamp = objects.stamp(&location)?;
+    if stamp.size <= objects.capacity() / 8 {
+        return Ok(None);
+    }
+    Ok(Some(RangedObject {
+        url: url.to_string(),
+        stamp,
+    }))
+}
+
+impl RangedObject {
+    pub fn size(&self) -> u64 {
+        self.stamp.size
+    }
+
+    /// The object's first `len` bytes (fewer when it is shorter), by one small ranged GET:
+    /// a header, which may show that the object is better fetched whole after all.
+    pub fn head(&self, len: u64) -> Result<Vec<u8>, StoreError> {
+        read_range(&self.url, 0..len.min(self.stamp.size))
+    }
+
+    /// A local copy as long as the object that holds `head` (its first bytes) and `ranges`
+    /// of it (each rounded out to whole blocks, kept a while for the next part wanted);
+    /// the rest is a hole that reads as zeros and takes no memory. The caller reads
+    /// nothing else.
+    pub fn partial_copy(
+        &self,
+        head: &[u8],
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<LocalCopy, StoreError> {
+        let location = Location::parse(&self.url)?;
+        let file = memory_file(&location)?;
+        let unwritable = |e: std::io::Error| StoreError::Unreachable {
+            url: self.url.clone(),
+            reason: format!("cannot write the fetched bytes to a memory file: {e}"),
+        };
+        file.set_len(self.stamp.size).map_err(unwritable)?;
+        file.write_all_at(head, 0).map_err(unwritable)?;
+        for range in ranges.iter().filter(|r| r.start < r.end) {
+            let (start, end) = blocks::rounded_out(range, self.stamp.size);
+            if start < end {
+                let bytes = blocks::read(&self.url, self.stamp, start..end)?;
+                file.write_all_at(&bytes, start).map_err(unwritable)?;
+            }
+        }
+        LocalCopy::of(&self.url, Arc::new(cache::Body::Memory(file)))
+    }
 }
 
 /// Every object under the prefix `url` (a "directory"), as URLs in lexical order.

@@ -52,6 +52,16 @@ impl MemFile {
         self.file.set_len(0)
     }
 
+    /// Set the length; growing it leaves a hole that reads as zeros and takes no memory.
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    /// Write `bytes` at `offset`, leaving the file position alone.
+    pub fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
+    }
+
     pub fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }

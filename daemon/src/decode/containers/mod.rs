@@ -24,6 +24,7 @@ use symphonia::default::formats::MpaReader;
 use crate::error::{DecodeError, Result};
 
 use blocks::BlockReader;
+pub(crate) use blocks::Payload;
 use riff::WavData;
 use shorten::ShortenReader;
 use window::Window;
@@ -126,6 +127,31 @@ pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
         at_seconds: 0.0,
         reason: e.to_string(),
     })
+}
+
+/// Where the samples of a file of fixed-size blocks lie — WAV (RIFF, RF64, BW64) with PCM,
+/// float, µ-law or A-law samples, SPHERE with uncompressed samples, AIFC with IMA4 — read
+/// from the file's first bytes `head` (of `file_len`), so that the part of a remote file a
+/// request reads can be fetched alone (Note [Ranged reads of remote files]). `None` for any
+/// other file, and for a header that does not end within `head`.
+pub(crate) fn block_layout(head: &[u8], file_len: u64) -> Option<Payload> {
+    let at = |offset: usize, tag: &[u8]| head.get(offset..offset + tag.len()) == Some(tag);
+    let mut cursor = std::io::Cursor::new(head);
+    if at(0, b"NIST_1A") {
+        match sphere::parse(head, file_len).ok()? {
+            sphere::Samples::Blocks(payload) => Some(payload),
+            sphere::Samples::Shorten { .. } => None,
+        }
+    } else if at(0, b"FORM") && at(8, b"AIFC") {
+        aifc::parse(&mut cursor, file_len).ok()?
+    } else if at(8, b"WAVE") && (at(0, b"RIFF") || at(0, b"RF64") || at(0, b"BW64")) {
+        match riff::layout(&mut cursor, file_len, !at(0, b"RIFF")).ok()? {
+            WavData::Pcm(payload) => Some(payload),
+            WavData::Mpeg { .. } => None,
+        }
+    } else {
+        None
+    }
 }
 
 fn blocks(

@@ -51,6 +51,27 @@ pub(crate) fn parse<R: Read + Seek>(
     file_len: u64,
     rf64: bool,
 ) -> Result<Option<WavData>, String> {
+    walk(file, file_len, rf64, false)
+}
+
+/// Where the samples of any WAV-family file lie, plain RIFF PCM (symphonia's to decode)
+/// included: for fetching only the part of a remote file a request reads.
+pub(crate) fn layout<R: Read + Seek>(
+    file: &mut R,
+    file_len: u64,
+    rf64: bool,
+) -> Result<WavData, String> {
+    walk(file, file_len, rf64, true)?.ok_or_else(|| "not a WAV file".to_string())
+}
+
+/// The chunk walk of [`parse`] and [`layout`]; `every_riff` walks a plain RIFF WAV to its
+/// data too, rather than leaving it to symphonia at its `fmt ` chunk.
+fn walk<R: Read + Seek>(
+    file: &mut R,
+    file_len: u64,
+    rf64: bool,
+    every_riff: bool,
+) -> Result<Option<WavData>, String> {
     let name = if rf64 { "RF64/BW64 WAV" } else { "WAV" };
     let io = |e: std::io::Error| format!("{name} header: {e}");
     file.seek(SeekFrom::Start(12)).map_err(io)?;
@@ -76,6 +97,7 @@ pub(crate) fn parse<R: Read + Seek>(
                 let fields = read_body(file, size, 16).map_err(io)?;
                 format = Some(wave_format(&fields)?);
                 if !rf64
+                    && !every_riff
                     && !matches!(
                         format,
                         Some(WaveFormat {
@@ -95,7 +117,7 @@ pub(crate) fn parse<R: Read + Seek>(
                 } else {
                     u64::from(size)
                 };
-                return data_of(&format, body, declared, file_len).map(Some);
+                return data_of(name, &format, body, declared, file_len).map(Some);
             }
             _ => {}
         }
@@ -109,6 +131,7 @@ pub(crate) fn parse<R: Read + Seek>(
 }
 
 fn data_of(
+    name: &str,
     format: &WaveFormat,
     start: u64,
     declared: u64,
@@ -130,13 +153,13 @@ fn data_of(
         (WAVE_FORMAT_MULAW, 8) => CODEC_ID_PCM_MULAW,
         (tag, bits) => {
             return Err(format!(
-            "RF64/BW64 WAV with format tag 0x{tag:04x} and {bits}-bit samples is not read natively"
-        ))
+                "{name} with format tag 0x{tag:04x} and {bits}-bit samples is not read natively"
+            ))
         }
     };
-    let channels = channels_of(format).ok_or("RF64/BW64 WAV declares no channels")?;
+    let channels = channels_of(format).ok_or_else(|| format!("{name} declares no channels"))?;
     if format.sample_rate == 0 {
-        return Err("RF64/BW64 WAV declares a sample rate of 0".into());
+        return Err(format!("{name} declares a sample rate of 0"));
     }
     Ok(WavData::Pcm(Payload::pcm(
         codec,
