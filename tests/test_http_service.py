@@ -395,6 +395,26 @@ def test_a_short_request_does_not_wait_for_a_long_one(
         assert finished["short"] < finished["long"]
 
 
+def test_a_long_stream_sends_each_pieces_text_as_it_is_final(binary: Path, very_long: Path) -> None:
+    # Batches of one window: the pieces finish one model call after another, and each
+    # piece's text goes out then, not all at the end (Note [Streamed pieces]).
+    with serve_http("127.0.0.1:0", model="tiny.en", threads=2, batch_size=1) as fair:
+        client = openai.OpenAI(base_url=f"{fair.http_url}/v1", api_key="unused", max_retries=0)
+        started = time.monotonic()
+        arrivals: list[tuple[float, object]] = []
+        with open(very_long, "rb") as f:
+            for event in client.audio.transcriptions.create(model="whisper-1", file=f, stream=True):
+                arrivals.append((time.monotonic() - started, event))
+        whole = transcribe(client, very_long).text  # type: ignore[attr-defined]
+    deltas = [(t, e.delta) for t, e in arrivals if e.type == "transcript.text.delta"]  # type: ignore[attr-defined]
+    done_at, done = arrivals[-1]
+    assert done.type == "transcript.text.done"  # type: ignore[attr-defined]
+    assert len(deltas) >= 5, deltas
+    assert "".join(d for _, d in deltas) == done.text == whole  # type: ignore[attr-defined]
+    # The first piece's text came while most of the model's work was still ahead.
+    assert deltas[0][0] < 0.6 * done_at, (deltas[0][0], done_at)
+
+
 def test_a_full_queue_answers_503_at_once(
     binary: Path, speech: list[Path], very_long: Path
 ) -> None:

@@ -25,7 +25,7 @@ use axum::Router;
 
 pub use error::ApiError;
 
-use crate::label::live::{Answer, Audio, LiveLabeler, LiveRequest, Task};
+use crate::label::live::{Answer, Audio, LiveError, LiveLabeler, LiveRequest, Reply, Task};
 use metrics::RequestCounts;
 use upload::Form;
 
@@ -225,30 +225,33 @@ impl Service {
     }
 
     /// Queues an upload and waits for its answer.
+    /// Queues a request; `progress` receives a streamed request's text as it is final.
+    fn submit(
+        &self,
+        form: Form,
+        options: TranscribeOptions,
+        task: Task,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Reply, ApiError> {
+        let request = LiveRequest {
+            audio: Audio::Upload(form.audio),
+            name: form.name,
+            options,
+            task,
+            progress,
+        };
+        Ok(self.labeler.submit(request)?)
+    }
+
     async fn run(
         &self,
         form: Form,
         options: TranscribeOptions,
         task: Task,
     ) -> Result<Answer, ApiError> {
-        let request = LiveRequest {
-            audio: Audio::Upload(form.audio),
-            name: form.name,
-            options,
-            task,
-        };
-        let reply = self.labeler.submit(request)?;
-        match reply.await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the request was dropped by the service",
-            )),
-        }
+        answer_of(self.submit(form, options, task, None)?.await)
     }
 
-    /// Runs `handle` under the request timeout: past it the client gets a 504 and the work
-    /// is dropped (the labeler forgets a request nobody waits for).
     async fn within_timeout(
         &self,
         handle: impl std::future::Future<Output = Result<Response, ApiError>>,
@@ -279,6 +282,19 @@ fn flag(value: Option<&str>, name: &'static str, default: bool) -> Result<bool, 
             "{name} must be true or false, not '{other}'"
         ))
         .param(name)),
+    }
+}
+
+/// What a request's reply brought: its answer, or the service dropped it.
+fn answer_of(
+    reply: Result<Result<Answer, LiveError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Answer, ApiError> {
+    match reply {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request was dropped by the service",
+        )),
     }
 }
 

@@ -9,13 +9,14 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::languages::code_of;
 use super::respond::OpenAiFormat;
 use super::upload::read_form;
-use super::{flag, label_of, Shared, OPENAI_MODEL};
-use crate::label::live::Task;
+use super::{answer_of, flag, label_of, Shared, OPENAI_MODEL};
+use crate::label::live::{Reply, Task};
 use crate::label::FileLabel;
 
 pub(super) async fn transcriptions(
@@ -85,38 +86,165 @@ async fn transcribe(
         }
     }
     options.word_timestamps = words;
-    let stream = flag(form.field("stream"), "stream", false)?;
-    let label = label_of(service.run(form, options, Task::Label).await?)?;
-    if stream {
-        return Ok(text_events(&label));
+    if flag(form.field("stream"), "stream", false)? {
+        let (progress, deltas) = tokio::sync::mpsc::unbounded_channel();
+        let reply = service.submit(form, options, Task::Label, Some(progress))?;
+        let deadline = tokio::time::Instant::now() + service.config.request_timeout;
+        return text_events(reply, deltas, deadline).await;
     }
+    let label = label_of(service.run(form, options, Task::Label).await?)?;
     Ok(format.render(&label, task, words))
 }
 
-/// `stream=true`: server-sent events, a `transcript.text.delta` per segment and a final
-/// `transcript.text.done`; the deltas join to the final text.
-fn text_events(label: &FileLabel) -> Response {
-    let mut events = Vec::new();
-    let mut first = true;
+fn delta_event(delta: &str) -> Event {
+    let body = json!({ "type": "transcript.text.delta", "delta": delta });
+    Event::default().data(body.to_string())
+}
+
+fn done_event(text: &str) -> Event {
+    let body = json!({ "type": "transcript.text.done", "text": text });
+    Event::default().data(body.to_string())
+}
+
+/// A failure after the stream began, when the status code is sent already.
+fn error_event(error: &ApiError) -> Event {
+    let body = json!({
+        "type": "error",
+        "error": { "message": error.message, "type": "server_error", "code": error.code },
+    });
+    Event::default().data(body.to_string())
+}
+
+fn timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "the request took longer than this service's time limit",
+    )
+}
+
+/// `stream=true`: server-sent events, a `transcript.text.delta` as each piece's text is
+/// final (Note [Streamed pieces]) and a final `transcript.text.done`; the deltas join to
+/// the final text. Until the first text comes, a failure is still an error status (a bad
+/// upload is a 400); after it, an `error` event ends the stream. A client that leaves
+/// drops the reply, and the service forgets the request.
+async fn text_events(
+    mut reply: Reply,
+    mut deltas: UnboundedReceiver<String>,
+    deadline: tokio::time::Instant,
+) -> Result<Response, ApiError> {
+    let first = tokio::select! {
+        delta = deltas.recv() => delta,
+        answer = &mut reply => {
+            // Done before any text went out (one window): its segments as the deltas.
+            let label = label_of(answer_of(answer)?)?;
+            let text = label.text.clone().unwrap_or_default();
+            let mut events: Vec<Event> =
+                segment_deltas(&label).iter().map(|d| delta_event(d)).collect();
+            events.push(done_event(&text));
+            return Ok(sse(futures_util::stream::iter(events.into_iter().map(Ok))));
+        }
+    };
+    let mut streamer = Streamer {
+        pending: std::collections::VecDeque::new(),
+        sent: String::new(),
+        deltas: Some(deltas),
+        reply: Some(reply),
+        deadline,
+    };
+    if let Some(delta) = first {
+        streamer.send(delta);
+    }
+    let events = futures_util::stream::unfold(streamer, |mut streamer| async move {
+        let event = streamer.next().await?;
+        Some((Ok(event), streamer))
+    });
+    Ok(sse(events))
+}
+
+fn sse<S>(events: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    Sse::new(events).into_response()
+}
+
+/// A streamed request's events still to send.
+struct Streamer {
+    pending: std::collections::VecDeque<Event>,
+    /// The deltas sent, joined.
+    sent: String,
+    /// Open until the request's pieces are all sent.
+    deltas: Option<UnboundedReceiver<String>>,
+    /// Taken when the answer came.
+    reply: Option<Reply>,
+    deadline: tokio::time::Instant,
+}
+
+impl Streamer {
+    fn send(&mut self, delta: String) {
+        self.pending.push_back(delta_event(&delta));
+        self.sent.push_str(&delta);
+    }
+
+    /// The next event; `None` once the `done` (or `error`) event has gone.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let reply = self.reply.as_mut()?;
+            if let Some(deltas) = self.deltas.as_mut() {
+                match tokio::time::timeout_at(self.deadline, deltas.recv()).await {
+                    Ok(Some(delta)) => self.send(delta),
+                    Ok(None) => self.deltas = None,
+                    Err(_) => self.fail(&timed_out()),
+                }
+                continue;
+            }
+            let answer = match tokio::time::timeout_at(self.deadline, reply).await {
+                Ok(answer) => answer_of(answer).and_then(label_of),
+                Err(_) => Err(timed_out()),
+            };
+            self.reply = None;
+            match answer {
+                Ok(label) => self.finish(label.text.as_deref().unwrap_or_default()),
+                Err(e) => self.fail(&e),
+            }
+        }
+    }
+
+    /// What the streamed pieces did not say yet, then `done`.
+    fn finish(&mut self, text: &str) {
+        match text.strip_prefix(self.sent.as_str()) {
+            Some("") => {}
+            Some(rest) => self.pending.push_back(delta_event(rest)),
+            None => log::warn!("streamed text is not the start of the final text"),
+        }
+        self.pending.push_back(done_event(text));
+    }
+
+    fn fail(&mut self, error: &ApiError) {
+        self.pending.push_back(error_event(error));
+        self.deltas = None;
+        self.reply = None;
+    }
+}
+
+/// A label's segments as deltas that join to its text.
+fn segment_deltas(label: &FileLabel) -> Vec<String> {
+    let mut deltas = Vec::new();
     for segment in label.segments.iter().flatten() {
         let text = segment.text.trim();
         if text.is_empty() {
             continue;
         }
-        let delta = if first {
+        deltas.push(if deltas.is_empty() {
             text.to_string()
         } else {
             format!(" {text}")
-        };
-        first = false;
-        let body = json!({ "type": "transcript.text.delta", "delta": delta });
-        events.push(Event::default().data(body.to_string()));
+        });
     }
-    let text = label.text.clone().unwrap_or_default();
-    let done = json!({ "type": "transcript.text.done", "text": text });
-    events.push(Event::default().data(done.to_string()));
-    let stream = futures_util::stream::iter(events.into_iter().map(Ok::<Event, Infallible>));
-    Sse::new(stream).into_response()
+    deltas
 }
 
 fn model_object(id: &str) -> serde_json::Value {

@@ -74,6 +74,10 @@ pub struct LiveRequest {
     pub name: String,
     pub options: TranscribeOptions,
     pub task: Task,
+    /// Where the text goes as the request's pieces become final (`stream=true`), before
+    /// the whole label is the answer (Note [Streamed pieces]). Dropped when the request
+    /// ends.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// A detected language and its probability.
@@ -224,6 +228,7 @@ struct Job {
 struct Arrival {
     index: usize,
     options: TranscribeOptions,
+    progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     reply: ReplyTo,
     work: Work,
 }
@@ -353,11 +358,17 @@ fn prepare_jobs(
             })
         };
         // The upload's memory goes now, before the model's turn.
-        let options = request.options;
-        drop(request.audio);
+        let LiveRequest {
+            audio,
+            options,
+            progress,
+            ..
+        } = request;
+        drop(audio);
         let arrival = Arrival {
             index,
             options,
+            progress,
             reply,
             work,
         };
@@ -543,6 +554,7 @@ impl<'a> ModelThread<'a> {
         let Arrival {
             index,
             options,
+            progress,
             reply,
             work,
         } = arrival;
@@ -570,10 +582,20 @@ impl<'a> ModelThread<'a> {
                 // Options decide the lane: the same options share batches.
                 let lane = format!("{options:?}");
                 let engine = self.engine;
-                self.lanes
+                let model_loop = self
+                    .lanes
                     .entry(lane.clone())
-                    .or_insert_with(|| ModelLoop::new(engine, options, true))
-                    .accept(ready);
+                    .or_insert_with(|| ModelLoop::new(engine, options, true));
+                model_loop.accept(ready);
+                if let Some(progress) = progress {
+                    // A client that left is forgotten by the next step; nothing to tell.
+                    model_loop.stream(
+                        index,
+                        Box::new(move |text| {
+                            let _ = progress.send(text);
+                        }),
+                    );
+                }
                 self.waiting.insert(index, Waiting { reply, lane });
             }
         }

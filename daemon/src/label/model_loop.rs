@@ -71,25 +71,49 @@ fn voiced_seconds(samples: &[f32]) -> f64 {
 /// or its parts' together) and empties the other.
 fn keep_the_fuller_reading(p: &mut Partial) {
     for (piece, parts) in std::mem::take(&mut p.redone) {
-        let words = |k: usize| {
-            p.outputs
-                .get(k)
-                .and_then(Option::as_ref)
-                .map_or(0, word_count)
-        };
-        let whole = words(piece);
-        let in_parts: usize = parts.clone().map(words).sum();
-        let loser: Vec<usize> = if in_parts > whole {
-            vec![piece]
-        } else {
-            parts.collect()
-        };
-        for k in loser {
+        for k in losing_reading(p, piece, parts) {
             if let Some(Some(output)) = p.outputs.get_mut(k) {
                 output.segments.clear();
             }
         }
     }
+}
+
+/// The pieces of the reading with fewer words: `piece`'s own, or its `parts`' together (a
+/// tie keeps the piece).
+fn losing_reading(p: &Partial, piece: usize, parts: std::ops::Range<usize>) -> Vec<usize> {
+    let words = |k: usize| {
+        p.outputs
+            .get(k)
+            .and_then(Option::as_ref)
+            .map_or(0, word_count)
+    };
+    let whole = words(piece);
+    let in_parts: usize = parts.clone().map(words).sum();
+    if in_parts > whole {
+        vec![piece]
+    } else {
+        parts.collect()
+    }
+}
+
+/// The text of these pieces' outputs, in order, as a label joins it.
+fn text_of(p: &Partial, pieces: impl Iterator<Item = usize>) -> String {
+    let mut texts = Vec::new();
+    for k in pieces {
+        let segments = p
+            .outputs
+            .get(k)
+            .and_then(Option::as_ref)
+            .map(|o| &o.segments);
+        for segment in segments.into_iter().flatten() {
+            let text = segment.text.trim();
+            if !text.is_empty() {
+                texts.push(text);
+            }
+        }
+    }
+    texts.join(" ")
 }
 
 /// Parts of an uncovered stretch worth decoding again: at least 1.5 s long, holding at
@@ -129,6 +153,86 @@ fn speech_holes(
         .map(|r| gap.start + r.start..gap.start + r.end)
         .filter(|r| !is_silent(&samples[r.clone()]))
         .collect()
+}
+
+/// How fully a piece decoded without timestamps was read: its words per voiced second,
+/// and whether its text is repetitive.
+struct Pace {
+    words_per_voiced_second: f64,
+    repetitive: bool,
+}
+
+impl Pace {
+    /// Whisper stopped early, jumped, or dropped repetitions, judged against the pace of
+    /// the file's fullest piece.
+    fn is_sparse(&self, fullest: f64) -> bool {
+        let floor = (fullest * SPARSE_SHARE_OF_FULLEST).max(MIN_WORDS_PER_VOICED_SECOND);
+        let pace = self.words_per_voiced_second;
+        pace < floor || (self.repetitive && pace < fullest * REPETITIVE_SHARE_OF_FULLEST)
+    }
+}
+
+/// The pace of piece `i` of `p`, when it is decoded and long and voiced enough to judge.
+fn pace_of(p: &Partial, i: usize, repetition: Option<f32>) -> Option<Pace> {
+    let range = p.ranges.get(i)?;
+    if range.len() < 2 * MIN_REDO_PART {
+        return None;
+    }
+    let audio = p.samples.get(range.clone())?;
+    let output = p.outputs.get(i)?.as_ref()?;
+    let voiced = voiced_seconds(audio);
+    if voiced < MIN_REDO_VOICED_SECONDS {
+        return None;
+    }
+    let repetitive = output
+        .segments
+        .iter()
+        .any(|s| repetition.is_some_and(|t| s.compression_ratio > t));
+    Some(Pace {
+        words_per_voiced_second: word_count(output) as f64 / voiced,
+        repetitive,
+    })
+}
+
+/// The fullest pace: pieces that lost words would drag a median down.
+fn fullest_pace<'p>(paces: impl Iterator<Item = &'p Pace>) -> f64 {
+    paces.map(|p| p.words_per_voiced_second).fold(0.0, f64::max)
+}
+
+/// Queues `piece` of `p` to be decoded again in parts of about half of it, cut at pauses.
+fn redo_in_parts(
+    engine: &WhisperEngine,
+    file: usize,
+    p: &mut Partial,
+    piece: usize,
+    language: &Option<String>,
+    queue: &mut Vec<QueuedPiece>,
+) {
+    let Some(range) = p.ranges.get(piece).cloned() else {
+        return;
+    };
+    let first_part = p.ranges.len();
+    let parts = cut_pieces_within(
+        &p.samples[range.clone()],
+        (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK,
+        &[],
+    );
+    for part in parts {
+        let again = Again {
+            file,
+            range: range.start + part.start..range.start + part.end,
+            language: language.clone(),
+            without_timestamps: true,
+        };
+        again.queue(engine, p, queue);
+    }
+    log::debug!(
+        "{}: piece at {:.1} s too sparse; decoding it again in {} parts",
+        p.name,
+        range.start as f64 / f64::from(SAMPLE_RATE),
+        p.ranges.len() - first_part
+    );
+    p.redone.push((piece, first_part..p.ranges.len()));
 }
 
 /// A stretch of a file decoded again as a window of its own (skipped speech, or part of a
@@ -217,6 +321,30 @@ struct Partial {
     own_window: Option<PieceInput>,
     /// A short clip's language detected from its own frames, and its probability.
     detected: Option<(String, f32)>,
+    /// Where the text of a streamed file goes as its pieces become final.
+    stream: Option<PieceStream>,
+}
+
+impl Partial {
+    /// Whether the pieces are decoded without timestamps (long recordings, or as asked):
+    /// their skipped speech shows as sparse text, not as holes between segments.
+    fn is_plain(&self, without_timestamps: bool) -> bool {
+        self.samples.len() > WINDOW_SAMPLES || without_timestamps
+    }
+}
+
+/// Receives a streamed file's text, a piece at a time, in order.
+pub(super) type TextSink = Box<dyn FnMut(String)>;
+
+/// A file whose text is streamed as its pieces finish (Note [Streamed pieces]).
+struct PieceStream {
+    sink: TextSink,
+    /// The file's pieces as first cut (parts decoded again come after them).
+    originals: usize,
+    /// Pieces whose text has gone out.
+    sent: usize,
+    /// Whether any text has gone out (the next is preceded by a space).
+    spoken: bool,
 }
 
 /// Windows of many files through the model: packs short clips, batches windows, decodes
@@ -408,6 +536,7 @@ impl<'a> ModelLoop<'a> {
                         sparse_checked: false,
                         own_window,
                         detected: None,
+                        stream: None,
                     },
                 );
                 if packable {
@@ -604,6 +733,7 @@ impl<'a> ModelLoop<'a> {
             }
             Err(message) => self.fail_members(&members, &message),
         }
+        self.stream_final_pieces();
         self.finish_complete_files();
     }
 
@@ -769,79 +899,119 @@ impl<'a> ModelLoop<'a> {
     /// repeated phrases: the piece's text is far shorter than its speech, or repetitive.
     /// Such pieces are decoded again in parts of about half the piece, cut at pauses, and
     /// the reading with more words is kept (see `keep_the_fuller_reading`). Returns
-    /// whether any were queued.
+    /// whether any were queued. A streamed file's pieces were judged as they came in
+    /// (`stream_final_pieces`).
     fn queue_sparse_pieces(&mut self, index: usize) -> bool {
         let language = self.redo_language(index);
+        let repetition = self.options.compression_ratio_threshold;
+        let without_timestamps = self.options.without_timestamps;
         let Some(p) = self.partial.get_mut(&index) else {
             return false;
         };
-        // Only pieces decoded without timestamps: timestamped ones have their skipped
-        // stretches found by `queue_holes`.
-        let plain = p.samples.len() > WINDOW_SAMPLES || self.options.without_timestamps;
-        if p.sparse_checked || p.error.is_some() || !plain {
+        if p.sparse_checked || p.error.is_some() || !p.is_plain(without_timestamps) {
             return false;
         }
         p.sparse_checked = true;
-        let repetition = self.options.compression_ratio_threshold;
-        let rates: Vec<(usize, f64, f64, bool)> = (0..p.ranges.len())
-            .filter(|&i| p.ranges[i].len() >= 2 * MIN_REDO_PART)
-            .filter_map(|i| {
-                let audio = p.samples.get(p.ranges[i].clone())?;
-                let output = p.outputs[i].as_ref()?;
-                let repetitive = output
-                    .segments
-                    .iter()
-                    .any(|s| repetition.is_some_and(|t| s.compression_ratio > t));
-                Some((
-                    i,
-                    word_count(output) as f64,
-                    voiced_seconds(audio),
-                    repetitive,
-                ))
-            })
-            .filter(|&(_, _, voiced, _)| voiced >= MIN_REDO_VOICED_SECONDS)
+        let paces: Vec<(usize, Pace)> = (0..p.ranges.len())
+            .filter_map(|i| Some((i, pace_of(p, i, repetition)?)))
             .collect();
-        // The file's fullest piece sets the pace: pieces that lost words drag a median down.
-        let fullest = rates.iter().map(|&(_, w, v, _)| w / v).fold(0.0, f64::max);
-        let floor = (fullest * SPARSE_SHARE_OF_FULLEST).max(MIN_WORDS_PER_VOICED_SECOND);
-        let sparse: Vec<usize> = rates
+        let fullest = fullest_pace(paces.iter().map(|(_, pace)| pace));
+        let sparse: Vec<usize> = paces
             .iter()
-            .filter(|&&(_, words, voiced, repetitive)| {
-                let pace = words / voiced;
-                pace < floor || (repetitive && pace < fullest * REPETITIVE_SHARE_OF_FULLEST)
-            })
-            .map(|&(i, _, _, _)| i)
+            .filter(|(_, pace)| pace.is_sparse(fullest))
+            .map(|&(i, _)| i)
             .collect();
-        if sparse.is_empty() {
-            return false;
+        for &piece in &sparse {
+            redo_in_parts(self.engine, index, p, piece, &language, &mut self.queue);
         }
-        for piece in sparse {
-            let range = p.ranges[piece].clone();
-            let audio = &p.samples[range.clone()];
-            let first_part = p.ranges.len();
-            let parts = cut_pieces_within(
-                audio,
-                (range.len() / 2).max(MIN_REDO_PART) + HALF_SLACK,
-                &[],
-            );
-            for part in parts {
-                let again = Again {
-                    file: index,
-                    range: range.start + part.start..range.start + part.end,
-                    language: language.clone(),
-                    without_timestamps: true,
-                };
-                again.queue(self.engine, p, &mut self.queue);
+        !sparse.is_empty()
+    }
+
+    /// Streams `file`'s text to `sink` as its pieces become final, rather than all at once
+    /// when it is labelled; a file of one window (whose skipped speech is only found once
+    /// it is done) sends its text when it is labelled.
+    pub(super) fn stream(&mut self, file: usize, sink: TextSink) {
+        let Some(p) = self.partial.get_mut(&file) else {
+            return;
+        };
+        let originals = p.ranges.len();
+        p.stream = Some(PieceStream {
+            sink,
+            originals,
+            sent: 0,
+            spoken: false,
+        });
+    }
+
+    /// Note [Streamed pieces]: a streamed long file's pieces are judged for sparseness as
+    /// they come in, against the fullest piece so far, rather than all at once against the
+    /// file's fullest; each piece's text goes out once it and every piece before it are
+    /// final (judged, and a sparse piece's parts decoded and the fuller reading chosen).
+    /// Then `queue_sparse_pieces` does not judge the file again, so the label is the text
+    /// streamed. A file that fits one batch is judged exactly as unstreamed.
+    fn stream_final_pieces(&mut self) {
+        let repetition = self.options.compression_ratio_threshold;
+        let streamed: Vec<usize> = self
+            .partial
+            .iter()
+            .filter(|(_, p)| p.stream.is_some() && p.error.is_none())
+            .map(|(&i, _)| i)
+            .collect();
+        for index in streamed {
+            let language = self.redo_language(index);
+            let without_timestamps = self.options.without_timestamps;
+            let Some(p) = self.partial.get_mut(&index) else {
+                continue;
+            };
+            if !p.is_plain(without_timestamps) {
+                continue;
             }
-            log::debug!(
-                "{}: piece at {:.1} s too sparse; decoding it again in {} parts",
-                p.name,
-                range.start as f64 / f64::from(SAMPLE_RATE),
-                p.ranges.len() - first_part
-            );
-            p.redone.push((piece, first_part..p.ranges.len()));
+            p.sparse_checked = true;
+            let originals = p.stream.as_ref().map_or(0, |s| s.originals);
+            let paces: Vec<Pace> = (0..originals)
+                .filter_map(|i| pace_of(p, i, repetition))
+                .collect();
+            let fullest = fullest_pace(paces.iter());
+            while let Some(piece) = p.stream.as_ref().map(|s| s.sent).filter(|&i| i < originals) {
+                if p.outputs[piece].is_none() {
+                    break;
+                }
+                let redone = p.redone.iter().find(|(k, _)| *k == piece).cloned();
+                let winner: Vec<usize> = match redone {
+                    Some((_, parts)) => {
+                        if parts.clone().any(|k| p.outputs[k].is_none()) {
+                            break;
+                        }
+                        let losers = losing_reading(p, piece, parts.clone());
+                        std::iter::once(piece)
+                            .chain(parts)
+                            .filter(|k| !losers.contains(k))
+                            .collect()
+                    }
+                    None => {
+                        if pace_of(p, piece, repetition).is_some_and(|pace| pace.is_sparse(fullest))
+                        {
+                            redo_in_parts(self.engine, index, p, piece, &language, &mut self.queue);
+                            break;
+                        }
+                        vec![piece]
+                    }
+                };
+                let text = text_of(p, winner.into_iter());
+                if let Some(stream) = p.stream.as_mut() {
+                    if !text.is_empty() {
+                        let delta = if stream.spoken {
+                            format!(" {text}")
+                        } else {
+                            text
+                        };
+                        stream.spoken = true;
+                        (stream.sink)(delta);
+                    }
+                    stream.sent += 1;
+                }
+            }
         }
-        true
     }
 
     /// A file's name, for logs.
