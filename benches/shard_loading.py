@@ -259,13 +259,21 @@ from moto.moto_server import werkzeug_app
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 sys.path.insert(0, sys.argv[1])
 from object_servers import S3Server
-# Requests served, by method: a line on stdin asks for the counts so far.
+# Requests served, by method, and the bytes of GET bodies ("GET bytes"): a line on stdin
+# asks for the counts so far.
 counts, lock = collections.Counter(), threading.Lock()
 serve = werkzeug_app.DomainDispatcherApplication.__call__
 def counted(self, environ, start_response):
+    method = environ["REQUEST_METHOD"]
     with lock:
-        counts[environ["REQUEST_METHOD"]] += 1
-    return serve(self, environ, start_response)
+        counts[method] += 1
+    def respond(status, headers, exc_info=None):
+        length = [v for k, v in headers if k.lower() == "content-length"]
+        if method == "GET" and length:
+            with lock:
+                counts["GET bytes"] += int(length[0])
+        return start_response(status, headers, exc_info)
+    return serve(self, environ, respond)
 werkzeug_app.DomainDispatcherApplication.__call__ = counted
 s3 = S3Server()
 bucket, root, prefix = sys.argv[2], Path(sys.argv[3]), sys.argv[4]

@@ -33,7 +33,12 @@ pub(crate) fn with_local_part<T>(
     req: &LoadRequest,
     decode: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
-    let url = crate::store::url_of(path).filter(|_| req.offset > 0.0 || req.duration.is_some());
+    let is_member = path
+        .to_str()
+        .and_then(crate::store::tar::split_member)
+        .is_some();
+    let part = req.offset > 0.0 || req.duration.is_some();
+    let url = crate::store::url_of(path).filter(|_| part && !is_member);
     if let Some(url) = url {
         if let Some(copy) = part_copy(url, req)? {
             return decode(copy.path()).map_err(|e| e.renamed(copy.path(), path));

@@ -66,13 +66,31 @@ pub(super) fn rounded_out(range: &Range<u64>, size: u64) -> (u64, u64) {
     (start.min(end), end)
 }
 
+/// The object's first `len` bytes (a file's header, read again for each part of it
+/// wanted), kept with the blocks.
+pub(super) fn head(url: &str, stamp: Stamp, len: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+    cached(url, stamp, HEAD_KEY, 0..len.min(stamp.size))
+}
+
+/// The key number of an object's header in `Blocks` (no block has it).
+const HEAD_KEY: u64 = u64::MAX;
+
 /// Block `number`, fetched unless it is kept or being fetched (then its fetch is awaited).
 fn block(url: &str, stamp: Stamp, number: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+    let start = number * BLOCK;
+    cached(url, stamp, number, start..(start + BLOCK).min(stamp.size))
+}
+
+/// Bytes `range` of the object kept as `number`, fetched unless kept or being fetched.
+fn cached(
+    url: &str,
+    stamp: Stamp,
+    number: u64,
+    range: Range<u64>,
+) -> Result<Arc<Vec<u8>>, StoreError> {
     let key: Key = (url.to_string(), stamp.tag, number);
     let cell = Arc::clone(blocks().cells.entry(key.clone()).or_default());
-    let start = number * BLOCK;
-    let end = (start + BLOCK).min(stamp.size);
-    let fetch = || crate::store::read_range(url, start..end).map(Arc::new);
+    let fetch = || crate::store::read_range(url, range.clone()).map(Arc::new);
     let mut failure = None;
     let fetched = cell.get_or_init(|| match fetch() {
         Ok(block) => Some(block),

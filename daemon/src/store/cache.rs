@@ -67,9 +67,15 @@ struct Inner {
     /// Copies an earlier run left in the cache directory, by file name: adopted when their
     /// object is asked for unchanged, evicted first otherwise.
     orphans: HashMap<String, u64>,
+    /// Stamps of objects checked but not held (read in parts, Note [Ranged reads of remote
+    /// files]), trusted for `FRESH` like a held copy's.
+    stamps: HashMap<String, (Stamp, Instant)>,
     bytes: u64,
     tick: u64,
 }
+
+/// Stamps of objects not held that are remembered at most (a few seconds' worth).
+const MAX_STAMPS: usize = 4096;
 
 static CONFIG: OnceLock<CacheConfig> = OnceLock::new();
 
@@ -122,14 +128,29 @@ impl Objects {
     /// The object's stamp: from a copy checked within `FRESH`, else by a HEAD request
     /// (which also revalidates the copy held, when it is unchanged).
     pub(super) fn stamp(&self, location: &Location) -> Result<Stamp, StoreError> {
-        if let Some(stamp) = self.fresh(location.url()).map(|(_, stamp)| stamp) {
+        let url = location.url();
+        if let Some(stamp) = self.fresh(url).map(|(_, stamp)| stamp) {
+            return Ok(stamp);
+        }
+        let checked = self.lock().stamps.get(url).copied();
+        if let Some((stamp, _)) = checked.filter(|(_, at)| at.elapsed() <= FRESH) {
             return Ok(stamp);
         }
         let stamp = stamp_of(&fetch::head(location)?);
         let mut inner = self.lock();
-        if let Some(entry) = inner.entries.get_mut(location.url()) {
-            if entry.stamp == stamp {
-                entry.checked = Instant::now();
+        match inner.entries.get_mut(url) {
+            Some(entry) => {
+                if entry.stamp == stamp {
+                    entry.checked = Instant::now();
+                }
+            }
+            None => {
+                if inner.stamps.len() >= MAX_STAMPS {
+                    inner.stamps.retain(|_, (_, at)| at.elapsed() <= FRESH);
+                }
+                inner
+                    .stamps
+                    .insert(url.to_string(), (stamp, Instant::now()));
             }
         }
         Ok(stamp)
