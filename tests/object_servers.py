@@ -131,17 +131,12 @@ class AzureServer:
     def __init__(self, executable: str, location: Path) -> None:
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
+        self._process = start_listening(
             [executable, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
             + ["--location", str(location), "--silent", "--skipApiVersionCheck"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            port,
+            "azurite",
         )
-        try:
-            wait_for_port(self._process, port, "azurite")
-        except RuntimeError:
-            self.stop()
-            raise
         from azure.storage.blob import BlobServiceClient
 
         self._client = BlobServiceClient.from_connection_string(
@@ -163,12 +158,7 @@ class AzureServer:
         self._client.get_blob_client(container, blob).upload_blob(body, overwrite=True)
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
 
 
 def free_port() -> int:
@@ -189,6 +179,26 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, what: str) -> Non
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not start on port {port}") from None
             time.sleep(0.1)
+
+
+def start_listening(command: list[str], port: int, what: str) -> subprocess.Popen[bytes]:
+    """``command`` in a child process, once it accepts connections on ``port``."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(process, port, what)
+    except RuntimeError:
+        stop_process(process)
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -285,19 +295,14 @@ class GcsServer:
         self.ca, cert, key = make_tls_files(workdir / "tls")
         port = free_port()
         self.endpoint = f"https://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
+        self._process = start_listening(
             [executable, "-scheme", "https", "-backend", "memory"]
             + ["-host", "127.0.0.1", "-port", str(port), "-log-level", "error"]
             + ["-public-host", f"127.0.0.1:{port}", "-external-url", self.endpoint]
             + ["-cert-location", str(cert), "-private-key-location", str(key)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            port,
+            "fake-gcs-server",
         )
-        try:
-            wait_for_port(self._process, port, "fake-gcs-server")
-        except RuntimeError:
-            self.stop()
-            raise
         self._tls = ssl.create_default_context(cafile=str(self.ca))
 
     def env(self) -> dict[str, str]:
@@ -332,12 +337,7 @@ class GcsServer:
         self._call("POST", path, body, "application/octet-stream")
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
 
 
 def fake_gcs_server_executable() -> str | None:
