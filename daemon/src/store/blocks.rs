@@ -2,22 +2,63 @@
 //! members of a sidecar-indexed shard (Note [Shard index sidecars]) come in archive order,
 //! so one GET serves the members of a block instead of one GET each (a request's latency,
 //! not its bytes, is what costs on object storage).
+//!
+//! Blocks are fetched objects in parts, so they live where whole fetched objects do — in
+//! memory files — and within a share of the object cache's bound: a stream reads the
+//! shards of its shuffle window side by side, and blocks evicted before all their members
+//! were read are fetched again (a fixed 32 MiB made 2,293 GETs of 64 shards' 333 blocks).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::store::{Stamp, StoreError};
+use crate::sys::MemFile;
 
 /// Bytes one ranged GET fetches.
 const BLOCK: u64 = 2 << 20;
-/// Bytes of blocks kept (a few shards read side by side, a block or two each).
-const BUDGET: u64 = 32 << 20;
+/// Bytes of blocks kept at least; at most a quarter of what the object cache may hold.
+const MIN_BUDGET: u64 = 32 << 20;
+
+fn budget() -> u64 {
+    (super::cache::objects().capacity() / 4).max(MIN_BUDGET)
+}
 
 /// A block: the object, its version, the block's number.
 type Key = (String, u64, u64);
 /// Filled once by whoever fetches it first (others wait); `None` when that fetch failed.
-type Cell = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
+type Cell = Arc<OnceLock<Option<Arc<Block>>>>;
+
+/// A block's bytes, in a memory file.
+struct Block {
+    file: MemFile,
+    len: u64,
+}
+
+impl Block {
+    fn of(url: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        let failed = |e: std::io::Error| StoreError::Unreachable {
+            url: url.to_string(),
+            reason: format!("cannot keep fetched bytes in a memory file: {e}"),
+        };
+        let file = MemFile::new("block").map_err(failed)?;
+        file.write_all_at(bytes, 0).map_err(failed)?;
+        Ok(Self {
+            file,
+            len: bytes.len() as u64,
+        })
+    }
+
+    /// Bytes `from..to` of the block, appended to `out`; `None` past its end.
+    fn read_into(&self, from: u64, to: u64, out: &mut Vec<u8>) -> Option<std::io::Result<()>> {
+        if to > self.len || from > to {
+            return None;
+        }
+        let at = out.len();
+        out.resize(at + usize::try_from(to - from).ok()?, 0);
+        Some(self.file.read_exact_at(&mut out[at..], from))
+    }
+}
 
 #[derive(Default)]
 struct Blocks {
@@ -43,20 +84,34 @@ pub(super) fn read(url: &str, stamp: Stamp, range: Range<u64>) -> Result<Vec<u8>
     for number in first..=last {
         let block = block(url, stamp, number)?;
         let start = number * BLOCK;
-        let from = usize::try_from(range.start.max(start) - start).unwrap_or(usize::MAX);
-        let to = usize::try_from(range.end.min(start + BLOCK) - start).unwrap_or(usize::MAX);
-        let part = block.get(from..to).ok_or_else(|| StoreError::Invalid {
-            url: url.to_string(),
-            reason: format!(
-                "asked for bytes {}..{}, but the object ends at byte {}",
-                range.start,
-                range.end,
-                start + block.len() as u64
-            ),
-        })?;
-        out.extend_from_slice(part);
+        let from = range.start.max(start) - start;
+        let to = range.end.min(start + BLOCK) - start;
+        read_block(url, &block, from..to, &mut out)?;
     }
     Ok(out)
+}
+
+fn read_block(
+    url: &str,
+    block: &Block,
+    range: Range<u64>,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    match block.read_into(range.start, range.end, out) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(StoreError::Unreachable {
+            url: url.to_string(),
+            reason: format!("cannot read fetched bytes back from memory: {e}"),
+        }),
+        None => Err(StoreError::Invalid {
+            url: url.to_string(),
+            reason: format!(
+                "asked for {} bytes of a block of {}: the object is shorter",
+                range.end - range.start.min(range.end),
+                block.len
+            ),
+        }),
+    }
 }
 
 /// `range` widened to whole blocks, within an object of `size` bytes.
@@ -68,15 +123,18 @@ pub(super) fn rounded_out(range: &Range<u64>, size: u64) -> (u64, u64) {
 
 /// The object's first `len` bytes (a file's header, read again for each part of it
 /// wanted), kept with the blocks.
-pub(super) fn head(url: &str, stamp: Stamp, len: u64) -> Result<Arc<Vec<u8>>, StoreError> {
-    cached(url, stamp, HEAD_KEY, 0..len.min(stamp.size))
+pub(super) fn head(url: &str, stamp: Stamp, len: u64) -> Result<Vec<u8>, StoreError> {
+    let head = cached(url, stamp, HEAD_KEY, 0..len.min(stamp.size))?;
+    let mut out = Vec::new();
+    read_block(url, &head, 0..head.len, &mut out)?;
+    Ok(out)
 }
 
 /// The key number of an object's header in `Blocks` (no block has it).
 const HEAD_KEY: u64 = u64::MAX;
 
 /// Block `number`, fetched unless it is kept or being fetched (then its fetch is awaited).
-fn block(url: &str, stamp: Stamp, number: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+fn block(url: &str, stamp: Stamp, number: u64) -> Result<Arc<Block>, StoreError> {
     let start = number * BLOCK;
     cached(url, stamp, number, start..(start + BLOCK).min(stamp.size))
 }
@@ -87,10 +145,13 @@ fn cached(
     stamp: Stamp,
     number: u64,
     range: Range<u64>,
-) -> Result<Arc<Vec<u8>>, StoreError> {
+) -> Result<Arc<Block>, StoreError> {
     let key: Key = (url.to_string(), stamp.tag, number);
     let cell = Arc::clone(blocks().cells.entry(key.clone()).or_default());
-    let fetch = || crate::store::read_range(url, range.clone()).map(Arc::new);
+    let fetch = || {
+        let bytes = crate::store::read_range(url, range.clone())?;
+        Block::of(url, &bytes).map(Arc::new)
+    };
     let mut failure = None;
     let fetched = cell.get_or_init(|| match fetch() {
         Ok(block) => Some(block),
@@ -101,7 +162,7 @@ fn cached(
     });
     match (fetched, failure) {
         (Some(block), _) => {
-            keep(&key, block.len() as u64);
+            keep(&key, block.len);
             Ok(Arc::clone(block))
         }
         // This thread's fetch failed: forget the cell, so the next asker tries again.
@@ -122,15 +183,13 @@ fn keep(key: &Key, bytes: u64) {
     }
     blocks.order.push_back(key.clone());
     blocks.bytes += bytes;
-    while blocks.bytes > BUDGET && blocks.order.len() > 1 {
+    let budget = budget();
+    while blocks.bytes > budget && blocks.order.len() > 1 {
         let Some(oldest) = blocks.order.pop_front() else {
             break;
         };
         if let Some(cell) = blocks.cells.remove(&oldest) {
-            let size = cell
-                .get()
-                .and_then(Option::as_ref)
-                .map_or(0, |b| b.len() as u64);
+            let size = cell.get().and_then(Option::as_ref).map_or(0, |b| b.len);
             blocks.bytes = blocks.bytes.saturating_sub(size);
         }
     }

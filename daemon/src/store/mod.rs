@@ -204,7 +204,7 @@ impl RangedObject {
     /// The object's first `len` bytes (fewer when it is shorter), by one small ranged GET
     /// (kept a while: the next part of the file needs them too): a header, which may show
     /// that the object is better fetched whole after all.
-    pub fn head(&self, len: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+    pub fn head(&self, len: u64) -> Result<Vec<u8>, StoreError> {
         blocks::head(&self.url, self.stamp, len)
     }
 

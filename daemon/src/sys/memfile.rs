@@ -62,6 +62,11 @@ impl MemFile {
         std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
     }
 
+    /// Fill `buf` from `offset`, leaving the file position alone.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
     pub fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
