@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from audiodecode import AudioDataLoader, Daemon
 from conftest import tone, write_wav
+from object_servers import HttpServer
 
 
 @pytest.fixture
@@ -76,6 +77,40 @@ def test_lhotse_shar_cuts_read_as_lhotse_loads_them(private_daemon: Daemon, tmp_
     # Bucketing takes the durations from the cuts and still serves every cut once.
     bucketed = AudioDataLoader.from_shar(shar, batch_size=8, max_batch_seconds=2.0)
     assert sorted(p for b in bucketed for p in b.paths) == sorted(by_text)
+
+
+def test_a_remote_shar_stream_opens_from_its_cuts_and_fetches_a_tar_when_read(
+    private_daemon: Daemon, http_server: HttpServer, tmp_path: Path
+) -> None:
+    """The cuts give a Shar stream its items, ranges and durations: opening it reads no
+    recording tar (a remote dataset is not downloaded before its first batch); each tar is
+    fetched when its first cut is read, and the audio is the local stream's."""
+    lhotse = pytest.importorskip("lhotse")
+    cuts = []
+    for i in range(6):
+        path = tmp_path / f"rec{i}.wav"
+        write_wav(path, tone(0.5 + 0.1 * i, 16000, 300 + 50 * i), 16000)
+        cuts.append(lhotse.Recording.from_file(path).to_cut())
+    shar = tmp_path / "shar"
+    shar.mkdir()
+    lhotse.CutSet.from_cuts(cuts).to_shar(shar, fields={"recording": "wav"}, shard_size=2)
+    for path in shar.iterdir():
+        (http_server.root / path.name).write_bytes(path.read_bytes())
+    names = sorted(p.name for p in shar.glob("cuts.*.jsonl*"))
+    assert len(names) == 3
+    common = {"batch_size": 2, "shuffle": False, "label_field": "id"}
+    remote = AudioDataLoader.from_shar([http_server.url(n) for n in names], **common)
+    assert len(remote) == 3
+    tar_gets = [p for m, p, _ in http_server.log if m == "GET" and p.endswith(".tar")]
+    assert tar_gets == [], http_server.log
+    local = AudioDataLoader.from_shar([str(shar / n) for n in names], **common)
+    for theirs, ours in zip(local, remote, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours.audio), np.asarray(theirs.audio))
+        assert [p.rsplit("#", 1)[1] for p in ours.paths] == [
+            p.rsplit("#", 1)[1] for p in theirs.paths
+        ]
+    tar_gets = [p for m, p, _ in http_server.log if m == "GET" and p.endswith(".tar")]
+    assert sorted(set(tar_gets)) == [f"/recording.{i:06d}.tar" for i in range(3)]
 
 
 def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Path) -> None:

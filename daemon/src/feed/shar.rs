@@ -9,11 +9,10 @@ use std::path::Path;
 
 use crate::feed::item::ItemRange;
 use crate::feed::manifest::{
-    assign_labels, list_files, manifest_text, ManifestError, RawLabel, Resolved, Row,
-    AUDIO_EXTENSIONS, TEXT_FIELDS,
+    assign_labels, list_files, manifest_text, ManifestError, RawLabel, Resolved, Row, TEXT_FIELDS,
 };
-use crate::feed::webdataset::{failing_row, index_all, json_label};
-use crate::store::tar::{self as shards, ShardIndex};
+use crate::feed::webdataset::json_label;
+use crate::store::tar as shards;
 
 /// The shard number in `cuts.000012.jsonl.gz` or `recording.000012.tar`.
 fn shard_number(name: &str, field: &str, extensions: &[&str]) -> Option<u32> {
@@ -72,28 +71,17 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
     for dir in sources {
         pairs.extend(shards_of(dir)?);
     }
-    let tars: Vec<String> = pairs.iter().map(|(_, tar)| tar.clone()).collect();
-    let indexes = index_all(&tars);
+    // The recording tars are not opened here: the cuts give each shard's items, their
+    // ranges and durations, and a tar is indexed (fetched, when remote) when its first
+    // member is read — a stream starts without downloading the dataset. A member is named
+    // `ID.*`: the cut's audio whatever its extension (`store::tar`, `ShardIndex::member`).
     let field = label_field.unwrap_or("");
     let text_field = TEXT_FIELDS.contains(&field);
     let mut rows = Vec::new();
     let mut groups = Vec::new();
     let mut ranges = Vec::new();
     let mut durations = Vec::new();
-    let mut readable = 0;
-    for (shard_no, ((cuts_path, tar), index)) in pairs.iter().zip(indexes).enumerate() {
-        let index = match index {
-            Ok(index) => index,
-            Err(e) => {
-                log::warn!("{e}");
-                rows.push(failing_row(tar, ""));
-                groups.push(shard_no as u32);
-                ranges.push(ItemRange::default());
-                durations.push(None);
-                continue;
-            }
-        };
-        readable += 1;
+    for (shard_no, (cuts_path, tar)) in pairs.iter().enumerate() {
         let text = manifest_text(Path::new(cuts_path))?;
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -129,7 +117,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
                 label => (label, (!texts.is_empty()).then(|| texts.join(" "))),
             };
             rows.push(Row {
-                path: shards::member_path(tar, &audio_member(&index, id)),
+                path: shards::member_path(tar, &shards::any_audio_member(id)),
                 label,
                 text,
             });
@@ -141,27 +129,11 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             durations.push(duration);
         }
     }
-    if readable == 0 {
-        return Err(ManifestError::new(format!(
-            "{}: no recording shard could be read",
-            sources.join(" ")
-        )));
-    }
     let mut resolved = assign_labels(rows, false);
     resolved.groups = Some(groups);
     resolved.ranges = Some(ranges);
     resolved.durations = Some(durations);
     Ok(resolved)
-}
-
-/// The cut's audio member (`ID.flac`, `ID.wav`, …), or `ID` (which fails, naming the
-/// shard) when the tar has none.
-fn audio_member(index: &ShardIndex, id: &str) -> String {
-    AUDIO_EXTENSIONS
-        .iter()
-        .map(|ext| format!("{id}.{ext}"))
-        .find(|name| index.member(name).is_some())
-        .unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]

@@ -50,9 +50,26 @@ pub struct ShardIndex {
 }
 
 impl ShardIndex {
+    /// The member called `name`; for `STEM.*` ([`any_audio_member`]), `STEM.EXT` with the
+    /// first extension of `AUDIO_EXTENSIONS` the shard has.
     pub fn member(&self, name: &str) -> Option<&TarMember> {
+        if let Some(stem) = name.strip_suffix(ANY_AUDIO) {
+            return crate::feed::manifest::AUDIO_EXTENSIONS
+                .iter()
+                .find_map(|ext| self.by_name.get(&format!("{stem}.{ext}")))
+                .map(|&i| &self.members[i]);
+        }
         self.by_name.get(name).map(|&i| &self.members[i])
     }
+}
+
+/// The suffix of a member name that stands for any audio extension.
+const ANY_AUDIO: &str = ".*";
+
+/// The member name for `stem`'s audio, whatever its extension (a Lhotse Shar cut's
+/// `ID.flac`, `ID.wav`, … named before the tar is read).
+pub fn any_audio_member(stem: &str) -> String {
+    format!("{stem}{ANY_AUDIO}")
 }
 
 /// `SHARD#MEMBER` split at the last `.tar#`; `None` for any other path.
@@ -221,8 +238,11 @@ fn header_checksum(header: &[u8]) -> u32 {
 /// The index as last built, without asking the store whether the shard changed (a stream
 /// checked when it opened); built now if there is none.
 fn trusted_index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
-    match lock().get(shard) {
-        Some(index) => Ok(Arc::clone(index)),
+    // The lock is let go before `index` takes it again (a guard in the `match` scrutinee
+    // would live through the arms: a deadlock on the first read of a shard not indexed).
+    let kept = lock().get(shard).cloned();
+    match kept {
+        Some(index) => Ok(index),
         None => index(shard),
     }
 }
