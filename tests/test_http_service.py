@@ -243,6 +243,9 @@ def test_bad_inputs_get_clear_4xx_and_the_service_lives(
     with pytest.raises(openai.BadRequestError, match="notes.txt") as refused:
         transcribe(client, notes)
     assert refused.value.code == "invalid_audio"
+    # Streamed, the same refusal is still a status, not a 200 with an error event.
+    with pytest.raises(openai.BadRequestError, match="notes.txt"):
+        list(transcribe(client, notes, stream=True))  # type: ignore[call-overload]
     damaged = tmp_path / "damaged.wav"
     damaged.write_bytes(speech[0].read_bytes()[:300])
     with pytest.raises(openai.BadRequestError, match="damaged.wav: truncated"):

@@ -16,7 +16,7 @@ use super::languages::code_of;
 use super::respond::OpenAiFormat;
 use super::upload::read_form;
 use super::{answer_of, flag, label_of, Shared, OPENAI_MODEL};
-use crate::label::live::{Reply, Task};
+use crate::label::live::{Answer, LiveError, Reply, Task};
 use crate::label::FileLabel;
 
 pub(super) async fn transcriptions(
@@ -134,15 +134,15 @@ async fn text_events(
 ) -> Result<Response, ApiError> {
     let first = tokio::select! {
         delta = deltas.recv() => delta,
-        answer = &mut reply => {
-            // Done before any text went out (one window): its segments as the deltas.
-            let label = label_of(answer_of(answer)?)?;
-            let text = label.text.clone().unwrap_or_default();
-            let mut events: Vec<Event> =
-                segment_deltas(&label).iter().map(|d| delta_event(d)).collect();
-            events.push(done_event(&text));
-            return Ok(sse(futures_util::stream::iter(events.into_iter().map(Ok))));
-        }
+        answer = &mut reply => return all_at_once(answer),
+    };
+    // No text, and none to come (the request ended, or failed before its pieces): the
+    // answer decides, a failure still as its status.
+    let Some(first) = first else {
+        return match tokio::time::timeout_at(deadline, reply).await {
+            Ok(answer) => all_at_once(answer),
+            Err(_) => Err(timed_out()),
+        };
     };
     let mut streamer = Streamer {
         pending: std::collections::VecDeque::new(),
@@ -151,14 +151,27 @@ async fn text_events(
         reply: Some(reply),
         deadline,
     };
-    if let Some(delta) = first {
-        streamer.send(delta);
-    }
+    streamer.send(first);
     let events = futures_util::stream::unfold(streamer, |mut streamer| async move {
         let event = streamer.next().await?;
         Some((Ok(event), streamer))
     });
     Ok(sse(events))
+}
+
+/// A request answered before any of its text went out (one window, or a failure): its
+/// segments as the deltas, or its error as the status.
+fn all_at_once(
+    answer: Result<Result<Answer, LiveError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Response, ApiError> {
+    let label = label_of(answer_of(answer)?)?;
+    let text = label.text.clone().unwrap_or_default();
+    let mut events: Vec<Event> = segment_deltas(&label)
+        .iter()
+        .map(|d| delta_event(d))
+        .collect();
+    events.push(done_event(&text));
+    Ok(sse(futures_util::stream::iter(events.into_iter().map(Ok))))
 }
 
 fn sse<S>(events: S) -> Response
