@@ -171,6 +171,19 @@ fn transcribe_on(
     pack: bool,
 ) -> Vec<FileLabel> {
     engine.check_options(options).expect("valid options");
+    let labels = label_while(&|| Some(engine), paths, options, pack);
+    assert_eq!(labels.len(), paths.len());
+    labels
+}
+
+/// `label_files` with a model that may still be loading (or fail to): the labels it hands
+/// out, in input order.
+fn label_while<'e>(
+    engine: &(dyn Fn() -> Option<&'e WhisperEngine> + Sync),
+    paths: &[PathBuf],
+    options: &TranscribeOptions,
+    pack: bool,
+) -> Vec<FileLabel> {
     let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut out = Vec::new();
     let schedule = Schedule {
@@ -196,7 +209,6 @@ fn transcribe_on(
             }
         },
     );
-    assert_eq!(out.len(), files.len());
     out
 }
 
@@ -270,6 +282,49 @@ fn english_speech_matches_the_sentences() {
             last = s.end;
         }
     }
+}
+
+/// Note [Start-up overlaps the model's load]: workers decode and find speech while the
+/// model loads; the labels are those of a model loaded first.
+#[test]
+fn a_model_still_loading_when_the_files_decode_labels_them_alike() {
+    let clips = &speech().clips;
+    let ready_at = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let late = || {
+        std::thread::sleep(ready_at.saturating_duration_since(std::time::Instant::now()));
+        Some(engine())
+    };
+    let labels = label_while(&late, clips, &TranscribeOptions::default(), true);
+    let texts = |labels: &[FileLabel]| {
+        labels
+            .iter()
+            .map(|l| text(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&labels), texts(clip_labels()));
+}
+
+/// A model that fails to load ends the run with nothing labelled: no worker waits for it.
+#[test]
+fn a_model_that_fails_to_load_ends_the_run_with_nothing_labelled() {
+    let clips = speech().clips.clone();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let failed = || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            None
+        };
+        let _ = done.send(label_while(
+            &failed,
+            &clips,
+            &TranscribeOptions::default(),
+            true,
+        ));
+    });
+    let labels = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the run ends");
+    assert!(labels.is_empty(), "{} labels without a model", labels.len());
 }
 
 #[test]

@@ -357,33 +357,51 @@ fn label(args: &LabelArgs) -> Result<(), CliError> {
     if todo.is_empty() {
         return Ok(());
     }
-    // ONNX Runtime and the VAD model load while the Whisper model does (start-up is paid
-    // by every run).
-    let (loaded, vad) = std::thread::scope(|scope| {
-        let vad = scope.spawn(|| speech_detector(&options));
-        let loaded = load_model(args, &options);
-        let vad = vad.join().unwrap_or_else(|_| {
-            Err(crate::label::error::LabelError::Model(
-                "loading the speech detector panicked".into(),
-            ))
-        });
-        (loaded, vad)
-    });
-    let (engine, key, schedule) = loaded?;
-    let vad = vad?;
+    let (key, schedule) = plan(args, &options)?;
     let paths: Vec<String> = todo.iter().map(|&k| files[k].clone()).collect();
     let mut sink = Sink::new(args, output, &todo);
     let cancel = AtomicBool::new(false);
-    label_files(
-        &engine,
-        vad,
-        &paths,
-        &options,
-        schedule,
-        &cancel,
-        &mut |events| sink.write_block(events, &cancel),
-    );
-    sink.finish(&key)
+    // Note [Start-up overlaps the model's load]: ONNX Runtime and the VAD model load while
+    // the Whisper model does, and the workers decode and find the speech of the first
+    // files before it has finished.
+    let loaded = std::sync::OnceLock::new();
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            let engine = std::panic::catch_unwind(|| {
+                WhisperEngine::load(&key)
+                    .and_then(|engine| engine.check_options(&options).map(|()| engine))
+                    .map_err(CliError::from)
+            })
+            .unwrap_or_else(|_| Err(CliError::Failed("loading the model panicked".into())));
+            log::debug!("model loaded in {:.3} s", started.elapsed().as_secs_f64());
+            // Always set, so no worker waits for a model that will not come.
+            let _ = loaded.set(engine);
+        });
+        let vad = speech_detector(&options);
+        let vad = match vad {
+            Ok(vad) => vad,
+            Err(e) => {
+                let _ = loading.join();
+                return Err(CliError::from(e));
+            }
+        };
+        let engine = || loaded.wait().as_ref().ok();
+        label_files(
+            &engine,
+            vad,
+            &paths,
+            &options,
+            schedule,
+            &cancel,
+            &mut |events| sink.write_block(events, &cancel),
+        );
+        Ok(())
+    })?;
+    match loaded.into_inner() {
+        Some(Err(e)) => Err(e),
+        _ => sink.finish(&key),
+    }
 }
 
 /// The inputs expanded to files, then this run's shard of them.
@@ -466,15 +484,10 @@ fn open_jsonl(out: &Path, overwrite: bool) -> Result<File, CliError> {
     Ok(file)
 }
 
-/// The model loaded and checked against the options, and how the run spreads its work.
-fn load_model(
-    args: &LabelArgs,
-    options: &TranscribeOptions,
-) -> Result<(WhisperEngine, ModelKey, Schedule), CliError> {
+/// The model to load, and how the run spreads its work.
+fn plan(args: &LabelArgs, options: &TranscribeOptions) -> Result<(ModelKey, Schedule), CliError> {
     let cores = crate::feed::tune::Resources::detect().logical_cores;
     let key = ModelKey::from_options(options, cores)?;
-    let engine = WhisperEngine::load(&key)?;
-    engine.check_options(options)?;
     let batch_size = match options.batch_size {
         0 => auto_batch_size(key.cuda),
         n => n as usize,
@@ -494,7 +507,7 @@ fn load_model(
             .item_deadline
             .map_or(DEFAULT_ITEM_DEADLINE, std::time::Duration::from_secs),
     };
-    Ok((engine, key, schedule))
+    Ok((key, schedule))
 }
 
 /// Takes each labelled block: writes it out, prints its error lines, moves the progress bar.

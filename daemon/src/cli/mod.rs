@@ -276,6 +276,8 @@ fn init_logging(daemon: bool) {
     };
     let _ =
         env_logger::Builder::from_env(env_logger::Env::new().filter_or("AUDIODECODE_LOG", default))
+            // Milliseconds: the debug log is how start-up and batches are profiled.
+            .format_timestamp_millis()
             .try_init();
 }
 

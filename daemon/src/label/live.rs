@@ -409,7 +409,7 @@ fn prepare_request(
                 strict: matches!(request.audio, Audio::Upload(_)),
                 deadline,
             };
-            Work::Label(prepare(engine, vad.as_ref(), index, input))
+            Work::Label(prepare(&|| Some(engine), vad.as_ref(), index, input))
         }
     }
 }

@@ -5,10 +5,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use super::engine::{PieceInput, WhisperEngine};
+use super::engine::PieceInput;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::pieces::{cut_pieces_within, sound_span};
 use super::record::FileLabel;
+use super::run::LoadingEngine;
 use crate::decode::{load, LoadRequest};
 use crate::feed::pool::run_within;
 use crate::vad::{speech_ranges, SpeechDetector, SpeechMap, VadOptions};
@@ -97,9 +98,9 @@ pub fn speech_request() -> LoadRequest {
 }
 
 /// Decodes `input`, finds its speech with `vad`, cuts it into pieces and computes their
-/// features.
+/// features (waiting for `engine`, whose front end computes them, only then).
 pub(super) fn prepare(
-    engine: &WhisperEngine,
+    engine: LoadingEngine,
     vad: Option<&(&SpeechDetector, VadOptions)>,
     index: usize,
     input: Input,
@@ -156,6 +157,14 @@ pub(super) fn prepare(
             }
             Err(e) => return failed(Failure::Internal, Some(duration), format!("{name}: {e}")),
         },
+    };
+    log::debug!("{name}: decoded and its speech found");
+    let Some(engine) = engine() else {
+        return failed(
+            Failure::Internal,
+            Some(duration),
+            format!("{name}: the model did not load"),
+        );
     };
     let long = samples.len() > WINDOW_SAMPLES;
     let features = catch_unwind(AssertUnwindSafe(|| {

@@ -65,7 +65,7 @@ pub fn serve_transcribe(
     let mut errors = 0u64;
     let mut files = 0u64;
     label_files(
-        &engine,
+        &|| Some(&*engine),
         vad,
         &spec.paths,
         &spec.options,
