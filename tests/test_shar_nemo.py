@@ -171,6 +171,44 @@ def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Pa
     assert all(p.startswith(str(tmp_path / "audio_1.tar") + "#") for p in batch.paths)
 
 
+def test_a_remote_nemo_stream_opens_from_its_manifest_and_fetches_a_tar_when_read(
+    private_daemon: Daemon, http_server: HttpServer, tmp_path: Path
+) -> None:
+    """With a shard_id on every line the tarred manifest gives the items: opening the stream
+    reads no tar; each tar is fetched when its first member is read. A line that keeps the
+    directory its audio was tarred from finds the member by its base name."""
+    lines = []
+    for shard in range(3):
+        with tarfile.open(http_server.root / f"audio_{shard}.tar", "w") as tar:
+            for j in range(2):
+                name = f"utt{shard}{j}.wav"
+                path = tmp_path / name
+                write_wav(path, tone(0.6 + 0.1 * j, 16000, 250 + 90 * shard + 20 * j), 16000)
+                tar.add(path, arcname=name)
+                kept = f"/corpus/wavs/{name}" if (shard, j) == (2, 1) else name
+                lines.append({"audio_filepath": kept, "duration": 0.6 + 0.1 * j, "shard_id": shard})
+    (http_server.root / "tarred_audio_manifest.json").write_text(
+        "\n".join(json.dumps(line) for line in lines) + "\n"
+    )
+    remote = AudioDataLoader.from_nemo(
+        http_server.url("tarred_audio_manifest.json"),
+        f"{http_server.base}/audio_{{0..2}}.tar",
+        batch_size=2,
+        shuffle=False,
+    )
+    assert len(remote) == 3
+    tar_gets = [p for m, p, _ in http_server.log if m == "GET" and p.endswith(".tar")]
+    assert tar_gets == [], http_server.log
+    for batch in remote:
+        for k, path in enumerate(batch.paths):
+            name = path.rsplit("#", 1)[1].rsplit("/", 1)[-1]
+            expected, _ = audiodecode.load(tmp_path / name, sr=16000)
+            got = np.asarray(batch.audio[k][: int(batch.lengths[k])])
+            np.testing.assert_array_equal(got, expected)
+    tar_gets = [p for m, p, _ in http_server.log if m == "GET" and p.endswith(".tar")]
+    assert sorted(set(tar_gets)) == [f"/audio_{i}.tar" for i in range(3)]
+
+
 def test_audiodecode_shard_writes_shar_that_lhotse_and_the_loader_read(
     private_daemon: Daemon, binary: Path, tmp_path: Path
 ) -> None:

@@ -351,3 +351,57 @@ def test_remote_shards_with_index_sidecars_are_read_by_ranged_gets(
     # Its labels are read when its stream opens: that fails, naming the sidecar.
     with pytest.raises(audiodecode.BadRequestError, match=r"other\.tar\.idx does not match"):
         list(AudioDataLoader(f"{http_server.base}/other.tar", batch_size=8, label_field="cls"))
+
+
+def test_remote_shards_are_indexed_in_place_for_ranged_reads(
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+) -> None:
+    """``audiodecode shard --index 's3://…/train-{…}.tar'`` streams each remote shard once
+    and writes its sidecar beside it in the bucket: the same sidecar ``--index`` writes for
+    the local copy, so the loader then reads members by ranged GETs. A shard that is not
+    there or not a tar is an error naming it; the other shards still get their sidecars. A
+    server that takes no writes (plain HTTP) is an error naming the sidecar's URL."""
+    root, _ = dataset
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    name = s3_server.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    shards = sorted(root.glob("*.tar"))
+    for shard in shards[:4]:
+        s3_server.put(name, f"wds/{shard.name}", shard)
+    s3_server.put(name, "wds/train-000004.tar", b"not a tar archive at all" * 40)
+    remote = shard_cli(binary, "--index", "-j", "2", pattern(f"s3://{name}/wds", 6))
+    assert remote.returncode == 1
+    assert f"s3://{name}/wds/train-000004.tar: not a readable tar" in remote.stderr
+    assert f"s3://{name}/wds/train-000005.tar: not found" in remote.stderr
+    local = shard_cli(binary, "--index", *map(str, shards))
+    assert local.returncode == 0, local.stderr
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=name, Prefix="wds/.audiodecode-index/")
+    keys = sorted(o["Key"] for o in listed.get("Contents", []))
+    assert keys == [f"wds/.audiodecode-index/{s.name}.idx" for s in shards[:4]]
+    for shard in shards[:4]:
+        sidecar = client.get_object(Bucket=name, Key=f"wds/.audiodecode-index/{shard.name}.idx")
+        theirs = (root / ".audiodecode-index" / f"{shard.name}.idx").read_bytes()
+        assert json.loads(sidecar["Body"].read()) == json.loads(theirs)
+    s3_server.put(name, "wds/train-000004.tar", shards[4])
+    with Daemon(workers=2):
+        common = {"batch_size": 4, "seed": 5, "max_seconds": 1.0, "pad_to_max": True}
+        local_batches = [
+            np.asarray(b.audio).copy() for b in AudioDataLoader(pattern(root), **common)
+        ]
+        remote_batches = [
+            np.asarray(b.audio).copy()
+            for b in AudioDataLoader(pattern(f"s3://{name}/wds"), label_field="cls", **common)
+        ]
+    assert len(remote_batches) == len(local_batches)
+    for a, b in zip(local_batches, remote_batches):
+        np.testing.assert_array_equal(a, b)
+
+    (http_server.root / shards[0].name).write_bytes(shards[0].read_bytes())
+    served = shard_cli(binary, "--index", http_server.url(shards[0].name))
+    assert served.returncode == 1
+    assert f"{http_server.base}/.audiodecode-index/{shards[0].name}.idx" in served.stderr

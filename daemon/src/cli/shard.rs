@@ -28,9 +28,11 @@ pub struct ShardArgs {
     /// Directory for the shards.
     #[arg(long, required_unless_present = "index")]
     pub out: Option<PathBuf>,
-    /// Only write index sidecars (`SHARD.idx`) for the tar files given, e.g. shards
-    /// written by webdataset's ShardWriter: a remote shard with one is read member by
-    /// member with ranged GETs instead of being fetched whole.
+    /// Only write index sidecars (`.audiodecode-index/SHARD.idx`) for the tar files given
+    /// (paths, URLs, brace patterns), e.g. shards written by webdataset's ShardWriter: a
+    /// remote shard with one is read member by member with ranged GETs instead of being
+    /// fetched whole. A remote tar is streamed once (never held) and its sidecar written
+    /// beside it in the store.
     #[arg(long, conflicts_with_all = ["out", "sample_rate", "codec"])]
     pub index: bool,
     /// Shard format: WebDataset tar shards (NAME-000000.tar, …), or Lhotse Shar
@@ -201,7 +203,12 @@ fn tar_bytes(data: usize) -> u64 {
 
 pub fn run_shard(args: &ShardArgs) -> ExitCode {
     let outcome = match &args.out {
-        _ if args.index => index_tars(&args.inputs),
+        _ if args.index => index_tars(
+            &args.inputs,
+            args.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
+        ),
         Some(out) => shard(args, out),
         None => Err(CliError::Usage(
             "--out DIR is needed to write shards".into(),
@@ -216,20 +223,32 @@ pub fn run_shard(args: &ShardArgs) -> ExitCode {
     }
 }
 
-/// `--index`: a sidecar beside each tar; a tar that cannot be read is reported and the
-/// others still get theirs.
-fn index_tars(tars: &[PathBuf]) -> Result<bool, CliError> {
-    let mut failed = false;
-    for tar in tars {
-        match crate::store::tar::write_sidecar(tar) {
-            Ok(()) => {}
-            Err(e) => {
-                eprintln!("error: {}: {e}", tar.display());
-                failed = true;
-            }
-        }
+/// `--index`: a sidecar beside each tar (brace patterns expanded, local or remote),
+/// `jobs` at once; a tar that cannot be read is reported and the others still get theirs.
+fn index_tars(inputs: &[PathBuf], jobs: usize) -> Result<bool, CliError> {
+    let mut tars = Vec::new();
+    for input in inputs {
+        let input = input.to_string_lossy();
+        tars.extend(
+            crate::feed::webdataset::expand_braces(&input)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        );
     }
-    Ok(failed)
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, tars.len().max(1)) {
+            scope.spawn(|| {
+                while let Some(tar) = tars.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(e) = crate::store::tar::write_sidecar(tar) {
+                        eprintln!("error: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    Ok(failed.into_inner() > 0)
 }
 
 fn shard(args: &ShardArgs, out: &Path) -> Result<bool, CliError> {
@@ -523,7 +542,8 @@ impl OpenTar {
         file.get_ref().sync_all()?;
         std::fs::rename(&self.partial, &self.path)?;
         if self.sidecar {
-            crate::store::tar::write_sidecar(&self.path)?;
+            crate::store::tar::write_sidecar(&self.path.to_string_lossy())
+                .map_err(std::io::Error::other)?;
         }
         Ok(())
     }

@@ -32,19 +32,6 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             &pattern.replace("_OP_", "{").replace("_CL_", "}"),
         )?);
     }
-    let indexes = index_all(&tars);
-    // Where each member is, for manifests without `shard_id`.
-    let mut by_name: HashMap<&str, usize> = HashMap::new();
-    for (i, index) in indexes.iter().enumerate() {
-        match index {
-            Ok(index) => {
-                for member in &index.members {
-                    by_name.entry(member.name.as_str()).or_insert(i);
-                }
-            }
-            Err(e) => log::warn!("{e}"),
-        }
-    }
     let field = label_field.unwrap_or("label");
     let text_field = TEXT_FIELDS.contains(&field);
     let text = manifest_text(Path::new(manifest))?;
@@ -61,12 +48,18 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             .map_err(|e| ManifestError::new(format!("{manifest}:{}: invalid JSON: {e}", n + 1)))?;
         entries.push((n, entry));
     }
+    // With a `shard_id` on every line the tars are not opened here (a remote dataset is not
+    // downloaded before its first batch): a tar is indexed when its first member is read.
+    // Only lines without one need every tar's index, to find their member.
+    let by_name = if entries.iter().all(|(_, e)| shard_id(e).is_some()) {
+        HashMap::new()
+    } else {
+        members_by_name(&tars)
+    };
     // Numbers in the tars' names count only where the manifest uses them all: a dataset
     // named from 1 while its shard ids start at 0 is read by position.
-    let ids: std::collections::HashSet<u64> = entries
-        .iter()
-        .filter_map(|(_, e)| e.get("shard_id").and_then(serde_json::Value::as_u64))
-        .collect();
+    let ids: std::collections::HashSet<u64> =
+        entries.iter().filter_map(|(_, e)| shard_id(e)).collect();
     let numbered = shard_numbers(&tars).filter(|numbers| numbers.keys().all(|k| ids.contains(k)));
     let mut left_out = 0usize;
     for (n, entry) in &entries {
@@ -75,7 +68,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             .get("audio_filepath")
             .and_then(|v| v.as_str())
             .ok_or_else(|| ManifestError::new(format!("{}: no \"audio_filepath\" field", at())))?;
-        let shard = match entry.get("shard_id").and_then(serde_json::Value::as_u64) {
+        let shard = match shard_id(entry) {
             Some(id) => match &numbered {
                 Some(numbers) => match numbers.get(&id) {
                     Some(&position) => position,
@@ -97,7 +90,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             },
             None => match by_name
                 .get(name)
-                .or_else(|| by_name.get(name.rsplit('/').next().unwrap_or(name)))
+                .or_else(|| by_name.get(shards::base_name(name)))
             {
                 Some(&position) => position,
                 // Some numbered tars given: the member is in one of the others.
@@ -119,13 +112,8 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             RawLabel::Name(t) if text_field => (RawLabel::None, Some(t)),
             label => (label, text),
         };
-        let member = name.rsplit('/').next().unwrap_or(name);
-        let member = match &indexes[shard] {
-            Ok(index) if index.member(name).is_some() => name,
-            _ => member,
-        };
         rows.push(Row {
-            path: shards::member_path(&tars[shard], member),
+            path: shards::member_path(&tars[shard], name),
             label,
             text,
         });
@@ -154,6 +142,27 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
     resolved.durations = Some(durations);
     Ok(resolved)
 }
+/// Which tar (by position) holds each member name, from every tar's index (fetching remote
+/// tars); a tar that cannot be read is logged, its lines fail when read.
+fn members_by_name(tars: &[String]) -> HashMap<String, usize> {
+    let mut by_name = HashMap::new();
+    for (i, index) in index_all(tars).iter().enumerate() {
+        match index {
+            Ok(index) => {
+                for member in &index.members {
+                    by_name.entry(member.name.clone()).or_insert(i);
+                }
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    by_name
+}
+
+fn shard_id(entry: &serde_json::Value) -> Option<u64> {
+    entry.get("shard_id").and_then(serde_json::Value::as_u64)
+}
+
 /// The shard number in each tar's name (`audio_12.tar` → 12) when every tar has a distinct
 /// one, as NeMo names them: shard number → position in `tars`.
 fn shard_numbers(tars: &[String]) -> Option<HashMap<u64, usize>> {

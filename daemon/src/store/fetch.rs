@@ -230,6 +230,18 @@ pub(super) fn get_range(
     Err(last.unwrap_or_else(|| stalled(location, "answer")))
 }
 
+/// Writes `bytes` as the object (a PUT, retried by the store's client on failures).
+pub(super) fn put(location: &Location, bytes: Vec<u8>) -> Result<(), StoreError> {
+    let store = location.store()?;
+    block_on(location, async {
+        tokio::time::timeout(STALL, store.put(location.key(), bytes.into()))
+            .await
+            .map_err(|_| stalled(location, "answer"))?
+            .map(|_| ())
+            .map_err(|e| classify(location, e))
+    })
+}
+
 fn write_failed(url: &str, err: &std::io::Error) -> StoreError {
     StoreError::Unreachable {
         url: url.to_string(),

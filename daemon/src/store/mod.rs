@@ -163,6 +163,51 @@ pub fn read(url: &str) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// The whole object streamed into `sink` as it arrives, neither cached nor held (a pass
+/// over an object larger than memory: indexing a tar shard). A transfer cut off after bytes
+/// were handed on is an error, not a retry: the sink cannot take them back.
+pub fn stream(url: &str, sink: &mut dyn std::io::Write) -> Result<Stamp, StoreError> {
+    let location = Location::parse(url)?;
+    let mut written = CountingWriter {
+        inner: sink,
+        written: 0,
+    };
+    let meta = fetch::get(&location, u64::MAX, &mut written, &mut |w| {
+        if w.written == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "the transfer broke off after {} bytes",
+                w.written
+            )))
+        }
+    })?;
+    Ok(fetch::stamp_of(&meta))
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn std::io::Write,
+    written: u64,
+}
+
+impl std::io::Write for CountingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `bytes` as the object at `url` (index sidecars beside remote shards).
+pub fn write(url: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    let location = Location::parse(url)?;
+    fetch::put(&location, bytes)
+}
+
 /// Bytes `range` of the object, by a ranged GET (not cached: a shard member read once an
 /// epoch).
 pub fn read_range(url: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {

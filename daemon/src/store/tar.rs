@@ -51,7 +51,9 @@ pub struct ShardIndex {
 
 impl ShardIndex {
     /// The member called `name`; for `STEM.*` ([`any_audio_member`]), `STEM.EXT` with the
-    /// first extension of `AUDIO_EXTENSIONS` the shard has.
+    /// first extension of `AUDIO_EXTENSIONS` the shard has. A name with directories the
+    /// shard does not have is found by its base name: NeMo's tarred manifests may keep the
+    /// path the audio was tarred from (`/data/set/utt1.wav`, member `utt1.wav`).
     pub fn member(&self, name: &str) -> Option<&TarMember> {
         if let Some(stem) = name.strip_suffix(ANY_AUDIO) {
             return crate::feed::manifest::AUDIO_EXTENSIONS
@@ -59,8 +61,16 @@ impl ShardIndex {
                 .find_map(|ext| self.by_name.get(&format!("{stem}.{ext}")))
                 .map(|&i| &self.members[i]);
         }
-        self.by_name.get(name).map(|&i| &self.members[i])
+        self.by_name
+            .get(name)
+            .or_else(|| self.by_name.get(base_name(name)))
+            .map(|&i| &self.members[i])
     }
+}
+
+/// A member name without its directories.
+pub fn base_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
 }
 
 /// The suffix of a member name that stands for any audio extension.
@@ -125,17 +135,19 @@ pub fn sidecar_of(shard: &str) -> String {
 
 const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
 
-/// Writes the index sidecar of the local tar `shard` (Note [Shard index sidecars]).
-pub fn write_sidecar(shard: &Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(shard)?;
-    let size = file.metadata()?.len();
-    let (members, damage) = read_members(file);
-    if let Some(damage) = damage {
-        return Err(std::io::Error::other(format!(
-            "{}: not a readable tar archive: {damage}",
-            shard.display()
-        )));
-    }
+/// Writes the index sidecar of the tar `shard` beside it (Note [Shard index sidecars]): a
+/// local file, or an object — streamed once through the tar reader, never held whole, and
+/// the sidecar written to the store (`s3://`, `gs://`, `az://`; most HTTP servers refuse).
+pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
+    let (size, members) = match crate::store::url_of(Path::new(shard)) {
+        Some(url) => streamed_members(url)?,
+        None => {
+            let file = crate::sys::open_regular_file(Path::new(shard))
+                .map_err(|e| local_error(shard, &e))?;
+            let size = file.metadata().map_err(|e| local_error(shard, &e))?.len();
+            (size, whole_archive(shard, read_members(file))?)
+        }
+    };
     let members: Vec<serde_json::Value> = members
         .iter()
         .map(|m| serde_json::json!([m.name, m.offset, m.size]))
@@ -145,12 +157,67 @@ pub fn write_sidecar(shard: &Path) -> std::io::Result<()> {
         "version": 1,
         "size": size,
         "members": members,
-    });
-    let path = std::path::PathBuf::from(sidecar_of(&shard.to_string_lossy()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    })
+    .to_string()
+    .into_bytes();
+    let at = sidecar_of(shard);
+    if crate::store::is_url(&at) {
+        return crate::store::write(&at, sidecar);
     }
-    std::fs::write(path, sidecar.to_string())
+    let path = std::path::PathBuf::from(&at);
+    let written = match path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, sidecar)),
+        None => std::fs::write(&path, sidecar),
+    };
+    written.map_err(|e| StoreError::Unreachable {
+        url: at.clone(),
+        reason: format!("cannot write the index: {e}"),
+    })
+}
+
+/// The members of an archive read to its end; damage anywhere is an error (an index must
+/// list every member).
+fn whole_archive(
+    shard: &str,
+    (members, damage): (Vec<TarMember>, Option<String>),
+) -> Result<Vec<TarMember>, StoreError> {
+    match damage {
+        Some(damage) => Err(StoreError::Invalid {
+            url: shard.to_string(),
+            reason: format!("not a readable tar archive: {damage}"),
+        }),
+        None => Ok(members),
+    }
+}
+
+/// The size and members of the remote tar `url`, its body piped through the tar reader as
+/// it arrives (a shard may be larger than memory).
+fn streamed_members(url: &str) -> Result<(u64, Vec<TarMember>), StoreError> {
+    let (reader, mut writer) = std::io::pipe().map_err(|e| StoreError::Unreachable {
+        url: url.to_string(),
+        reason: format!("cannot open a pipe: {e}"),
+    })?;
+    let (fetched, read) = std::thread::scope(|scope| {
+        let reading = scope.spawn(move || {
+            let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
+            let read = match archive.entries() {
+                Ok(entries) => members_of(entries),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+            // Drain what is left (the end-of-archive blocks), so the transfer completes.
+            let _ = std::io::copy(&mut archive.into_inner(), &mut std::io::sink());
+            read
+        });
+        // The writer goes with the fetch: its end is the reader's end of file.
+        let fetched = crate::store::stream(url, &mut writer);
+        drop(writer);
+        let read = reading
+            .join()
+            .unwrap_or_else(|_| (Vec::new(), Some("the tar reader panicked".into())));
+        (fetched, read)
+    });
+    let stamp = fetched?;
+    Ok((stamp.size, whole_archive(url, read)?))
 }
 
 /// The members a remote shard's sidecar lists, when it has one made for a shard of this
@@ -363,11 +430,14 @@ fn keep(
 /// headers), and the error that stopped the reading, if one did.
 fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
     let mut archive = tar::Archive::new(file);
+    match archive.entries_with_seek() {
+        Ok(entries) => members_of(entries),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    }
+}
+
+fn members_of<R: Read>(entries: tar::Entries<R>) -> (Vec<TarMember>, Option<String>) {
     let mut members = Vec::new();
-    let entries = match archive.entries_with_seek() {
-        Ok(entries) => entries,
-        Err(e) => return (members, Some(e.to_string())),
-    };
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -516,7 +586,7 @@ mod tests {
     #[test]
     fn sidecars_list_every_member_where_the_archive_has_it() {
         let shard = shard_with(&[("a.wav", b"0123456789"), ("a.txt", b"hello")]);
-        write_sidecar(shard.path()).unwrap();
+        write_sidecar(&shard.path().to_string_lossy()).unwrap();
         let sidecar = sidecar_of(&shard.path().to_string_lossy());
         let parsed: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
