@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audiodecode import AudioDataLoader
 from audiodecode._batch import text_labels
+from audiodecode._manifest import AUDIO_EXTENSIONS
 from audiodecode._protocol import (
     CropMode,
     Dataset,
@@ -167,3 +169,12 @@ def test_device_needs_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="needs torch"):
         AudioDataLoader(["a.wav"], device="cuda")
     assert AudioDataLoader([os.devnull]).torch is None
+
+
+def test_the_client_knows_the_audio_extensions_the_daemon_scans_for() -> None:
+    """``has_audio`` (which decides whether a path is a dataset directory) must pick up what
+    the daemon's directory scan picks up: the two lists are one list kept twice."""
+    source = Path(__file__).parents[1] / "daemon" / "src" / "decode" / "mod.rs"
+    body = re.search(r"AUDIO_EXTENSIONS: &\[&str\] = &\[(.*?)\];", source.read_text(), re.DOTALL)
+    assert body is not None, f"no AUDIO_EXTENSIONS in {source}"
+    assert set(re.findall(r'"([^"]+)"', body.group(1))) == set(AUDIO_EXTENSIONS)

@@ -18,10 +18,14 @@ T = TypeVar("T")
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 # The fields (JSONL) or columns (CSV/TSV) the daemon takes the audio path from.
 PATH_FIELDS = ("audio_filepath", "path", "audio", "file")
-# The daemon's AUDIO_EXTENSIONS: the files it picks up when scanning a directory.
+# The daemon's AUDIO_EXTENSIONS (daemon/src/decode/mod.rs): the files it picks up when
+# scanning a directory.
 AUDIO_EXTENSIONS = frozenset(
     {"wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif"}
-    | {"aiff", "aifc", "caf", "mkv", "mka", "webm"}
+    | {"aiff", "aifc", "caf", "mkv", "mka", "webm", "sph", "nist", "w64", "rf64", "bw64"}
+    | {"au", "snd", "wv", "wma", "asf", "ape", "tta", "mpc", "spx", "amr", "awb", "3gp"}
+    | {"3g2", "ac3", "eac3", "mp2", "mp1", "mpa", "m4r", "gsm", "voc", "dsf", "mov", "avi"}
+    | {"mpg", "mpeg", "m4v", "flv", "wmv"}
 )
 
 

@@ -16,8 +16,9 @@ use clap::Args;
 
 use crate::cli::error::CliError;
 use crate::cli::progress::files_progress;
+use crate::decode::AUDIO_EXTENSIONS;
 use crate::decode::{load, probe_info, ChannelMode, DecodedAudio, LoadRequest};
-use crate::feed::manifest::{self, AUDIO_EXTENSIONS};
+use crate::feed::manifest;
 
 #[derive(Args, Debug)]
 pub struct ShardArgs {

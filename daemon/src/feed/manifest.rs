@@ -6,13 +6,8 @@ use std::path::{Path, PathBuf};
 
 use audiodecode_protocol::{Dataset, ItemInfo};
 
+use crate::decode::AUDIO_EXTENSIONS;
 use crate::feed::item::ItemRange;
-
-/// File extensions picked up when scanning a directory.
-pub(crate) const AUDIO_EXTENSIONS: &[&str] = &[
-    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif", "aiff",
-    "aifc", "caf", "mkv", "mka", "webm",
-];
 
 /// Label fields whose string values are transcripts, not class names.
 pub(crate) const TEXT_FIELDS: &[&str] = &["text", "transcript", "transcription", "sentence"];

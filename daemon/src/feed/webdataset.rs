@@ -5,9 +5,8 @@
 //! sample's other members. Items remember their shard, for the shard-aware order (see
 //! `sampler::sharded_batches`).
 
-use crate::feed::manifest::{
-    assign_labels, ManifestError, RawLabel, Resolved, Row, AUDIO_EXTENSIONS, TEXT_FIELDS,
-};
+use crate::decode::AUDIO_EXTENSIONS;
+use crate::feed::manifest::{assign_labels, ManifestError, RawLabel, Resolved, Row, TEXT_FIELDS};
 use crate::store::tar::{self as shards, ShardIndex, TarMember};
 use crate::store::StoreError;
 

@@ -56,7 +56,7 @@ impl ShardIndex {
     /// path the audio was tarred from (`/data/set/utt1.wav`, member `utt1.wav`).
     pub fn member(&self, name: &str) -> Option<&TarMember> {
         if let Some(stem) = name.strip_suffix(ANY_AUDIO) {
-            return crate::feed::manifest::AUDIO_EXTENSIONS
+            return crate::decode::AUDIO_EXTENSIONS
                 .iter()
                 .find_map(|ext| self.by_name.get(&format!("{stem}.{ext}")))
                 .map(|&i| &self.members[i]);
