@@ -699,6 +699,10 @@ fn a_directory_scan_finds_every_format_the_decoders_read() {
         .map(|name| name.to_string_lossy().into_owned())
         .collect();
     for case in CASES {
-        assert!(found.contains(case.file), "{}: skipped by the scan", case.file);
+        assert!(
+            found.contains(case.file),
+            "{}: skipped by the scan",
+            case.file
+        );
     }
 }

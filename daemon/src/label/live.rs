@@ -209,6 +209,9 @@ impl LiveStats {
     pub const BATCH_REQUEST_BOUNDS: [&'static str; 6] = ["1", "2", "4", "8", "16", "+Inf"];
 }
 
+/// How long the model loop waits idle before giving freed memory back.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
+
 /// The live labeler: submit requests, await their replies.
 pub struct LiveLabeler {
     jobs: Sender<Job>,
@@ -474,10 +477,20 @@ impl<'a> ModelThread<'a> {
         loop {
             if !self.has_work() {
                 self.fail_stranded();
-                // Idle: sleep until a request is ready; all senders gone means stop.
-                match arrivals.recv() {
-                    Ok(arrival) => self.take(arrival),
-                    Err(_) => break,
+                // Idle: sleep until a request is ready; all senders gone means stop. Idle
+                // for a second, the freed memory of the last requests goes back to the
+                // system (glibc keeps it, see `keep_large_allocations`), not between the
+                // batches of a steady load.
+                let arrival = match arrivals.recv_timeout(IDLE_TRIM_AFTER) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        crate::sys::residency::return_free_heap();
+                        arrivals.recv().ok()
+                    }
+                    waited => waited.ok(),
+                };
+                match arrival {
+                    Some(arrival) => self.take(arrival),
+                    None => break,
                 }
             }
             let step = catch_unwind(AssertUnwindSafe(|| {
