@@ -381,12 +381,58 @@ fn first_error(exit: &Exit) -> String {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .map_or_else(|| format!("exited with {}", exit.status), str::to_string)
+        .map_or_else(|| format!("exited with {}", exit.status), without_addresses)
+}
+
+/// FFmpeg names the component that complains with its address (`[mp3 @ 0x55e4a3aaac40]`):
+/// meaningless to a reader, and different in every run, so two runs over the same files
+/// would write different error lines. `[mp3]` is kept.
+fn without_addresses(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" @ 0x") {
+        let hex = &rest[at + " @ 0x".len()..];
+        let digits = hex
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(hex.len());
+        out.push_str(&rest[..at]);
+        if digits > 0 && hex[digits..].starts_with(']') {
+            rest = &hex[digits..];
+        } else {
+            out.push_str(" @ 0x");
+            rest = hex;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn spawn_error(path: &Path, err: std::io::Error) -> DecodeError {
     DecodeError::Io {
         path: path.into(),
         source: std::io::Error::new(err.kind(), format!("cannot run FFmpeg: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_addresses;
+
+    #[test]
+    fn component_addresses_are_left_out_of_messages() {
+        assert_eq!(
+            without_addresses("[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55b2913a0c40] trun track id unknown"),
+            "[mov,mp4,m4a,3gp,3g2,mj2] trun track id unknown"
+        );
+        assert_eq!(
+            without_addresses("[mp3 @ 0x56530094ec40] Could not seek to 1569."),
+            "[mp3] Could not seek to 1569."
+        );
+        // Only an address closing a component's name goes.
+        assert_eq!(
+            without_addresses("a @ 0xzz] b @ 0x12"),
+            "a @ 0xzz] b @ 0x12"
+        );
+        assert_eq!(without_addresses("no address"), "no address");
     }
 }
