@@ -64,6 +64,17 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         return (raw.reshape(-1, w.getnchannels()).T / 32768.0).astype(np.float32), w.getframerate()
 
 
+# Loader settings that make a few short clips into fixed-shape batches in file order
+# (comparing a remote dataset's batches with the local files').
+FIRST_SECOND_IN_ORDER = {
+    "batch_size": 2,
+    "max_seconds": 1.0,
+    "crop": "start",
+    "pad_to_max": True,
+    "shuffle": False,
+}
+
+
 def tone(seconds: float, rate: int, freq: float, amp: float = 0.5) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     return amp * np.sin(2 * np.pi * freq * t)

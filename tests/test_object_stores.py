@@ -22,7 +22,7 @@ import audiodecode
 import numpy as np
 import pytest
 from audiodecode import AudioDataLoader, Daemon
-from conftest import tone, write_wav
+from conftest import FIRST_SECOND_IN_ORDER, tone, write_wav
 
 SCHEMES = {"s3": "s3_server", "gs": "gcs_server", "az": "azure_server"}
 
@@ -99,13 +99,7 @@ def test_a_prefix_is_a_dataset_and_a_missing_object_is_named(
     name = store.new_bucket()
     urls = store.upload(name, clips[:2], prefix="set/dog/")
     urls += store.upload(name, clips[2:], prefix="set/cat/")
-    common = {
-        "batch_size": 2,
-        "max_seconds": 1.0,
-        "crop": "start",
-        "pad_to_max": True,
-        "shuffle": False,
-    }
+    common = FIRST_SECOND_IN_ORDER
     from_prefix = AudioDataLoader(store.url(name, "set/"), **common)
     assert from_prefix.classes == ["cat", "dog"]
     remote = [(list(b.paths), np.asarray(b.audio).copy()) for b in from_prefix]
