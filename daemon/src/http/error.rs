@@ -27,6 +27,18 @@ impl ApiError {
         }
     }
 
+    /// A request that ran past the service's `limit` (the whole answer, or the rest of a
+    /// stream).
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request took longer than this service's limit of {} s",
+                limit.as_secs()
+            ),
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }

@@ -260,14 +260,7 @@ impl Service {
         match tokio::time::timeout(limit, handle).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => e.into_response(),
-            Err(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the request took longer than this service's limit of {} s",
-                    limit.as_secs()
-                ),
-            )
-            .into_response(),
+            Err(_) => ApiError::timed_out(limit).into_response(),
         }
     }
 }

@@ -89,8 +89,7 @@ async fn transcribe(
     if flag(form.field("stream"), "stream", false)? {
         let (progress, deltas) = tokio::sync::mpsc::unbounded_channel();
         let reply = service.submit(form, options, Task::Label, Some(progress))?;
-        let deadline = tokio::time::Instant::now() + service.config.request_timeout;
-        return text_events(reply, deltas, deadline).await;
+        return text_events(reply, deltas, service.config.request_timeout).await;
     }
     let label = label_of(service.run(form, options, Task::Label).await?)?;
     Ok(format.render(&label, task, words))
@@ -115,13 +114,6 @@ fn error_event(error: &ApiError) -> Event {
     Event::default().data(body.to_string())
 }
 
-fn timed_out() -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "the request took longer than this service's time limit",
-    )
-}
-
 /// `stream=true`: server-sent events, a `transcript.text.delta` as each piece's text is
 /// final (Note [Streamed pieces]) and a final `transcript.text.done`; the deltas join to
 /// the final text. Until the first text comes, a failure is still an error status (a bad
@@ -130,8 +122,9 @@ fn timed_out() -> ApiError {
 async fn text_events(
     mut reply: Reply,
     mut deltas: UnboundedReceiver<String>,
-    deadline: tokio::time::Instant,
+    limit: std::time::Duration,
 ) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + limit;
     let first = tokio::select! {
         delta = deltas.recv() => delta,
         answer = &mut reply => return all_at_once(answer),
@@ -141,7 +134,7 @@ async fn text_events(
     let Some(first) = first else {
         return match tokio::time::timeout_at(deadline, reply).await {
             Ok(answer) => all_at_once(answer),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(ApiError::timed_out(limit)),
         };
     };
     let mut streamer = Streamer {
@@ -150,6 +143,7 @@ async fn text_events(
         deltas: Some(deltas),
         reply: Some(reply),
         deadline,
+        limit,
     };
     streamer.send(first);
     let events = futures_util::stream::unfold(streamer, |mut streamer| async move {
@@ -191,6 +185,8 @@ struct Streamer {
     /// Taken when the answer came.
     reply: Option<Reply>,
     deadline: tokio::time::Instant,
+    /// The service's limit `deadline` came from, for the error that says it was passed.
+    limit: std::time::Duration,
 }
 
 impl Streamer {
@@ -210,13 +206,13 @@ impl Streamer {
                 match tokio::time::timeout_at(self.deadline, deltas.recv()).await {
                     Ok(Some(delta)) => self.send(delta),
                     Ok(None) => self.deltas = None,
-                    Err(_) => self.fail(&timed_out()),
+                    Err(_) => self.fail(&ApiError::timed_out(self.limit)),
                 }
                 continue;
             }
             let answer = match tokio::time::timeout_at(self.deadline, reply).await {
                 Ok(answer) => answer_of(answer).and_then(label_of),
-                Err(_) => Err(timed_out()),
+                Err(_) => Err(ApiError::timed_out(self.limit)),
             };
             self.reply = None;
             match answer {
