@@ -706,3 +706,190 @@ fn a_directory_scan_finds_every_format_the_decoders_read() {
         );
     }
 }
+
+/// Sets a little-endian u32 at `at`.
+fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Byte offset of the size field of the first chunk `id` of a RIFF file.
+fn chunk_size_at(bytes: &[u8], id: &[u8; 4]) -> usize {
+    let mut at = 12;
+    while &bytes[at..at + 4] != id {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + size + (size & 1);
+    }
+    at + 4
+}
+
+/// Note [Unfinished WAV headers]: a WAV written to a pipe (FFmpeg leaves 0xFFFFFFFF sizes)
+/// and one whose writer was killed before closing it (sizes of 0) hold their whole
+/// recording: once the first was "truncated" (refused by strict decoding) and the second
+/// "contains no audio samples".
+#[test]
+fn wav_headers_never_finished_read_to_the_end_of_the_file() {
+    let dir = scratch_dir("unfinished-wav");
+    for codec in ["pcm_s16le", "pcm_f32le", "pcm_s24le"] {
+        let finished = dir.path().join(format!("{codec}.wav"));
+        ffmpeg_to(
+            &["-f", "lavfi", "-i", STEREO_SIGNAL, "-c:a", codec],
+            &finished,
+        );
+        let piped = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-i"])
+            .arg(&finished)
+            .args(["-c:a", codec, "-f", "wav", "-"])
+            .output()
+            .unwrap();
+        assert!(piped.status.success());
+        let data = chunk_size_at(&piped.stdout, b"data");
+        assert_eq!(&piped.stdout[data..data + 4], &[0xff; 4], "not a piped WAV");
+        let mut killed = std::fs::read(&finished).unwrap();
+        let data_size = chunk_size_at(&killed, b"data");
+        put_u32(&mut killed, 4, 0);
+        put_u32(&mut killed, data_size, 0);
+        let want = load_ok(&finished, &keep(), 1);
+        for (name, bytes) in [("piped", &piped.stdout), ("killed", &killed)] {
+            let path = dir.path().join(format!("{codec}-{name}.wav"));
+            std::fs::write(&path, bytes).unwrap();
+            let what = format!("{codec} {name}");
+            let info = probe_info(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(info.frames, Some(want.frames() as u64), "{what}: length");
+            let strict = load_ok(&path, &keep(), 1);
+            assert!(!strict.is_damaged(), "{what}: reported damaged");
+            assert_planes_equal(&what, &strict.planes, &want.planes);
+            // The length is known, so a long decode may be cut into parallel segments.
+            let parallel = load_ok(&path, &mono_at(Some(16_000)), 4);
+            let serial = load_ok(&finished, &mono_at(Some(16_000)), 1);
+            assert_planes_equal(&what, &parallel.planes, &serial.planes);
+            let slice = load_ok(
+                &path,
+                &LoadRequest {
+                    offset: 1.0,
+                    duration: Some(0.5),
+                    ..keep()
+                },
+                1,
+            );
+            assert_planes_equal(
+                &what,
+                &slice.planes,
+                &want
+                    .planes
+                    .iter()
+                    .map(|p| p[44_100..66_150].to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+}
+
+/// MP3 files joined end to end, and one whose Xing tag counts no frames: the tag of the
+/// first part once cut the decode to that part (Note [Stale MP3 frame counts]).
+#[test]
+fn mp3_parts_past_a_stale_xing_count_are_decoded() {
+    let dir = scratch_dir("stale-xing");
+    let first = dir.path().join("first.mp3");
+    let second = dir.path().join("second.mp3");
+    for (path, signal) in [
+        (&first, "sine=f=440:d=3:r=16000"),
+        (&second, "sine=f=660:d=5:r=16000"),
+    ] {
+        ffmpeg_to(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                signal,
+                "-c:a",
+                "libmp3lame",
+                "-q:a",
+                "4",
+            ],
+            path,
+        );
+    }
+    let mut joined = std::fs::read(&first).unwrap();
+    joined.extend(std::fs::read(&second).unwrap());
+    let joined_path = dir.path().join("joined.mp3");
+    std::fs::write(&joined_path, &joined).unwrap();
+
+    let mut uncounted = std::fs::read(&second).unwrap();
+    let xing = uncounted
+        .windows(4)
+        .position(|w| w == b"Xing" || w == b"Info")
+        .expect("FFmpeg writes a Xing/Info tag");
+    assert_ne!(uncounted[xing + 7] & 1, 0, "the tag has a frame count");
+    uncounted[xing + 8..xing + 12].fill(0);
+    let uncounted_path = dir.path().join("uncounted.mp3");
+    std::fs::write(&uncounted_path, &uncounted).unwrap();
+
+    for path in [&joined_path, &uncounted_path] {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let ours = load_ok(path, &keep(), 1);
+        let want = reference(path);
+        assert!(!ours.is_damaged(), "{name}");
+        let diff = ours.frames() as i64 - want.frames() as i64;
+        assert!(
+            diff.abs() <= 1152,
+            "{name}: {} frames against FFmpeg's {}",
+            ours.frames(),
+            want.frames()
+        );
+        // The last part is there: the 660 Hz tone (amplitude 1/8) of the second file.
+        let tail = &ours.planes[0][ours.frames() - 16_000..];
+        assert!(
+            goertzel_amplitude(tail, 16_000, 660.0) > 0.1,
+            "{name}: the end is not the second part"
+        );
+    }
+}
+
+/// A fragmented MP4 cut off inside its fragment (an interrupted browser or phone
+/// recording): symphonia finds no samples in it, FFmpeg reads what it holds. A lenient
+/// decode gives FFmpeg's audio; a strict one fails with FFmpeg's reason, not "empty".
+#[test]
+fn a_cut_fragmented_mp4_is_read_as_far_as_ffmpeg_reads_it() {
+    let dir = scratch_dir("cut-fragment");
+    let whole = dir.path().join("whole.mp4");
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=300:d=4:r=48000",
+            "-c:a",
+            "aac",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-frag_duration",
+            "10000000",
+        ],
+        &whole,
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() * 4 / 5]).unwrap();
+    let lenient = load_ok(
+        &cut,
+        &LoadRequest {
+            lenient: true,
+            ..keep()
+        },
+        1,
+    );
+    let want = reference(&cut);
+    assert!(
+        want.frames() > 48_000,
+        "FFmpeg reads {} frames",
+        want.frames()
+    );
+    assert_eq!(lenient.frames(), want.frames());
+    assert!(goertzel_amplitude(&lenient.planes[0], 48_000, 300.0) > 0.1);
+    let err = load(&cut, &keep(), 1).expect_err("a strict decode of a cut file");
+    assert!(
+        !matches!(err, audiodecode::DecodeError::Empty { .. }),
+        "called empty: {err}"
+    );
+    assert!(err.to_string().contains("cut.mp4"), "{err}");
+}

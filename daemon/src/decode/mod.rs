@@ -18,6 +18,7 @@ pub mod samples;
 pub mod segments;
 pub(crate) mod sniff;
 pub mod source;
+mod xing;
 
 pub use audio::{AudioInfo, Backend, ChannelMode, DecodedAudio, LoadRequest};
 

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use symphonia::core::audio::conv::FromSample;
 use symphonia::core::audio::sample::Sample;
 use symphonia::core::audio::{Audio, AudioBuffer, GenericAudioBufferRef};
-use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+use symphonia::core::codecs::audio::well_known::{CODEC_ID_MP3, CODEC_ID_OPUS};
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::codecs::CodecParameters;
@@ -822,11 +822,21 @@ fn audio_track(format: &dyn FormatReader, path: &Path) -> Result<TrackFacts> {
         declared_frames =
             declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
     }
+    let mut has_gapless_tag = track.delay.is_some() || track.padding.is_some();
+    if params.codec == CODEC_ID_MP3 && crate::decode::xing::stale_frame_count(path) {
+        // Note [Stale MP3 frame counts]: the length is unknown, every frame is kept.
+        log::debug!(
+            "{}: its Xing tag counts less than the file holds",
+            path.display()
+        );
+        declared_frames = None;
+        has_gapless_tag = false;
+    }
     Ok(TrackFacts {
         track_id: track.id,
         time_base: track.time_base,
         declared_frames,
-        has_gapless_tag: track.delay.is_some() || track.padding.is_some(),
+        has_gapless_tag,
         opus_pre_skip,
         params,
     })

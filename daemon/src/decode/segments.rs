@@ -114,8 +114,8 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
         None => decode_segment(&mut reader, req, &geometry, &whole)?,
     };
     audio.sample_rate = out_rate;
-    if audio.is_damaged() && req.lenient && matches!(reader, Source::Native(_)) {
-        audio = longer_through_ffmpeg(path, req, &geometry, &whole, audio);
+    if matches!(reader, Source::Native(_)) {
+        audio = better_through_ffmpeg(path, req, &geometry, &whole, audio)?;
     }
     if audio.frames() == 0 && audio.is_damaged() {
         // Lenient decoding keeps what came before the damage; here nothing did.
@@ -135,28 +135,48 @@ fn load_inner(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedA
     Ok(audio)
 }
 
-/// symphonia stops at damage, keeping what came before it; FFmpeg resynchronises past it.
-/// A lenient decode takes FFmpeg's result (still marked damaged) when it recovers
-/// substantially more: at a cut-off end both get the same, and mixing decoders for a
-/// partial last frame would only change the rounding of everything before it.
-fn longer_through_ffmpeg(
+/// Where symphonia's reading of a whole file falls short, FFmpeg's may not:
+/// - symphonia stops at damage, keeping what came before it; FFmpeg resynchronises past it.
+///   A lenient decode takes FFmpeg's result (still marked damaged) when it recovers
+///   substantially more: at a cut-off end both get the same, and mixing decoders for a
+///   partial last frame would only change the rounding of everything before it.
+/// - symphonia opened the file but found no samples in it (a fragmented MP4 cut off
+///   mid-fragment, as an interrupted browser recording is; an MP3 tag whose delay is longer
+///   than its stream): FFmpeg's reading is taken when it finds any, and its error, which
+///   says what is wrong, when a strict decode fails there.
+fn better_through_ffmpeg(
     path: &Path,
     req: &LoadRequest,
     geometry: &Geometry,
     whole: &Segment,
     native: DecodedAudio,
-) -> DecodedAudio {
-    let Some(Ok(mut ffmpeg)) = Source::open_ffmpeg(path) else {
-        return native;
-    };
-    match decode_segment(&mut ffmpeg, req, geometry, whole) {
-        Ok(mut other) if other.frames() > native.frames() + substantial(&native) => {
-            // Still damaged, whatever FFmpeg says: symphonia found the damage.
-            other.damage = native.damage;
-            other
-        }
-        _ => native,
+) -> Result<DecodedAudio> {
+    let damaged = native.is_damaged() && req.lenient;
+    let empty = native.frames() == 0 && !native.is_damaged() && whole.keep_from == 0;
+    if !(damaged || empty) {
+        return Ok(native);
     }
+    let Some(Ok(mut ffmpeg)) = Source::open_ffmpeg(path) else {
+        return Ok(native);
+    };
+    // FFmpeg may read another rate from the file: the same output range, in its frames.
+    let out_rate = geometry.out_rate as u32;
+    let Ok(ff_geometry) = Geometry::new(ffmpeg.sample_rate(), out_rate, req.quality) else {
+        return Ok(native);
+    };
+    let ff_whole = ff_geometry.segment(whole.keep_from, whole.keep_to);
+    Ok(
+        match decode_segment(&mut ffmpeg, req, &ff_geometry, &ff_whole) {
+            Ok(mut other) if other.frames() > native.frames() + substantial(&native) => {
+                // Still damaged, whatever FFmpeg says: symphonia found the damage.
+                other.damage = native.damage;
+                other
+            }
+            Ok(other) if empty && other.frames() > 0 => other,
+            Err(e) if empty && !req.lenient => return Err(e),
+            _ => native,
+        },
+    )
 }
 
 /// More audio than this (half a second, or 1 % of what decoded) is worth switching

@@ -1,5 +1,6 @@
 //! Containers symphonia has no reader for but whose payload it decodes: NIST SPHERE,
-//! RF64/BW64, WAV wrapping an MPEG audio stream, and AIFC with IMA4 ADPCM. Detected by
+//! RF64/BW64, WAV wrapping an MPEG audio stream, WAV whose header was never finished, and
+//! AIFC with IMA4 ADPCM. Detected by
 //! content before symphonia's
 //! probe; each becomes a symphonia `FormatReader`, so everything downstream (seeking,
 //! slicing, lenient truncation, parallel segments) is the same as for any WAV or MP3. What
@@ -60,6 +61,13 @@ const RF64_INFO: FormatInfo = FormatInfo {
     long_name: "RF64/BW64 Waveform Audio",
 };
 
+/// A RIFF WAV read to the end of the file: Note [Unfinished WAV headers].
+const UNFINISHED_WAV_INFO: FormatInfo = FormatInfo {
+    format: FormatId::new(symphonia::core::common::FourCc::new(*b"WAVE")),
+    short_name: "wave",
+    long_name: "Waveform Audio (data size not stated: to the end of the file)",
+};
+
 /// A reader for `path` when its first bytes name one of these containers; `Ok(None)` for
 /// every other file (symphonia's probe takes it).
 pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
@@ -112,7 +120,11 @@ pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
         };
         match parsed {
             None => return Ok(None),
-            Some(WavData::Pcm(payload)) => blocks(file, RF64_INFO, payload),
+            Some(WavData::Pcm(payload)) => blocks(
+                file,
+                if rf64 { RF64_INFO } else { UNFINISHED_WAV_INFO },
+                payload,
+            ),
             Some(WavData::Mpeg { start, len }) => {
                 let window =
                     Window::new(file, start, len).map_err(|e| DecodeError::open(path, e))?;

@@ -1,11 +1,22 @@
-//! The WAV files symphonia's RIFF reader refuses: RF64 and BW64 (64-bit sizes in a `ds64`
-//! chunk, for recordings over 4 GB) with PCM, float, µ-law or A-law samples, and RIFF WAV
-//! whose `fmt ` tag says the data chunk holds an MPEG audio stream (0x0050, 0x0055).
+//! The WAV files symphonia's RIFF reader refuses or misreads: RF64 and BW64 (64-bit sizes
+//! in a `ds64` chunk, for recordings over 4 GB) with PCM, float, µ-law or A-law samples,
+//! RIFF WAV whose `fmt ` tag says the data chunk holds an MPEG audio stream (0x0050,
+//! 0x0055), and WAV whose header was never finished (Note [Unfinished WAV headers]).
+//!
+//! Note [Unfinished WAV headers]: a WAV writer states the data chunk's size when it closes
+//! the file. One writing to a pipe cannot go back to do so (`ffmpeg ... -f wav -` leaves
+//! 0xFFFFFFFF), and one that was killed mid-recording never did (Python's `wave` and most
+//! recorders leave 0). symphonia read the first kind to the end and called the file
+//! truncated (`--strict` refused every piped WAV), and the second kind as empty: the whole
+//! recording was lost. A data size of 0 or 0xFFFFFFFF (a `ds64` size of 0 in RF64) with
+//! bytes after it means "to the end of the file", as FFmpeg and libsndfile read it; the
+//! length is then the whole frames the file holds, and the file is not damaged.
 
 use std::io::{Read, Seek, SeekFrom};
 
 use symphonia::core::audio::{Channels, Position};
 use symphonia::core::codecs::audio::well_known::*;
+use symphonia::core::codecs::audio::AudioCodecId;
 
 use super::blocks::{channels_for, Payload};
 
@@ -17,8 +28,13 @@ const WAVE_FORMAT_MPEG: u16 = 0x0050;
 const WAVE_FORMAT_MPEGLAYER3: u16 = 0x0055;
 const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 
-/// A 32-bit size of all ones: "see the `ds64` chunk".
+/// A 32-bit size of all ones: "see the `ds64` chunk" (RF64), "unknown" (RIFF).
 const SIZE_IN_DS64: u32 = u32::MAX;
+
+/// A data size an unfinished header leaves (Note [Unfinished WAV headers]).
+fn unfinished(size: u64, rf64: bool) -> bool {
+    size == 0 || (!rf64 && size == u64::from(u32::MAX))
+}
 
 /// Chunks before `data` are read whole only when small (`fmt `, `ds64`); this bounds how many
 /// are walked, so a file of tiny chunks cannot keep the walk going for long.
@@ -45,7 +61,8 @@ pub(crate) enum WavData {
 }
 
 /// Reads the chunk list of an RF64/BW64 file (`rf64 = true`) or a RIFF WAVE file. `Ok(None)`:
-/// a RIFF WAV that symphonia reads itself. `Err`: what is not supported here.
+/// a RIFF WAV that symphonia reads itself (a finished header, or samples this module does
+/// not decode). `Err`: what is not supported here.
 pub(crate) fn parse<R: Read + Seek>(
     file: &mut R,
     file_len: u64,
@@ -95,28 +112,28 @@ fn walk<R: Read + Seek>(
             }
             b"fmt " => {
                 let fields = read_body(file, size, 16).map_err(io)?;
-                format = Some(wave_format(&fields)?);
-                if !rf64
-                    && !every_riff
-                    && !matches!(
-                        format,
-                        Some(WaveFormat {
-                            tag: WAVE_FORMAT_MPEG | WAVE_FORMAT_MPEGLAYER3,
-                            ..
-                        })
-                    )
-                {
+                let parsed = wave_format(&fields)?;
+                // A plain RIFF WAV is symphonia's, unless it holds MPEG audio or (seen at
+                // its data chunk) its header was never finished over samples read here.
+                if !rf64 && !every_riff && codec_of(&parsed).is_none() && !is_mpeg(&parsed) {
                     return Ok(None);
                 }
+                format = Some(parsed);
             }
             b"data" => {
                 let format =
                     format.ok_or_else(|| format!("{name} has no fmt chunk before its data"))?;
-                let declared = if rf64 && size == SIZE_IN_DS64 {
+                let mut declared = if rf64 && size == SIZE_IN_DS64 {
                     ds64_data_len.ok_or("RF64/BW64 WAV has no ds64 chunk giving its data size")?
                 } else {
                     u64::from(size)
                 };
+                let rest = file_len.saturating_sub(body);
+                if unfinished(declared, rf64) && rest > 0 {
+                    declared = rest;
+                } else if !rf64 && !every_riff && !is_mpeg(&format) {
+                    return Ok(None);
+                }
                 return data_of(name, &format, body, declared, file_len).map(Some);
             }
             _ => {}
@@ -137,25 +154,16 @@ fn data_of(
     declared: u64,
     file_len: u64,
 ) -> Result<WavData, String> {
-    if matches!(format.tag, WAVE_FORMAT_MPEG | WAVE_FORMAT_MPEGLAYER3) {
+    if is_mpeg(format) {
         // An MPEG stream is read to its data chunk's end or the file's, whichever is first.
         let len = declared.min(file_len.saturating_sub(start));
         return Ok(WavData::Mpeg { start, len });
     }
-    let codec = match (format.tag, format.bits) {
-        (WAVE_FORMAT_PCM, 8) => CODEC_ID_PCM_U8,
-        (WAVE_FORMAT_PCM, 16) => CODEC_ID_PCM_S16LE,
-        (WAVE_FORMAT_PCM, 24) => CODEC_ID_PCM_S24LE,
-        (WAVE_FORMAT_PCM, 32) => CODEC_ID_PCM_S32LE,
-        (WAVE_FORMAT_IEEE_FLOAT, 32) => CODEC_ID_PCM_F32LE,
-        (WAVE_FORMAT_IEEE_FLOAT, 64) => CODEC_ID_PCM_F64LE,
-        (WAVE_FORMAT_ALAW, 8) => CODEC_ID_PCM_ALAW,
-        (WAVE_FORMAT_MULAW, 8) => CODEC_ID_PCM_MULAW,
-        (tag, bits) => {
-            return Err(format!(
-                "{name} with format tag 0x{tag:04x} and {bits}-bit samples is not read natively"
-            ))
-        }
+    let Some(codec) = codec_of(format) else {
+        return Err(format!(
+            "{name} with format tag 0x{:04x} and {}-bit samples is not read natively",
+            format.tag, format.bits
+        ));
     };
     let channels = channels_of(format).ok_or_else(|| format!("{name} declares no channels"))?;
     if format.sample_rate == 0 {
@@ -169,6 +177,25 @@ fn data_of(
         start,
         Some(declared),
     )))
+}
+
+fn is_mpeg(format: &WaveFormat) -> bool {
+    matches!(format.tag, WAVE_FORMAT_MPEG | WAVE_FORMAT_MPEGLAYER3)
+}
+
+/// The codec of the samples this module decodes (through symphonia's PCM codecs).
+fn codec_of(format: &WaveFormat) -> Option<AudioCodecId> {
+    Some(match (format.tag, format.bits) {
+        (WAVE_FORMAT_PCM, 8) => CODEC_ID_PCM_U8,
+        (WAVE_FORMAT_PCM, 16) => CODEC_ID_PCM_S16LE,
+        (WAVE_FORMAT_PCM, 24) => CODEC_ID_PCM_S24LE,
+        (WAVE_FORMAT_PCM, 32) => CODEC_ID_PCM_S32LE,
+        (WAVE_FORMAT_IEEE_FLOAT, 32) => CODEC_ID_PCM_F32LE,
+        (WAVE_FORMAT_IEEE_FLOAT, 64) => CODEC_ID_PCM_F64LE,
+        (WAVE_FORMAT_ALAW, 8) => CODEC_ID_PCM_ALAW,
+        (WAVE_FORMAT_MULAW, 8) => CODEC_ID_PCM_MULAW,
+        _ => return None,
+    })
 }
 
 /// The speaker mask when it names as many speakers as there are channels, else WAV order.
@@ -320,5 +347,41 @@ mod tests {
         assert!(
             matches!(parsed(&mp3, false), Ok(Some(WavData::Mpeg { start: s, len: 60 })) if s == start)
         );
+    }
+
+    #[test]
+    fn an_unfinished_header_means_data_to_the_end_of_the_file() {
+        for size in [0u32, u32::MAX] {
+            let mut wav = b"RIFF\0\0\0\0WAVE".to_vec();
+            wav.extend(chunk(b"fmt ", &fmt(1, 2, 8000, 16)));
+            wav.extend_from_slice(b"data");
+            wav.extend_from_slice(&size.to_le_bytes());
+            let start = wav.len() as u64;
+            wav.extend_from_slice(&[0; 42]); // ten frames and half of one
+            let Ok(Some(WavData::Pcm(p))) = parsed(&wav, false) else {
+                panic!("data size {size:#x}: not read as PCM to the end")
+            };
+            assert_eq!((p.start, p.declared_len), (start, Some(42)));
+        }
+        // A data size that was written stays symphonia's, even when the file is shorter.
+        let mut cut = b"RIFF\0\0\0\0WAVE".to_vec();
+        cut.extend(chunk(b"fmt ", &fmt(1, 1, 8000, 16)));
+        cut.extend_from_slice(b"data\x64\0\0\0");
+        cut.extend_from_slice(&[0; 10]);
+        assert!(matches!(parsed(&cut, false), Ok(None)));
+        // Samples not decoded here (ADPCM) go on to symphonia and FFmpeg.
+        let mut adpcm = b"RIFF\0\0\0\0WAVE".to_vec();
+        adpcm.extend(chunk(b"fmt ", &fmt(2, 1, 8000, 4)));
+        adpcm.extend_from_slice(b"data\0\0\0\0");
+        adpcm.extend_from_slice(&[0; 10]);
+        assert!(matches!(parsed(&adpcm, false), Ok(None)));
+        // RF64's own marker of an unfinished recording: a ds64 data size of 0.
+        let mut streaming = rf64(&fmt(1, 1, 8000, 16), &[0; 20]);
+        let ds64_data = 12 + 8 + 8;
+        streaming[ds64_data..ds64_data + 8].fill(0);
+        let Ok(Some(WavData::Pcm(p))) = parsed(&streaming, true) else {
+            panic!("RF64 with a ds64 data size of 0: not PCM")
+        };
+        assert_eq!(p.declared_len, Some(20));
     }
 }

@@ -1,0 +1,237 @@
+//! Whether an MP3's Xing/Info tag still describes the file.
+//!
+//! Note [Stale MP3 frame counts]: the tag in an MP3's first frame states how many frames
+//! and bytes the stream has, and symphonia trims the decoded audio to that count (the
+//! gapless end). A file joined from several MP3s (`cat a.mp3 b.mp3`: chapters, podcast
+//! parts, dataset preparation) keeps the first part's tag, so everything after the first
+//! part was trimmed away without a word (5 of 8 s of a generated test file); a tag whose
+//! count is 0 lost the whole file. FFmpeg decodes the frames the file holds. A tag is
+//! taken as stale when it counts no frames, or when the file holds more stream bytes than
+//! it states (beyond trailing ID3v1/APEv2 tags and two frames' slack); the reader then
+//! treats the length as unknown and keeps every frame (the encoder delay at the start is
+//! still removed).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Stream bytes past the tag's count that are not yet a sign of another stream: two of
+/// the largest MPEG-1 layer III frames, for writers that count a little differently.
+const SLACK_BYTES: u64 = 2 * 1441;
+
+/// Bytes searched for the first frame after the ID3v2 tag (symphonia also skips junk).
+const SYNC_SEARCH: usize = 16 * 1024;
+
+/// The counts a Xing/Info tag states, each only when its flag is set.
+#[derive(Debug, PartialEq, Eq)]
+struct XingCounts {
+    frames: Option<u32>,
+    bytes: Option<u32>,
+}
+
+/// True when `path` is an MP3 whose Xing/Info tag states fewer frames or bytes than the
+/// file holds. Any file that cannot be read or has no such tag is not stale.
+pub(crate) fn stale_frame_count(path: &Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let Some(first_frame_at) = first_frame(&mut file) else {
+        return false;
+    };
+    let mut head = vec![0u8; 512];
+    let read = file
+        .seek(SeekFrom::Start(first_frame_at))
+        .and_then(|_| read_up_to(&mut file, &mut head));
+    let Ok(n) = read else { return false };
+    let Some(counts) = xing_counts(&head[..n]) else {
+        return false;
+    };
+    if counts.frames == Some(0) {
+        return true;
+    }
+    let Some(stated) = counts.bytes else {
+        return false;
+    };
+    let held = len
+        .saturating_sub(first_frame_at)
+        .saturating_sub(trailing_tags(&mut file, len));
+    held > u64::from(stated) + SLACK_BYTES
+}
+
+/// Where the first frame starts: after an ID3v2 tag, at the first frame sync.
+fn first_frame(file: &mut std::fs::File) -> Option<u64> {
+    let mut id3 = [0u8; 10];
+    file.read_exact(&mut id3).ok()?;
+    let mut at = 0u64;
+    if &id3[..3] == b"ID3" {
+        let size = id3[6..10]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 7) | u64::from(b & 0x7f));
+        let footer = if id3[5] & 0x10 != 0 { 10 } else { 0 };
+        at = 10 + size + footer;
+    }
+    let mut window = vec![0u8; SYNC_SEARCH];
+    file.seek(SeekFrom::Start(at)).ok()?;
+    let n = read_up_to(file, &mut window).ok()?;
+    let sync = window[..n]
+        .windows(2)
+        .position(|w| w[0] == 0xff && w[1] & 0xe0 == 0xe0)?;
+    Some(at + sync as u64)
+}
+
+/// The Xing/Info tag of a layer III frame starting at `frame[0]`, where its side
+/// information ends.
+fn xing_counts(frame: &[u8]) -> Option<XingCounts> {
+    let header = frame.get(..4)?;
+    let version = (header[1] >> 3) & 3; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    let layer = (header[1] >> 1) & 3; // 1: layer III
+    if layer != 1 || version == 1 {
+        return None;
+    }
+    let mono = (header[3] >> 6) & 3 == 3;
+    let side_info = match (version == 3, mono) {
+        (true, false) => 32,
+        (true, true) | (false, false) => 17,
+        (false, true) => 9,
+    };
+    let tag = 4 + side_info;
+    let id = frame.get(tag..tag + 4)?;
+    if id != b"Xing" && id != b"Info" {
+        return None;
+    }
+    let be = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+    };
+    let flags = be(tag + 4)?;
+    let mut at = tag + 8;
+    let mut field = |flag: u32| -> Option<Option<u32>> {
+        if flags & flag == 0 {
+            return Some(None);
+        }
+        let value = be(at)?;
+        at += 4;
+        Some(Some(value))
+    };
+    let frames = field(1)?;
+    let bytes = field(2)?;
+    Some(XingCounts { frames, bytes })
+}
+
+/// Bytes of ID3v1 and APEv2 tags at the end of the file.
+fn trailing_tags(file: &mut std::fs::File, len: u64) -> u64 {
+    let mut end = len;
+    let mut tail = [0u8; 3];
+    if len >= 128
+        && file.seek(SeekFrom::Start(len - 128)).is_ok()
+        && file.read_exact(&mut tail).is_ok()
+        && &tail == b"TAG"
+    {
+        end -= 128;
+    }
+    let mut footer = [0u8; 32];
+    if end >= 32
+        && file.seek(SeekFrom::Start(end - 32)).is_ok()
+        && file.read_exact(&mut footer).is_ok()
+        && &footer[..8] == b"APETAGEX"
+    {
+        let size = u64::from(u32::from_le_bytes([
+            footer[12], footer[13], footer[14], footer[15],
+        ]));
+        let has_header = footer[23] & 0x80 != 0;
+        end = end.saturating_sub(size + if has_header { 32 } else { 0 });
+    }
+    len - end
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first bytes of an MPEG-1 layer III stereo frame with a Xing tag.
+    fn frame_with_tag(flags: u32, frames: u32, bytes: u32) -> Vec<u8> {
+        let mut f = vec![0xff, 0xfb, 0x90, 0x00];
+        f.extend_from_slice(&[0; 32]);
+        f.extend_from_slice(b"Xing");
+        f.extend_from_slice(&flags.to_be_bytes());
+        if flags & 1 != 0 {
+            f.extend_from_slice(&frames.to_be_bytes());
+        }
+        if flags & 2 != 0 {
+            f.extend_from_slice(&bytes.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn tag_counts_are_read_where_the_side_information_ends() {
+        assert_eq!(
+            xing_counts(&frame_with_tag(3, 86, 5148)),
+            Some(XingCounts {
+                frames: Some(86),
+                bytes: Some(5148)
+            })
+        );
+        assert_eq!(
+            xing_counts(&frame_with_tag(2, 0, 700)),
+            Some(XingCounts {
+                frames: None,
+                bytes: Some(700)
+            })
+        );
+        // Mono MPEG-1: 17 bytes of side information.
+        let mut mono = vec![0xff, 0xfb, 0x90, 0xc0];
+        mono.extend_from_slice(&[0; 17]);
+        mono.extend_from_slice(b"Info\0\0\0\x01\0\0\0\x07");
+        assert_eq!(xing_counts(&mono).and_then(|c| c.frames), Some(7));
+        // Layer II has no such tag.
+        assert_eq!(xing_counts(&[0xff, 0xfd, 0x90, 0x00, 0, 0]), None);
+    }
+
+    #[test]
+    fn a_file_longer_than_its_tag_states_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let mut whole = frame_with_tag(3, 10, 4000);
+        whole.resize(4000, 0);
+        assert!(!stale_frame_count(&write("whole.mp3", &whole)));
+        let mut tagged = whole.clone();
+        tagged.extend_from_slice(&[0x55; 5000]);
+        let mut ape = b"APETAGEX".to_vec();
+        ape.extend_from_slice(&2000u32.to_le_bytes());
+        ape.extend_from_slice(&5000u32.to_le_bytes()); // the items and this footer
+        ape.extend_from_slice(&[0; 16]); // items, flags (no header), reserved
+        tagged[4000 + 5000 - 32..].copy_from_slice(&ape);
+        let mut id3v1 = b"TAG".to_vec();
+        id3v1.resize(128, 0);
+        tagged.extend_from_slice(&id3v1);
+        assert!(!stale_frame_count(&write("tagged.mp3", &tagged)));
+        let mut joined = whole.clone();
+        joined.extend_from_slice(&whole);
+        assert!(stale_frame_count(&write("joined.mp3", &joined)));
+        let mut counted_none = frame_with_tag(3, 0, 4000);
+        counted_none.resize(4000, 0);
+        assert!(stale_frame_count(&write("zero.mp3", &counted_none)));
+        let mut id3v2 = b"ID3\x04\0\0\0\0\x01\0".to_vec(); // 128 bytes of frames
+        id3v2.resize(138, 0);
+        id3v2.extend_from_slice(&joined);
+        assert!(stale_frame_count(&write("id3v2.mp3", &id3v2)));
+    }
+}
