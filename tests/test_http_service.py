@@ -122,6 +122,25 @@ def test_texts_equal_audiodecode_label(
     assert "kitchen table" in labels["s0.wav"].lower()
 
 
+def test_recordings_streamed_by_their_writer_are_transcribed(
+    client: openai.OpenAI, speech: list[Path], tmp_path: Path
+) -> None:
+    """What a browser's MediaRecorder uploads (WebM/Opus whose sizes are left unknown) and
+    a WAV written to a pipe (sizes 0xFFFFFFFF) are whole recordings: once both were called
+    truncated and refused with a 400."""
+    for fmt, codec, name in (("webm", "libopus", "live.webm"), ("wav", "pcm_s16le", "piped.wav")):
+        piped = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", str(speech[0]), "-c:a", codec]
+            + ["-f", fmt, "-"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        path = tmp_path / name
+        path.write_bytes(piped)
+        answer = transcribe(client, path)
+        assert {"green", "kitch", "table"} <= stems(answer.text), (name, answer.text)  # type: ignore[attr-defined]
+
+
 def test_every_response_format_parses(
     client: openai.OpenAI, speech: list[Path], labels: dict[str, str]
 ) -> None:

@@ -6,6 +6,7 @@
 pub mod audio;
 mod containers;
 pub(crate) mod downmix;
+mod ebml;
 pub mod ffmpeg;
 pub mod integrity;
 pub mod limits;

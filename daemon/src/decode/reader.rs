@@ -411,6 +411,14 @@ impl SourceReader {
                     self.restart_decoder()?;
                     continue;
                 }
+                Err(SymError::IoError(e))
+                    if e.kind() == ErrorKind::UnexpectedEof
+                        && self.info.container == "matroska"
+                        && crate::decode::ebml::ends_cleanly(&self.path) =>
+                {
+                    // Note [Live WebM ends]: the end of a file of unknown size.
+                    return Ok(None);
+                }
                 Err(err) => {
                     let (at, decoded) = (walk.seconds_at_cursor(), walk.cursor.max(0) as u64);
                     walk.stop_at_damage(|| match err {

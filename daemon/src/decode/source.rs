@@ -141,12 +141,16 @@ pub fn probe_info(path: &Path) -> Result<AudioInfo> {
 /// Errors about the file's content, which another decoder may not share; not those about
 /// reaching the file (missing, unreadable, not a regular file) or a file of zero bytes.
 /// symphonia calls a stream it finds no packet in empty (an E-AC-3 or Speex file it takes
-/// for something else), so "empty" falls back when the file has bytes.
+/// for something else), so "empty" falls back when the file has bytes. An "invalid
+/// argument" from reading an opened file is a seek to an offset its content made up (a
+/// CAF whose data chunk size is -1, "to the end of the file", as streaming writers leave
+/// it).
 fn worth_fallback(err: &DecodeError, path: &Path) -> bool {
     match err {
         DecodeError::Unsupported { .. }
         | DecodeError::Corrupt { .. }
         | DecodeError::Panic { .. } => true,
+        DecodeError::Io { source, .. } => source.kind() == std::io::ErrorKind::InvalidInput,
         DecodeError::Empty { .. } => std::fs::metadata(path).is_ok_and(|m| m.len() > 0),
         _ => false,
     }
