@@ -785,7 +785,7 @@ fn wav_headers_never_finished_read_to_the_end_of_the_file() {
 }
 
 /// MP3 files joined end to end, and one whose Xing tag counts no frames: the tag of the
-/// first part once cut the decode to that part (Note [Stale MP3 frame counts]).
+/// first part once cut the decode to that part (Note [Stated lengths that miss part of the file]).
 #[test]
 fn mp3_parts_past_a_stale_xing_count_are_decoded() {
     let dir = scratch_dir("stale-xing");
@@ -952,4 +952,64 @@ fn files_written_to_a_pipe_decode_whole() {
             );
         }
     }
+}
+
+/// Ogg links one after another (`cat a.ogg b.ogg`, internet-radio dumps): every link is
+/// decoded (once only the first was, without a word), and the first link's length is not
+/// taken for the file's (Note [Stated lengths that miss part of the file]). A link that
+/// changes the channel count is damage: strict refuses it, lenient keeps the whole file.
+#[test]
+fn chained_ogg_streams_decode_every_link() {
+    let dir = scratch_dir("chained-ogg");
+    let link = |name: &str, codec: &str, freq: u32, channels: &str| {
+        let path = dir.path().join(name);
+        let signal = format!("sine=f={freq}:d=2:r=48000");
+        ffmpeg_to(
+            &["-f", "lavfi", "-i", &signal, "-ac", channels, "-c:a", codec],
+            &path,
+        );
+        std::fs::read(path).unwrap()
+    };
+    for (ext, codec) in [("ogg", "libvorbis"), ("opus", "libopus")] {
+        let mut chain = link(&format!("a.{ext}"), codec, 300, "1");
+        chain.extend(link(&format!("b.{ext}"), codec, 700, "1"));
+        let path = dir.path().join(format!("chain.{ext}"));
+        std::fs::write(&path, &chain).unwrap();
+        let info = probe_info(&path).unwrap();
+        assert_eq!(
+            info.frames, None,
+            "{ext}: the first link's length was stated"
+        );
+        let ours = load_ok(&path, &keep(), 4);
+        let want = reference(&path);
+        assert!(!ours.is_damaged(), "{ext}");
+        let diff = ours.frames() as i64 - want.frames() as i64;
+        assert!(
+            diff.abs() <= 1152,
+            "{ext}: {} against {}",
+            ours.frames(),
+            want.frames()
+        );
+        let tail = &ours.planes[0][ours.frames() - 24_000..];
+        assert!(
+            goertzel_amplitude(tail, 48_000, 700.0) > 0.1,
+            "{ext}: no second link"
+        );
+    }
+    let mut mixed = link("mono.opus", "libopus", 300, "1");
+    mixed.extend(link("stereo.opus", "libopus", 700, "2"));
+    let path = dir.path().join("layouts.opus");
+    std::fs::write(&path, &mixed).unwrap();
+    let err = load(&path, &keep(), 1).expect_err("a strict decode of a layout change");
+    assert!(err.to_string().contains("channel count"), "{err}");
+    let lenient = load_ok(
+        &path,
+        &LoadRequest {
+            lenient: true,
+            ..mono_at(None)
+        },
+        1,
+    );
+    assert!(lenient.is_damaged());
+    assert!(lenient.frames() > 180_000, "{} frames", lenient.frames());
 }

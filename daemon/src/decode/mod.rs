@@ -19,7 +19,7 @@ pub mod samples;
 pub mod segments;
 pub(crate) mod sniff;
 pub mod source;
-mod xing;
+mod stated_length;
 
 pub use audio::{AudioInfo, Backend, ChannelMode, DecodedAudio, LoadRequest};
 

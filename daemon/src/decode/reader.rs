@@ -26,7 +26,7 @@ use symphonia::core::units::{Duration, TimeBase, Timestamp};
 
 use crate::decode::audio::{AudioInfo, Backend, ChannelMode};
 use crate::decode::pcm::{self, PcmLayout};
-use crate::decode::{limits, samples};
+use crate::decode::{limits, samples, stated_length};
 use crate::error::{DecodeError, Result};
 
 /// What a decode of a frame range produced.
@@ -406,9 +406,12 @@ impl SourceReader {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
                 Err(SymError::ResetRequired) => {
-                    // A chained stream (e.g. concatenated Ogg): restart the decoder on the
-                    // new parameters, which must keep the same rate and layout.
-                    self.restart_decoder()?;
+                    // A chained stream (concatenated Ogg: radio dumps, joined chapters):
+                    // follow the next link's track, which must keep the rate and layout.
+                    if let Err(change) = self.follow_next_link(walk.seconds_at_cursor()) {
+                        walk.stop_at_damage(|| change)?;
+                        return Ok(None);
+                    }
                     continue;
                 }
                 Err(SymError::IoError(e))
@@ -588,29 +591,41 @@ impl SourceReader {
         }
     }
 
-    fn restart_decoder(&mut self) -> Result<()> {
+    /// After a reset (a new link of a chained Ogg), decode the new link's audio track with
+    /// a fresh decoder. Its track has a new id (the link's serial): the old id once made
+    /// every later link vanish without a word. A link with another rate or channel count is
+    /// damage here (a lenient decode keeps what came before it, or FFmpeg's reading, which
+    /// converts the later links, when that is longer).
+    fn follow_next_link(&mut self, at_seconds: f64) -> Result<()> {
         let track = self
             .format
             .tracks()
             .iter()
             .find(|t| t.id == self.track_id)
             .or_else(|| self.format.first_track(TrackType::Audio));
-        let params = match track.and_then(|t| t.codec_params.as_ref()) {
-            Some(CodecParameters::Audio(p)) => p.clone(),
-            _ => self.params.clone(),
+        let (id, params) = match track.map(|t| (t.id, t.codec_params.as_ref())) {
+            Some((id, Some(CodecParameters::Audio(p)))) => (id, p.clone()),
+            _ => (self.track_id, self.params.clone()),
+        };
+        let channels = params.channels.as_ref().map(|c| c.count());
+        let changed = |what: String| DecodeError::Corrupt {
+            path: self.path.clone(),
+            at_seconds,
+            reason: format!("a chained stream changes {what} in a later link"),
         };
         if params
             .sample_rate
             .is_some_and(|r| r != self.info.sample_rate)
         {
-            return Err(DecodeError::Unsupported {
-                path: self.path.clone(),
-                reason: "sample rate changes mid-stream".into(),
-            });
+            return Err(changed("its sample rate".into()));
+        }
+        if channels.is_some_and(|c| c != usize::from(self.info.channels)) {
+            return Err(changed("its channel count".into()));
         }
         self.decoder = codec_registry()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
-            .map_err(|e| self.corrupt(0.0, e))?;
+            .map_err(|e| self.corrupt(at_seconds, e))?;
+        self.track_id = id;
         self.params = params;
         Ok(())
     }
@@ -831,14 +846,19 @@ fn audio_track(format: &dyn FormatReader, path: &Path) -> Result<TrackFacts> {
             declared_frames.map(|f| f.saturating_sub(u64::from(track.delay.unwrap_or(0))));
     }
     let mut has_gapless_tag = track.delay.is_some() || track.padding.is_some();
-    if params.codec == CODEC_ID_MP3 && crate::decode::xing::stale_frame_count(path) {
-        // Note [Stale MP3 frame counts]: the length is unknown, every frame is kept.
+    if params.codec == CODEC_ID_MP3 && stated_length::stale_xing_count(path) {
+        // Note [Stated lengths that miss part of the file]: unknown, every frame is kept.
         log::debug!(
             "{}: its Xing tag counts less than the file holds",
             path.display()
         );
         declared_frames = None;
         has_gapless_tag = false;
+    }
+    if container == "ogg" && stated_length::chained_ogg(path) {
+        // The same Note: the first link's length is not the file's.
+        log::debug!("{}: a chained Ogg stream", path.display());
+        declared_frames = None;
     }
     Ok(TrackFacts {
         track_id: track.id,

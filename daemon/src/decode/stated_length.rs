@@ -1,15 +1,20 @@
-//! Whether an MP3's Xing/Info tag still describes the file.
+//! Whether the length a file states at its start still covers the whole file.
 //!
-//! Note [Stale MP3 frame counts]: the tag in an MP3's first frame states how many frames
-//! and bytes the stream has, and symphonia trims the decoded audio to that count (the
-//! gapless end). A file joined from several MP3s (`cat a.mp3 b.mp3`: chapters, podcast
-//! parts, dataset preparation) keeps the first part's tag, so everything after the first
-//! part was trimmed away without a word (5 of 8 s of a generated test file); a tag whose
-//! count is 0 lost the whole file. FFmpeg decodes the frames the file holds. A tag is
-//! taken as stale when it counts no frames, or when the file holds more stream bytes than
-//! it states (beyond trailing ID3v1/APEv2 tags and two frames' slack); the reader then
-//! treats the length as unknown and keeps every frame (the encoder delay at the start is
-//! still removed).
+//! Note [Stated lengths that miss part of the file]: files joined end to end keep the
+//! first part's header, and a decoder that trusts it loses every later part without a
+//! word. Two kinds, checked when a file is opened (a few small reads, never a scan):
+//! - MP3: the Xing/Info tag in the first frame states the stream's frames and bytes, and
+//!   symphonia trims the decoded audio to that count (the gapless end). `cat a.mp3 b.mp3`
+//!   (chapters, podcast parts, dataset preparation) lost 5 of 8 s of a generated test
+//!   file; a tag counting 0 frames lost all of it. The tag is stale when it counts no
+//!   frames, or when the file holds more stream bytes than it states (beyond trailing
+//!   ID3v1/APEv2 tags and two frames' slack). FFmpeg decodes every frame the file holds.
+//! - Ogg: a chained stream (links one after another: `cat a.ogg b.ogg`, internet-radio
+//!   dumps) states the first link's length only. Its last page belongs to another logical
+//!   stream (serial) than its first.
+//!
+//! The reader then takes the length as unknown and keeps every frame (an MP3's encoder
+//! delay at the start is still removed); `reader.rs` follows each new link of a chain.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -30,7 +35,7 @@ struct XingCounts {
 
 /// True when `path` is an MP3 whose Xing/Info tag states fewer frames or bytes than the
 /// file holds. Any file that cannot be read or has no such tag is not stale.
-pub(crate) fn stale_frame_count(path: &Path) -> bool {
+pub(crate) fn stale_xing_count(path: &Path) -> bool {
     let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
@@ -58,6 +63,38 @@ pub(crate) fn stale_frame_count(path: &Path) -> bool {
         .saturating_sub(first_frame_at)
         .saturating_sub(trailing_tags(&mut file, len));
     held > u64::from(stated) + SLACK_BYTES
+}
+
+/// Bytes at the end of an Ogg file searched for its last page (a page is at most 65,307).
+const LAST_PAGE_SEARCH: u64 = 128 * 1024;
+
+/// True when the Ogg file at `path` ends with a page of another logical stream than the
+/// one it starts with: a chain of links (or, for a file of several multiplexed streams, a
+/// harmless "length unknown").
+pub(crate) fn chained_ogg(path: &Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut first = [0u8; 27];
+    if file.read_exact(&mut first).is_err() || &first[..4] != b"OggS" {
+        return false;
+    }
+    let from = len.saturating_sub(LAST_PAGE_SEARCH);
+    let mut tail = vec![0u8; usize::try_from(len - from).unwrap_or(0)];
+    let read = file
+        .seek(SeekFrom::Start(from))
+        .and_then(|_| file.read_exact(&mut tail));
+    if read.is_err() {
+        return false;
+    }
+    let last_page = tail
+        .windows(27)
+        .rposition(|w| &w[..4] == b"OggS" && w[4] == 0)
+        .map(|at| &tail[at..at + 27]);
+    last_page.is_some_and(|page| page[14..18] != first[14..18])
 }
 
 /// Where the first frame starts: after an ID3v2 tag, at the first frame sync.
@@ -211,7 +248,7 @@ mod tests {
         };
         let mut whole = frame_with_tag(3, 10, 4000);
         whole.resize(4000, 0);
-        assert!(!stale_frame_count(&write("whole.mp3", &whole)));
+        assert!(!stale_xing_count(&write("whole.mp3", &whole)));
         let mut tagged = whole.clone();
         tagged.extend_from_slice(&[0x55; 5000]);
         let mut ape = b"APETAGEX".to_vec();
@@ -222,16 +259,16 @@ mod tests {
         let mut id3v1 = b"TAG".to_vec();
         id3v1.resize(128, 0);
         tagged.extend_from_slice(&id3v1);
-        assert!(!stale_frame_count(&write("tagged.mp3", &tagged)));
+        assert!(!stale_xing_count(&write("tagged.mp3", &tagged)));
         let mut joined = whole.clone();
         joined.extend_from_slice(&whole);
-        assert!(stale_frame_count(&write("joined.mp3", &joined)));
+        assert!(stale_xing_count(&write("joined.mp3", &joined)));
         let mut counted_none = frame_with_tag(3, 0, 4000);
         counted_none.resize(4000, 0);
-        assert!(stale_frame_count(&write("zero.mp3", &counted_none)));
+        assert!(stale_xing_count(&write("zero.mp3", &counted_none)));
         let mut id3v2 = b"ID3\x04\0\0\0\0\x01\0".to_vec(); // 128 bytes of frames
         id3v2.resize(138, 0);
         id3v2.extend_from_slice(&joined);
-        assert!(stale_frame_count(&write("id3v2.mp3", &id3v2)));
+        assert!(stale_xing_count(&write("id3v2.mp3", &id3v2)));
     }
 }
