@@ -65,8 +65,9 @@ pub(crate) fn stale_xing_count(path: &Path) -> bool {
     held > u64::from(stated) + SLACK_BYTES
 }
 
-/// Bytes at the end of an Ogg file searched for its last page (a page is at most 65,307).
-const LAST_PAGE_SEARCH: u64 = 128 * 1024;
+/// Bytes at the end of an Ogg file searched for its last page: more than the largest page
+/// (27 + 255 + 255 × 255 bytes), so the last page starts within them.
+const LAST_PAGE_SEARCH: u64 = 66 * 1024;
 
 /// True when the Ogg file at `path` ends with a page of another logical stream than the
 /// one it starts with: a chain of links (or, for a file of several multiplexed streams, a
@@ -90,11 +91,22 @@ pub(crate) fn chained_ogg(path: &Path) -> bool {
     if read.is_err() {
         return false;
     }
-    let last_page = tail
-        .windows(27)
-        .rposition(|w| &w[..4] == b"OggS" && w[4] == 0)
-        .map(|at| &tail[at..at + 27]);
-    last_page.is_some_and(|page| page[14..18] != first[14..18])
+    last_page_serial(&tail).is_some_and(|serial| serial != &first[14..18])
+}
+
+/// The serial of the page that ends exactly where `tail` ends (a capture pattern inside
+/// packet data does not: its "page" would end elsewhere).
+fn last_page_serial(tail: &[u8]) -> Option<&[u8]> {
+    (0..tail.len().saturating_sub(27)).rev().find_map(|at| {
+        let page = &tail[at..];
+        if &page[..4] != b"OggS" || page[4] != 0 {
+            return None;
+        }
+        let segments = usize::from(page[26]);
+        let table = page.get(27..27 + segments)?;
+        let body: usize = table.iter().map(|&b| usize::from(b)).sum();
+        (27 + segments + body == page.len()).then(|| &page[14..18])
+    })
 }
 
 /// Where the first frame starts: after an ID3v2 tag, at the first frame sync.
@@ -236,6 +248,35 @@ mod tests {
         assert_eq!(xing_counts(&mono).and_then(|c| c.frames), Some(7));
         // Layer II has no such tag.
         assert_eq!(xing_counts(&[0xff, 0xfd, 0x90, 0x00, 0, 0]), None);
+    }
+
+    /// An Ogg page of `serial` holding `body` (one segment table entry per 255 bytes).
+    fn ogg_page(serial: u32, body: &[u8]) -> Vec<u8> {
+        let mut lacing = vec![255u8; body.len() / 255];
+        lacing.push((body.len() % 255) as u8);
+        let mut page = b"OggS\0\0".to_vec();
+        page.extend_from_slice(&[0; 8]); // granule position
+        page.extend_from_slice(&serial.to_le_bytes());
+        page.extend_from_slice(&[0; 8]); // sequence number, CRC
+        page.push(lacing.len() as u8);
+        page.extend(lacing);
+        page.extend_from_slice(body);
+        page
+    }
+
+    #[test]
+    fn the_last_page_is_the_one_that_ends_the_file() {
+        let mut body = vec![7u8; 600];
+        body[100..105].copy_from_slice(b"OggS\0"); // a capture pattern inside the data
+        body[114..118].copy_from_slice(&9u32.to_le_bytes());
+        let mut tail = ogg_page(1, &[1; 300]);
+        tail.extend(ogg_page(2, &body));
+        assert_eq!(last_page_serial(&tail), Some(&2u32.to_le_bytes()[..]));
+        assert_eq!(
+            last_page_serial(&tail[..tail.len() - 1]),
+            None,
+            "a cut page"
+        );
     }
 
     #[test]
