@@ -142,6 +142,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
     resolved.durations = Some(durations);
     Ok(resolved)
 }
+
 /// Which tar (by position) holds each member name, from every tar's index (fetching remote
 /// tars); a tar that cannot be read is logged, its lines fail when read.
 fn members_by_name(tars: &[String]) -> HashMap<String, usize> {

@@ -157,6 +157,7 @@ fn speech_holes(
 
 /// How fully a piece decoded without timestamps was read: its words per voiced second,
 /// and whether its text is repetitive.
+#[derive(Clone, Copy)]
 struct Pace {
     words_per_voiced_second: f64,
     repetitive: bool,
@@ -345,6 +346,8 @@ struct PieceStream {
     sent: usize,
     /// Whether any text has gone out (the next is preceded by a space).
     spoken: bool,
+    /// Each decoded original piece's pace, measured once (it scans the piece's samples).
+    paces: HashMap<usize, Option<Pace>>,
 }
 
 /// Windows of many files through the model: packs short clips, batches windows, decodes
@@ -940,6 +943,7 @@ impl<'a> ModelLoop<'a> {
             originals,
             sent: 0,
             spoken: false,
+            paces: HashMap::new(),
         });
     }
 
@@ -968,10 +972,16 @@ impl<'a> ModelLoop<'a> {
             }
             p.sparse_checked = true;
             let originals = p.stream.as_ref().map_or(0, |s| s.originals);
-            let paces: Vec<Pace> = (0..originals)
-                .filter_map(|i| pace_of(p, i, repetition))
+            let measured: Vec<(usize, Option<Pace>)> = (0..originals)
+                .filter(|&i| p.outputs[i].is_some())
+                .filter(|i| p.stream.as_ref().is_some_and(|s| !s.paces.contains_key(i)))
+                .map(|i| (i, pace_of(p, i, repetition)))
                 .collect();
-            let fullest = fullest_pace(paces.iter());
+            let Some(stream) = p.stream.as_mut() else {
+                continue;
+            };
+            stream.paces.extend(measured);
+            let fullest = fullest_pace(stream.paces.values().flatten());
             while let Some(piece) = p.stream.as_ref().map(|s| s.sent).filter(|&i| i < originals) {
                 if p.outputs[piece].is_none() {
                     break;
@@ -989,8 +999,8 @@ impl<'a> ModelLoop<'a> {
                             .collect()
                     }
                     None => {
-                        if pace_of(p, piece, repetition).is_some_and(|pace| pace.is_sparse(fullest))
-                        {
+                        let pace = p.stream.as_ref().and_then(|s| s.paces.get(&piece).copied());
+                        if pace.flatten().is_some_and(|pace| pace.is_sparse(fullest)) {
                             redo_in_parts(self.engine, index, p, piece, &language, &mut self.queue);
                             break;
                         }
