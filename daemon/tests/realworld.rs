@@ -707,6 +707,34 @@ fn a_directory_scan_finds_every_format_the_decoders_read() {
     }
 }
 
+/// `path` decoded whole (all channels, on `threads`), undamaged and as long as FFmpeg's
+/// decode within one MPEG audio frame.
+fn decoded_whole_like_ffmpeg(name: &str, path: &Path, threads: usize) -> audiodecode::DecodedAudio {
+    let ours = load(path, &keep(), threads).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let want = reference(path);
+    assert!(!ours.is_damaged(), "{name}: reported damaged");
+    assert_eq!(ours.channels(), want.planes.len(), "{name}: channels");
+    let diff = ours.frames() as i64 - want.frames() as i64;
+    assert!(
+        diff.abs() <= 1152,
+        "{name}: {} frames against FFmpeg's {}",
+        ours.frames(),
+        want.frames()
+    );
+    ours
+}
+
+/// The last half second of `audio` (at `rate`) holds a tone of `freq` Hz (amplitude 1/8):
+/// the last part of a joined file is there.
+fn assert_ends_with_tone(name: &str, audio: &audiodecode::DecodedAudio, rate: u32, freq: f64) {
+    let tail = &audio.planes[0][audio.frames() - rate as usize / 2..];
+    let amplitude = goertzel_amplitude(tail, rate, freq);
+    assert!(
+        amplitude > 0.1,
+        "{name}: the end is not the last part ({amplitude})"
+    );
+}
+
 /// Sets a little-endian u32 at `at`.
 fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
@@ -826,22 +854,8 @@ fn mp3_parts_past_a_stale_xing_count_are_decoded() {
 
     for path in [&joined_path, &uncounted_path] {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let ours = load_ok(path, &keep(), 1);
-        let want = reference(path);
-        assert!(!ours.is_damaged(), "{name}");
-        let diff = ours.frames() as i64 - want.frames() as i64;
-        assert!(
-            diff.abs() <= 1152,
-            "{name}: {} frames against FFmpeg's {}",
-            ours.frames(),
-            want.frames()
-        );
-        // The last part is there: the 660 Hz tone (amplitude 1/8) of the second file.
-        let tail = &ours.planes[0][ours.frames() - 16_000..];
-        assert!(
-            goertzel_amplitude(tail, 16_000, 660.0) > 0.1,
-            "{name}: the end is not the second part"
-        );
+        let ours = decoded_whole_like_ffmpeg(&name, path, 1);
+        assert_ends_with_tone(&name, &ours, 16_000, 660.0);
     }
 }
 
@@ -927,17 +941,8 @@ fn files_written_to_a_pipe_decode_whole() {
         assert!(piped.status.success(), "{ext}");
         let path = dir.path().join(format!("piped.{ext}"));
         std::fs::write(&path, &piped.stdout).unwrap();
-        let ours = load(&path, &keep(), 1).unwrap_or_else(|e| panic!("{ext}: {e}"));
+        let ours = decoded_whole_like_ffmpeg(ext, &path, 1);
         let want = reference(&path);
-        assert!(!ours.is_damaged(), "{ext}: reported damaged");
-        assert_eq!(ours.channels(), want.planes.len(), "{ext}: channels");
-        let diff = ours.frames() as i64 - want.frames() as i64;
-        assert!(
-            diff.abs() <= 1152,
-            "{ext}: {} frames against FFmpeg's {}",
-            ours.frames(),
-            want.frames()
-        );
         let lag = best_lag(&ours.planes, &want.planes, 2048);
         let corr = correlation_at(&ours.planes[0], &want.planes[0], lag);
         assert!(corr > 0.99, "{ext}: correlation {corr} at lag {lag}");
@@ -980,21 +985,8 @@ fn chained_ogg_streams_decode_every_link() {
             info.frames, None,
             "{ext}: the first link's length was stated"
         );
-        let ours = load_ok(&path, &keep(), 4);
-        let want = reference(&path);
-        assert!(!ours.is_damaged(), "{ext}");
-        let diff = ours.frames() as i64 - want.frames() as i64;
-        assert!(
-            diff.abs() <= 1152,
-            "{ext}: {} against {}",
-            ours.frames(),
-            want.frames()
-        );
-        let tail = &ours.planes[0][ours.frames() - 24_000..];
-        assert!(
-            goertzel_amplitude(tail, 48_000, 700.0) > 0.1,
-            "{ext}: no second link"
-        );
+        let ours = decoded_whole_like_ffmpeg(ext, &path, 4);
+        assert_ends_with_tone(ext, &ours, 48_000, 700.0);
     }
     let mut mixed = link("mono.opus", "libopus", 300, "1");
     mixed.extend(link("stereo.opus", "libopus", 700, "2"));
