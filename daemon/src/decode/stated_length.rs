@@ -45,12 +45,10 @@ pub(crate) fn stale_xing_count(path: &Path) -> bool {
     let Some(first_frame_at) = first_frame(&mut file) else {
         return false;
     };
-    let mut head = vec![0u8; 512];
-    let read = file
-        .seek(SeekFrom::Start(first_frame_at))
-        .and_then(|_| read_up_to(&mut file, &mut head));
-    let Ok(n) = read else { return false };
-    let Some(counts) = xing_counts(&head[..n]) else {
+    let Some(head) = bytes_at(&mut file, first_frame_at, 512) else {
+        return false;
+    };
+    let Some(counts) = xing_counts(&head) else {
         return false;
     };
     if counts.frames == Some(0) {
@@ -83,14 +81,13 @@ pub(crate) fn chained_ogg(path: &Path) -> bool {
     if file.read_exact(&mut first).is_err() || &first[..4] != b"OggS" {
         return false;
     }
-    let from = len.saturating_sub(LAST_PAGE_SEARCH);
-    let mut tail = vec![0u8; usize::try_from(len - from).unwrap_or(0)];
-    let read = file
-        .seek(SeekFrom::Start(from))
-        .and_then(|_| file.read_exact(&mut tail));
-    if read.is_err() {
+    let Some(tail) = bytes_at(
+        &mut file,
+        len.saturating_sub(LAST_PAGE_SEARCH),
+        LAST_PAGE_SEARCH,
+    ) else {
         return false;
-    }
+    };
     last_page_serial(&tail).is_some_and(|serial| serial != &first[14..18])
 }
 
@@ -121,10 +118,8 @@ fn first_frame(file: &mut std::fs::File) -> Option<u64> {
         let footer = if id3[5] & 0x10 != 0 { 10 } else { 0 };
         at = 10 + size + footer;
     }
-    let mut window = vec![0u8; SYNC_SEARCH];
-    file.seek(SeekFrom::Start(at)).ok()?;
-    let n = read_up_to(file, &mut window).ok()?;
-    let sync = window[..n]
+    let window = bytes_at(file, at, SYNC_SEARCH as u64)?;
+    let sync = window
         .windows(2)
         .position(|w| w[0] == 0xff && w[1] & 0xe0 == 0xe0)?;
     Some(at + sync as u64)
@@ -194,16 +189,12 @@ fn trailing_tags(file: &mut std::fs::File, len: u64) -> u64 {
     len - end
 }
 
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
+/// Up to `len` bytes of the file from `at` (fewer where it ends).
+fn bytes_at(file: &mut std::fs::File, at: u64, len: u64) -> Option<Vec<u8>> {
+    file.seek(SeekFrom::Start(at)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(len).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 #[cfg(test)]
