@@ -2,7 +2,6 @@
 //! language, beam search with temperature fallback, split at timestamp tokens, and align
 //! words. Faithful to faster-whisper's decoding rules so results are comparable.
 
-use std::io::Write;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +16,7 @@ use super::align::{align_words, split_sentences, AlignInput};
 use super::error::LabelError;
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
+use super::repetition::{compression_ratio, loop_run};
 use super::replicas::Models;
 use super::types::{PieceOutput, Segment};
 use super::vocab::{Vocab, TIME_PRECISION};
@@ -158,6 +158,8 @@ struct Attempt {
     text_tokens: usize,
     /// The output ran to the decoder's length limit without ending.
     filled_context: bool,
+    /// Its text holds one short phrase said over and over (`repetition::loop_run`).
+    loops: bool,
 }
 
 impl WhisperEngine {
@@ -723,10 +725,15 @@ impl WhisperEngine {
         let cumulative = score * len.powf(options.length_penalty);
         let avg_logprob = cumulative / (len + 1.0);
         let text = self.vocab.decode(&tokens);
-        let text_tokens = tokens.iter().filter(|&&t| t < self.vocab.eot).count();
+        let text_only: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|&t| t < self.vocab.eot)
+            .collect();
         Attempt {
             compression_ratio: compression_ratio(text.trim()),
-            text_tokens,
+            text_tokens: text_only.len(),
+            loops: loop_run(&text_only) > 0,
             filled_context: tokens.len() >= room,
             tokens,
             avg_logprob,
@@ -910,8 +917,8 @@ impl WhisperEngine {
 fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOptions) -> bool {
     let too_repetitive = options
         .compression_ratio_threshold
-        .is_some_and(|t| attempt.compression_ratio > t)
-        && looks_like_a_loop(attempt, piece);
+        .is_some_and(|t| attempt.compression_ratio > t && looks_like_a_loop(attempt, piece))
+        || attempt.loops && options.compression_ratio_threshold.is_some();
     let too_unlikely = options
         .log_prob_threshold
         .is_some_and(|t| attempt.avg_logprob < t);
@@ -923,7 +930,8 @@ fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOpt
 }
 
 /// A hallucination loop repeats until the decoder's length limit, or at least faster than
-/// anyone speaks; repeated speech keeps the pace of speech.
+/// anyone speaks; repeated speech keeps the pace of speech. (A loop of one short phrase can
+/// keep that pace too: `Attempt::loops` catches it.)
 fn looks_like_a_loop(attempt: &Attempt, piece: &PieceInput) -> bool {
     let sound_seconds = (piece.sound.len() as f32 / super::mel::SAMPLE_RATE as f32).max(1.0);
     attempt.filled_context || attempt.text_tokens as f32 / sound_seconds > MAX_TOKENS_PER_SECOND
@@ -935,7 +943,7 @@ fn best_failed_attempt(pool: Vec<Attempt>, options: &TranscribeOptions) -> Optio
     let not_repetitive = |a: &Attempt| {
         options
             .compression_ratio_threshold
-            .is_none_or(|t| a.compression_ratio <= t)
+            .is_none_or(|t| a.compression_ratio <= t && !a.loops)
     };
     let any_ok = pool.iter().any(not_repetitive);
     pool.into_iter()
@@ -957,15 +965,75 @@ fn stack_features<'a>(pieces: impl IntoIterator<Item = &'a PieceInput>) -> Vec<f
     all
 }
 
-/// zlib compression ratio of the text: repetitive hallucinations compress very well.
-pub fn compression_ratio(text: &str) -> f32 {
-    if text.is_empty() {
-        return 0.0;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(seconds: usize) -> PieceInput {
+        let samples = seconds * super::super::mel::SAMPLE_RATE as usize;
+        PieceInput {
+            features: Vec::new(),
+            samples,
+            language: None,
+            group: 0,
+            without_timestamps: false,
+            sound: 0..samples,
+        }
     }
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    let compressed = encoder
-        .write_all(text.as_bytes())
-        .and_then(|_| encoder.finish())
-        .map_or(text.len(), |c| c.len());
-    text.len() as f32 / compressed.max(1) as f32
+
+    fn attempt(compression_ratio: f32, text_tokens: usize, loops: bool) -> Attempt {
+        Attempt {
+            tokens: Vec::new(),
+            avg_logprob: -0.3,
+            no_speech_prob: 0.01,
+            compression_ratio,
+            text_tokens,
+            filled_context: false,
+            loops,
+        }
+    }
+
+    #[test]
+    fn a_short_phrase_looping_falls_back_and_repeated_speech_does_not() {
+        let options = TranscribeOptions::default();
+        // A sentence read five times over a 30 s piece: repetitive, at the pace of speech.
+        assert!(!needs_fallback(
+            &attempt(3.1, 90, false),
+            &piece(30),
+            &options
+        ));
+        // "yeah," a hundred times: a loop at the pace of speech, caught by its phrase.
+        assert!(needs_fallback(
+            &attempt(12.0, 200, true),
+            &piece(30),
+            &options
+        ));
+        // Faster than anyone speaks.
+        assert!(needs_fallback(
+            &attempt(3.1, 400, false),
+            &piece(30),
+            &options
+        ));
+        // Without the repetition check, a loop is kept as the user asked.
+        let unchecked = TranscribeOptions {
+            compression_ratio_threshold: None,
+            ..TranscribeOptions::default()
+        };
+        assert!(!needs_fallback(
+            &attempt(12.0, 200, true),
+            &piece(30),
+            &unchecked
+        ));
+    }
+
+    #[test]
+    fn the_kept_attempt_after_every_fallback_is_not_a_loop_if_one_is_not() {
+        let options = TranscribeOptions::default();
+        let mut looping = attempt(2.0, 200, true);
+        looping.avg_logprob = -0.1;
+        let mut plain = attempt(1.5, 60, false);
+        plain.avg_logprob = -0.9;
+        let kept = best_failed_attempt(vec![looping, plain], &options).unwrap();
+        assert!(!kept.loops);
+    }
 }

@@ -1,7 +1,7 @@
 //! Labeling: pseudo-transcribing audio with Whisper (CTranslate2 through `ct2rs`).
 //!
 //! [`model`] finds a model, [`mel`] computes features, [`vocab`] holds the tokenizer,
-//! [`engine`] decodes batches of ≤30 s pieces, [`align`] adds word times, [`pieces`] cuts
+//! [`engine`] decodes batches of ≤30 s pieces (judging repetition with `repetition`), [`align`] adds word times, [`pieces`] cuts
 //! long files, [`record`] writes JSONL and subtitle formats, [`run`] drives a whole dataset; [`types`] holds what they share.
 
 #![deny(unsafe_code)]
@@ -17,6 +17,7 @@ pub mod pack;
 pub mod pieces;
 mod prepare;
 pub mod record;
+mod repetition;
 mod replicas;
 pub mod run;
 pub mod service;
