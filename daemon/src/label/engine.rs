@@ -32,6 +32,8 @@ const DETECTION_BATCH: usize = 8;
 /// ~5 words (~6.5 tokens) a second; a hallucination loop fills the 448-token context,
 /// ~15 tokens a second over a 30 s window. See `looks_like_a_loop`.
 const MAX_TOKENS_PER_SECOND: f32 = 10.0;
+/// The same for text holding one short phrase said over and over: faster than fast speech.
+const MAX_LOOPING_TOKENS_PER_SECOND: f32 = 5.0;
 
 /// What selects a loaded model: the same key reuses it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -389,6 +391,16 @@ impl WhisperEngine {
             let mut still = Vec::new();
             for (attempt, piece) in results.into_iter().zip(batch_ids) {
                 if needs_fallback(&attempt, &pieces[piece], options) {
+                    log::debug!(
+                        "piece {piece} of the batch fails at temperature {temperature}: \
+                         compression ratio {:.2}, mean log prob {:.2}, {} text tokens over \
+                         {:.1} s of sound, short-phrase loop {}",
+                        attempt.compression_ratio,
+                        attempt.avg_logprob,
+                        attempt.text_tokens,
+                        pieces[piece].sound.len() as f32 / super::mel::SAMPLE_RATE as f32,
+                        attempt.loops
+                    );
                     fallback_pool[piece].push(attempt);
                     still.push(piece);
                 } else {
@@ -915,10 +927,9 @@ impl WhisperEngine {
 /// hallucination, and falling back on it ran every temperature with best-of-5 sampling on
 /// every piece (Note [Fallback without a storm]).
 fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOptions) -> bool {
-    let too_repetitive = options
-        .compression_ratio_threshold
-        .is_some_and(|t| attempt.compression_ratio > t && looks_like_a_loop(attempt, piece))
-        || attempt.loops && options.compression_ratio_threshold.is_some();
+    let too_repetitive = options.compression_ratio_threshold.is_some_and(|t| {
+        (attempt.compression_ratio > t || attempt.loops) && looks_like_a_loop(attempt, piece)
+    });
     let too_unlikely = options
         .log_prob_threshold
         .is_some_and(|t| attempt.avg_logprob < t);
@@ -930,11 +941,16 @@ fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOpt
 }
 
 /// A hallucination loop repeats until the decoder's length limit, or at least faster than
-/// anyone speaks; repeated speech keeps the pace of speech. (A loop of one short phrase can
-/// keep that pace too: `Attempt::loops` catches it.)
+/// anyone speaks; repeated speech keeps the pace of speech. A loop of one short phrase
+/// (`Attempt::loops`) can stay under that pace ("yeah," a hundred times over 26 s is ~7
+/// tokens a second), so with one the bar is the pace of fast speech; a phrase really said
+/// over and over ("thank you" twelve times, "no" twenty-five) runs at 2–3.
 fn looks_like_a_loop(attempt: &Attempt, piece: &PieceInput) -> bool {
     let sound_seconds = (piece.sound.len() as f32 / super::mel::SAMPLE_RATE as f32).max(1.0);
-    attempt.filled_context || attempt.text_tokens as f32 / sound_seconds > MAX_TOKENS_PER_SECOND
+    let pace = attempt.text_tokens as f32 / sound_seconds;
+    attempt.filled_context
+        || pace > MAX_TOKENS_PER_SECOND
+        || attempt.loops && pace > MAX_LOOPING_TOKENS_PER_SECOND
 }
 
 /// Every temperature failed: keep the most likely attempt, preferring ones that are not
@@ -1004,8 +1020,14 @@ mod tests {
         ));
         // "yeah," a hundred times: a loop at the pace of speech, caught by its phrase.
         assert!(needs_fallback(
-            &attempt(12.0, 200, true),
+            &attempt(12.0, 215, true),
             &piece(30),
+            &options
+        ));
+        // "Thank you." said twelve times over 13 s: a phrase repeated at a speaker's pace.
+        assert!(!needs_fallback(
+            &attempt(6.0, 36, true),
+            &piece(13),
             &options
         ));
         // Faster than anyone speaks.
@@ -1020,7 +1042,7 @@ mod tests {
             ..TranscribeOptions::default()
         };
         assert!(!needs_fallback(
-            &attempt(12.0, 200, true),
+            &attempt(12.0, 215, true),
             &piece(30),
             &unchecked
         ));
