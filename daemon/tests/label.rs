@@ -727,6 +727,24 @@ fn repeated_speech_is_kept_whole_without_a_fallback_storm() {
 }
 
 #[test]
+fn a_short_phrase_said_over_and_over_is_kept_without_a_fallback() {
+    // "Thank you." twelve times is a short phrase said back to back, as a hallucination
+    // loop is written, but at a speaker's pace: it must not fall back (the sampled
+    // attempts loop for real: a first version of the rule wrote 149 words here).
+    let dir = scratch_dir("label-phrase");
+    let thanks = dir.path().join("thanks.wav");
+    espeak("en-us", 150, &["Thank you."; 12].join(" "), &thanks);
+    let key = ModelKey::from_options(&TranscribeOptions::default(), 2).unwrap();
+    let own = WhisperEngine::load(&key).unwrap();
+    let options = TranscribeOptions::default();
+    let label = &transcribe_on(&own, std::slice::from_ref(&thanks), &options, true)[0];
+    assert_eq!(own.fallback_decodes(), 0, "{}", text(label));
+    // Whisper may count one repetition more or less; a loop writes dozens.
+    let said = text(label).to_lowercase().matches("thank you").count();
+    assert!((11..=13).contains(&said), "{said}: {}", text(label));
+}
+
+#[test]
 fn silence_gives_no_text_and_audio_free_files_are_errors() {
     let dir = scratch_dir("label-silence");
     let silent_wav = |name: &str, seconds: &str| {
