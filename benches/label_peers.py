@@ -246,16 +246,20 @@ def text_of(segments: list[tuple[float, float, str]]) -> str:
 
 
 def words_lost(reference: str, hypothesis: str) -> int:
-    """Words of the reference that the hypothesis does not have, in order: the reference
-    length minus the longest common subsequence (difflib's matching blocks undercount on
-    repetitive text)."""
-    r, h = words(reference), words(hypothesis)
-    row = [0] * (len(h) + 1)
-    for rw in r:
+    """Words of the reference that the hypothesis does not have, in order."""
+    return units_lost(words(reference), words(hypothesis))
+
+
+def units_lost(reference: list[str], hypothesis: list[str]) -> int:
+    """Reference units missing from the hypothesis, in order: the reference length minus
+    the longest common subsequence (difflib's matching blocks undercount on repetitive
+    text)."""
+    row = [0] * (len(hypothesis) + 1)
+    for r in reference:
         diag = 0
-        for j, hw in enumerate(h):
-            diag, row[j + 1] = row[j + 1], diag + 1 if rw == hw else max(row[j + 1], row[j])
-    return len(r) - row[len(h)]
+        for j, h in enumerate(hypothesis):
+            diag, row[j + 1] = row[j + 1], diag + 1 if r == h else max(row[j + 1], row[j])
+    return len(reference) - row[len(hypothesis)]
 
 
 def words_outside(segments: list[tuple[float, float, str]], regions: list[list[float]]) -> int:

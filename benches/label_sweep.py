@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import _checkout  # noqa: F401  (binary and client from this checkout)
-from label_peers import english_normalizer, model_dir, read_segments, text_of, words
+from label_peers import english_normalizer, model_dir, read_segments, text_of, units_lost, words
 
 AUDIO_SUFFIXES = {
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".webm", ".aif",
@@ -73,16 +73,6 @@ def units(text: str, language: str, normalize) -> list[str]:
     if language == "en" and normalize:
         text = normalize(text)
     return words(text)
-
-
-def lost(reference: list[str], hypothesis: list[str]) -> int:
-    """Reference units missing from the hypothesis, in order (reference minus the LCS)."""
-    row = [0] * (len(hypothesis) + 1)
-    for r in reference:
-        diag = 0
-        for j, h in enumerate(hypothesis):
-            diag, row[j + 1] = row[j + 1], diag + 1 if r == h else max(row[j + 1], row[j])
-    return len(reference) - row[len(hypothesis)]
 
 
 def run_ours(files: list[Path], threads: int, out: Path) -> tuple[float, dict]:
@@ -184,9 +174,9 @@ def main() -> None:
             "language": language,
             "our_language": ours["languages"].get(str(path)),
             "reference_words": len(reference),
-            "ours_lost": lost(reference, mine),
-            "batched_lost": lost(reference, theirs),
-            "ours_extra": lost(mine, reference),
+            "ours_lost": units_lost(reference, mine),
+            "batched_lost": units_lost(reference, theirs),
+            "ours_extra": units_lost(mine, reference),
             "ours_failed": our_text is None,
             "reference": ref_text,
             "ours": our_text,
