@@ -1,8 +1,9 @@
 //! Labeling: pseudo-transcribing audio with Whisper (CTranslate2 through `ct2rs`).
 //!
 //! [`model`] finds a model, [`mel`] computes features, [`vocab`] holds the tokenizer,
-//! [`engine`] decodes batches of ≤30 s pieces (judging repetition with `repetition`), [`align`] adds word times, [`pieces`] cuts
-//! long files, [`record`] writes JSONL and subtitle formats, [`run`] drives a whole dataset; [`types`] holds what they share.
+//! [`engine`] decodes batches of ≤30 s pieces (`repetition` judges its texts), [`align`]
+//! adds word times, [`pieces`] cuts long files, [`record`] writes JSONL and subtitle
+//! formats, [`run`] drives a whole dataset; [`types`] holds what they share.
 
 #![deny(unsafe_code)]
 
