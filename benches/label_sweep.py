@@ -26,12 +26,8 @@ import time
 from pathlib import Path
 
 import _checkout  # noqa: F401  (binary and client from this checkout)
+from audiodecode._manifest import AUDIO_EXTENSIONS
 from label_peers import english_normalizer, model_dir, read_segments, text_of, units_lost, words
-
-AUDIO_SUFFIXES = {
-    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".webm", ".aif",
-    ".aiff", ".au", ".sph", ".wma", ".caf", ".amr", ".mka", ".oga", ".spx", ".wv", ".ac3",
-}  # fmt: skip
 
 
 def duration(path: Path) -> float | None:
@@ -51,7 +47,7 @@ def speech_files(root: Path, limit: int | None) -> list[tuple[Path, float]]:
     seen: set[str] = set()
     chosen = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-        if path.suffix.lower() not in AUDIO_SUFFIXES:
+        if path.suffix.lower().lstrip(".") not in AUDIO_EXTENSIONS:
             continue
         seconds = duration(path)
         if seconds is None or not 1.0 <= seconds <= 600.0:

@@ -1011,41 +1011,32 @@ mod tests {
 
     #[test]
     fn a_short_phrase_looping_falls_back_and_repeated_speech_does_not() {
-        let options = TranscribeOptions::default();
-        // A sentence read five times over a 30 s piece: repetitive, at the pace of speech.
-        assert!(!needs_fallback(
-            &attempt(3.1, 90, false),
-            &piece(30),
-            &options
-        ));
-        // "yeah," a hundred times: a loop at the pace of speech, caught by its phrase.
-        assert!(needs_fallback(
-            &attempt(12.0, 215, true),
-            &piece(30),
-            &options
-        ));
-        // "Thank you." said twelve times over 13 s: a phrase repeated at a speaker's pace.
-        assert!(!needs_fallback(
-            &attempt(6.0, 36, true),
-            &piece(13),
-            &options
-        ));
-        // Faster than anyone speaks.
-        assert!(needs_fallback(
-            &attempt(3.1, 400, false),
-            &piece(30),
-            &options
-        ));
+        let checked = TranscribeOptions::default();
         // Without the repetition check, a loop is kept as the user asked.
         let unchecked = TranscribeOptions {
             compression_ratio_threshold: None,
             ..TranscribeOptions::default()
         };
-        assert!(!needs_fallback(
-            &attempt(12.0, 215, true),
-            &piece(30),
-            &unchecked
-        ));
+        // (ratio, text tokens, short-phrase loop, seconds, options, falls back)
+        let cases = [
+            // A sentence read five times over a 30 s piece: repetitive, at speech's pace.
+            (3.1, 90, false, 30, &checked, false),
+            // "yeah," a hundred times: a loop at the pace of speech, caught by its phrase.
+            (12.0, 215, true, 30, &checked, true),
+            // "Thank you." said twelve times over 13 s: repeated at a speaker's pace.
+            (6.0, 36, true, 13, &checked, false),
+            // Faster than anyone speaks.
+            (3.1, 400, false, 30, &checked, true),
+            (12.0, 215, true, 30, &unchecked, false),
+        ];
+        for (ratio, tokens, loops, seconds, options, falls_back) in cases {
+            let a = attempt(ratio, tokens, loops);
+            assert_eq!(
+                needs_fallback(&a, &piece(seconds), options),
+                falls_back,
+                "ratio {ratio}, {tokens} tokens over {seconds} s, loop {loops}"
+            );
+        }
     }
 
     #[test]
