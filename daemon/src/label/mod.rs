@@ -1,9 +1,10 @@
 //! Labeling: pseudo-transcribing audio with Whisper (CTranslate2 through `ct2rs`).
 //!
 //! [`model`] finds a model, [`mel`] computes features, [`vocab`] holds the tokenizer,
-//! [`engine`] decodes batches of ≤30 s pieces (`repetition` judges its texts), [`align`]
-//! adds word times, [`pieces`] cuts long files, [`record`] writes JSONL and subtitle
-//! formats, [`run`] drives a whole dataset; [`types`] holds what they share.
+//! [`engine`] decodes batches of ≤30 s pieces (`repetition` judges its texts, `spoken`
+//! measures how much they say), [`align`] adds word times, [`pieces`] cuts long files,
+//! [`record`] writes JSONL and subtitle formats, [`run`] drives a whole dataset; [`types`]
+//! holds what they share.
 
 #![deny(unsafe_code)]
 
@@ -22,6 +23,7 @@ mod repetition;
 mod replicas;
 pub mod run;
 pub mod service;
+mod spoken;
 pub mod types;
 pub mod vocab;
 

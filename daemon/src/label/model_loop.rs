@@ -15,6 +15,7 @@ use super::pieces::{cut_pieces, cut_pieces_within, sound_span};
 use super::prepare::{is_silent, Ready};
 use super::record::FileLabel;
 use super::run::LabelEvent;
+use super::spoken::word_units;
 use super::types::PieceOutput;
 use crate::vad::SpeechMap;
 
@@ -48,13 +49,10 @@ fn interleaved(n: usize) -> impl Iterator<Item = usize> {
     (0..stride).flat_map(move |r| (r..n).step_by(stride))
 }
 
-/// Words in a piece's output.
-fn word_count(output: &PieceOutput) -> usize {
-    output
-        .segments
-        .iter()
-        .map(|s| s.text.split_whitespace().count())
-        .sum()
+/// Words in a piece's output, characters of Chinese, Japanese or Thai counted by what they
+/// say (`spoken::word_units`).
+fn word_count(output: &PieceOutput) -> f64 {
+    output.segments.iter().map(|s| word_units(&s.text)).sum()
 }
 
 /// Seconds of 10 ms frames above −50 dBFS RMS.
@@ -86,10 +84,10 @@ fn losing_reading(p: &Partial, piece: usize, parts: std::ops::Range<usize>) -> V
         p.outputs
             .get(k)
             .and_then(Option::as_ref)
-            .map_or(0, word_count)
+            .map_or(0.0, word_count)
     };
     let whole = words(piece);
-    let in_parts: usize = parts.clone().map(words).sum();
+    let in_parts: f64 = parts.clone().map(words).sum();
     if in_parts > whole {
         vec![piece]
     } else {
@@ -193,7 +191,7 @@ fn pace_of(p: &Partial, i: usize, repetition: Option<f32>) -> Option<Pace> {
         .iter()
         .any(|s| repetition.is_some_and(|t| s.compression_ratio > t));
     Some(Pace {
-        words_per_voiced_second: word_count(output) as f64 / voiced,
+        words_per_voiced_second: word_count(output) / voiced,
         repetitive,
     })
 }
@@ -1055,5 +1053,55 @@ impl<'a> ModelLoop<'a> {
         if !events.is_empty() {
             sink(events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::label::types::test_segment;
+
+    fn output(language: &str, texts: &[&str]) -> PieceOutput {
+        PieceOutput {
+            language: language.into(),
+            language_probability: 1.0,
+            segments: texts
+                .iter()
+                .enumerate()
+                .map(|(k, t)| test_segment(k as f64, k as f64 + 1.0, t))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn speech_written_without_spaces_keeps_its_pace() {
+        // 20 voiced seconds of Chinese at three characters a second, one clause a segment:
+        // by whitespace it was 2 words (0.1 a second, "sparse"), so every Chinese or
+        // Japanese piece was decoded again in parts.
+        let clause = "我们今天一起去公园散步，天气非常好。";
+        let chinese = output("zh", &[&clause.repeat(2), &clause.repeat(2)]);
+        let pace = Pace {
+            words_per_voiced_second: word_count(&chinese) / 20.0,
+            repetitive: false,
+        };
+        assert!((word_count(&chinese) - 64.0).abs() < 1e-9);
+        assert!(!pace.is_sparse(pace.words_per_voiced_second));
+        // An English piece of the same file at its speaker's pace is not sparse beside it.
+        let english = output("en", &["And so, my fellow Americans, ask not"; 8]);
+        let english_pace = word_count(&english) / 20.0;
+        assert!(!Pace {
+            words_per_voiced_second: english_pace,
+            repetitive: false
+        }
+        .is_sparse(pace.words_per_voiced_second));
+    }
+
+    #[test]
+    fn the_fuller_reading_is_chosen_by_what_it_says() {
+        // The piece read as one unspaced sentence, its parts as two spaced halves of it:
+        // by whitespace the parts "won" 2 to 1 with less text.
+        let whole = output("ja", &["客観的実在の判断的知識が整理するのである"]);
+        let parts = output("ja", &["客観的 実在の"]);
+        assert!(word_count(&whole) > word_count(&parts));
     }
 }
