@@ -850,6 +850,48 @@ fn mp3_parts_past_a_stale_xing_count_are_decoded() {
     }
 }
 
+/// An MP3 whose Xing tag counts one frame, fewer than its LAME tag's encoder delay and
+/// padding take off (mutagen's and tinytag's short test files): symphonia reads 0 frames
+/// from the headers and a decode takes FFmpeg's reading, so `info` must report the frames
+/// a decode gives, not 0 (nor FFmpeg's estimate from the same tag, 576).
+#[test]
+fn info_of_an_mp3_whose_tags_count_no_frames_reports_what_decodes() {
+    let dir = scratch_dir("xing-one-frame");
+    let path = dir.path().join("one-frame.mp3");
+    ffmpeg_to(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:d=0.5:r=24000",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "32k",
+        ],
+        &path,
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    let xing = bytes
+        .windows(4)
+        .position(|w| w == b"Xing" || w == b"Info")
+        .expect("FFmpeg writes a Xing/Info tag");
+    assert_ne!(bytes[xing + 7] & 1, 0, "the tag has a frame count");
+    bytes[xing + 8..xing + 12].copy_from_slice(&1u32.to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let decoded = decoded_whole_like_ffmpeg("one-frame.mp3", &path, 1);
+    assert!(decoded.frames() > 10_000, "{} frames", decoded.frames());
+    let info = audiodecode::probe_info(&path).unwrap();
+    assert_eq!(info.frames, Some(decoded.frames() as u64));
+    assert_eq!(info.backend, audiodecode::Backend::Ffmpeg);
+    assert!(
+        (info.duration.unwrap() - 0.5).abs() < 0.1,
+        "{:?}",
+        info.duration
+    );
+}
+
 /// A fragmented MP4 cut off inside its fragment (an interrupted browser or phone
 /// recording): symphonia finds no samples in it, FFmpeg reads what it holds. A lenient
 /// decode gives FFmpeg's audio; a strict one fails with FFmpeg's reason, not "empty".

@@ -132,10 +132,37 @@ pub fn probe_info(path: &Path) -> Result<AudioInfo> {
         ..crate::decode::LoadRequest::default()
     };
     crate::decode::remote::with_local_part(path, &header_only, |local| {
-        let mut info = Source::open(local)?.info().clone();
+        let source = Source::open(local)?;
+        let mut info = match &source {
+            Source::Native(_) if source.info().frames == Some(0) => {
+                ffmpeg_reading(local).unwrap_or_else(|| source.info().clone())
+            }
+            _ => source.info().clone(),
+        };
         info.path = path.to_path_buf();
         Ok(info)
     })
+}
+
+/// FFmpeg's facts for a file whose headers symphonia read as holding no frames (an MP3
+/// whose encoder delay in its LAME tag is longer than the frames its Xing header counts),
+/// when FFmpeg decodes audio there: a decode takes FFmpeg's reading of such a file
+/// (`segments::better_through_ffmpeg`), so `info` reports what a decode gives. The headers
+/// that misled symphonia mislead FFmpeg's estimate too (576 frames for 0.5 s of audio), so
+/// the frames are counted by decoding, as the decode would: such files are rare and the
+/// count costs what a decode of them costs.
+fn ffmpeg_reading(path: &Path) -> Option<AudioInfo> {
+    let mut ffmpeg = Source::open_ffmpeg(path)?.ok()?;
+    let stats = ffmpeg
+        .decode_range(0, None, ChannelMode::Mono, true, &mut |_| {})
+        .ok()?;
+    if stats.frames == 0 {
+        return None;
+    }
+    let mut info = ffmpeg.info().clone();
+    info.frames = Some(stats.frames);
+    info.duration = Some(stats.frames as f64 / f64::from(info.sample_rate));
+    Some(info)
 }
 
 /// Errors about the file's content, which another decoder may not share; not those about
