@@ -34,6 +34,12 @@ const DETECTION_BATCH: usize = 8;
 const MAX_TOKENS_PER_SECOND: f32 = 10.0;
 /// The same for text holding one short phrase said over and over: faster than fast speech.
 const MAX_LOOPING_TOKENS_PER_SECOND: f32 = 5.0;
+/// More tokens than any speech of a piece's length holds: tokens (timestamps included) per
+/// second of the piece, plus a few. The fastest speech runs at 7–8 syllables a second and
+/// a rare Chinese character takes two or three tokens; a hallucination loop on a 0.5 s clip
+/// wrote 443 tokens. See `token_budget`.
+const MAX_SPEECH_TOKENS_PER_SECOND: f32 = 25.0;
+const SPEECH_TOKEN_SLACK: usize = 32;
 
 /// What selects a loaded model: the same key reuses it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -162,6 +168,8 @@ struct Attempt {
     filled_context: bool,
     /// Its text holds one short phrase said over and over (`repetition::loop_run`).
     loops: bool,
+    /// It holds more tokens than speech of the piece's length can (`token_budget`).
+    outran_speech: bool,
 }
 
 impl WhisperEngine {
@@ -373,7 +381,9 @@ impl WhisperEngine {
                 let no_inputs = vec![(); parts.len()];
                 self.models
                     .on_parts(parts, no_inputs, parallel, |k, range, (), model| {
-                        self.generate(model, &encoded[k], &prompts[range], temperature, options)
+                        let budget = batch_budget(&pieces[range.clone()]);
+                        let prompts = &prompts[range];
+                        self.generate(model, &encoded[k], prompts, budget, temperature, options)
                     })?
                     .into_iter()
                     .flatten()
@@ -389,17 +399,19 @@ impl WhisperEngine {
                 pending.clone()
             };
             let mut still = Vec::new();
-            for (attempt, piece) in results.into_iter().zip(batch_ids) {
+            for (mut attempt, piece) in results.into_iter().zip(batch_ids) {
+                attempt.outran_speech = attempt.tokens.len() >= token_budget(&pieces[piece]);
                 if needs_fallback(&attempt, &pieces[piece], options) {
                     log::debug!(
                         "piece {piece} of the batch fails at temperature {temperature}: \
                          compression ratio {:.2}, mean log prob {:.2}, {} text tokens over \
-                         {:.1} s of sound, short-phrase loop {}",
+                         {:.1} s of sound, short-phrase loop {}, past any speech {}",
                         attempt.compression_ratio,
                         attempt.avg_logprob,
                         attempt.text_tokens,
                         pieces[piece].sound.len() as f32 / super::mel::SAMPLE_RATE as f32,
-                        attempt.loops
+                        attempt.loops,
+                        attempt.outran_speech
                     );
                     fallback_pool[piece].push(attempt);
                     still.push(piece);
@@ -429,7 +441,14 @@ impl WhisperEngine {
         let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
         let sub_view = self.input_view(&mut sub_features)?;
         let sub_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
-        self.with_model(|model| self.generate(model, &sub_view, &sub_prompts, temperature, options))
+        let budget = pending
+            .iter()
+            .map(|&i| token_budget(&pieces[i]))
+            .max()
+            .unwrap_or(0);
+        self.with_model(|model| {
+            self.generate(model, &sub_view, &sub_prompts, budget, temperature, options)
+        })
     }
 
     /// Each piece's language and segments; a piece without an attempt, or heard as
@@ -654,16 +673,19 @@ impl WhisperEngine {
         tokens
     }
 
+    /// Decodes a batch; `budget` bounds the tokens generated after each prompt (the most
+    /// any of the batch's pieces can hold, `token_budget`).
     fn generate(
         &self,
         model: &Whisper,
         features: &StorageView,
         prompts: &[Vec<u32>],
+        budget: usize,
         temperature: f32,
         options: &TranscribeOptions,
     ) -> Result<Vec<Attempt>, LabelError> {
         let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let ct2_options = self.whisper_options(temperature, longest_prompt, options);
+        let ct2_options = self.whisper_options(temperature, longest_prompt, budget, options);
         let token_prompts: Vec<Vec<String>> = prompts
             .iter()
             .map(|p| p.iter().map(|&t| self.vocab.token_string(t)).collect())
@@ -686,8 +708,10 @@ impl WhisperEngine {
         &self,
         temperature: f32,
         longest_prompt: usize,
+        budget: usize,
         options: &TranscribeOptions,
     ) -> WhisperOptions {
+        let context = MAX_LENGTH.max(longest_prompt + 1);
         let sampling = temperature > 0.0;
         WhisperOptions {
             beam_size: if sampling {
@@ -699,7 +723,7 @@ impl WhisperEngine {
             length_penalty: options.length_penalty,
             repetition_penalty: options.repetition_penalty,
             no_repeat_ngram_size: options.no_repeat_ngram_size as usize,
-            max_length: MAX_LENGTH.max(longest_prompt + 1),
+            max_length: (longest_prompt + 1 + budget).min(context),
             sampling_topk: if sampling { 0 } else { 1 },
             sampling_temperature: if sampling { temperature } else { 1.0 },
             num_hypotheses: if sampling {
@@ -747,6 +771,7 @@ impl WhisperEngine {
             text_tokens: text_only.len(),
             loops: loop_run(&text_only) > 0,
             filled_context: tokens.len() >= room,
+            outran_speech: false,
             tokens,
             avg_logprob,
             no_speech_prob: r.no_speech_prob,
@@ -928,7 +953,8 @@ impl WhisperEngine {
 /// every piece (Note [Fallback without a storm]).
 fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOptions) -> bool {
     let too_repetitive = options.compression_ratio_threshold.is_some_and(|t| {
-        (attempt.compression_ratio > t || attempt.loops) && looks_like_a_loop(attempt, piece)
+        attempt.outran_speech
+            || (attempt.compression_ratio > t || attempt.loops) && looks_like_a_loop(attempt, piece)
     });
     let too_unlikely = options
         .log_prob_threshold
@@ -938,6 +964,20 @@ fn needs_fallback(attempt: &Attempt, piece: &PieceInput, options: &TranscribeOpt
         .is_some_and(|t| attempt.no_speech_prob > t)
         && too_unlikely;
     (too_repetitive || too_unlikely) && !silence
+}
+
+/// The most tokens speech of `piece`'s length can take (`MAX_SPEECH_TOKENS_PER_SECOND`):
+/// an attempt that reaches it is no reading of speech, so generating past it only spends
+/// time, most on the short clips hallucinations loop on (a loop on a 0.5 s clip costs a
+/// full context at each of six temperatures, five samples each).
+fn token_budget(piece: &PieceInput) -> usize {
+    let seconds = piece.samples as f32 / super::mel::SAMPLE_RATE as f32;
+    (seconds * MAX_SPEECH_TOKENS_PER_SECOND).ceil() as usize + SPEECH_TOKEN_SLACK
+}
+
+/// The budget of a batch: its longest piece's.
+fn batch_budget(pieces: &[PieceInput]) -> usize {
+    pieces.iter().map(token_budget).max().unwrap_or(0)
 }
 
 /// A hallucination loop repeats until the decoder's length limit, or at least faster than
@@ -957,9 +997,10 @@ fn looks_like_a_loop(attempt: &Attempt, piece: &PieceInput) -> bool {
 /// repetitive.
 fn best_failed_attempt(pool: Vec<Attempt>, options: &TranscribeOptions) -> Option<Attempt> {
     let not_repetitive = |a: &Attempt| {
-        options
-            .compression_ratio_threshold
-            .is_none_or(|t| a.compression_ratio <= t && !a.loops)
+        !a.outran_speech
+            && options
+                .compression_ratio_threshold
+                .is_none_or(|t| a.compression_ratio <= t && !a.loops)
     };
     let any_ok = pool.iter().any(not_repetitive);
     pool.into_iter()
@@ -1006,6 +1047,7 @@ mod tests {
             text_tokens,
             filled_context: false,
             loops,
+            outran_speech: false,
         }
     }
 
@@ -1037,6 +1079,40 @@ mod tests {
                 "ratio {ratio}, {tokens} tokens over {seconds} s, loop {loops}"
             );
         }
+    }
+
+    #[test]
+    fn generation_stops_where_no_speech_of_the_pieces_length_could_reach() {
+        // A window of 30 s keeps Whisper's whole context; a 0.5 s clip gets tens of tokens.
+        assert!(token_budget(&piece(30)) + 4 >= MAX_LENGTH);
+        let half_second = PieceInput {
+            samples: 8_000,
+            ..piece(1)
+        };
+        assert!(token_budget(&half_second) < 50);
+        // Fast Chinese of 8 s, 8 characters a second at two tokens each, with a timestamp
+        // pair a second, stays under the budget.
+        assert!(8 * (16 + 2) < token_budget(&piece(8)));
+        assert_eq!(
+            batch_budget(&[half_second, piece(8)]),
+            token_budget(&piece(8))
+        );
+
+        let mut past = attempt(1.2, 40, false);
+        past.outran_speech = true;
+        let checked = TranscribeOptions::default();
+        assert!(needs_fallback(&past, &piece(1), &checked));
+        let unchecked = TranscribeOptions {
+            compression_ratio_threshold: None,
+            ..TranscribeOptions::default()
+        };
+        assert!(!needs_fallback(&past, &piece(1), &unchecked));
+        // After every temperature, a reading that stayed within speech is kept over it.
+        past.avg_logprob = -0.1;
+        let mut within = attempt(1.0, 3, false);
+        within.avg_logprob = -1.5;
+        let kept = best_failed_attempt(vec![past, within], &checked).unwrap();
+        assert!(!kept.outran_speech);
     }
 
     #[test]
