@@ -803,6 +803,17 @@ fn wav_headers_never_finished_read_to_the_end_of_the_file() {
     }
 }
 
+/// Offset of the frame count (big-endian u32) in the Xing/Info tag FFmpeg's libmp3lame
+/// writes.
+fn xing_frame_count_at(mp3: &[u8]) -> usize {
+    let xing = mp3
+        .windows(4)
+        .position(|w| w == b"Xing" || w == b"Info")
+        .expect("FFmpeg writes a Xing/Info tag");
+    assert_ne!(mp3[xing + 7] & 1, 0, "the tag has a frame count");
+    xing + 8
+}
+
 /// MP3 files joined end to end, and one whose Xing tag counts no frames: the tag of the
 /// first part once cut the decode to that part (Note [Stated lengths that miss part of the file]).
 #[test]
@@ -834,12 +845,8 @@ fn mp3_parts_past_a_stale_xing_count_are_decoded() {
     std::fs::write(&joined_path, &joined).unwrap();
 
     let mut uncounted = std::fs::read(&second).unwrap();
-    let xing = uncounted
-        .windows(4)
-        .position(|w| w == b"Xing" || w == b"Info")
-        .expect("FFmpeg writes a Xing/Info tag");
-    assert_ne!(uncounted[xing + 7] & 1, 0, "the tag has a frame count");
-    uncounted[xing + 8..xing + 12].fill(0);
+    let count = xing_frame_count_at(&uncounted);
+    uncounted[count..count + 4].fill(0);
     let uncounted_path = dir.path().join("uncounted.mp3");
     std::fs::write(&uncounted_path, &uncounted).unwrap();
 
@@ -872,12 +879,8 @@ fn info_of_an_mp3_whose_tags_count_no_frames_reports_what_decodes() {
         &path,
     );
     let mut bytes = std::fs::read(&path).unwrap();
-    let xing = bytes
-        .windows(4)
-        .position(|w| w == b"Xing" || w == b"Info")
-        .expect("FFmpeg writes a Xing/Info tag");
-    assert_ne!(bytes[xing + 7] & 1, 0, "the tag has a frame count");
-    bytes[xing + 8..xing + 12].copy_from_slice(&1u32.to_be_bytes());
+    let count = xing_frame_count_at(&bytes);
+    bytes[count..count + 4].copy_from_slice(&1u32.to_be_bytes());
     std::fs::write(&path, &bytes).unwrap();
 
     let decoded = decoded_whole_like_ffmpeg("one-frame.mp3", &path, 1);
