@@ -441,11 +441,7 @@ impl WhisperEngine {
         let mut sub_features = stack_features(pending.iter().map(|&i| &pieces[i]));
         let sub_view = self.input_view(&mut sub_features)?;
         let sub_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
-        let budget = pending
-            .iter()
-            .map(|&i| token_budget(&pieces[i]))
-            .max()
-            .unwrap_or(0);
+        let budget = batch_budget(pending.iter().map(|&i| &pieces[i]));
         self.with_model(|model| {
             self.generate(model, &sub_view, &sub_prompts, budget, temperature, options)
         })
@@ -976,8 +972,8 @@ fn token_budget(piece: &PieceInput) -> usize {
 }
 
 /// The budget of a batch: its longest piece's.
-fn batch_budget(pieces: &[PieceInput]) -> usize {
-    pieces.iter().map(token_budget).max().unwrap_or(0)
+fn batch_budget<'a>(pieces: impl IntoIterator<Item = &'a PieceInput>) -> usize {
+    pieces.into_iter().map(token_budget).max().unwrap_or(0)
 }
 
 /// A hallucination loop repeats until the decoder's length limit, or at least faster than
