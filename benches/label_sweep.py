@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -62,13 +63,19 @@ def speech_files(root: Path, limit: int | None) -> list[tuple[Path, float]]:
     return chosen
 
 
+# Written without spaces between words: counted in characters.
+SPACELESS = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")
+
+
 def units(text: str, language: str, normalize) -> list[str]:
-    """What is counted: characters for languages written without spaces, else words."""
-    if language in ("zh", "ja", "yue"):
+    """What is counted: characters for languages written without spaces, else words (any
+    script's letters: `label_peers.words` keeps only a-z, so it found no words in Korean or
+    Russian and dropped accented letters)."""
+    if language in SPACELESS:
         return [c for c in text if not c.isspace() and c.isalnum()]
-    if language == "en" and normalize:
-        text = normalize(text)
-    return words(text)
+    if language == "en":
+        return words(normalize(text) if normalize else text)
+    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.lower())
 
 
 def run_ours(files: list[Path], threads: int, out: Path) -> tuple[float, dict]:
