@@ -741,6 +741,24 @@ fn chunk_size_at(bytes: &[u8], id: &[u8; 4]) -> usize {
     at + 4
 }
 
+/// The stereo test signal in `codec` as a finished `format` file in `dir`, and the same
+/// samples as FFmpeg writes them to a pipe (it cannot go back to write the sizes).
+fn finished_and_piped(dir: &tempfile::TempDir, codec: &str, format: &str) -> (PathBuf, Vec<u8>) {
+    let finished = dir.path().join(format!("{codec}.{format}"));
+    ffmpeg_to(
+        &["-f", "lavfi", "-i", STEREO_SIGNAL, "-c:a", codec],
+        &finished,
+    );
+    let piped = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(&finished)
+        .args(["-c:a", codec, "-f", format, "-"])
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{codec} in {format} to a pipe");
+    (finished, piped.stdout)
+}
+
 /// Note [Unfinished WAV headers]: a WAV written to a pipe (FFmpeg leaves 0xFFFFFFFF sizes)
 /// and one whose writer was killed before closing it (sizes of 0) hold their whole
 /// recording: once the first was "truncated" (refused by strict decoding) and the second
@@ -749,57 +767,94 @@ fn chunk_size_at(bytes: &[u8], id: &[u8; 4]) -> usize {
 fn wav_headers_never_finished_read_to_the_end_of_the_file() {
     let dir = scratch_dir("unfinished-wav");
     for codec in ["pcm_s16le", "pcm_f32le", "pcm_s24le"] {
+        let (finished, piped) = finished_and_piped(&dir, codec, "wav");
+        let data = chunk_size_at(&piped, b"data");
+        assert_eq!(&piped[data..data + 4], &[0xff; 4], "not a piped WAV");
+        let mut killed = std::fs::read(&finished).unwrap();
+        let data_size = chunk_size_at(&killed, b"data");
+        put_u32(&mut killed, 4, 0);
+        put_u32(&mut killed, data_size, 0);
+        for (name, bytes) in [("piped", &piped), ("killed", &killed)] {
+            let path = dir.path().join(format!("{codec}-{name}.wav"));
+            std::fs::write(&path, bytes).unwrap();
+            reads_like_the_finished_file(&format!("{codec} {name}"), &path, &finished);
+        }
+    }
+}
+
+/// A file read whole, undamaged and sample for sample as `finished` (the same recording with
+/// a complete header, 3 s at 44.1 kHz): its length, a strict decode, parallel segments and
+/// a slice.
+fn reads_like_the_finished_file(what: &str, path: &Path, finished: &Path) {
+    let want = load_ok(finished, &keep(), 1);
+    let info = probe_info(path).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(info.frames, Some(want.frames() as u64), "{what}: length");
+    let strict = load_ok(path, &keep(), 1);
+    assert!(!strict.is_damaged(), "{what}: reported damaged");
+    assert_planes_equal(what, &strict.planes, &want.planes);
+    // The length is known, so a long decode may be cut into parallel segments.
+    let parallel = load_ok(path, &mono_at(Some(16_000)), 4);
+    let serial = load_ok(finished, &mono_at(Some(16_000)), 1);
+    assert_planes_equal(what, &parallel.planes, &serial.planes);
+    let slice = load_ok(
+        path,
+        &LoadRequest {
+            offset: 1.0,
+            duration: Some(0.5),
+            ..keep()
+        },
+        1,
+    );
+    assert_planes_equal(
+        what,
+        &slice.planes,
+        &want
+            .planes
+            .iter()
+            .map(|p| p[44_100..66_150].to_vec())
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// AIFF written to a pipe (`ffmpeg ... -f aiff -`: the `SSND` size and `COMM` frame count
+/// left 0), which FFmpeg itself cannot read back: once "contains no audio samples".
+#[test]
+fn aiff_written_to_a_pipe_reads_to_the_end_of_the_file() {
+    let dir = scratch_dir("piped-aiff");
+    for codec in ["pcm_s16be", "pcm_s24be", "pcm_f32be"] {
+        let (finished, piped) = finished_and_piped(&dir, codec, "aiff");
+        let ssnd = 4 + piped.windows(4).position(|w| w == b"SSND").unwrap();
+        assert_eq!(&piped[ssnd..ssnd + 4], &[0; 4], "not a piped AIFF");
+        let path = dir.path().join(format!("{codec}-piped.aiff"));
+        std::fs::write(&path, &piped).unwrap();
+        reads_like_the_finished_file(&format!("{codec} piped AIFF"), &path, &finished);
+    }
+}
+
+/// Note [Chunks without their pad byte]: an odd-sized chunk before `data` written without
+/// its pad byte (FFmpeg, sox and libsndfile refuse such a file: no data chunk).
+#[test]
+fn a_wav_chunk_missing_its_pad_byte_does_not_hide_the_samples() {
+    let dir = scratch_dir("unpadded-wav");
+    for codec in ["pcm_s16le", "pcm_s24le"] {
         let finished = dir.path().join(format!("{codec}.wav"));
         ffmpeg_to(
             &["-f", "lavfi", "-i", STEREO_SIGNAL, "-c:a", codec],
             &finished,
         );
-        let piped = Command::new("ffmpeg")
-            .args(["-v", "error", "-nostdin", "-i"])
-            .arg(&finished)
-            .args(["-c:a", codec, "-f", "wav", "-"])
-            .output()
-            .unwrap();
-        assert!(piped.status.success());
-        let data = chunk_size_at(&piped.stdout, b"data");
-        assert_eq!(&piped.stdout[data..data + 4], &[0xff; 4], "not a piped WAV");
-        let mut killed = std::fs::read(&finished).unwrap();
-        let data_size = chunk_size_at(&killed, b"data");
-        put_u32(&mut killed, 4, 0);
-        put_u32(&mut killed, data_size, 0);
-        let want = load_ok(&finished, &keep(), 1);
-        for (name, bytes) in [("piped", &piped.stdout), ("killed", &killed)] {
-            let path = dir.path().join(format!("{codec}-{name}.wav"));
-            std::fs::write(&path, bytes).unwrap();
-            let what = format!("{codec} {name}");
-            let info = probe_info(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(info.frames, Some(want.frames() as u64), "{what}: length");
-            let strict = load_ok(&path, &keep(), 1);
-            assert!(!strict.is_damaged(), "{what}: reported damaged");
-            assert_planes_equal(&what, &strict.planes, &want.planes);
-            // The length is known, so a long decode may be cut into parallel segments.
-            let parallel = load_ok(&path, &mono_at(Some(16_000)), 4);
-            let serial = load_ok(&finished, &mono_at(Some(16_000)), 1);
-            assert_planes_equal(&what, &parallel.planes, &serial.planes);
-            let slice = load_ok(
-                &path,
-                &LoadRequest {
-                    offset: 1.0,
-                    duration: Some(0.5),
-                    ..keep()
-                },
-                1,
-            );
-            assert_planes_equal(
-                &what,
-                &slice.planes,
-                &want
-                    .planes
-                    .iter()
-                    .map(|p| p[44_100..66_150].to_vec())
-                    .collect::<Vec<_>>(),
-            );
-        }
+        let mut bytes = std::fs::read(&finished).unwrap();
+        let data = chunk_size_at(&bytes, b"data") - 4;
+        let mut list = b"LIST".to_vec();
+        let info = b"INFOINAM\x07\0\0\0a take!";
+        list.extend_from_slice(&(info.len() as u32).to_le_bytes());
+        list.extend_from_slice(info);
+        assert_eq!(info.len() % 2, 1, "the chunk must be odd-sized");
+        bytes.splice(data..data, list.iter().copied());
+        let riff_size = bytes.len() as u32 - 8;
+        put_u32(&mut bytes, 4, riff_size);
+        let path = dir.path().join(format!("{codec}-unpadded.wav"));
+        std::fs::write(&path, &bytes).unwrap();
+        reads_like_the_finished_file(&format!("{codec} unpadded"), &path, &finished);
     }
 }
 

@@ -1,11 +1,15 @@
-//! AIFC with Apple IMA4 ADPCM (`ima4`), which symphonia's AIFF reader refuses although its
-//! ADPCM decoder reads IMA4 (it does for CAF). Every packet holds 64 frames of one channel
-//! in 34 bytes and starts from its own header, so packets decode independently and a seek
-//! lands on any packet. Other AIFC compression types are left to symphonia.
+//! AIFF and AIFC files symphonia's AIFF reader refuses or misreads: AIFC with Apple IMA4
+//! ADPCM (`ima4`), which it refuses although its ADPCM decoder reads IMA4 (it does for CAF),
+//! and PCM AIFF/AIFC whose header was never finished (Note [Unfinished WAV headers]: FFmpeg
+//! writing AIFF to a pipe leaves the `SSND` size and `COMM` frame count 0, and cannot read
+//! the file back; sox can). For IMA4 every packet holds 64 frames of one channel in 34
+//! bytes and starts from its own header, so packets decode independently and a seek lands
+//! on any packet. Everything else is left to symphonia.
 
 use std::io::{Read, Seek, SeekFrom};
 
-use symphonia::core::codecs::audio::well_known::CODEC_ID_ADPCM_IMA_QT;
+use symphonia::core::codecs::audio::well_known::*;
+use symphonia::core::codecs::audio::AudioCodecId;
 
 use super::blocks::{channels_for, Payload};
 
@@ -19,16 +23,21 @@ struct Common {
     channels: u16,
     /// For IMA4, counted in packets per channel.
     frames: u32,
+    bits: u16,
     sample_rate: u32,
+    /// `NONE` for a plain AIFF.
     compression: [u8; 4],
 }
 
-/// The IMA4 payload of an AIFC file (`FORM….AIFC`); `Ok(None)` for other compression types.
+/// The samples of an AIFC file, or of a plain AIFF (`aiff`: the form type is `AIFF`, whose
+/// `COMM` names no compression), that are read here; `Ok(None)` for every other file.
 pub(crate) fn parse<R: Read + Seek>(
     file: &mut R,
     file_len: u64,
+    aiff: bool,
 ) -> Result<Option<Payload>, String> {
-    let io = |e: std::io::Error| format!("AIFC header: {e}");
+    let name = if aiff { "AIFF" } else { "AIFC" };
+    let io = |e: std::io::Error| format!("{name} header: {e}");
     file.seek(SeekFrom::Start(12)).map_err(io)?;
     let mut common = None;
     for _ in 0..MAX_CHUNKS {
@@ -40,29 +49,43 @@ pub(crate) fn parse<R: Read + Seek>(
         let body = file.stream_position().map_err(io)?;
         match &head[..4] {
             b"COMM" => {
-                let mut fields = [0u8; 22];
-                if size < 22 {
-                    return Err("AIFC COMM chunk is too short".into());
+                let need = if aiff { 18 } else { 22 };
+                if size < need {
+                    return Err(format!("{name} COMM chunk is too short"));
                 }
-                file.read_exact(&mut fields).map_err(io)?;
-                let parsed = common_of(&fields)?;
-                if &parsed.compression != b"ima4" {
+                let mut fields = [0u8; 22];
+                fields[18..].copy_from_slice(b"NONE");
+                file.read_exact(&mut fields[..need as usize]).map_err(io)?;
+                let parsed = common_of(&fields, name)?;
+                if &parsed.compression != b"ima4" && pcm_codec(&parsed).is_none() {
                     return Ok(None);
                 }
                 common = Some(parsed);
             }
             b"SSND" => {
-                let common = common.ok_or("AIFC has no COMM chunk before its SSND")?;
+                let common = common.ok_or(format!("{name} has no COMM chunk before its SSND"))?;
                 let mut fields = [0u8; 8];
                 file.read_exact(&mut fields).map_err(io)?;
                 let offset = u64::from(u32::from_be_bytes([
                     fields[0], fields[1], fields[2], fields[3],
                 ]));
                 let start = body + 8 + offset;
-                let held = size
-                    .saturating_sub(8 + offset)
-                    .min(file_len.saturating_sub(start));
-                return ima4(&common, start, held).map(Some);
+                let rest = file_len.saturating_sub(start);
+                if &common.compression == b"ima4" {
+                    let held = size.saturating_sub(8 + offset).min(rest);
+                    return ima4(&common, start, held).map(Some);
+                }
+                // A size or count never written back: the samples run to the end of the file.
+                let unfinished = size == 0 || size == u64::from(u32::MAX) || common.frames == 0;
+                if !unfinished || rest == 0 {
+                    return Ok(None);
+                }
+                let held = match size {
+                    0 => rest,
+                    s if s == u64::from(u32::MAX) => rest,
+                    s => s.saturating_sub(8 + offset).min(rest),
+                };
+                return unfinished_pcm(&common, start, held, name).map(Some);
             }
             _ => {}
         }
@@ -73,9 +96,51 @@ pub(crate) fn parse<R: Read + Seek>(
         file.seek(SeekFrom::Start(next)).map_err(io)?;
     }
     match common {
-        Some(_) => Err("AIFC has no SSND chunk".into()),
-        None => Ok(None),
+        Some(_) if !aiff => Err(format!("{name} has no SSND chunk")),
+        _ => Ok(None),
     }
+}
+
+/// The PCM codec of an AIFF/AIFC `COMM`, as symphonia names it.
+fn pcm_codec(common: &Common) -> Option<AudioCodecId> {
+    Some(match (&common.compression, common.bits) {
+        (b"NONE" | b"twos", 8) | (b"sowt", 8) => CODEC_ID_PCM_S8,
+        (b"NONE" | b"twos", 16) => CODEC_ID_PCM_S16BE,
+        (b"NONE" | b"twos", 24) | (b"in24", _) => CODEC_ID_PCM_S24BE,
+        (b"NONE" | b"twos", 32) | (b"in32", _) => CODEC_ID_PCM_S32BE,
+        (b"sowt", 16) => CODEC_ID_PCM_S16LE,
+        (b"sowt", 24) => CODEC_ID_PCM_S24LE,
+        (b"sowt", 32) => CODEC_ID_PCM_S32LE,
+        (b"raw ", 8) => CODEC_ID_PCM_U8,
+        (b"fl32" | b"FL32", _) => CODEC_ID_PCM_F32BE,
+        (b"fl64" | b"FL64", _) => CODEC_ID_PCM_F64BE,
+        (b"ulaw" | b"ULAW", _) => CODEC_ID_PCM_MULAW,
+        (b"alaw" | b"ALAW", _) => CODEC_ID_PCM_ALAW,
+        _ => return None,
+    })
+}
+
+fn unfinished_pcm(common: &Common, start: u64, held: u64, name: &str) -> Result<Payload, String> {
+    let codec = pcm_codec(common).ok_or(format!("{name} samples are not PCM"))?;
+    let channels = channels_for(common.channels).ok_or(format!("{name} declares no channels"))?;
+    if common.sample_rate == 0 {
+        return Err(format!("{name} declares a sample rate of 0"));
+    }
+    let bits = match codec {
+        CODEC_ID_PCM_S24BE | CODEC_ID_PCM_S24LE => 24,
+        CODEC_ID_PCM_S32BE | CODEC_ID_PCM_S32LE | CODEC_ID_PCM_F32BE => 32,
+        CODEC_ID_PCM_F64BE => 64,
+        CODEC_ID_PCM_S16BE | CODEC_ID_PCM_S16LE => 16,
+        _ => 8,
+    };
+    Ok(Payload::pcm(
+        codec,
+        common.sample_rate,
+        channels,
+        bits,
+        start,
+        Some(held),
+    ))
 }
 
 fn ima4(common: &Common, start: u64, held: u64) -> Result<Payload, String> {
@@ -101,12 +166,13 @@ fn ima4(common: &Common, start: u64, held: u64) -> Result<Payload, String> {
     })
 }
 
-fn common_of(f: &[u8; 22]) -> Result<Common, String> {
-    let rate =
-        extended_to_u32(&f[8..18]).ok_or("AIFC sample rate is not a positive integer rate")?;
+fn common_of(f: &[u8; 22], name: &str) -> Result<Common, String> {
+    let rate = extended_to_u32(&f[8..18])
+        .ok_or(format!("{name} sample rate is not a positive integer rate"))?;
     Ok(Common {
         channels: u16::from_be_bytes([f[0], f[1]]),
         frames: u32::from_be_bytes([f[2], f[3], f[4], f[5]]),
+        bits: u16::from_be_bytes([f[6], f[7]]),
         sample_rate: rate,
         compression: [f[18], f[19], f[20], f[21]],
     })
@@ -176,7 +242,21 @@ mod tests {
     }
 
     fn parsed(bytes: &[u8]) -> Result<Option<Payload>, String> {
-        parse(&mut Cursor::new(bytes), bytes.len() as u64)
+        parse(&mut Cursor::new(bytes), bytes.len() as u64, false)
+    }
+
+    /// A plain AIFF as FFmpeg writes one to a pipe: FORM, COMM frames and SSND sizes 0.
+    fn piped_aiff(channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
+        let mut comm = channels.to_be_bytes().to_vec();
+        comm.extend_from_slice(&0u32.to_be_bytes());
+        comm.extend_from_slice(&bits.to_be_bytes());
+        comm.extend_from_slice(&extended(16000));
+        let mut f = b"FORM\0\0\0\0AIFF".to_vec();
+        f.extend(chunk(b"COMM", &comm));
+        f.extend_from_slice(b"SSND\0\0\0\0");
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(data);
+        f
     }
 
     #[test]
@@ -195,9 +275,32 @@ mod tests {
     }
 
     #[test]
-    fn other_compressions_are_left_to_symphonia() {
+    fn finished_pcm_and_other_compressions_are_left_to_symphonia() {
         assert!(parsed(&aifc(b"sowt", 1, 4, &[0; 8])).unwrap().is_none());
         assert!(parsed(&aifc(b"NONE", 1, 4, &[0; 8])).unwrap().is_none());
+        assert!(parsed(&aifc(b"MAC3", 1, 0, &[0; 8])).unwrap().is_none());
+    }
+
+    #[test]
+    fn pcm_whose_header_was_never_finished_runs_to_the_end_of_the_file() {
+        let file = piped_aiff(2, 16, &[0; 4 * 10 + 2]);
+        let p = parse(&mut Cursor::new(&file), file.len() as u64, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.codec, p.sample_rate), (CODEC_ID_PCM_S16BE, 16000));
+        assert_eq!((p.block_bytes, p.channels.count()), (4, 2));
+        assert_eq!(
+            (p.start, p.declared_len),
+            (file.len() as u64 - 42, Some(42))
+        );
+        // AIFC: the compression type picks the codec.
+        let sowt = aifc(b"sowt", 1, 0, &[0; 8]);
+        assert_eq!(parsed(&sowt).unwrap().unwrap().codec, CODEC_ID_PCM_S16LE);
+        // Nothing after the header: nothing to read here (symphonia says it is empty).
+        let empty = piped_aiff(1, 16, &[]);
+        assert!(parse(&mut Cursor::new(&empty), empty.len() as u64, true)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

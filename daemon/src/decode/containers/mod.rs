@@ -1,8 +1,7 @@
 //! Containers symphonia has no reader for but whose payload it decodes: NIST SPHERE,
-//! RF64/BW64, WAV wrapping an MPEG audio stream, WAV whose header was never finished, and
-//! AIFC with IMA4 ADPCM. Detected by
-//! content before symphonia's
-//! probe; each becomes a symphonia `FormatReader`, so everything downstream (seeking,
+//! RF64/BW64, WAV wrapping an MPEG audio stream, WAV whose header was never finished or
+//! whose chunks are not padded, AIFF whose header was never finished, and AIFC with IMA4
+//! ADPCM. Detected by content before symphonia's probe; each becomes a symphonia `FormatReader`, so everything downstream (seeking,
 //! slicing, lenient truncation, parallel segments) is the same as for any WAV or MP3. What
 //! these parsers refuse (shorten-compressed SPHERE, ADPCM in RF64) is `Unsupported`, which
 //! goes on to the FFmpeg fallback. See Note [FFmpeg fallback].
@@ -17,6 +16,7 @@ mod window;
 use std::io::Read;
 use std::path::Path;
 
+use symphonia::core::codecs::audio::well_known::CODEC_ID_ADPCM_IMA_QT;
 use symphonia::core::formats::probe::ProbeableFormat;
 use symphonia::core::formats::{FormatId, FormatInfo, FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
@@ -26,7 +26,7 @@ use crate::error::{DecodeError, Result};
 
 use blocks::BlockReader;
 pub(crate) use blocks::Payload;
-use riff::WavData;
+use riff::{Reading, WavData};
 use shorten::ShortenReader;
 use window::Window;
 
@@ -68,6 +68,20 @@ const UNFINISHED_WAV_INFO: FormatInfo = FormatInfo {
     long_name: "Waveform Audio (data size not stated: to the end of the file)",
 };
 
+/// A PCM AIFF/AIFC read to the end of the file: Note [Unfinished WAV headers].
+const UNFINISHED_AIFF_INFO: FormatInfo = FormatInfo {
+    format: FormatId::new(symphonia::core::common::FourCc::new(*b"AIFF")),
+    short_name: "aiff",
+    long_name: "AIFF (data size not stated: to the end of the file)",
+};
+
+/// A RIFF WAV with an odd chunk missing its pad byte: Note [Chunks without their pad byte].
+const UNPADDED_WAV_INFO: FormatInfo = FormatInfo {
+    format: FormatId::new(symphonia::core::common::FourCc::new(*b"WAVE")),
+    short_name: "wave",
+    long_name: "Waveform Audio (a chunk without its pad byte)",
+};
+
 /// A reader for `path` when its first bytes name one of these containers; `Ok(None)` for
 /// every other file (symphonia's probe takes it).
 pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
@@ -104,10 +118,21 @@ pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
                 Ok(Box::new(reader) as Box<dyn FormatReader>)
             }
         }
-    } else if at(0, b"FORM") && at(8, b"AIFC") {
-        match aifc::parse(&mut file, file_len).map_err(unsupported)? {
+    } else if at(0, b"FORM") && (at(8, b"AIFC") || at(8, b"AIFF")) {
+        let aiff = at(8, b"AIFF");
+        let parsed = aifc::parse(&mut file, file_len, aiff);
+        // A plain AIFF this walk finds odd is symphonia's to judge, as a RIFF WAV is.
+        let parsed = if aiff {
+            parsed.unwrap_or(None)
+        } else {
+            parsed.map_err(unsupported)?
+        };
+        match parsed {
             None => return Ok(None),
-            Some(payload) => blocks(file, AIFC_INFO, payload),
+            Some(payload) if payload.codec == CODEC_ID_ADPCM_IMA_QT => {
+                blocks(file, AIFC_INFO, payload)
+            }
+            Some(payload) => blocks(file, UNFINISHED_AIFF_INFO, payload),
         }
     } else if at(8, b"WAVE") && (at(0, b"RIFF") || at(0, b"RF64") || at(0, b"BW64")) {
         let rf64 = !at(0, b"RIFF");
@@ -120,11 +145,14 @@ pub(crate) fn open(path: &Path) -> Result<Option<Box<dyn FormatReader>>> {
         };
         match parsed {
             None => return Ok(None),
-            Some(WavData::Pcm(payload)) => blocks(
-                file,
-                if rf64 { RF64_INFO } else { UNFINISHED_WAV_INFO },
-                payload,
-            ),
+            Some(WavData::Pcm(payload, reading)) => {
+                let info = match reading {
+                    _ if rf64 => RF64_INFO,
+                    Reading::Unpadded => UNPADDED_WAV_INFO,
+                    Reading::Unfinished | Reading::Located => UNFINISHED_WAV_INFO,
+                };
+                blocks(file, info, payload)
+            }
             Some(WavData::Mpeg { start, len }) => {
                 let window =
                     Window::new(file, start, len).map_err(|e| DecodeError::open(path, e))?;
@@ -155,10 +183,10 @@ pub(crate) fn block_layout(head: &[u8], file_len: u64) -> Option<Payload> {
             sphere::Samples::Shorten { .. } => None,
         }
     } else if at(0, b"FORM") && at(8, b"AIFC") {
-        aifc::parse(&mut cursor, file_len).ok()?
+        aifc::parse(&mut cursor, file_len, false).ok()?
     } else if at(8, b"WAVE") && (at(0, b"RIFF") || at(0, b"RF64") || at(0, b"BW64")) {
         match riff::layout(&mut cursor, file_len, !at(0, b"RIFF")).ok()? {
-            WavData::Pcm(payload) => Some(payload),
+            WavData::Pcm(payload, _) => Some(payload),
             WavData::Mpeg { .. } => None,
         }
     } else {

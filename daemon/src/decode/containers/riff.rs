@@ -10,7 +10,17 @@
 //! truncated (`--strict` refused every piped WAV), and the second kind as empty: the whole
 //! recording was lost. A data size of 0 or 0xFFFFFFFF (a `ds64` size of 0 in RF64) with
 //! bytes after it means "to the end of the file", as FFmpeg and libsndfile read it; the
-//! length is then the whole frames the file holds, and the file is not damaged.
+//! length is then the whole frames the file holds, and the file is not damaged. AIFF has
+//! the same gap (`aifc.rs`: FFmpeg writing AIFF to a pipe leaves sizes of 0, and cannot
+//! read such a file back), read the same way.
+//!
+//! Note [Chunks without their pad byte]: RIFF pads a chunk of odd size with one byte, and
+//! the next chunk starts after it. Some writers leave the pad out (an odd-sized `LIST`
+//! or `bext` of text before `data`); every reader that follows the rule then looks for the
+//! next chunk one byte late, finds no `data`, and refuses the file (symphonia, FFmpeg, sox
+//! and libsndfile alike). After an odd chunk, where the padded position holds no chunk
+//! header and the unpadded one does, the walk takes the unpadded one, and such a file's
+//! samples are read here.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -54,10 +64,22 @@ struct WaveFormat {
 /// What a WAV-family header says about its data.
 #[derive(Debug)]
 pub(crate) enum WavData {
-    /// RF64/BW64 PCM samples.
-    Pcm(Payload),
+    /// PCM samples, and why they are read here rather than by symphonia.
+    Pcm(Payload, Reading),
     /// An MPEG audio stream of `len` bytes at `start`.
     Mpeg { start: u64, len: u64 },
+}
+
+/// Why a WAV's PCM samples are read by this module.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Reading {
+    /// RF64/BW64, which symphonia has no reader for; or a plain RIFF WAV whose samples
+    /// are located for a ranged read ([`layout`]).
+    Located,
+    /// Note [Unfinished WAV headers].
+    Unfinished,
+    /// Note [Chunks without their pad byte].
+    Unpadded,
 }
 
 /// Reads the chunk list of an RF64/BW64 file (`rf64 = true`) or a RIFF WAVE file. `Ok(None)`:
@@ -94,6 +116,8 @@ fn walk<R: Read + Seek>(
     file.seek(SeekFrom::Start(12)).map_err(io)?;
     let mut ds64_data_len = None;
     let mut format = None;
+    // Note [Chunks without their pad byte]: symphonia cannot walk past such a chunk.
+    let mut unpadded = false;
     for _ in 0..MAX_CHUNKS {
         let mut head = [0u8; 8];
         if file.read_exact(&mut head).is_err() {
@@ -129,16 +153,26 @@ fn walk<R: Read + Seek>(
                     u64::from(size)
                 };
                 let rest = file_len.saturating_sub(body);
-                if unfinished(declared, rf64) && rest > 0 {
+                let reading = if unfinished(declared, rf64) && rest > 0 {
                     declared = rest;
-                } else if !rf64 && !every_riff && !is_mpeg(&format) {
+                    Reading::Unfinished
+                } else if unpadded {
+                    Reading::Unpadded
+                } else if rf64 || every_riff || is_mpeg(&format) {
+                    Reading::Located
+                } else {
                     return Ok(None);
-                }
-                return data_of(name, &format, body, declared, file_len).map(Some);
+                };
+                return data_of(name, &format, body, declared, file_len, reading).map(Some);
             }
             _ => {}
         }
-        let next = body + u64::from(size) + u64::from(size & 1);
+        let mut next = body + u64::from(size) + u64::from(size & 1);
+        if size & 1 == 1 {
+            let (at, missing) = after_odd_chunk(file, next, file_len).map_err(io)?;
+            next = at;
+            unpadded |= missing;
+        }
         if next >= file_len {
             break;
         }
@@ -147,12 +181,53 @@ fn walk<R: Read + Seek>(
     Err(format!("{name} has no data chunk"))
 }
 
+/// The chunk header at `at` when one can start there: a four-character code of printable
+/// ASCII (`fmt `, `LIST`, `_PMX`, …) and room for its size.
+fn chunk_header_at<R: Read + Seek>(
+    file: &mut R,
+    at: u64,
+    file_len: u64,
+) -> std::io::Result<Option<([u8; 4], u64)>> {
+    if at + 8 > file_len {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(at))?;
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head)?;
+    let id = [head[0], head[1], head[2], head[3]];
+    let size = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+    Ok(id
+        .iter()
+        .all(|b| (b' '..=b'~').contains(b))
+        .then_some((id, size)))
+}
+
+/// Where the chunk after an odd-sized one starts (Note [Chunks without their pad byte]):
+/// after the pad byte, unless no chunk fits there and one starts right after the body.
+/// Returns the position and whether the pad byte was missing.
+fn after_odd_chunk<R: Read + Seek>(
+    file: &mut R,
+    padded: u64,
+    file_len: u64,
+) -> std::io::Result<(u64, bool)> {
+    // A chunk that runs past the end of the file is taken only for `data` (a cut file).
+    let fits = |(id, size): ([u8; 4], u64)| &id == b"data" || padded + 8 + size <= file_len;
+    if chunk_header_at(file, padded, file_len)?.is_some_and(fits) {
+        return Ok((padded, false));
+    }
+    match chunk_header_at(file, padded - 1, file_len)? {
+        Some(_) => Ok((padded - 1, true)),
+        None => Ok((padded, false)),
+    }
+}
+
 fn data_of(
     name: &str,
     format: &WaveFormat,
     start: u64,
     declared: u64,
     file_len: u64,
+    reading: Reading,
 ) -> Result<WavData, String> {
     if is_mpeg(format) {
         // An MPEG stream is read to its data chunk's end or the file's, whichever is first.
@@ -169,14 +244,15 @@ fn data_of(
     if format.sample_rate == 0 {
         return Err(format!("{name} declares a sample rate of 0"));
     }
-    Ok(WavData::Pcm(Payload::pcm(
+    let payload = Payload::pcm(
         codec,
         format.sample_rate,
         channels,
         u32::from(format.bits),
         start,
         Some(declared),
-    )))
+    );
+    Ok(WavData::Pcm(payload, reading))
 }
 
 fn is_mpeg(format: &WaveFormat) -> bool {
@@ -297,7 +373,7 @@ mod tests {
     #[test]
     fn rf64_sizes_come_from_ds64() {
         let file = rf64(&fmt(1, 2, 48000, 24), &[0; 600]);
-        let Ok(Some(WavData::Pcm(p))) = parsed(&file, true) else {
+        let Ok(Some(WavData::Pcm(p, _))) = parsed(&file, true) else {
             panic!("not PCM")
         };
         assert_eq!(
@@ -315,11 +391,11 @@ mod tests {
     fn rf64_codecs_and_refusals() {
         let float = rf64(&fmt(3, 1, 8000, 32), &[0; 8]);
         assert!(
-            matches!(parsed(&float, true), Ok(Some(WavData::Pcm(p))) if p.codec == CODEC_ID_PCM_F32LE)
+            matches!(parsed(&float, true), Ok(Some(WavData::Pcm(p, _))) if p.codec == CODEC_ID_PCM_F32LE)
         );
         let mulaw = rf64(&fmt(7, 1, 8000, 8), &[0; 8]);
         assert!(
-            matches!(parsed(&mulaw, true), Ok(Some(WavData::Pcm(p))) if p.codec == CODEC_ID_PCM_MULAW)
+            matches!(parsed(&mulaw, true), Ok(Some(WavData::Pcm(p, _))) if p.codec == CODEC_ID_PCM_MULAW)
         );
         let adpcm = rf64(&fmt(2, 1, 8000, 4), &[0; 8]);
         assert!(parsed(&adpcm, true).unwrap_err().contains("0x0002"));
@@ -350,6 +426,28 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_missing_its_pad_byte_is_stepped_over() {
+        let mut wav = b"RIFF\0\0\0\0WAVE".to_vec();
+        wav.extend(chunk(b"fmt ", &fmt(1, 1, 8000, 16)));
+        let mut list = chunk(b"LIST", b"INFOISFT\x05\0\0\0tools");
+        list.pop(); // the pad byte the writer left out
+        assert_eq!(list.len() % 2, 1, "the chunk must be odd-sized");
+        wav.extend(list);
+        wav.extend(chunk(b"data", &[0; 16]));
+        let start = wav.len() as u64 - 16;
+        let Ok(Some(WavData::Pcm(p, Reading::Unpadded))) = parsed(&wav, false) else {
+            panic!("the data chunk after an unpadded chunk was not found")
+        };
+        assert_eq!((p.start, p.declared_len), (start, Some(16)));
+        // Padded as the rule says: symphonia's, as every finished WAV.
+        let mut padded = b"RIFF\0\0\0\0WAVE".to_vec();
+        padded.extend(chunk(b"fmt ", &fmt(1, 1, 8000, 16)));
+        padded.extend(chunk(b"LIST", b"INFOISFT\x05\0\0\0tools"));
+        padded.extend(chunk(b"data", &[0; 16]));
+        assert!(matches!(parsed(&padded, false), Ok(None)));
+    }
+
+    #[test]
     fn an_unfinished_header_means_data_to_the_end_of_the_file() {
         for size in [0u32, u32::MAX] {
             let mut wav = b"RIFF\0\0\0\0WAVE".to_vec();
@@ -358,7 +456,7 @@ mod tests {
             wav.extend_from_slice(&size.to_le_bytes());
             let start = wav.len() as u64;
             wav.extend_from_slice(&[0; 42]); // ten frames and half of one
-            let Ok(Some(WavData::Pcm(p))) = parsed(&wav, false) else {
+            let Ok(Some(WavData::Pcm(p, _))) = parsed(&wav, false) else {
                 panic!("data size {size:#x}: not read as PCM to the end")
             };
             assert_eq!((p.start, p.declared_len), (start, Some(42)));
@@ -379,7 +477,7 @@ mod tests {
         let mut streaming = rf64(&fmt(1, 1, 8000, 16), &[0; 20]);
         let ds64_data = 12 + 8 + 8;
         streaming[ds64_data..ds64_data + 8].fill(0);
-        let Ok(Some(WavData::Pcm(p))) = parsed(&streaming, true) else {
+        let Ok(Some(WavData::Pcm(p, _))) = parsed(&streaming, true) else {
             panic!("RF64 with a ds64 data size of 0: not PCM")
         };
         assert_eq!(p.declared_len, Some(20));
