@@ -67,6 +67,10 @@ const CASES: &[Case] = &[
     Case { file: "tta.tta", tool: Tool::Ffmpeg, args: &["-c:a", "tta"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "speex.spx", tool: Tool::Ffmpeg, args: &["-c:a", "libspeex", "-ar", "16000", "-ac", "1"], backend: Backend::Ffmpeg, exact: true },
     Case { file: "sun.au", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s16be"], backend: Backend::Ffmpeg, exact: true },
+    // Known formats under the names real recorders give them: a field recorder's Broadcast
+    // Wave, a browser's saved WebM audio.
+    Case { file: "field.bwf", tool: Tool::Ffmpeg, args: &["-c:a", "pcm_s24le", "-write_bext", "1", "-f", "wav"], backend: Backend::Symphonia, exact: true },
+    Case { file: "browser.weba", tool: Tool::Ffmpeg, args: &["-c:a", "libvorbis", "-f", "webm"], backend: Backend::Symphonia, exact: false },
 ];
 
 /// The generated files, made once per test process.

@@ -34,6 +34,7 @@ pub const AUDIO_EXTENSIONS: &[&str] = &[
     "aifc", "caf", "mkv", "mka", "webm", "sph", "nist", "w64", "rf64", "bw64", "au", "snd", "wv",
     "wma", "asf", "ape", "tta", "mpc", "spx", "amr", "awb", "3gp", "3g2", "ac3", "eac3", "mp2",
     "mp1", "mpa", "m4r", "gsm", "voc", "dsf", "mov", "avi", "mpg", "mpeg", "m4v", "flv", "wmv",
+    "bwf", "weba", "3ga",
 ];
 pub use reader::{DecodeStats, SourceReader};
 pub use segments::load;
