@@ -56,6 +56,9 @@ const MAGIC: &[(usize, &[u8], &str)] = &[
     (0, b"MPCK", "Musepack"),
     (0, b"MP+", "Musepack"),
     (0, b"ajkg", "Shorten"),
+    // Neither symphonia nor FFmpeg reads it; symphonia's probe found MPEG sync words in
+    // mutagen's and atldotnet's samples and "decoded" them (damaged noise).
+    (0, b"OFR ", "OptimFROG"),
     (0, b"DSD ", "DSF (DSD)"),
     (0, b"FRM8", "DSDIFF (DSD)"),
     (0, b"#!AMR", "AMR"),
@@ -181,6 +184,10 @@ mod tests {
         assert_eq!(
             describe_bytes(b"NIST_1A\n   1024\n").as_deref(),
             Some("NIST SPHERE")
+        );
+        assert_eq!(
+            foreign_magic(b"OFR \x0f\0\0\0\xff\xfb\x90\x64"),
+            Some("OptimFROG")
         );
         assert_eq!(describe_bytes(b"plain text"), None);
     }

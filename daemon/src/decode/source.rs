@@ -23,15 +23,20 @@ impl Source {
     /// rejects (an unknown container or codec, a header it refuses, a panic in its probe).
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(format) = sniff::foreign_format(path) {
+            let no_reader = DecodeError::Unsupported {
+                path: path.into(),
+                reason: format!("symphonia has no reader for {format}"),
+            };
             return match ffmpeg::tools() {
-                Some(tools) => FfmpegReader::open(path, tools).map(Self::Ffmpeg),
-                None => Err(without_ffmpeg(
-                    DecodeError::Unsupported {
-                        path: path.into(),
-                        reason: format!("symphonia has no reader for {format}"),
-                    },
-                    None,
-                )),
+                // A refusal names the format too: FFmpeg's own guess can mislead (it took
+                // OptimFROG files for MP3 with bad frames).
+                Some(tools) => FfmpegReader::open(path, tools)
+                    .map(Self::Ffmpeg)
+                    .map_err(|ff| match ff {
+                        DecodeError::Unsupported { .. } => both_failed(no_reader, &ff),
+                        other => other,
+                    }),
+                None => Err(without_ffmpeg(no_reader, None)),
             };
         }
         let native =
