@@ -76,14 +76,14 @@ pub(crate) fn parse<R: Read + Seek>(
                     return ima4(&common, start, held).map(Some);
                 }
                 // A size or count never written back: the samples run to the end of the file.
-                let unfinished = size == 0 || size == u64::from(u32::MAX) || common.frames == 0;
-                if !unfinished || rest == 0 {
+                let size_unstated = size == 0 || size == u64::from(u32::MAX);
+                if !(size_unstated || common.frames == 0) || rest == 0 {
                     return Ok(None);
                 }
-                let held = match size {
-                    0 => rest,
-                    s if s == u64::from(u32::MAX) => rest,
-                    s => s.saturating_sub(8 + offset).min(rest),
+                let held = if size_unstated {
+                    rest
+                } else {
+                    size.saturating_sub(8 + offset).min(rest)
                 };
                 return unfinished_pcm(&common, start, held, name).map(Some);
             }

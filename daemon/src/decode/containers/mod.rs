@@ -1,8 +1,9 @@
 //! Containers symphonia has no reader for but whose payload it decodes: NIST SPHERE,
 //! RF64/BW64, WAV wrapping an MPEG audio stream, WAV whose header was never finished or
 //! whose chunks are not padded, AIFF whose header was never finished, and AIFC with IMA4
-//! ADPCM. Detected by content before symphonia's probe; each becomes a symphonia `FormatReader`, so everything downstream (seeking,
-//! slicing, lenient truncation, parallel segments) is the same as for any WAV or MP3. What
+//! ADPCM. Detected by content before symphonia's probe; each becomes a symphonia
+//! `FormatReader`, so everything downstream (seeking, slicing, lenient truncation, parallel
+//! segments) is the same as for any WAV or MP3. What
 //! these parsers refuse (shorten-compressed SPHERE, ADPCM in RF64) is `Unsupported`, which
 //! goes on to the FFmpeg fallback. See Note [FFmpeg fallback].
 
