@@ -149,6 +149,8 @@ def main() -> None:
     total_s = sum(s for _, s in chosen)
     print(f"{len(files)} files, {total_s:.0f} s of audio under {args.root}; base int8, "
           f"{args.threads} threads")  # fmt: skip
+    if not files:
+        raise SystemExit(f"no audio file of 1–600 s under {args.root} (symbolic links are skipped)")
     normalize = english_normalizer()
     with tempfile.TemporaryDirectory() as tmp:
         ours_s, ours = run_ours(files, args.threads, Path(tmp) / "labels.jsonl")

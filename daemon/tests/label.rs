@@ -12,7 +12,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use audiodecode::label::engine::PieceInput;
-use audiodecode::label::pack::MIN_CLIP_LANGUAGE_PROBABILITY;
+use audiodecode::label::pack::{split_window, Packer, MIN_CLIP_LANGUAGE_PROBABILITY};
+use audiodecode::label::pieces::sound_span;
 use audiodecode::label::run::{speech_detector, Schedule};
 use audiodecode::label::{label_files, FileLabel, ModelKey, WhisperEngine};
 use audiodecode_protocol::TranscribeOptions;
@@ -526,6 +527,114 @@ fn word_timestamps_lie_inside_their_segments_in_order() {
     }
 }
 
+/// Halves of sentences, each spoken alone: packed side by side, Whisper often reads a pair
+/// as one sentence and runs a segment across the silence between the clips.
+const SENTENCE_HALVES: &[(&str, &str)] = &[
+    (
+        "The old printer set every letter by hand",
+        "and his young apprentice inked the heavy wooden press.",
+    ),
+    (
+        "When the river rose in the spring",
+        "the farmers moved their sheep to the higher fields.",
+    ),
+    (
+        "She opened the heavy door of the station",
+        "and waited for the last train of the evening.",
+    ),
+    (
+        "Because the bakery was closed on Sunday",
+        "we bought our bread at the market near the church.",
+    ),
+    (
+        "The engineer checked each cable of the bridge",
+        "while the workers painted the railings green.",
+    ),
+    (
+        "If you follow the path along the lake",
+        "you will reach the village before it gets dark.",
+    ),
+];
+
+/// 16 kHz mono samples of an audio file.
+fn samples_16k(path: &Path) -> Vec<f32> {
+    let request = audiodecode::LoadRequest {
+        sample_rate: Some(16_000),
+        channels: audiodecode::ChannelMode::Mono,
+        ..audiodecode::LoadRequest::default()
+    };
+    let audio = audiodecode::load(path, &request, 1).expect("load");
+    audio.planes.into_iter().next().unwrap_or_default()
+}
+
+#[test]
+fn a_segment_across_two_packed_clips_is_cut_between_its_words() {
+    // Note [Packed windows cut between words]: each clip of a packed window gets its own
+    // words even when Whisper reads on across the gap, without decoding either alone.
+    let dir = scratch_dir("label-halves");
+    let engine = engine();
+    let options = TranscribeOptions {
+        language: Some("en".into()),
+        ..TranscribeOptions::default()
+    };
+    let mut crossings = 0;
+    for (k, (first, second)) in SENTENCE_HALVES.iter().enumerate() {
+        let mut packer = Packer::default();
+        for (file, half) in [first, second].into_iter().enumerate() {
+            let path = dir.path().join(format!("half{k}-{file}.wav"));
+            espeak("en-us", 150, half, &path);
+            packer.push(file, &samples_16k(&path));
+        }
+        let (audio, slots) = packer.take();
+        let window = PieceInput {
+            features: engine.front.window_features(&audio),
+            samples: audio.len(),
+            language: Some("en".into()),
+            group: 0,
+            without_timestamps: false,
+            sound: sound_span(&audio),
+            align_words: true,
+        };
+        let output = engine.transcribe(&[window], &options).unwrap().remove(0);
+        // Whether a segment runs 0.3 s into both clips (what `split_window` calls crossing).
+        let crossing = output.segments.iter().any(|s| {
+            slots.iter().all(|slot| {
+                let start = slot.offset as f64 / 16_000.0;
+                let end = start + slot.samples as f64 / 16_000.0;
+                s.end.min(end) - s.start.max(start) > 0.3
+            })
+        });
+        let shares = split_window(&output, &slots, false);
+        for (share, half) in shares.iter().zip([first, second]) {
+            let share = share
+                .as_ref()
+                .unwrap_or_else(|| panic!("{half:?}: no share of {:?}", output.segments));
+            let text: String = share.segments.iter().map(|s| s.text.as_str()).collect();
+            assert!(wer(half, &text) <= 0.4, "{half:?} -> {text:?}");
+            assert!(share.segments.iter().all(|s| s.words.is_none()));
+        }
+        if crossing {
+            crossings += 1;
+            // Without its words the same window sends both clips back to be decoded alone.
+            let mut wordless = output.clone();
+            for s in &mut wordless.segments {
+                s.words = None;
+            }
+            assert!(split_window(&wordless, &slots, false)
+                .iter()
+                .all(Option::is_none));
+        }
+    }
+    eprintln!(
+        "{crossings} of {} windows ran a segment across the gap",
+        SENTENCE_HALVES.len()
+    );
+    assert!(
+        crossings > 0,
+        "no window crossed its gap: the sentences no longer test the cut"
+    );
+}
+
 /// Note [Batches split across CPU replicas]: a batch cut into parts that run at once on one-thread
 /// replicas labels exactly as the whole model does (beam search has no draws), word times
 /// included.
@@ -865,6 +974,7 @@ fn clip_language_detection_is_right_or_unsure() {
                 group: 0,
                 without_timestamps: false,
                 sound: 0..samples.len(),
+                align_words: false,
             }
         })
         .collect();

@@ -137,6 +137,7 @@ fn take_words(timings: &[Timing], next_timing: &mut usize, token_count: usize) -
                 end: round2(t.end),
                 word: t.word.clone(),
                 probability: t.probability,
+                tokens: t.tokens,
             });
         }
         consumed += t.tokens;

@@ -140,6 +140,10 @@ pub struct PieceInput {
     pub without_timestamps: bool,
     /// Samples from the first to the last audible moment of the piece.
     pub sound: std::ops::Range<usize>,
+    /// Align its words even when the options do not ask for word timestamps: a packed
+    /// window's segments are cut between clips by them (Note [Packed windows cut between
+    /// words]).
+    pub align_words: bool,
 }
 
 pub struct WhisperEngine {
@@ -314,7 +318,7 @@ impl WhisperEngine {
         let attempts = self.decode_with_fallback(pieces, &prompts, &parts, &encoded, options)?;
         let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
         let t2 = std::time::Instant::now();
-        if options.word_timestamps {
+        if options.word_timestamps || pieces.iter().any(|p| p.align_words) {
             let mut rest = outputs.into_iter();
             let per_part: Vec<Vec<PieceOutput>> = parts
                 .iter()
@@ -340,9 +344,11 @@ impl WhisperEngine {
                 .into_iter()
                 .flatten()
                 .collect();
-            for (output, piece) in outputs.iter_mut().zip(pieces) {
-                if piece.without_timestamps {
-                    output.segments = split_sentences(std::mem::take(&mut output.segments));
+            if options.word_timestamps {
+                for (output, piece) in outputs.iter_mut().zip(pieces) {
+                    if piece.without_timestamps {
+                        output.segments = split_sentences(std::mem::take(&mut output.segments));
+                    }
                 }
             }
         }
@@ -855,7 +861,10 @@ impl WhisperEngine {
         spans
     }
 
-    /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW).
+    /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW), for
+    /// the pieces with text that want them. Every call takes the whole batch, so the
+    /// batch's encoder output is used as it is (a subset would have to be encoded again);
+    /// a piece outside the call's start sequence gets a one-token placeholder, not read.
     fn add_words(
         &self,
         model: &Whisper,
@@ -866,43 +875,34 @@ impl WhisperEngine {
     ) -> Result<(), LabelError> {
         let with_text: Vec<usize> = (0..outputs.len())
             .filter(|&i| !outputs[i].segments.is_empty())
+            .filter(|&i| options.word_timestamps || pieces[i].align_words)
             .collect();
         if with_text.is_empty() {
             return Ok(());
         }
-        let text_tokens: Vec<Vec<usize>> = with_text
+        let frames: Vec<usize> = pieces
             .iter()
-            .map(|&i| {
-                outputs[i]
+            .map(|p| p.samples.div_ceil(HOP).clamp(1, WINDOW_FRAMES))
+            .collect();
+        let by_sequence = self.group_by_start_sequence(&with_text, outputs, options);
+        for (sequence, members) in by_sequence {
+            let mut text_tokens = vec![vec![self.vocab.eot as usize]; pieces.len()];
+            for &k in &members {
+                let i = with_text[k];
+                text_tokens[i] = outputs[i]
                     .segments
                     .iter()
                     .flat_map(|s| s.tokens.iter().map(|&t| t as usize))
-                    .collect()
-            })
-            .collect();
-        let frames: Vec<usize> = with_text
-            .iter()
-            .map(|&i| pieces[i].samples.div_ceil(HOP).min(WINDOW_FRAMES))
-            .collect();
-        let by_sequence = self.group_by_start_sequence(&with_text, outputs, options);
-        let whole_batch = by_sequence.len() == 1 && with_text.len() == pieces.len();
-        for (sequence, members) in by_sequence {
-            let results = if whole_batch {
-                model
-                    .align(encoded, &sequence, &text_tokens, &frames, 7)
-                    .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?
-            } else {
-                let mut sub = stack_features(members.iter().map(|&k| &pieces[with_text[k]]));
-                let view = self.input_view(&mut sub)?;
-                let tokens: Vec<Vec<usize>> =
-                    members.iter().map(|&k| text_tokens[k].clone()).collect();
-                let sub_frames: Vec<usize> = members.iter().map(|&k| frames[k]).collect();
-                model
-                    .align(&view, &sequence, &tokens, &sub_frames, 7)
-                    .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?
-            };
-            for (result, &k) in results.iter().zip(&members) {
+                    .collect();
+            }
+            let results = model
+                .align(encoded, &sequence, &text_tokens, &frames, 7)
+                .map_err(|e| LabelError::Inference(format!("word alignment: {e}")))?;
+            for &k in &members {
                 let i = with_text[k];
+                let Some(result) = results.get(i) else {
+                    continue;
+                };
                 let input = AlignInput {
                     alignments: result
                         .alignments
@@ -1031,6 +1031,7 @@ mod tests {
             group: 0,
             without_timestamps: false,
             sound: 0..samples,
+            align_words: false,
         }
     }
 

@@ -259,6 +259,7 @@ impl Again {
             group: self.file,
             without_timestamps: self.without_timestamps,
             sound: sound_span(audio),
+            align_words: false,
         };
         let piece = p.ranges.len();
         p.ranges.push(self.range);
@@ -676,6 +677,7 @@ impl<'a> ModelLoop<'a> {
             group: slots[0].file,
             without_timestamps: false,
             sound: 0..audio.len(),
+            align_words: true,
         };
         let members = slots
             .into_iter()
@@ -812,7 +814,7 @@ impl<'a> ModelLoop<'a> {
     fn unpack(&mut self, members: &[Member], output: &PieceOutput, expected: Option<&str>) {
         let shares = if expected.is_none_or(|l| l == output.language) {
             let slots: Vec<Slot> = members.iter().map(|m| m.slot.clone()).collect();
-            split_window(output, &slots)
+            split_window(output, &slots, self.options.word_timestamps)
         } else {
             vec![None; members.len()]
         };

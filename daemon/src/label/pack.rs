@@ -1,8 +1,18 @@
 //! Packing short clips into one 30 s window. Whisper's encoder costs the same for 2 s of
 //! audio as for 30 s, so clips of a dataset share windows, separated by silence, and the
 //! window's timestamped segments are handed back to the clips they fall in. A clip whose
-//! share cannot be told apart (a segment across the gap, no segment at all, an uncertain
-//! language) is decoded again alone, so packing does not cost words.
+//! share cannot be told apart (no segment at all, an uncertain language, a segment across
+//! the gap that its words cannot cut) is decoded again alone, so packing does not cost
+//! words.
+//!
+//! Note [Packed windows cut between words]: Whisper often runs one segment on across the
+//! silence between two packed clips (consecutive sentences of one speaker read as one
+//! sentence); on real short clips served over HTTP, 18 of ~50 packed windows had one, and
+//! each sent two clips back to be decoded alone. A packed window's words are therefore
+//! aligned (`PieceInput::align_words`: the batch's encoder output reused, one decoder pass
+//! with no search), and a segment across the gap is cut between its words, each word going
+//! to the clip its time falls in. Only when the words do not allow it (none aligned, one
+//! heard in two clips, an order that goes back) are the clips decoded alone, as before.
 
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::types::{PieceOutput, Segment};
@@ -82,9 +92,14 @@ impl Packer {
     }
 }
 
-/// Hands the segments of a packed window to its clips, times made relative to each clip.
+/// Hands the segments of a packed window to its clips, times made relative to each clip;
+/// word timings are kept only with `keep_words` (the user asked for them).
 /// `None` for a clip means its share is unclear and it must be decoded alone.
-pub fn split_window(output: &PieceOutput, slots: &[Slot]) -> Vec<Option<PieceOutput>> {
+pub fn split_window(
+    output: &PieceOutput,
+    slots: &[Slot],
+    keep_words: bool,
+) -> Vec<Option<PieceOutput>> {
     let rate = f64::from(SAMPLE_RATE);
     let spans: Vec<(f64, f64)> = slots
         .iter()
@@ -113,32 +128,48 @@ pub fn split_window(output: &PieceOutput, slots: &[Slot]) -> Vec<Option<PieceOut
     let mut shares: Vec<Vec<Segment>> = vec![Vec::new(); slots.len()];
     let mut unclear = vec![false; slots.len()];
     for segment in &output.segments {
-        let overlaps: Vec<f64> = sounds
-            .iter()
-            .map(|&(a, b)| (segment.end.min(b) - segment.start.max(a)).max(0.0))
+        let overlaps = overlaps_with(segment.start, segment.end, &sounds);
+        let owner = owner_of(segment.start, segment.end, &spans, &overlaps);
+        let crossed: Vec<usize> = (0..slots.len())
+            .filter(|&k| k != owner && overlaps[k] > CROSSING_SECONDS)
             .collect();
-        let owner = owner_of(segment, &spans, &overlaps);
-        for (k, &overlap) in overlaps.iter().enumerate() {
-            if k != owner && overlap > CROSSING_SECONDS {
+        if crossed.is_empty() {
+            let (start, end) = spans[owner];
+            shares[owner].push(shifted(segment, start, end - start));
+            continue;
+        }
+        match cut_between_words(segment, &sounds) {
+            Some(parts) => {
+                for (clip, part) in parts {
+                    let (start, end) = spans[clip];
+                    shares[clip].push(shifted(&part, start, end - start));
+                }
+            }
+            None => {
                 log::debug!(
-                    "packed window: segment {:.2}–{:.2} s crosses clips {owner} and {k} \
-                     (sound {:?}): {:?}",
+                    "packed window: segment {:.2}–{:.2} s crosses clips {owner} and {crossed:?} \
+                     (sound {:?}) and its words do not cut it: {:?}",
                     segment.start,
                     segment.end,
                     sounds,
                     segment.text
                 );
-                unclear[k] = true;
                 unclear[owner] = true;
+                for k in crossed {
+                    unclear[k] = true;
+                }
             }
         }
-        let (start, end) = spans[owner];
-        shares[owner].push(shifted(segment, start, end - start));
     }
     shares
         .into_iter()
         .zip(unclear)
-        .map(|(segments, unclear)| {
+        .map(|(mut segments, unclear)| {
+            if !keep_words {
+                for s in &mut segments {
+                    s.words = None;
+                }
+            }
             (!unclear && !segments.is_empty()).then(|| PieceOutput {
                 language: output.language.clone(),
                 language_probability: output.language_probability,
@@ -148,14 +179,124 @@ pub fn split_window(output: &PieceOutput, slots: &[Slot]) -> Vec<Option<PieceOut
         .collect()
 }
 
-/// The clip a segment belongs to: the one it overlaps most, or the nearest one when it
-/// lies in a gap (Whisper's timestamps are only 20 ms-grained guesses).
-fn owner_of(segment: &Segment, spans: &[(f64, f64)], overlaps: &[f64]) -> usize {
+/// Seconds of each clip's sound that `start..end` covers.
+fn overlaps_with(start: f64, end: f64, sounds: &[(f64, f64)]) -> Vec<f64> {
+    sounds
+        .iter()
+        .map(|&(a, b)| (end.min(b) - start.max(a)).max(0.0))
+        .collect()
+}
+
+/// How far from a gap's silence the word boundary that cuts it may lie: DTW word times
+/// are off by a few tenths of a second, most at a pause.
+const CUT_SLACK_SECONDS: f64 = 0.3;
+/// Below this many words expected of a clip's part, its count is not judged (a short tail
+/// of a clip may hold one word or none).
+const MIN_EXPECTED_WORDS: f64 = 2.0;
+
+/// A segment across clips cut between its words, at each gap it runs through, at the word
+/// boundary nearest the middle of the gap's silence (Note [Packed windows cut between
+/// words]). Word boundaries, not words, are placed: DTW stretches the first word after a
+/// pause back into it and the last word before one on into it, so a word's own span can
+/// lie mostly in the wrong clip while the boundary next to it sits in the silence.
+/// `None` when it has no aligned words, their tokens are not the segment's, their times go
+/// back, not one boundary lies in or near a gap's silence (none: a word runs through it;
+/// two: a word sits in it), or a clip's
+/// part holds under half the words its seconds of sound hold in the rest of the segment.
+fn cut_between_words(segment: &Segment, sounds: &[(f64, f64)]) -> Option<Vec<(usize, Segment)>> {
+    let words = segment.words.as_deref().filter(|w| !w.is_empty())?;
+    if words.iter().map(|w| w.tokens).sum::<usize>() != segment.tokens.len() {
+        return None;
+    }
+    let n = words.len();
+    // Boundary i: before word i (0: the first word's start, n: the last word's end).
+    let boundary = |i: usize| match i {
+        0 => words[0].start,
+        i if i == n => words[n - 1].end,
+        i => (words[i - 1].end + words[i].start) / 2.0,
+    };
+    let times: Vec<f64> = (0..=n).map(boundary).collect();
+    if times.windows(2).any(|pair| pair[1] < pair[0]) {
+        return None;
+    }
+    // The clips the segment runs through.
+    let overlaps = overlaps_with(segment.start, segment.end, sounds);
+    let reached: Vec<usize> = (0..sounds.len())
+        .filter(|&k| overlaps[k] > CROSSING_SECONDS)
+        .collect();
+    let (&first_clip, &last_clip) = (reached.first()?, reached.last()?);
+    let mut cuts = Vec::with_capacity(last_clip - first_clip + 2);
+    cuts.push(0);
+    for k in first_clip..last_clip {
+        let (silence_start, silence_end) = (sounds[k].1, sounds[k + 1].0);
+        let middle = (silence_start + silence_end) / 2.0;
+        let distance = |t: f64| (t - middle).abs();
+        let nearest = (0..=n).min_by(|&a, &b| distance(times[a]).total_cmp(&distance(times[b])))?;
+        let inside =
+            |t: f64| t >= silence_start - CUT_SLACK_SECONDS && t <= silence_end + CUT_SLACK_SECONDS;
+        // Two boundaries at the silence: a short word ("in", "the") was placed in it, and
+        // which clip says it is a guess (seen to move a clip's first word to the one
+        // before).
+        let at_silence = times.iter().filter(|&&t| inside(t)).count();
+        if at_silence != 1 || !inside(times[nearest]) || nearest < cuts[cuts.len() - 1] {
+            return None;
+        }
+        cuts.push(nearest);
+    }
+    cuts.push(n);
+    // Whisper may read on past a whole clip (a short one between two halves of a
+    // sentence): that clip's part is then a stray word or none. Each part must hold about
+    // its share of the segment's words, by the seconds of the clip's sound it covers.
+    let pace = n as f64
+        / overlaps[first_clip..=last_clip]
+            .iter()
+            .sum::<f64>()
+            .max(1e-3);
+    for (clip, range) in (first_clip..=last_clip).zip(cuts.windows(2)) {
+        let expected = pace * overlaps[clip];
+        if expected >= MIN_EXPECTED_WORDS && ((range[1] - range[0]) as f64) < expected / 2.0 {
+            return None;
+        }
+    }
+    let mut parts: Vec<(usize, Segment)> = Vec::new();
+    let mut first_token = 0;
+    for (clip, range) in (first_clip..=last_clip).zip(cuts.windows(2)) {
+        let group = &words[range[0]..range[1]];
+        if group.is_empty() {
+            continue;
+        }
+        let tokens: usize = group.iter().map(|w| w.tokens).sum();
+        let mut part = segment.clone();
+        // The segment's own bounds where it has them, its words' between the parts.
+        if range[0] > 0 {
+            part.start = group[0].start;
+        }
+        if range[1] < n {
+            part.end = group[group.len() - 1].end;
+        }
+        part.text = group.iter().map(|w| w.word.as_str()).collect();
+        part.tokens = segment.tokens[first_token..first_token + tokens].to_vec();
+        part.words = Some(group.to_vec());
+        log::debug!(
+            "packed window: segment {:.2}–{:.2} s cut between words; clip {clip} gets {:?}",
+            segment.start,
+            segment.end,
+            part.text
+        );
+        parts.push((clip, part));
+        first_token += tokens;
+    }
+    Some(parts)
+}
+
+/// The clip a span of the window belongs to: the one whose sound it overlaps most, or the
+/// nearest one when it lies in a gap (Whisper's timestamps are only 20 ms-grained guesses).
+fn owner_of(start: f64, end: f64, spans: &[(f64, f64)], overlaps: &[f64]) -> usize {
     let most = (0..spans.len()).max_by(|&a, &b| overlaps[a].total_cmp(&overlaps[b]));
     match most {
         Some(k) if overlaps[k] > 0.0 => k,
         _ => {
-            let middle = (segment.start + segment.end) / 2.0;
+            let middle = (start + end) / 2.0;
             let distance = |&(a, b): &(f64, f64)| (a - middle).max(middle - b).max(0.0);
             (0..spans.len())
                 .min_by(|&a, &b| distance(&spans[a]).total_cmp(&distance(&spans[b])))
@@ -183,6 +324,7 @@ fn shifted(segment: &Segment, clip_start: f64, clip_duration: f64) -> Segment {
 mod tests {
     use super::*;
     use crate::label::test_segment as segment;
+    use crate::label::types::Word;
 
     fn window(segments: Vec<Segment>) -> PieceOutput {
         PieceOutput {
@@ -227,7 +369,7 @@ mod tests {
             segment(8.0, 11.2, " three"),
             segment(12.0, 15.0, " four"),
         ]);
-        let shares = split_window(&out, &slots);
+        let shares = split_window(&out, &slots, false);
         let texts: Vec<Vec<String>> = shares
             .iter()
             .map(|s| {
@@ -258,7 +400,7 @@ mod tests {
             segment(0.0, 6.0, " one two"), // runs 1 s into the second clip
             segment(12.0, 15.0, " four"),
         ]);
-        let shares = split_window(&out, &slots);
+        let shares = split_window(&out, &slots, false);
         assert!(shares[0].is_none() && shares[1].is_none());
         assert!(shares[2].is_some());
         // Nothing for the middle clip: it is decoded alone.
@@ -266,15 +408,154 @@ mod tests {
             segment(0.0, 4.0, " one"),
             segment(12.0, 15.0, " four"),
         ]);
-        let shares = split_window(&out, &slots);
+        let shares = split_window(&out, &slots, false);
         assert!(shares[0].is_some() && shares[1].is_none() && shares[2].is_some());
+    }
+
+    /// A segment with aligned words (each of two tokens) at the given times.
+    fn with_words(words: &[(f64, f64, &str)]) -> Segment {
+        let mut s = segment(words[0].0, words[words.len() - 1].1, "");
+        s.text = words.iter().map(|w| w.2).collect();
+        s.tokens = (0..2 * words.len() as u32).collect();
+        s.words = Some(
+            words
+                .iter()
+                .map(|&(start, end, word)| Word {
+                    start,
+                    end,
+                    word: word.into(),
+                    probability: 0.9,
+                    tokens: 2,
+                })
+                .collect(),
+        );
+        s
+    }
+
+    fn texts(shares: &[Option<PieceOutput>]) -> Vec<Option<Vec<String>>> {
+        shares
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|o| o.segments.iter().map(|x| x.text.clone()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_across_the_gap_is_cut_between_its_words() {
+        // Clips at 0–4 s, 5–11 s, 12–15 s; one segment runs from the first into the second.
+        let slots = packed(&[4.0, 6.0, 3.0]);
+        let out = window(vec![
+            with_words(&[
+                (0.2, 1.5, " It"),
+                (1.5, 3.8, " rained."),
+                (5.3, 7.0, " Then"),
+                (7.0, 9.9, " snow."),
+            ]),
+            segment(12.0, 15.0, " four"),
+        ]);
+        let shares = split_window(&out, &slots, false);
+        assert_eq!(
+            texts(&shares),
+            [
+                Some(vec![" It rained.".to_string()]),
+                Some(vec![" Then snow.".to_string()]),
+                Some(vec![" four".to_string()]),
+            ]
+        );
+        let (first, second) = match (&shares[0], &shares[1]) {
+            (Some(a), Some(b)) => (&a.segments[0], &b.segments[0]),
+            _ => unreachable!("both shares were checked above"),
+        };
+        // Each part keeps its own tokens, and times on its clip's time line.
+        assert_eq!(first.tokens, [0, 1, 2, 3]);
+        assert_eq!(second.tokens, [4, 5, 6, 7]);
+        assert_eq!((first.start, first.end), (0.2, 3.8));
+        assert!((second.start - 0.3).abs() < 1e-9 && (second.end - 4.9).abs() < 1e-9);
+        // Word timings go out only when asked for.
+        assert!(first.words.is_none());
+        let kept = split_window(&out, &slots, true);
+        let words = kept[1].as_ref().and_then(|o| o.segments[0].words.clone());
+        assert_eq!(words.map(|w| w.len()), Some(2));
+    }
+
+    #[test]
+    fn a_crossing_its_words_cannot_cut_sends_the_clips_back_alone() {
+        let slots = packed(&[4.0, 6.0]);
+        // One word runs through the silence between the clips.
+        let straddling = with_words(&[(0.5, 2.0, " It"), (3.0, 6.0, " rained.")]);
+        // Word times that go back.
+        let mut backwards =
+            with_words(&[(0.5, 1.0, " It"), (6.0, 7.0, " rained."), (2.0, 3.0, " so")]);
+        backwards.end = 9.0;
+        // A short word placed in the silence: two boundaries there.
+        let short_word_in_the_silence = with_words(&[
+            (2.0, 4.0, " therefore"),
+            (4.0, 4.6, " in"),
+            (4.6, 6.0, " being"),
+        ]);
+        // Tokens the words do not account for.
+        let mut unaccounted = with_words(&[(0.5, 2.0, " It"), (6.0, 7.0, " rained.")]);
+        unaccounted.tokens.push(99);
+        for crossing in [
+            straddling,
+            backwards,
+            short_word_in_the_silence,
+            unaccounted,
+        ] {
+            let shares = split_window(&window(vec![crossing]), &slots, false);
+            assert!(shares.iter().all(Option::is_none), "{shares:?}");
+        }
+    }
+
+    #[test]
+    fn words_stretched_into_the_silence_stay_with_their_clips() {
+        // DTW stretches the first word after a pause back into it (and the last before one
+        // on into it): the cut is the boundary nearest the middle of the silence (4–5 s).
+        let slots = packed(&[4.0, 6.0]);
+        let back = with_words(&[
+            (2.0, 3.9, " modern."),
+            (3.9, 5.4, " The"),
+            (5.4, 6.2, " book."),
+        ]);
+        let on = with_words(&[
+            (2.0, 3.2, " young"),
+            (3.2, 4.8, " man."),
+            (4.8, 6.0, " The"),
+        ]);
+        for (crossing, first, second) in [
+            (back, " modern.", " The book."),
+            (on, " young man.", " The"),
+        ] {
+            let shares = split_window(&window(vec![crossing]), &slots, false);
+            let expected = [
+                Some(vec![first.to_string()]),
+                Some(vec![second.to_string()]),
+            ];
+            assert_eq!(texts(&shares), expected);
+        }
+    }
+
+    #[test]
+    fn a_clip_read_past_is_decoded_alone() {
+        // Clips at 0–4 s, 5–8 s, 9–13 s: the segment runs from the first to the third and
+        // gives the middle clip's 3 s of sound one word (its neighbours: 2 words a second).
+        let slots = packed(&[4.0, 3.0, 4.0]);
+        let mut words: Vec<(f64, f64, &str)> = (0..8)
+            .map(|i| (f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.5, " a"))
+            .collect();
+        words.push((4.0, 9.0, " the"));
+        words.extend((0..8).map(|i| (9.0 + f64::from(i) * 0.5, 9.5 + f64::from(i) * 0.5, " b")));
+        let shares = split_window(&window(vec![with_words(&words)]), &slots, false);
+        assert!(shares.iter().all(Option::is_none), "{shares:?}");
     }
 
     #[test]
     fn a_segment_in_a_gap_goes_to_the_nearest_clip() {
         let slots = packed(&[4.0, 6.0]);
         let out = window(vec![segment(0.0, 4.0, " one"), segment(4.1, 4.3, " uh")]);
-        let shares = split_window(&out, &slots);
+        let shares = split_window(&out, &slots, false);
         let first = shares[0].as_ref().map(|o| o.segments.len());
         assert_eq!(first, Some(2));
         assert!(shares[1].is_none());

@@ -182,6 +182,7 @@ pub(super) fn prepare(
                     group: index,
                     without_timestamps: long,
                     sound: sound_span(audio),
+                    align_words: false,
                 };
                 (offset, piece)
             })

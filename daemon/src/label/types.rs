@@ -7,6 +7,10 @@ pub struct Word {
     pub end: f64,
     pub word: String,
     pub probability: f32,
+    /// Text tokens the word is made of, punctuation merged into it included (a segment is
+    /// cut between words by them: Note [Packed windows cut between words]).
+    #[serde(skip)]
+    pub tokens: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
