@@ -10,9 +10,11 @@
 //! sentence); on real short clips served over HTTP, 18 of ~50 packed windows had one, and
 //! each sent two clips back to be decoded alone. A packed window's words are therefore
 //! aligned (`PieceInput::align_words`: the batch's encoder output reused, one decoder pass
-//! with no search), and a segment across the gap is cut between its words, each word going
-//! to the clip its time falls in. Only when the words do not allow it (none aligned, one
-//! heard in two clips, an order that goes back) are the clips decoded alone, as before.
+//! with no search), and a segment across a gap is cut at the word boundary nearest the
+//! middle of the gap's silence — when it is the only boundary in or near the silence and
+//! every clip's part holds about its share of the segment's words. Otherwise (no words,
+//! a short word placed in the silence, a clip Whisper read past) the clips are decoded
+//! alone, as before: a cut in the wrong place moves a clip's first word to its neighbour.
 
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::types::{PieceOutput, Segment};
