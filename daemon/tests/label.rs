@@ -568,16 +568,17 @@ fn samples_16k(path: &Path) -> Vec<f32> {
 }
 
 #[test]
-fn a_segment_across_two_packed_clips_is_cut_between_its_words() {
-    // Note [Packed windows cut between words]: each clip of a packed window gets its own
-    // words even when Whisper reads on across the gap, without decoding either alone.
+fn a_segment_across_two_packed_clips_is_cut_or_declined_never_misassigned() {
+    // Note [Packed windows cut between words]: when Whisper reads on across the gap, each
+    // clip gets its own words from the cut, or both are sent back to be decoded alone;
+    // never a neighbour's words.
     let dir = scratch_dir("label-halves");
     let engine = engine();
     let options = TranscribeOptions {
         language: Some("en".into()),
         ..TranscribeOptions::default()
     };
-    let mut crossings = 0;
+    let (mut cuts, mut declined) = (0, 0);
     for (k, (first, second)) in SENTENCE_HALVES.iter().enumerate() {
         let mut packer = Packer::default();
         for (file, half) in [first, second].into_iter().enumerate() {
@@ -605,6 +606,13 @@ fn a_segment_across_two_packed_clips_is_cut_between_its_words() {
             })
         });
         let shares = split_window(&output, &slots, false);
+        if crossing && !shares.iter().all(Option::is_some) {
+            // A cut the words do not make clear is declined: both clips go back to be
+            // decoded alone, never a share with a neighbour's words.
+            assert!(shares.iter().all(Option::is_none), "{shares:?}");
+            declined += 1;
+            continue;
+        }
         for (share, half) in shares.iter().zip([first, second]) {
             let share = share
                 .as_ref()
@@ -614,7 +622,7 @@ fn a_segment_across_two_packed_clips_is_cut_between_its_words() {
             assert!(share.segments.iter().all(|s| s.words.is_none()));
         }
         if crossing {
-            crossings += 1;
+            cuts += 1;
             // Without its words the same window sends both clips back to be decoded alone.
             let mut wordless = output.clone();
             for s in &mut wordless.segments {
@@ -626,12 +634,15 @@ fn a_segment_across_two_packed_clips_is_cut_between_its_words() {
         }
     }
     eprintln!(
-        "{crossings} of {} windows ran a segment across the gap",
+        "of {} windows, {cuts} ran a segment across the gap and were cut, {declined} were \
+         declined",
         SENTENCE_HALVES.len()
     );
+    // The cut itself is pinned by `pack::tests`; here the real model must run a segment
+    // across a gap at least once, so the rule is exercised on its output.
     assert!(
-        crossings > 0,
-        "no window crossed its gap: the sentences no longer test the cut"
+        cuts + declined > 0,
+        "no window ran a segment across its gap: the sentences no longer test the rule"
     );
 }
 
