@@ -12,7 +12,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use audiodecode::label::engine::PieceInput;
-use audiodecode::label::pack::{split_window, Packer, MIN_CLIP_LANGUAGE_PROBABILITY};
+use audiodecode::label::pack::{
+    clip_sounds, crosses_a_gap, split_window, Packer, MIN_CLIP_LANGUAGE_PROBABILITY,
+};
 use audiodecode::label::pieces::sound_span;
 use audiodecode::label::run::{speech_detector, Schedule};
 use audiodecode::label::{label_files, FileLabel, ModelKey, WhisperEngine};
@@ -594,9 +596,17 @@ fn a_segment_across_two_packed_clips_is_cut_or_declined_never_misassigned() {
             group: 0,
             without_timestamps: false,
             sound: sound_span(&audio),
-            align_words: true,
+            packed_clips: Some(clip_sounds(&slots)),
         };
         let output = engine.transcribe(&[window], &options).unwrap().remove(0);
+        // Words are aligned only for a window with a segment across its gap.
+        let aligned = output.segments.iter().any(|s| s.words.is_some());
+        assert_eq!(
+            aligned,
+            crosses_a_gap(&output, &clip_sounds(&slots)),
+            "{:?}",
+            output.segments
+        );
         // Whether a segment runs 0.3 s into both clips (what `split_window` calls crossing).
         let crossing = output.segments.iter().any(|s| {
             slots.iter().all(|slot| {
@@ -985,7 +995,7 @@ fn clip_language_detection_is_right_or_unsure() {
                 group: 0,
                 without_timestamps: false,
                 sound: 0..samples.len(),
-                align_words: false,
+                packed_clips: None,
             }
         })
         .collect();

@@ -140,10 +140,23 @@ pub struct PieceInput {
     pub without_timestamps: bool,
     /// Samples from the first to the last audible moment of the piece.
     pub sound: std::ops::Range<usize>,
-    /// Align its words even when the options do not ask for word timestamps: a packed
-    /// window's segments are cut between clips by them (Note [Packed windows cut between
-    /// words]).
-    pub align_words: bool,
+    /// A packed window's clips, as their sounds in seconds of the window
+    /// (`pack::clip_sounds`): its words are aligned, even when the options do not ask for
+    /// word timestamps, when a segment runs across a gap between them, to be cut there
+    /// (Note [Packed windows cut between words]).
+    pub packed_clips: Option<Vec<(f64, f64)>>,
+}
+
+impl PieceInput {
+    /// Whether its decoded `output` needs word timings.
+    fn wants_words(&self, output: &PieceOutput, options: &TranscribeOptions) -> bool {
+        !output.segments.is_empty()
+            && (options.word_timestamps
+                || self
+                    .packed_clips
+                    .as_deref()
+                    .is_some_and(|sounds| super::pack::crosses_a_gap(output, sounds)))
+    }
 }
 
 pub struct WhisperEngine {
@@ -318,7 +331,11 @@ impl WhisperEngine {
         let attempts = self.decode_with_fallback(pieces, &prompts, &parts, &encoded, options)?;
         let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
         let t2 = std::time::Instant::now();
-        if options.word_timestamps || pieces.iter().any(|p| p.align_words) {
+        let with_words = pieces
+            .iter()
+            .zip(&outputs)
+            .any(|(piece, output)| piece.wants_words(output, options));
+        if with_words {
             let mut rest = outputs.into_iter();
             let per_part: Vec<Vec<PieceOutput>> = parts
                 .iter()
@@ -874,8 +891,7 @@ impl WhisperEngine {
         options: &TranscribeOptions,
     ) -> Result<(), LabelError> {
         let with_text: Vec<usize> = (0..outputs.len())
-            .filter(|&i| !outputs[i].segments.is_empty())
-            .filter(|&i| options.word_timestamps || pieces[i].align_words)
+            .filter(|&i| pieces[i].wants_words(&outputs[i], options))
             .collect();
         if with_text.is_empty() {
             return Ok(());
@@ -1031,7 +1047,7 @@ mod tests {
             group: 0,
             without_timestamps: false,
             sound: 0..samples,
-            align_words: false,
+            packed_clips: None,
         }
     }
 

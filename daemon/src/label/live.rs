@@ -439,7 +439,7 @@ fn first_window(engine: &WhisperEngine, path: &Path, name: &str) -> Result<Piece
         group: 0,
         without_timestamps: false,
         sound: 0..samples.len(),
-        align_words: false,
+        packed_clips: None,
     })
 }
 

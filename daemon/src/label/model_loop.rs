@@ -10,7 +10,7 @@ use audiodecode_protocol::TranscribeOptions;
 use super::engine::{PieceInput, WhisperEngine};
 use super::error::LabelError;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
-use super::pack::{split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
+use super::pack::{clip_sounds, split_window, Packer, Slot, MIN_CLIP_LANGUAGE_PROBABILITY};
 use super::pieces::{cut_pieces, cut_pieces_within, sound_span};
 use super::prepare::{is_silent, Ready};
 use super::record::FileLabel;
@@ -259,7 +259,7 @@ impl Again {
             group: self.file,
             without_timestamps: self.without_timestamps,
             sound: sound_span(audio),
-            align_words: false,
+            packed_clips: None,
         };
         let piece = p.ranges.len();
         p.ranges.push(self.range);
@@ -677,7 +677,7 @@ impl<'a> ModelLoop<'a> {
             group: slots[0].file,
             without_timestamps: false,
             sound: 0..audio.len(),
-            align_words: true,
+            packed_clips: Some(clip_sounds(&slots)),
         };
         let members = slots
             .into_iter()

@@ -8,13 +8,14 @@
 //! Note [Packed windows cut between words]: Whisper often runs one segment on across the
 //! silence between two packed clips (consecutive sentences of one speaker read as one
 //! sentence); on real short clips served over HTTP, 18 of ~50 packed windows had one, and
-//! each sent two clips back to be decoded alone. A packed window's words are therefore
-//! aligned (`PieceInput::align_words`: the batch's encoder output reused, one decoder pass
-//! with no search), and a segment across a gap is cut at the word boundary nearest the
-//! middle of the gap's silence — when it is the only boundary in or near the silence and
-//! every clip's part holds about its share of the segment's words. Otherwise (no words,
-//! a short word placed in the silence, a clip Whisper read past) the clips are decoded
-//! alone, as before: a cut in the wrong place moves a clip's first word to its neighbour.
+//! each sent two clips back to be decoded alone. A packed window with such a segment
+//! therefore has its words aligned (`PieceInput::packed_clips`, `crosses_a_gap`: the
+//! batch's encoder output reused, one decoder pass with no search), and the segment is cut
+//! at the word boundary in the gap's silence — when it is the only boundary in or near the
+//! silence and every clip's part holds about its share of the segment's words. Otherwise
+//! (no words, a short word placed in the silence, a clip Whisper read past) the clips are
+//! decoded alone, as before: a cut in the wrong place moves a clip's first word to its
+//! neighbour.
 
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
 use super::types::{PieceOutput, Segment};
@@ -94,6 +95,57 @@ impl Packer {
     }
 }
 
+/// Each clip's audible part (`Slot::sound`) in seconds of the window; a clip without one
+/// counts whole. Segments are judged on these: Whisper often starts a segment where the
+/// previous one ended, inside the silence that ends the previous clip, and such a loose
+/// start is not text of that clip.
+pub fn clip_sounds(slots: &[Slot]) -> Vec<(f64, f64)> {
+    let rate = f64::from(SAMPLE_RATE);
+    slots
+        .iter()
+        .map(|s| {
+            let (from, to) = if s.sound.is_empty() {
+                (0, s.samples)
+            } else {
+                (s.sound.start, s.sound.end)
+            };
+            (
+                (s.offset + from) as f64 / rate,
+                (s.offset + to) as f64 / rate,
+            )
+        })
+        .collect()
+}
+
+/// Whether one of the window's segments runs on from one clip's sound into another's: only
+/// then are its words needed to cut it (`sounds` from [`clip_sounds`]).
+pub fn crosses_a_gap(output: &PieceOutput, sounds: &[(f64, f64)]) -> bool {
+    output
+        .segments
+        .iter()
+        .any(|s| Reach::of(s, sounds).clips.len() > 1)
+}
+
+/// The clips a segment reaches: the seconds of each clip's sound it covers, and the clips
+/// it covers more than `CROSSING_SECONDS` of, in order.
+struct Reach {
+    overlaps: Vec<f64>,
+    clips: Vec<usize>,
+}
+
+impl Reach {
+    fn of(segment: &Segment, sounds: &[(f64, f64)]) -> Self {
+        let overlaps: Vec<f64> = sounds
+            .iter()
+            .map(|&(a, b)| (segment.end.min(b) - segment.start.max(a)).max(0.0))
+            .collect();
+        let clips = (0..sounds.len())
+            .filter(|&k| overlaps[k] > CROSSING_SECONDS)
+            .collect();
+        Self { overlaps, clips }
+    }
+}
+
 /// Hands the segments of a packed window to its clips, times made relative to each clip;
 /// word timings are kept only with `keep_words` (the user asked for them).
 /// `None` for a clip means its share is unclear and it must be decoded alone.
@@ -110,37 +162,18 @@ pub fn split_window(
             (start, start + s.samples as f64 / rate)
         })
         .collect();
-    // Overlaps are judged on each clip's sound: Whisper often starts a segment where the
-    // previous one ended, inside the silence that ends the previous clip, and such a
-    // loose start is not text of that clip.
-    let sounds: Vec<(f64, f64)> = slots
-        .iter()
-        .zip(&spans)
-        .map(|(s, &(start, end))| {
-            if s.sound.is_empty() {
-                (start, end)
-            } else {
-                (
-                    start + s.sound.start as f64 / rate,
-                    start + s.sound.end as f64 / rate,
-                )
-            }
-        })
-        .collect();
+    let sounds = clip_sounds(slots);
     let mut shares: Vec<Vec<Segment>> = vec![Vec::new(); slots.len()];
     let mut unclear = vec![false; slots.len()];
     for segment in &output.segments {
-        let overlaps = overlaps_with(segment.start, segment.end, &sounds);
-        let owner = owner_of(segment.start, segment.end, &spans, &overlaps);
-        let crossed: Vec<usize> = (0..slots.len())
-            .filter(|&k| k != owner && overlaps[k] > CROSSING_SECONDS)
-            .collect();
-        if crossed.is_empty() {
+        let reach = Reach::of(segment, &sounds);
+        if reach.clips.len() < 2 {
+            let owner = owner_of(segment.start, segment.end, &spans, &reach.overlaps);
             let (start, end) = spans[owner];
             shares[owner].push(shifted(segment, start, end - start));
             continue;
         }
-        match cut_between_words(segment, &sounds) {
+        match cut_between_words(segment, &sounds, &reach) {
             Some(parts) => {
                 for (clip, part) in parts {
                     let (start, end) = spans[clip];
@@ -149,15 +182,15 @@ pub fn split_window(
             }
             None => {
                 log::debug!(
-                    "packed window: segment {:.2}–{:.2} s crosses clips {owner} and {crossed:?} \
-                     (sound {:?}) and its words do not cut it: {:?}",
+                    "packed window: segment {:.2}–{:.2} s crosses clips {:?} (sound {:?}) and \
+                     its words do not cut it: {:?}",
                     segment.start,
                     segment.end,
+                    reach.clips,
                     sounds,
                     segment.text
                 );
-                unclear[owner] = true;
-                for k in crossed {
+                for &k in &reach.clips {
                     unclear[k] = true;
                 }
             }
@@ -181,14 +214,6 @@ pub fn split_window(
         .collect()
 }
 
-/// Seconds of each clip's sound that `start..end` covers.
-fn overlaps_with(start: f64, end: f64, sounds: &[(f64, f64)]) -> Vec<f64> {
-    sounds
-        .iter()
-        .map(|&(a, b)| (end.min(b) - start.max(a)).max(0.0))
-        .collect()
-}
-
 /// How far from a gap's silence the word boundary that cuts it may lie: DTW word times
 /// are off by a few tenths of a second, most at a pause.
 const CUT_SLACK_SECONDS: f64 = 0.3;
@@ -196,16 +221,20 @@ const CUT_SLACK_SECONDS: f64 = 0.3;
 /// of a clip may hold one word or none).
 const MIN_EXPECTED_WORDS: f64 = 2.0;
 
-/// A segment across clips cut between its words, at each gap it runs through, at the word
-/// boundary nearest the middle of the gap's silence (Note [Packed windows cut between
-/// words]). Word boundaries, not words, are placed: DTW stretches the first word after a
-/// pause back into it and the last word before one on into it, so a word's own span can
-/// lie mostly in the wrong clip while the boundary next to it sits in the silence.
-/// `None` when it has no aligned words, their tokens are not the segment's, their times go
-/// back, not one boundary lies in or near a gap's silence (none: a word runs through it;
-/// two: a word sits in it), or a clip's
-/// part holds under half the words its seconds of sound hold in the rest of the segment.
-fn cut_between_words(segment: &Segment, sounds: &[(f64, f64)]) -> Option<Vec<(usize, Segment)>> {
+/// A segment across clips cut between its words, at each gap it runs through, at the one
+/// word boundary in or within `CUT_SLACK_SECONDS` of the gap's silence (Note [Packed
+/// windows cut between words]). Word boundaries, not words, are placed: DTW stretches the
+/// first word after a pause back into it and the last word before one on into it, so a
+/// word's own span can lie mostly in the wrong clip while the boundary next to it sits in
+/// the silence. `None` when it has no aligned words, their tokens are not the segment's,
+/// their times go back, a gap's silence has no boundary near it (a word runs through it)
+/// or more than one (a word sits in it), or a clip's part holds under half the words its
+/// seconds of sound hold in the rest of the segment.
+fn cut_between_words(
+    segment: &Segment,
+    sounds: &[(f64, f64)],
+    reach: &Reach,
+) -> Option<Vec<(usize, Segment)>> {
     let words = segment.words.as_deref().filter(|w| !w.is_empty())?;
     if words.iter().map(|w| w.tokens).sum::<usize>() != segment.tokens.len() {
         return None;
@@ -221,34 +250,30 @@ fn cut_between_words(segment: &Segment, sounds: &[(f64, f64)]) -> Option<Vec<(us
     if times.windows(2).any(|pair| pair[1] < pair[0]) {
         return None;
     }
-    // The clips the segment runs through.
-    let overlaps = overlaps_with(segment.start, segment.end, sounds);
-    let reached: Vec<usize> = (0..sounds.len())
-        .filter(|&k| overlaps[k] > CROSSING_SECONDS)
-        .collect();
-    let (&first_clip, &last_clip) = (reached.first()?, reached.last()?);
+    let (&first_clip, &last_clip) = (reach.clips.first()?, reach.clips.last()?);
     let mut cuts = Vec::with_capacity(last_clip - first_clip + 2);
     cuts.push(0);
     for k in first_clip..last_clip {
         let (silence_start, silence_end) = (sounds[k].1, sounds[k + 1].0);
-        let middle = (silence_start + silence_end) / 2.0;
-        let distance = |t: f64| (t - middle).abs();
-        let nearest = (0..=n).min_by(|&a, &b| distance(times[a]).total_cmp(&distance(times[b])))?;
-        let inside =
+        let near_silence =
             |t: f64| t >= silence_start - CUT_SLACK_SECONDS && t <= silence_end + CUT_SLACK_SECONDS;
         // Two boundaries at the silence: a short word ("in", "the") was placed in it, and
         // which clip says it is a guess (seen to move a clip's first word to the one
         // before).
-        let at_silence = times.iter().filter(|&&t| inside(t)).count();
-        if at_silence != 1 || !inside(times[nearest]) || nearest < cuts[cuts.len() - 1] {
+        let mut at_silence = (0..=n).filter(|&i| near_silence(times[i]));
+        let (Some(cut), None) = (at_silence.next(), at_silence.next()) else {
+            return None;
+        };
+        if cut < cuts[cuts.len() - 1] {
             return None;
         }
-        cuts.push(nearest);
+        cuts.push(cut);
     }
     cuts.push(n);
     // Whisper may read on past a whole clip (a short one between two halves of a
     // sentence): that clip's part is then a stray word or none. Each part must hold about
     // its share of the segment's words, by the seconds of the clip's sound it covers.
+    let overlaps = &reach.overlaps;
     let pace = n as f64
         / overlaps[first_clip..=last_clip]
             .iter()
@@ -480,6 +505,31 @@ mod tests {
         let kept = split_window(&out, &slots, true);
         let words = kept[1].as_ref().and_then(|o| o.segments[0].words.clone());
         assert_eq!(words.map(|w| w.len()), Some(2));
+    }
+
+    #[test]
+    fn only_a_window_with_a_segment_across_a_gap_needs_its_words() {
+        // Clips at 0–4 s and 5–11 s: segments inside clips, one starting loose in the
+        // silence, one in the gap, need no words; one running 0.5 s into the next does.
+        let sounds = clip_sounds(&packed(&[4.0, 6.0]));
+        assert_eq!(sounds, [(0.0, 4.0), (5.0, 11.0)]);
+        let inside = window(vec![segment(0.0, 4.0, " a"), segment(4.2, 11.0, " b")]);
+        assert!(!crosses_a_gap(&inside, &sounds));
+        assert!(!crosses_a_gap(
+            &window(vec![segment(4.1, 4.9, " c")]),
+            &sounds
+        ));
+        assert!(crosses_a_gap(
+            &window(vec![segment(2.0, 5.5, " d")]),
+            &sounds
+        ));
+        // Only a clip's audible part counts: a quiet lead-in is not crossed into.
+        let mut slots = packed(&[4.0, 6.0]);
+        slots[1].sound = 16_000..96_000;
+        assert!(!crosses_a_gap(
+            &window(vec![segment(2.0, 5.5, " d")]),
+            &clip_sounds(&slots)
+        ));
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub(super) fn prepare(
                     group: index,
                     without_timestamps: long,
                     sound: sound_span(audio),
-                    align_words: false,
+                    packed_clips: None,
                 };
                 (offset, piece)
             })
