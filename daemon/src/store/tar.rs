@@ -226,7 +226,19 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
     let sidecar = sidecar_of(shard);
     let bytes = match crate::store::read(&sidecar) {
         Ok(bytes) => bytes,
-        Err(StoreError::NotFound { .. }) => return None,
+        Err(StoreError::NotFound { .. }) => {
+            // Said once: a stream waits for every such shard to be fetched before its first
+            // batch, which looks like a hang on a large dataset without this line.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::warn!(
+                    "{shard}: no index sidecar ({sidecar}); remote shards without one are \
+                     fetched whole to count their samples before a stream starts. \
+                     `audiodecode shard --index TAR...` writes the sidecars once"
+                );
+            });
+            return None;
+        }
         Err(e) => {
             log::warn!("{e}; fetching the shard to index it");
             return None;
