@@ -597,6 +597,7 @@ fn a_segment_across_two_packed_clips_is_cut_or_declined_never_misassigned() {
             without_timestamps: false,
             sound: sound_span(&audio),
             packed_clips: Some(clip_sounds(&slots)),
+            judged_voiced_seconds: None,
         };
         let output = engine.transcribe(&[window], &options).unwrap().remove(0);
         // Words are aligned only for a window with a segment across its gap.
@@ -996,6 +997,7 @@ fn clip_language_detection_is_right_or_unsure() {
                 without_timestamps: false,
                 sound: 0..samples.len(),
                 packed_clips: None,
+                judged_voiced_seconds: None,
             }
         })
         .collect();

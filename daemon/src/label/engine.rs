@@ -16,6 +16,7 @@ use super::align::{align_words, split_sentences, AlignInput};
 use super::error::LabelError;
 use super::mel::{MelFrontEnd, HOP, WINDOW_FRAMES};
 use super::model::{resolve_model, ModelConfig};
+use super::model_loop::{word_count, ALIGN_BELOW_WORDS_PER_VOICED_SECOND};
 use super::repetition::{compression_ratio, loop_run};
 use super::replicas::Models;
 use super::types::{PieceOutput, Segment};
@@ -145,6 +146,10 @@ pub struct PieceInput {
     /// word timestamps, when a segment runs across a gap between them, to be cut there
     /// (Note [Packed windows cut between words]).
     pub packed_clips: Option<Vec<(f64, f64)>>,
+    /// Voiced seconds of a long file's piece whose pace is judged
+    /// (`model_loop::judged_voiced_seconds`): its words are aligned when it decodes slowly,
+    /// to tell a slow speaker from skipped speech (Note [Sparse pieces read through]).
+    pub judged_voiced_seconds: Option<f64>,
 }
 
 impl PieceInput {
@@ -155,7 +160,10 @@ impl PieceInput {
                 || self
                     .packed_clips
                     .as_deref()
-                    .is_some_and(|sounds| super::pack::crosses_a_gap(output, sounds)))
+                    .is_some_and(|sounds| super::pack::crosses_a_gap(output, sounds))
+                || self.judged_voiced_seconds.is_some_and(|voiced| {
+                    word_count(output) / voiced < ALIGN_BELOW_WORDS_PER_VOICED_SECOND
+                }))
     }
 }
 
@@ -1048,6 +1056,7 @@ mod tests {
             without_timestamps: false,
             sound: 0..samples,
             packed_clips: None,
+            judged_voiced_seconds: None,
         }
     }
 

@@ -440,6 +440,7 @@ fn first_window(engine: &WhisperEngine, path: &Path, name: &str) -> Result<Piece
         without_timestamps: false,
         sound: 0..samples.len(),
         packed_clips: None,
+        judged_voiced_seconds: None,
     })
 }
 

@@ -37,6 +37,23 @@ const REPETITIVE_SHARE_OF_FULLEST: f64 = 0.9;
 /// Below this many words per voiced second a piece is sparse whatever the file's pace
 /// (speech runs at 2–4 words a second; voiced frames are most of it).
 const MIN_WORDS_PER_VOICED_SECOND: f64 = 0.8;
+/// Note [Sparse pieces read through]: judged by its pace alone, a slow speaker's piece (a
+/// list of keywords, a lecture with pauses) looks like one Whisper stopped early on, and
+/// was decoded again in parts for nothing (one of 12 pieces of the 352 s real mix: 35
+/// words whole, 26 in parts, 9 % of the run). A slow piece's words are therefore aligned
+/// (in its batch, on its encoder output), and it is sparse only if some stretch between
+/// its words, or one word's span, holds more voiced audio than this: DTW leaves speech
+/// Whisper skipped between words or gives it to a neighbouring word. Measured with
+/// faster-whisper's alignment on a 28 s piece of real news audio: its full reading leaves
+/// at most 1.3 s unread (past a 2.7 s jingle), dropping any sentence of 6 words or more
+/// leaves 2.3–5.8 s, stopping halfway 12.8 s. A piece slow enough to be judged sparse
+/// has lost about half its words, far more than one sentence. Repetitive pieces keep
+/// the pace rule alone (DTW reads dropped repeats as the kept ones).
+const MAX_UNREAD_VOICED_SECONDS: f64 = 2.0;
+/// Pieces judged by their pace are word-aligned when they decode slower than this (a cost
+/// bar, not a rule: a piece can only be sparse at half the file's fullest pace, and real
+/// speech runs at up to about 4 words per voiced second).
+pub(super) const ALIGN_BELOW_WORDS_PER_VOICED_SECOND: f64 = 2.0;
 
 /// The order clips are packed in: 0, k, 2k, …, 1, k+1, … with k = n / 3 rounded up, so
 /// that clips next to each other in the input do not share a window. Datasets cut from
@@ -51,7 +68,7 @@ fn interleaved(n: usize) -> impl Iterator<Item = usize> {
 
 /// Words in a piece's output, characters of Chinese, Japanese or Thai counted by what they
 /// say (`spoken::word_units`).
-fn word_count(output: &PieceOutput) -> f64 {
+pub(super) fn word_count(output: &PieceOutput) -> f64 {
     output.segments.iter().map(|s| word_units(&s.text)).sum()
 }
 
@@ -88,6 +105,11 @@ fn losing_reading(p: &Partial, piece: usize, parts: std::ops::Range<usize>) -> V
     };
     let whole = words(piece);
     let in_parts: f64 = parts.clone().map(words).sum();
+    log::debug!(
+        "{}: piece {piece} read as {whole} words whole, {in_parts} in parts; the {} kept",
+        p.name,
+        if in_parts > whole { "parts" } else { "piece" }
+    );
     if in_parts > whole {
         vec![piece]
     } else {
@@ -157,35 +179,44 @@ fn speech_holes(
 }
 
 /// How fully a piece decoded without timestamps was read: its words per voiced second,
-/// and whether its text is repetitive.
+/// whether its text is repetitive, and whether its aligned words leave no voiced stretch
+/// unread.
 #[derive(Clone, Copy)]
 struct Pace {
     words_per_voiced_second: f64,
     repetitive: bool,
+    read_through: bool,
 }
 
 impl Pace {
     /// Whisper stopped early, jumped, or dropped repetitions, judged against the pace of
-    /// the file's fullest piece.
+    /// the file's fullest piece; a slow piece whose words account for all its voiced audio
+    /// is a slow speaker, not a skip (Note [Sparse pieces read through]).
     fn is_sparse(&self, fullest: f64) -> bool {
         let floor = (fullest * SPARSE_SHARE_OF_FULLEST).max(MIN_WORDS_PER_VOICED_SECOND);
         let pace = self.words_per_voiced_second;
-        pace < floor || (self.repetitive && pace < fullest * REPETITIVE_SHARE_OF_FULLEST)
+        if self.repetitive {
+            return pace < floor || pace < fullest * REPETITIVE_SHARE_OF_FULLEST;
+        }
+        pace < floor && !self.read_through
     }
+}
+
+/// Voiced seconds of a piece whose pace is judged: long enough to split and voiced enough
+/// to count words on; `None` for any other.
+pub(super) fn judged_voiced_seconds(audio: &[f32]) -> Option<f64> {
+    if audio.len() < 2 * MIN_REDO_PART {
+        return None;
+    }
+    let voiced = voiced_seconds(audio);
+    (voiced >= MIN_REDO_VOICED_SECONDS).then_some(voiced)
 }
 
 /// The pace of piece `i` of `p`, when it is decoded and long and voiced enough to judge.
 fn pace_of(p: &Partial, i: usize, repetition: Option<f32>) -> Option<Pace> {
-    let range = p.ranges.get(i)?;
-    if range.len() < 2 * MIN_REDO_PART {
-        return None;
-    }
-    let audio = p.samples.get(range.clone())?;
+    let audio = p.samples.get(p.ranges.get(i)?.clone())?;
     let output = p.outputs.get(i)?.as_ref()?;
-    let voiced = voiced_seconds(audio);
-    if voiced < MIN_REDO_VOICED_SECONDS {
-        return None;
-    }
+    let voiced = judged_voiced_seconds(audio)?;
     let repetitive = output
         .segments
         .iter()
@@ -193,6 +224,36 @@ fn pace_of(p: &Partial, i: usize, repetition: Option<f32>) -> Option<Pace> {
     Some(Pace {
         words_per_voiced_second: word_count(output) / voiced,
         repetitive,
+        read_through: reads_through(output, audio),
+    })
+}
+
+/// Whether the piece's aligned words leave no stretch of its voiced audio unread: no
+/// word's span and no stretch between words (or before the first, after the last) holds
+/// over `MAX_UNREAD_VOICED_SECONDS` of it. DTW gives speech Whisper skipped to a
+/// neighbouring word or leaves it between words, either way a long voiced stretch. A piece
+/// without aligned words does not read through.
+fn reads_through(output: &PieceOutput, audio: &[f32]) -> bool {
+    let rate = f64::from(SAMPLE_RATE);
+    let mut bounds = vec![0.0];
+    for word in output
+        .segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+    {
+        bounds.extend([word.start, word.end]);
+    }
+    if bounds.len() == 1 {
+        return false;
+    }
+    bounds.push(audio.len() as f64 / rate);
+    let at = |t: f64| ((t.max(0.0) * rate) as usize).min(audio.len());
+    let mut from = 0;
+    bounds[1..].iter().all(|&t| {
+        let to = at(t).max(from);
+        let unread = voiced_seconds(&audio[from..to]);
+        from = to;
+        unread <= MAX_UNREAD_VOICED_SECONDS
     })
 }
 
@@ -260,6 +321,7 @@ impl Again {
             without_timestamps: self.without_timestamps,
             sound: sound_span(audio),
             packed_clips: None,
+            judged_voiced_seconds: None,
         };
         let piece = p.ranges.len();
         p.ranges.push(self.range);
@@ -678,6 +740,7 @@ impl<'a> ModelLoop<'a> {
             without_timestamps: false,
             sound: 0..audio.len(),
             packed_clips: Some(clip_sounds(&slots)),
+            judged_voiced_seconds: None,
         };
         let members = slots
             .into_iter()
@@ -774,6 +837,14 @@ impl<'a> ModelLoop<'a> {
                 continue;
             };
             keep_the_fuller_reading(&mut p);
+            if !self.options.word_timestamps {
+                // Aligned only to judge the pieces (Note [Sparse pieces read through]).
+                for output in p.outputs.iter_mut().flatten() {
+                    for segment in &mut output.segments {
+                        segment.words = None;
+                    }
+                }
+            }
             self.languages.remove(&index);
             self.served.remove(&index);
             let path = &p.name;
@@ -1085,6 +1156,7 @@ mod tests {
         let pace = Pace {
             words_per_voiced_second: word_count(&chinese) / 20.0,
             repetitive: false,
+            read_through: false,
         };
         assert!((word_count(&chinese) - 64.0).abs() < 1e-9);
         assert!(!pace.is_sparse(pace.words_per_voiced_second));
@@ -1093,9 +1165,73 @@ mod tests {
         let english_pace = word_count(&english) / 20.0;
         assert!(!Pace {
             words_per_voiced_second: english_pace,
-            repetitive: false
+            repetitive: false,
+            read_through: false,
         }
         .is_sparse(pace.words_per_voiced_second));
+    }
+
+    /// A piece's output with one word per (start, end).
+    fn with_words(spans: &[(f64, f64)]) -> PieceOutput {
+        let mut out = output("en", &["words"]);
+        out.segments[0].words = Some(
+            spans
+                .iter()
+                .map(|&(start, end)| crate::label::types::Word {
+                    start,
+                    end,
+                    word: " w".into(),
+                    probability: 0.9,
+                    tokens: 1,
+                })
+                .collect(),
+        );
+        out
+    }
+
+    /// `seconds` of audio, loud except in the `quiet` spans.
+    fn audio(seconds: f64, quiet: &[(f64, f64)]) -> Vec<f32> {
+        let rate = f64::from(SAMPLE_RATE);
+        (0..(seconds * rate) as usize)
+            .map(|i| {
+                let t = i as f64 / rate;
+                if quiet.iter().any(|&(a, b)| t >= a && t < b) {
+                    0.0
+                } else {
+                    0.1 * (i as f32 * 0.05).sin()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_piece_is_sparse_only_where_its_words_leave_speech_unread() {
+        // Note [Sparse pieces read through]. 20 s of sound, a word every second: read.
+        let sound = audio(20.0, &[]);
+        let every_second: Vec<(f64, f64)> = (0..20).map(|k| (k as f64, k as f64 + 0.6)).collect();
+        assert!(reads_through(&with_words(&every_second), &sound));
+        // The same words over the first 10 s only: Whisper stopped early.
+        assert!(!reads_through(&with_words(&every_second[..10]), &sound));
+        // One word stretched over 5 s of sound: DTW gave it a skipped sentence.
+        let mut stretched = every_second.clone();
+        stretched.drain(5..10);
+        stretched[4].1 = 10.0;
+        assert!(!reads_through(&with_words(&stretched), &sound));
+        // A long pause between words is silence, not unread speech.
+        let paused = audio(20.0, &[(5.0, 10.0)]);
+        assert!(reads_through(&with_words(&stretched), &paused));
+        // No aligned words: nothing tells, so it does not read through.
+        assert!(!reads_through(&output("en", &["words"]), &sound));
+
+        let slow = |read_through, repetitive| Pace {
+            words_per_voiced_second: 1.0,
+            repetitive,
+            read_through,
+        };
+        assert!(slow(false, false).is_sparse(3.0));
+        assert!(!slow(true, false).is_sparse(3.0));
+        // Repeats Whisper dropped are judged by the pace alone (the words read through).
+        assert!(slow(true, true).is_sparse(3.0));
     }
 
     #[test]

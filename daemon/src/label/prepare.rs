@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::engine::PieceInput;
 use super::mel::{SAMPLE_RATE, WINDOW_SAMPLES};
+use super::model_loop::judged_voiced_seconds;
 use super::pieces::{cut_pieces_within, sound_span};
 use super::record::FileLabel;
 use super::run::LoadingEngine;
@@ -183,6 +184,7 @@ pub(super) fn prepare(
                     without_timestamps: long,
                     sound: sound_span(audio),
                     packed_clips: None,
+                    judged_voiced_seconds: long.then(|| judged_voiced_seconds(audio)).flatten(),
                 };
                 (offset, piece)
             })
