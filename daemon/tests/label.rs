@@ -1016,3 +1016,49 @@ fn clip_language_detection_is_right_or_unsure() {
         paths.len()
     );
 }
+
+#[test]
+fn a_slow_long_piece_is_word_aligned_to_be_judged_and_its_words_stay_out_of_the_label() {
+    // Note [Sparse pieces read through]: a long file's piece that decodes slowly has its
+    // words aligned (to tell a slow speaker from skipped speech); a fast one does not
+    // pay for it, and the words stay out of a label that did not ask for them.
+    let dir = scratch_dir("label-slow");
+    let (slow, fast) = (dir.path().join("slow.wav"), dir.path().join("fast.wav"));
+    espeak("en-us", 70, &SENTENCES[..6].join(" "), &slow);
+    espeak("en-us", 190, &SENTENCES[..8].join(" "), &fast);
+    let engine = engine();
+    let options = TranscribeOptions {
+        language: Some("en".into()),
+        ..TranscribeOptions::default()
+    };
+    let aligned = |path: &Path| {
+        let audio = samples_16k(path);
+        let audio = &audio[..audio.len().min(28 * 16_000)];
+        let piece = PieceInput {
+            features: engine.front.window_features(audio),
+            samples: audio.len(),
+            language: Some("en".into()),
+            group: 0,
+            without_timestamps: true,
+            sound: sound_span(audio),
+            packed_clips: None,
+            // Every second counted as voiced: the pace is a floor of the true one.
+            judged_voiced_seconds: Some(audio.len() as f64 / 16_000.0),
+        };
+        let output = engine.transcribe(&[piece], &options).unwrap().remove(0);
+        assert!(!output.segments.is_empty(), "{}: no text", path.display());
+        output.segments.iter().all(|s| s.words.is_some())
+    };
+    assert!(aligned(&slow), "a slow piece was not aligned");
+    assert!(!aligned(&fast), "a fast piece was aligned");
+
+    let label = &transcribe(std::slice::from_ref(&slow), &options)[0];
+    assert!(label.duration.unwrap_or(0.0) > 30.0, "too short to be cut");
+    assert!(
+        wer(&SENTENCES[..6].join(" "), text(label)) < MAX_WER,
+        "{}",
+        text(label)
+    );
+    let segments = label.segments.as_deref().unwrap_or_default();
+    assert!(segments.iter().all(|s| s.words.is_none()), "{segments:?}");
+}
