@@ -167,6 +167,24 @@ impl PieceInput {
     }
 }
 
+/// What a failed word alignment means for a batch: an error when the user asked for word
+/// timestamps; otherwise the words were wanted only to cut packed windows or judge slow
+/// pieces, and the text stands without them (those clips are decoded alone, those pieces
+/// judged by their pace, as before).
+fn text_without_words(
+    aligned: Result<(), LabelError>,
+    options: &TranscribeOptions,
+) -> Result<(), LabelError> {
+    match aligned {
+        Err(e) if options.word_timestamps => Err(e),
+        Err(e) => {
+            log::warn!("{e}; the batch's text is kept without words");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
 pub struct WhisperEngine {
     /// Its whole model is replaced by `reseed` between blocks (Note [Batches split across CPU replicas]).
     models: Models,
@@ -356,13 +374,14 @@ impl WhisperEngine {
                     per_part,
                     true,
                     |k, range, mut part_outputs, model| {
-                        self.add_words(
+                        let aligned = self.add_words(
                             model,
                             &pieces[range],
                             &mut part_outputs,
                             &encoded[k],
                             options,
-                        )?;
+                        );
+                        text_without_words(aligned, options)?;
                         Ok(part_outputs)
                     },
                 )?
@@ -1045,6 +1064,16 @@ fn stack_features<'a>(pieces: impl IntoIterator<Item = &'a PieceInput>) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_alignment_fails_the_batch_only_when_words_were_asked_for() {
+        let failed = || Err(LabelError::Inference("word alignment: bad shape".into()));
+        let mut options = TranscribeOptions::default();
+        assert!(text_without_words(failed(), &options).is_ok());
+        options.word_timestamps = true;
+        assert!(text_without_words(failed(), &options).is_err());
+        assert!(text_without_words(Ok(()), &options).is_ok());
+    }
 
     fn piece(seconds: usize) -> PieceInput {
         let samples = seconds * super::super::mel::SAMPLE_RATE as usize;
