@@ -48,7 +48,8 @@ const MIN_WORDS_PER_VOICED_SECOND: f64 = 0.8;
 /// at most 1.3 s unread (past a 2.7 s jingle), dropping any sentence of 6 words or more
 /// leaves 2.3–5.8 s, stopping halfway 12.8 s. A piece slow enough to be judged sparse
 /// has lost about half its words, far more than one sentence. Repetitive pieces keep
-/// the pace rule alone (DTW reads dropped repeats as the kept ones).
+/// the pace rule alone: dropped repeats sound like the kept ones, and how DTW places
+/// them was not measured.
 const MAX_UNREAD_VOICED_SECONDS: f64 = 2.0;
 /// Pieces judged by their pace are word-aligned when they decode slower than this (a cost
 /// bar, not a rule: a piece can only be sparse at half the file's fullest pace, and real
