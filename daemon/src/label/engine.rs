@@ -357,11 +357,12 @@ impl WhisperEngine {
         let attempts = self.decode_with_fallback(pieces, &prompts, &parts, &encoded, options)?;
         let mut outputs = self.piece_outputs(pieces, attempts, &languages, options);
         let t2 = std::time::Instant::now();
-        let with_words = pieces
+        let wanted: Vec<bool> = pieces
             .iter()
             .zip(&outputs)
-            .any(|(piece, output)| piece.wants_words(output, options));
-        if with_words {
+            .map(|(piece, output)| piece.wants_words(output, options))
+            .collect();
+        if wanted.contains(&true) {
             let mut rest = outputs.into_iter();
             let per_part: Vec<Vec<PieceOutput>> = parts
                 .iter()
@@ -376,7 +377,8 @@ impl WhisperEngine {
                     |k, range, mut part_outputs, model| {
                         let aligned = self.add_words(
                             model,
-                            &pieces[range],
+                            &pieces[range.clone()],
+                            &wanted[range],
                             &mut part_outputs,
                             &encoded[k],
                             options,
@@ -906,20 +908,20 @@ impl WhisperEngine {
     }
 
     /// Word timings from the decoder's cross-attention, aligned by CTranslate2 (DTW), for
-    /// the pieces with text that want them. Every call takes the whole batch, so the
-    /// batch's encoder output is used as it is (a subset would have to be encoded again);
-    /// a piece outside the call's start sequence gets a one-token placeholder, not read.
+    /// the pieces `wanted` marks (`PieceInput::wants_words`). Every call takes the whole
+    /// batch, so the batch's encoder output is used as it is (a subset would have to be
+    /// encoded again); a piece outside the call's start sequence gets a one-token
+    /// placeholder, not read.
     fn add_words(
         &self,
         model: &Whisper,
         pieces: &[PieceInput],
+        wanted: &[bool],
         outputs: &mut [PieceOutput],
         encoded: &StorageView,
         options: &TranscribeOptions,
     ) -> Result<(), LabelError> {
-        let with_text: Vec<usize> = (0..outputs.len())
-            .filter(|&i| pieces[i].wants_words(&outputs[i], options))
-            .collect();
+        let with_text: Vec<usize> = (0..outputs.len()).filter(|&i| wanted[i]).collect();
         if with_text.is_empty() {
             return Ok(());
         }
