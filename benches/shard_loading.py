@@ -21,7 +21,9 @@ every batch touched (the sum of its audio):
   max_seconds=4, pad_to_max=True, shuffle=True)`` in a private ``Daemon(workers=2)``
   (decoded-audio cache ``--cache-mb`` 256, the daemon's own ring and object cache);
 - ``ours-idx`` (S3 only): ``ours`` on a copy of the shards with index sidecars
-  (``audiodecode shard --index``), read by ranged GETs of blocks instead of fetched whole;
+  (``audiodecode shard --index``), read by ranged GETs of blocks instead of fetched whole
+  (as a restarted daemon reads shards whose indexes it learnt: ``ours`` runs with no learnt
+  index kept, ``AUDIODECODE_INDEX_CACHE=""``, so each round is a first stream);
 - ``ours-shar``: the same loader on the Lhotse Shar copy (``format="shar"``), for a
   comparison with Lhotse on the very same files (not one of the issue's targets);
 - ``wds``: ``webdataset.WebDataset(urls, shardshuffle=…)`` + ``.shuffle(1000)`` + FLAC
@@ -774,7 +776,9 @@ def main() -> int:
                 out["url"], out["format"] = root + brace(indexed), "webdataset"
             else:
                 out["url"], out["format"] = root + "shar", "shar"
-            out["env"] = {} if local else info["env"]
+            # Every round is a cold start: no index learnt by an earlier round (Note [Learnt
+            # shard indexes]; a learnt index reads like `ours-idx`).
+            out["env"] = {"AUDIODECODE_INDEX_CACHE": ""} | ({} if local else info["env"])
             out["cache_mb"], out["ring_mb"] = args.cache_mb, args.ring_mb
             out["object_cache_mb"] = args.object_cache_mb
         elif reader == "wds":

@@ -3,12 +3,14 @@ and a scripted fake daemon for tests of the client's message flow."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 import wave
@@ -20,6 +22,13 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Indexes of remote shards learnt by fetching them (Note [Learnt shard indexes]) are kept in
+# a directory of this session, not the user's cache: a test that expects a shard fetched
+# whole must not find it learnt by an earlier run. Daemons started by the tests inherit it.
+_INDEX_CACHE = tempfile.mkdtemp(prefix="audiodecode-indexes-")
+os.environ["AUDIODECODE_INDEX_CACHE"] = _INDEX_CACHE
+atexit.register(shutil.rmtree, _INDEX_CACHE, ignore_errors=True)
 sys.path.insert(0, str(REPO / "client-py"))
 
 from audiodecode import Daemon

@@ -353,6 +353,68 @@ def test_remote_shards_with_index_sidecars_are_read_by_ranged_gets(
         list(AudioDataLoader(f"{http_server.base}/other.tar", batch_size=8, label_field="cls"))
 
 
+def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Note [Learnt shard indexes]: shards behind an HTTP server with no sidecars are
+    fetched whole by the first daemon that streams them; a restarted daemon reads them by
+    ranged GETs from the indexes the first one kept, with the same batches. A shard that
+    changed is fetched and learnt again; an empty setting keeps nothing."""
+    root, _ = dataset
+    shards = sorted(root.glob("*.tar"))
+    for path in shards:
+        (http_server.root / path.name).write_bytes(path.read_bytes())
+    indexes = tmp_path / "indexes"
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(indexes))
+    common = {"batch_size": 4, "seed": 5, "max_seconds": 0.5, "pad_to_max": True}
+    names = [f"/{p.name}" for p in shards]
+
+    def streamed() -> tuple[list[tuple[list[str], np.ndarray]], list[str], list[str]]:
+        """One epoch from a fresh daemon: its batches, and the shards fetched whole and by
+        ranged GETs."""
+        http_server.clear_log()
+        with Daemon(workers=2):
+            loader = AudioDataLoader(pattern(http_server.base), label_field="cls", **common)
+            batches = [(list(map(key_of, b.paths)), np.asarray(b.audio).copy()) for b in loader]
+        gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
+        whole = sorted({p for p, r in gets if r is None})
+        ranged = sorted({p for p, r in gets if r is not None})
+        return batches, whole, ranged
+
+    first, whole, ranged = streamed()
+    assert whole == names and ranged == []
+    assert len(list(indexes.glob("*.idx"))) == len(shards)
+    again, whole, ranged = streamed()
+    assert whole == [] and ranged == names
+    assert [k for k, _ in again] == [k for k, _ in first]
+    for (_, a), (_, b) in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+    # Shard 1 now holds shard 0's samples (another size): fetched whole, learnt again.
+    (http_server.root / shards[1].name).write_bytes(shards[0].read_bytes())
+    changed, whole, ranged = streamed()
+    assert whole == [names[1]] and ranged == sorted(set(names) - {names[1]})
+    keys = [k for batch, _ in changed for k in batch]
+    assert sorted(keys) == sorted(
+        [k for batch, _ in first for k in batch if not 5 <= int(k[3:]) < 10]
+        + [f"utt{i:04d}" for i in range(5)]
+    )
+    _, whole, _ = streamed()
+    assert whole == []
+
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")
+    for kept in indexes.glob("*.idx"):
+        kept.unlink()
+    for _ in range(2):
+        _, whole, ranged = streamed()
+        assert whole == names and ranged == []
+    assert list(indexes.glob("*.idx")) == []
+
+
 def test_remote_shards_are_indexed_in_place_for_ranged_reads(
     s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,

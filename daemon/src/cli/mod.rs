@@ -51,6 +51,12 @@ pub struct ObjectArgs {
     /// once to be indexed and read from memory in the epoch when they fit).
     #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
+    /// Keep here the indexes of remote tar shards that have no index sidecar, learnt when a
+    /// stream first fetches them, so later streams read them by ranged GETs (default
+    /// $AUDIODECODE_INDEX_CACHE, else ~/.cache/audiodecode/shard-indexes; the variable set
+    /// empty keeps none).
+    #[arg(long, global = true)]
+    pub index_cache: Option<PathBuf>,
     /// Requests in flight per bucket or host (default 32).
     #[arg(long, global = true, env = crate::store::MAX_REQUESTS_ENV)]
     pub object_requests: Option<usize>,
@@ -65,6 +71,9 @@ impl ObjectArgs {
         }
         if let Some(bytes) = self.object_cache_bytes {
             std::env::set_var("AUDIODECODE_OBJECT_CACHE_BYTES", bytes.to_string());
+        }
+        if let Some(dir) = &self.index_cache {
+            std::env::set_var(crate::store::tar::INDEX_CACHE_ENV, dir);
         }
         if let Some(n) = self.object_requests {
             std::env::set_var(crate::store::MAX_REQUESTS_ENV, n.to_string());

@@ -16,11 +16,19 @@
 //! size, so a sidecar left over from another version of the shard is an error, never
 //! wrong audio. A sidecar whose size is not the shard's is ignored (the shard is fetched
 //! and indexed as before).
+//!
+//! Note [Learnt shard indexes]: a remote shard with no sidecar is fetched whole to be indexed
+//! the first time a stream opens it. The index learnt is kept on local disk under the
+//! shard's URL and version (`$AUDIODECODE_INDEX_CACHE`, by default
+//! `~/.cache/audiodecode/shard-indexes`; empty keeps none), so a later stream — a restarted
+//! daemon, a job resumed from `state_dict()` — reads the shard as if it had a sidecar, by
+//! ranged GETs, instead of fetching the dataset again before its first batch. A changed shard
+//! (another size or ETag) is fetched and learnt again; a damaged one is never kept.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::DecodeError;
@@ -112,13 +120,77 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp) {
         return Ok(Arc::clone(index));
     }
-    if crate::store::url_of(Path::new(shard)).is_some() {
-        if let Some(members) = sidecar_members(shard, stamp) {
+    let remote = crate::store::url_of(Path::new(shard)).is_some();
+    if remote {
+        let listed = sidecar_members(shard, stamp).or_else(|| learnt_members(shard, stamp));
+        if let Some(members) = listed {
             return Ok(keep(shard, stamp, members, None, true));
         }
     }
     let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
-    build(shard, file, stamp)
+    let index = build(shard, file, stamp)?;
+    if remote && index.damage.is_none() {
+        keep_learnt(&index);
+    }
+    Ok(index)
+}
+
+/// Where learnt indexes are kept (Note [Learnt shard indexes]); `None` when turned off.
+pub const INDEX_CACHE_ENV: &str = "AUDIODECODE_INDEX_CACHE";
+
+/// The file that keeps the learnt index of `shard`: its URL's hash (the file also names the
+/// URL, so a collision is a miss, never another shard's index).
+fn learnt_index_path(shard: &str) -> Option<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let dir = match std::env::var_os(INDEX_CACHE_ENV) {
+        Some(dir) if dir.is_empty() => return None,
+        Some(dir) => PathBuf::from(dir),
+        None => crate::pypackages::user_cache_dir()
+            .join("audiodecode")
+            .join("shard-indexes"),
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    shard.hash(&mut hasher);
+    Some(dir.join(format!("{:016x}.idx", hasher.finish())))
+}
+
+/// The members of the index learnt for this version of `shard`, if one was kept.
+fn learnt_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
+    let bytes = std::fs::read(learnt_index_path(shard)?).ok()?;
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let same = parsed["format"] == SIDECAR_FORMAT
+        && parsed["shard"] == shard
+        && parsed["size"].as_u64() == Some(stamp.size)
+        && parsed["tag"].as_u64() == Some(stamp.tag);
+    let members = listed_members(&parsed, stamp.size).filter(|_| same)?;
+    log::debug!("{shard}: index learnt by an earlier stream; read by ranged GETs");
+    Some(members)
+}
+
+/// Keeps a remote shard's index for later streams; a failure to write it is only logged
+/// (the next stream fetches the shard again).
+fn keep_learnt(index: &ShardIndex) {
+    let Some(path) = learnt_index_path(&index.shard) else {
+        return;
+    };
+    let mut json = index_json(index.stamp.size, &index.members);
+    json["shard"] = index.shard.clone().into();
+    json["tag"] = index.stamp.tag.into();
+    // Written beside and renamed: a reader never sees half an index.
+    let partial = path.with_extension(format!("idx.{}.partial", std::process::id()));
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&partial, json.to_string()))
+        .and_then(|()| std::fs::rename(&partial, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        log::warn!(
+            "{}: cannot keep its index in {} ({e}); later streams fetch it again",
+            index.shard,
+            path.display()
+        );
+    }
 }
 
 /// The directory beside the shards that holds their sidecars: a file next to them would be
@@ -148,18 +220,7 @@ pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
             (size, whole_archive(shard, read_members(file))?)
         }
     };
-    let members: Vec<serde_json::Value> = members
-        .iter()
-        .map(|m| serde_json::json!([m.name, m.offset, m.size]))
-        .collect();
-    let sidecar = serde_json::json!({
-        "format": SIDECAR_FORMAT,
-        "version": 1,
-        "size": size,
-        "members": members,
-    })
-    .to_string()
-    .into_bytes();
+    let sidecar = index_json(size, &members).to_string().into_bytes();
     let at = sidecar_of(shard);
     if crate::store::is_url(&at) {
         return crate::store::write(&at, sidecar);
@@ -173,6 +234,40 @@ pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
         url: at.clone(),
         reason: format!("cannot write the index: {e}"),
     })
+}
+
+/// A shard's index as JSON: the shard's size and each member's name, offset and size.
+fn index_json(size: u64, members: &[TarMember]) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| serde_json::json!([m.name, m.offset, m.size]))
+        .collect();
+    serde_json::json!({
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "size": size,
+        "members": members,
+    })
+}
+
+/// The members an index lists, if each lies inside a shard of `size` bytes.
+fn listed_members(index: &serde_json::Value, size: u64) -> Option<Vec<TarMember>> {
+    index["members"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            Some(TarMember {
+                name: m.get(0)?.as_str()?.to_string(),
+                offset: m.get(1)?.as_u64()?,
+                size: m.get(2)?.as_u64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|members| {
+            members
+                .iter()
+                .all(|m| m.offset >= 512 && m.offset.saturating_add(m.size) <= size)
+        })
 }
 
 /// The members of an archive read to its end; damage anywhere is an error (an index must
@@ -233,7 +328,8 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
             SAID.call_once(|| {
                 log::warn!(
                     "{shard}: no index sidecar ({sidecar}); remote shards without one are \
-                     fetched whole to count their samples before a stream starts. \
+                     fetched whole to count their samples before the first stream on this \
+                     machine starts (their indexes are then kept, see {INDEX_CACHE_ENV}). \
                      `audiodecode shard --index TAR...` writes the sidecars once"
                 );
             });
@@ -255,22 +351,7 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
         log::warn!("{sidecar}: made for another version of the shard; fetching the shard");
         return None;
     }
-    let members = parsed["members"].as_array()?;
-    members
-        .iter()
-        .map(|m| {
-            Some(TarMember {
-                name: m.get(0)?.as_str()?.to_string(),
-                offset: m.get(1)?.as_u64()?,
-                size: m.get(2)?.as_u64()?,
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .filter(|members| {
-            members
-                .iter()
-                .all(|m| m.offset >= 512 && m.offset.saturating_add(m.size) <= stamp.size)
-        })
+    listed_members(&parsed, stamp.size)
 }
 
 /// Bytes of `member` of a shard indexed from its sidecar, with its tar header, from blocks
@@ -625,6 +706,52 @@ mod tests {
         std::fs::remove_file(&sidecar).unwrap();
         // The sidecars' directory, when no other test's sidecar is in it.
         let _ = std::fs::remove_dir(Path::new(&sidecar).parent().unwrap());
+    }
+
+    #[test]
+    fn a_learnt_index_is_kept_for_its_shard_and_version_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // Only this test sets the variable; other tests index local shards, which never
+        // read it.
+        std::env::set_var(INDEX_CACHE_ENV, dir.path());
+        let file = shard_with(&[("a.wav", b"0123456789"), ("a.txt", b"hello")]);
+        let (members, damage) = read_members(std::fs::File::open(file.path()).unwrap());
+        assert!(damage.is_none());
+        let url = "http://127.0.0.1:9/data/train-000000.tar";
+        let stamp = Stamp { size: 3072, tag: 7 };
+        assert_eq!(learnt_members(url, stamp), None, "nothing kept yet");
+        keep_learnt(&keep(url, stamp, members.clone(), None, false));
+        assert_eq!(learnt_members(url, stamp), Some(members.clone()));
+        // Another version of the shard, or another shard, has no index yet.
+        assert_eq!(learnt_members(url, Stamp { tag: 8, ..stamp }), None);
+        assert_eq!(
+            learnt_members(
+                url,
+                Stamp {
+                    size: 4096,
+                    ..stamp
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            learnt_members(&url.replace("000000", "000001"), stamp),
+            None
+        );
+        // The file names the shard it was learnt from: a file under another shard's name
+        // (a hash collision) is not taken for that shard's index.
+        let other = url.replace("000000", "000002");
+        let copied = std::fs::copy(
+            learnt_index_path(url).unwrap(),
+            learnt_index_path(&other).unwrap(),
+        );
+        assert!(copied.is_ok());
+        assert_eq!(learnt_members(&other, stamp), None);
+        // An empty setting keeps nothing.
+        std::env::set_var(INDEX_CACHE_ENV, "");
+        assert_eq!(learnt_index_path(url), None);
+        assert_eq!(learnt_members(url, stamp), None);
+        std::env::remove_var(INDEX_CACHE_ENV);
     }
 
     #[test]
