@@ -5,8 +5,12 @@ Writes into OUT:
   long/long_mix.wav        real speech recordings back to back (~5-6 min)
   repetitive/loop.wav      one real utterance looped (a repeated announcement), ~6 min
   clips/*.wav              real clips of 2-15 s, as they are
-  mixed/mixed.wav          real speech between music, noise, tones and silence, with
-  mixed/regions.json       where the speech is ([start, end] seconds)
+  mixed/*.wav              real speech between music, noise, tones and silence: mixed.wav
+                           (four recordings), mixed_apollo.wav (radio speech and read
+                           LibriSpeech between music, a whale, a dog and dishes),
+                           mixed_short.wav (twelve read sentences, a few seconds of
+                           non-speech between each), with
+  mixed/regions.json       where the speech is, by file ({name: [[start, end], ...]})
 and SOURCES.txt naming every file used. Inputs are picked by name from SOURCE (paths
 relative to it); see --help for the defaults, which match the cache described in
 benches/README.md.
@@ -51,6 +55,29 @@ NON_SPEECH = [
     "speechbrain__speechbrain/tests/samples/noise/noise1.wav",
     "LCAV__pyroomacoustics/notebooks/exercise_bike.wav",
 ]
+# More speech among non-speech, so that words kept are counted over more than one mix.
+SPEECH_FOR_APOLLO_MIX = [
+    "linto-ai__whisper-timestamped/tests/data/apollo11.mp3",
+    "librosa__data/audio/198-209-0000.ogg",
+    "librosa__data/audio/5703-47212-0000.ogg",
+    "librosa__data/audio/3436-172162-0000.ogg",
+    "mozilla__DeepSpeech/data/smoke_test/new-home-in-the-stars-16k.wav",
+]
+NON_SPEECH_FOR_APOLLO_MIX = [
+    "librosa__data/audio/Kevin_MacLeod_-_Vibe_Ace.ogg",
+    "librosa__data/audio/glacier-bay-humpback.ogg",
+    "LCAV__pyroomacoustics/examples/input_samples/doing_the_dishes.wav",
+    "librosa__data/audio/pibble.ogg",
+    "librosa__data/audio/147793__setuniman__sweet-waltz-0i-22mi.ogg",
+]
+SPEECH_FOR_SHORT_MIX = [
+    f"coqui-ai__TTS/tests/data/ljspeech/wavs/LJ001-{n:04d}.flac" for n in range(21, 33)
+]
+NON_SPEECH_FOR_SHORT_MIX = [
+    "librosa__data/audio/442789__lena-orsa__happy-music-pistachio-ice-cream-ragtime.ogg",
+    "LCAV__pyroomacoustics/notebooks/exercise_bike.wav",
+    "librosa__data/audio/Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg",
+]
 RATE = 16000
 
 
@@ -80,17 +107,61 @@ def concat(parts: list[Path], out: Path) -> None:
     listing.unlink()
 
 
+def interleave(
+    speech: list[Path], fillers: list[Path], per_gap: int, out: Path
+) -> list[list[float]]:
+    """``out``: before each speech file ``per_gap`` fillers (taken in turn, the i-th speech
+    file starting at filler i), then the speech; the speech regions, in seconds."""
+    regions, parts, t = [], [], 0.0
+    for i, part in enumerate(speech):
+        for k in range(per_gap):
+            filler = fillers[(i + k * 2) % len(fillers)]
+            parts.append(filler)
+            t += duration(filler)
+        parts.append(part)
+        d = duration(part)
+        regions.append([round(t, 3), round(t + d, 3)])
+        t += d
+    parts.append(fillers[-1])
+    concat(parts, out)
+    return regions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--only-mixed", action="store_true", help="write only mixed/ (the other sets as they are)"
+    )
     args = parser.parse_args()
     src, out = args.source, args.out
     work = out / "work"
     for d in ("long", "repetitive", "clips", "mixed", "work"):
         (out / d).mkdir(parents=True, exist_ok=True)
     used: list[str] = []
+    if not args.only_mixed:
+        used += write_long_repetitive_clips(src, out, work)
+    used += write_mixes(src, out, work)
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    sources = out / "SOURCES.txt"
+    if args.only_mixed and sources.exists():
+        used = sources.read_text().split() + used
+    sources.write_text("\n".join(dict.fromkeys(used)) + "\n")
+    print(
+        f"{out}: "
+        + ", ".join(
+            f"{f.name} {duration(f):.0f} s"
+            for f in sorted(out.glob("*/*.wav"))
+            if f.parent.name != "clips"
+        )
+    )
 
+
+def write_long_repetitive_clips(src: Path, out: Path, work: Path) -> list[str]:
+    used = []
     parts = []
     for i, name in enumerate(LONG):
         part = work / f"long{i}.wav"
@@ -125,8 +196,11 @@ def main() -> None:
                 to_wav(f, out / "clips" / f"clip{count:03d}.wav")
                 used.append(str(f.relative_to(src)))
                 count += 1
+    return used
 
-    regions, parts, t = [], [], 0.0
+
+def write_mixes(src: Path, out: Path, work: Path) -> list[str]:
+    used = []
     silence = work / "silence.wav"
     ffmpeg(
         "-f",
@@ -160,30 +234,35 @@ def main() -> None:
         str(tone),
     )
     fillers += [tone, silence]
-    for i, name in enumerate(SPEECH_FOR_MIX):
-        speech = work / f"speech{i}.wav"
-        to_wav(src / name, speech)
-        used.append(name)
-        for filler in (fillers[i % len(fillers)], fillers[(i + 2) % len(fillers)]):
-            parts.append(filler)
-            t += duration(filler)
-        parts.append(speech)
-        d = duration(speech)
-        regions.append([round(t, 3), round(t + d, 3)])
-        t += d
-    parts.append(silence)
-    concat(parts, out / "mixed" / "mixed.wav")
-    (out / "mixed" / "regions.json").write_text(json.dumps(regions))
 
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
-    (out / "SOURCES.txt").write_text("\n".join(dict.fromkeys(used)) + "\n")
-    print(
-        f"{out}: long {duration(out / 'long' / 'long_mix.wav'):.0f} s, repetitive "
-        f"{duration(out / 'repetitive' / 'loop.wav'):.0f} s, {count} clips, mixed "
-        f"{duration(out / 'mixed' / 'mixed.wav'):.0f} s"
-    )
+    def converted(names: list[str], stem: str, seconds: float | None = None) -> list[Path]:
+        paths = []
+        for i, name in enumerate(names):
+            path = work / f"{stem}{i}.wav"
+            to_wav(src / name, path, seconds)
+            used.append(name)
+            paths.append(path)
+        return paths
+
+    regions = {
+        "mixed.wav": interleave(
+            converted(SPEECH_FOR_MIX, "speech"), fillers, 2, out / "mixed" / "mixed.wav"
+        ),
+        "mixed_apollo.wav": interleave(
+            converted(SPEECH_FOR_APOLLO_MIX, "apollo"),
+            converted(NON_SPEECH_FOR_APOLLO_MIX, "apollo_filler", seconds=10) + [silence],
+            2,
+            out / "mixed" / "mixed_apollo.wav",
+        ),
+        "mixed_short.wav": interleave(
+            converted(SPEECH_FOR_SHORT_MIX, "short"),
+            converted(NON_SPEECH_FOR_SHORT_MIX, "short_filler", seconds=4),
+            1,
+            out / "mixed" / "mixed_short.wav",
+        ),
+    }
+    (out / "mixed" / "regions.json").write_text(json.dumps(regions))
+    return used
 
 
 if __name__ == "__main__":

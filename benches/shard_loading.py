@@ -24,6 +24,8 @@ every batch touched (the sum of its audio):
   (``audiodecode shard --index``), read by ranged GETs of blocks instead of fetched whole
   (as a restarted daemon reads shards whose indexes it learnt: ``ours`` runs with no learnt
   index kept, ``AUDIODECODE_INDEX_CACHE=""``, so each round is a first stream);
+- ``ours-learnt`` (S3 only): ``ours`` in a fresh daemon that finds the indexes an earlier,
+  untimed stream learnt (Note [Learnt shard indexes]): a restarted or resumed job;
 - ``ours-shar``: the same loader on the Lhotse Shar copy (``format="shar"``), for a
   comparison with Lhotse on the very same files (not one of the issue's targets);
 - ``wds``: ``webdataset.WebDataset(urls, shardshuffle=…)`` + ``.shuffle(1000)`` + FLAC
@@ -62,6 +64,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,7 +86,7 @@ CLASSES = 10
 REAL_MAX_S = 10.0
 CACHE_ROOT = Path.home() / ".cache/audiodecode/bench-shards"
 BUCKET = "bench-shards"
-READERS = ("ours", "ours-idx", "ours-shar", "wds", "lhotse")
+READERS = ("ours", "ours-idx", "ours-learnt", "ours-shar", "wds", "lhotse")
 RSS_SLACK_MB = 64
 # Bump when the generated data changes, so cached shards are rebuilt.
 DATA_VERSION = 1
@@ -590,6 +593,7 @@ def child(spec_path: Path, out_path: Path) -> int:
     run = {
         "ours": run_ours,
         "ours-idx": run_ours,
+        "ours-learnt": run_ours,
         "ours-shar": run_ours,
         "wds": run_wds,
         "lhotse": run_lhotse,
@@ -676,7 +680,7 @@ def main() -> int:
     parser.add_argument(
         "--readers",
         default=",".join(READERS),
-        help="comma-separated: ours,ours-idx (S3 only),ours-shar,wds,lhotse (all)",
+        help="comma-separated: ours,ours-idx,ours-learnt (S3 only),ours-shar,wds,lhotse (all)",
     )
     parser.add_argument("--where", default="local,s3", help="comma-separated: local,s3")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all readers (3)")
@@ -774,11 +778,14 @@ def main() -> int:
                 out["url"], out["format"] = root + brace(names["wds"]), "webdataset"
             elif reader == "ours-idx":
                 out["url"], out["format"] = root + brace(indexed), "webdataset"
+            elif reader == "ours-learnt":
+                out["url"], out["format"] = root + brace(names["wds"]), "webdataset"
             else:
                 out["url"], out["format"] = root + "shar", "shar"
             # Every round is a cold start: no index learnt by an earlier round (Note [Learnt
             # shard indexes]; a learnt index reads like `ours-idx`).
-            out["env"] = {"AUDIODECODE_INDEX_CACHE": ""} | ({} if local else info["env"])
+            learnt = str(learnt_dir) if reader == "ours-learnt" else ""
+            out["env"] = {"AUDIODECODE_INDEX_CACHE": learnt} | ({} if local else info["env"])
             out["cache_mb"], out["ring_mb"] = args.cache_mb, args.ring_mb
             out["object_cache_mb"] = args.object_cache_mb
         elif reader == "wds":
@@ -796,11 +803,17 @@ def main() -> int:
         return out
 
     runs: dict[str, list[dict[str, Any]]] = {}
+    # ours-learnt: the plain shards again, read by a daemon that finds the indexes an
+    # earlier stream learnt (Note [Learnt shard indexes]); one untimed stream learns them.
+    learnt_dir = Path(tempfile.mkdtemp(prefix="bench-indexes-"))
     try:
+        if "ours-learnt" in readers and "s3" in wheres:
+            print("learning the shards' indexes (one untimed stream) ...", flush=True)
+            run_child(spec("ours-learnt", "s3"), s3, args.timeout)
         for rnd in range(args.rounds):
             for where in wheres:
                 for reader in readers:
-                    if reader == "ours-idx" and where == "local":
+                    if reader in ("ours-idx", "ours-learnt") and where == "local":
                         continue  # local shards are indexed from their own headers
                     if where == "local":
                         for p in data.rglob("*.tar"):  # same page-cache state for everyone
@@ -839,6 +852,7 @@ def main() -> int:
                         if reader.startswith("ours"):
                             raise SystemExit(f"{name}: " + "; ".join(problems))
     finally:
+        shutil.rmtree(learnt_dir, ignore_errors=True)
         if s3 is not None:
             s3.communicate("", timeout=30)
     load_after = load_avg()
@@ -909,6 +923,7 @@ def report(
     labels = {
         "ours": "audiodecode wds",
         "ours-idx": "audiodecode wds+idx",
+        "ours-learnt": "audiodecode wds learnt",
         "ours-shar": "audiodecode Shar",
         "wds": "webdataset+DL",
         "lhotse": "lhotse Shar+DL",
@@ -968,7 +983,8 @@ def report(
             print(f"{labels[reader]} S3 / local: {100 * share:.0f} %{target}")
             if reader == "ours":
                 targets["ours s3/local"] = {"ratio": share, "met": share >= 0.8}
-    for name in [f"{r}/{w}" for w in wheres for r in ("ours", "ours-idx", "ours-shar")]:
+    ours = ("ours", "ours-idx", "ours-learnt", "ours-shar")
+    for name in [f"{r}/{w}" for w in wheres for r in ours]:
         for i, r in enumerate(runs.get(name, [])):
             peak_mb = r["rss_peak_kb"] / 1024
             ring_mb, cache_mb = r["ring_bytes"] / 2**20, r["cache_capacity"] / 2**20
