@@ -80,7 +80,10 @@ def test_lhotse_shar_cuts_read_as_lhotse_loads_them(private_daemon: Daemon, tmp_
 
 
 def test_a_remote_shar_stream_opens_from_its_cuts_and_fetches_a_tar_when_read(
-    private_daemon: Daemon, http_server: HttpServer, tmp_path: Path
+    private_daemon: Daemon,
+    http_server: HttpServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The cuts give a Shar stream its items, ranges and durations: opening it reads no
     recording tar (a remote dataset is not downloaded before its first batch); each tar is
@@ -110,7 +113,22 @@ def test_a_remote_shar_stream_opens_from_its_cuts_and_fetches_a_tar_when_read(
             p.rsplit("#", 1)[1] for p in theirs.paths
         ]
     tar_gets = [p for m, p, _ in http_server.log if m == "GET" and p.endswith(".tar")]
-    assert sorted(set(tar_gets)) == [f"/recording.{i:06d}.tar" for i in range(3)]
+    tars = [f"/recording.{i:06d}.tar" for i in range(3)]
+    assert sorted(tar_gets) == tars  # once each, though two workers read a tar's cuts at once
+
+    # Note [Large remote shards streamed to be indexed]: with tars larger than an eighth of
+    # the object cache, each is streamed once to be indexed, its members read by ranged GETs.
+    smallest = min(p.stat().st_size for p in shar.glob("recording.*.tar"))
+    local_audio = [np.asarray(b.audio).copy() for b in local]
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")  # not the indexes learnt above
+    with Daemon(workers=2, object_cache_bytes=smallest - 1):
+        http_server.clear_log()
+        streamed = AudioDataLoader.from_shar([http_server.url(n) for n in names], **common)
+        for theirs, ours in zip(local_audio, streamed, strict=True):
+            np.testing.assert_array_equal(np.asarray(ours.audio), theirs)
+    gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
+    assert sorted(p for p, r in gets if r is None) == tars, gets
+    assert sorted({p for p, r in gets if r is not None}) == tars, gets
 
 
 def test_nemo_tarred_manifest_with_segments(private_daemon: Daemon, tmp_path: Path) -> None:

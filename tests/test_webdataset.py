@@ -415,6 +415,45 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
     assert list(indexes.glob("*.idx")) == []
 
 
+def test_remote_shards_larger_than_the_cache_allows_are_streamed_to_be_indexed(
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Note [Large remote shards streamed to be indexed]: with an object cache of less than
+    eight times a shard (and no sidecars, no learnt indexes), each shard is fetched once,
+    through the tar reader, and its members are then read by ranged GETs: the batches are
+    the local ones. (A shard over the cache's bound used to be refused.)"""
+    root, _ = dataset
+    shards = sorted(root.glob("*.tar"))
+    for path in shards:
+        (http_server.root / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")
+    cache_bytes = min(p.stat().st_size for p in shards) - 1  # every shard over the bound
+    common = {"batch_size": 4, "seed": 5, "max_seconds": 0.5, "pad_to_max": True}
+    with Daemon(workers=2, object_cache_bytes=cache_bytes):
+        local = [
+            (list(map(key_of, b.paths)), np.asarray(b.audio).copy())
+            for b in AudioDataLoader(pattern(root), label_field="cls", **common)
+        ]
+        http_server.clear_log()
+        remote = [
+            (list(map(key_of, b.paths)), np.asarray(b.audio).copy(), list(b.labels))
+            for b in AudioDataLoader(pattern(http_server.base), label_field="cls", **common)
+        ]
+    assert [k for k, _, _ in remote] == [k for k, _ in local]
+    for (_, a), (_, b, _) in zip(local, remote):
+        np.testing.assert_array_equal(a, b)
+    assert [int(k[3:]) % 3 for keys, _, _ in remote for k in keys] == [
+        int(label) for _, _, labels in remote for label in labels
+    ]
+    gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
+    whole = sorted(p for p, r in gets if r is None)
+    assert whole == [f"/{p.name}" for p in shards], gets  # once each, to be indexed
+    assert sorted({p for p, r in gets if r is not None}) == whole
+
+
 def test_remote_shards_are_indexed_in_place_for_ranged_reads(
     s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,

@@ -47,8 +47,9 @@ pub struct ObjectArgs {
     #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE")]
     pub object_cache: Option<PathBuf>,
     /// Bytes the object cache may hold (default 10 GB on disk; in memory, an eighth of the
-    /// available memory, between 256 MB and 4 GB: a stream's remote shards are fetched
-    /// once to be indexed and read from memory in the epoch when they fit).
+    /// available memory, between 256 MB and 4 GB: a stream's remote shards without an index
+    /// are fetched once to be indexed and read from memory in the epoch when eight of them
+    /// fit; larger ones are streamed to be indexed and read by ranged GETs).
     #[arg(long, global = true, env = "AUDIODECODE_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
     /// Keep here the indexes of remote tar shards that have no index sidecar, learnt when a

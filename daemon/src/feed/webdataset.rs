@@ -13,9 +13,6 @@ use crate::store::StoreError;
 /// Most shards one pattern may name (a typo like `{0..99999999}` is refused, not expanded).
 pub(crate) const MAX_SHARDS: usize = 1_000_000;
 
-/// Shards indexed at once when a stream opens (remote ones are fetched to be indexed).
-const INDEX_THREADS: usize = 8;
-
 /// `a-{000..002}.tar` → `a-000.tar a-001.tar a-002.tar`; `{x,y}` lists; several braces
 /// multiply. Numeric ranges keep the width of their first bound's zero padding.
 pub fn expand_braces(pattern: &str) -> Result<Vec<String>, ManifestError> {
@@ -248,7 +245,7 @@ pub(crate) fn json_label(json: Option<&serde_json::Value>, field: &str) -> RawLa
 pub(crate) fn index_all(shards: &[String]) -> Vec<Result<std::sync::Arc<ShardIndex>, StoreError>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<_> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..INDEX_THREADS.min(shards.len()))
+        let workers: Vec<_> = (0..shards::INDEX_THREADS.min(shards.len()))
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();

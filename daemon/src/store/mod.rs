@@ -303,6 +303,11 @@ pub fn join(base: &str, relative: &str) -> Result<String, StoreError> {
         })
 }
 
+/// The bytes the object cache may hold.
+pub fn cache_capacity() -> u64 {
+    cache::objects().capacity()
+}
+
 /// Set the object cache once, at start (`--object-cache DIR`); memory only otherwise.
 pub fn configure(config: CacheConfig) {
     cache::configure(config);

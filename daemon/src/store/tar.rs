@@ -17,6 +17,13 @@
 //! wrong audio. A sidecar whose size is not the shard's is ignored (the shard is fetched
 //! and indexed as before).
 //!
+//! Note [Large remote shards streamed to be indexed]: a remote shard without an index
+//! larger than an eighth of the object cache's bound (eight shards are indexed at once) is
+//! piped through the tar reader as it arrives, never held, and its members are then read
+//! by ranged GETs as with a sidecar: opening a stream of 1 GB shards does not hold 8 GB,
+//! and a shard larger than the cache can be read at all. Smaller shards are fetched into
+//! the cache and read from there in the epoch, one download each.
+//!
 //! Note [Learnt shard indexes]: a remote shard with no sidecar is fetched whole to be indexed
 //! the first time a stream opens it. The index learnt is kept on local disk under the
 //! shard's URL and version (`$AUDIODECODE_INDEX_CACHE`, by default
@@ -117,8 +124,15 @@ fn lock() -> std::sync::MutexGuard<'static, HashMap<String, Arc<ShardIndex>>> {
 /// HEAD request for an object unless one was made within a second).
 pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     let stamp = current_stamp(shard)?;
-    if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp) {
-        return Ok(Arc::clone(index));
+    let kept = || lock().get(shard).filter(|i| i.stamp == stamp).cloned();
+    if let Some(index) = kept() {
+        return Ok(index);
+    }
+    // Workers that first read members of one shard at once (a Shar recording tar) index it
+    // once: the others wait for that index instead of fetching the shard again.
+    let _turn = BuildTurn::take(shard);
+    if let Some(index) = kept() {
+        return Ok(index);
     }
     let remote = crate::store::url_of(Path::new(shard)).is_some();
     if remote {
@@ -127,12 +141,81 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
             return Ok(keep(shard, stamp, members, None, true));
         }
     }
-    let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
-    let index = build(shard, file, stamp)?;
+    let index = match crate::store::url_of(Path::new(shard)) {
+        Some(url) if stamp.size > crate::store::cache_capacity() / INDEX_THREADS as u64 => {
+            // Note [Large remote shards streamed to be indexed]
+            let (stamp, read) = streamed_members(url)?;
+            readable(shard, stamp, read, true)?
+        }
+        _ => {
+            let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
+            build(shard, file, stamp)?
+        }
+    };
     if remote && index.damage.is_none() {
         keep_learnt(&index);
     }
     Ok(index)
+}
+
+/// Shards indexed at once when a stream opens.
+pub const INDEX_THREADS: usize = 8;
+
+/// The right to build one shard's index: held by one thread at a time per shard.
+struct BuildTurn {
+    shard: String,
+}
+
+fn builds() -> &'static (Mutex<std::collections::HashSet<String>>, std::sync::Condvar) {
+    static BUILDS: OnceLock<(Mutex<std::collections::HashSet<String>>, std::sync::Condvar)> =
+        OnceLock::new();
+    BUILDS.get_or_init(Default::default)
+}
+
+impl BuildTurn {
+    /// Waits while another thread builds `shard`'s index (every build ends: each wait on
+    /// the network is bounded), then takes the turn.
+    fn take(shard: &str) -> Self {
+        let (building, done) = builds();
+        let mut building = building.lock().unwrap_or_else(|e| e.into_inner());
+        while building.contains(shard) {
+            building = done.wait(building).unwrap_or_else(|e| e.into_inner());
+        }
+        building.insert(shard.to_string());
+        Self {
+            shard: shard.to_string(),
+        }
+    }
+}
+
+impl Drop for BuildTurn {
+    fn drop(&mut self) {
+        let (building, done) = builds();
+        building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.shard);
+        done.notify_all();
+    }
+}
+
+/// Keeps the index of the members read from `shard` (`ranged`: to be read by ranged GETs);
+/// an archive damaged before its first member is an error.
+fn readable(
+    shard: &str,
+    stamp: Stamp,
+    (members, damage): MembersRead,
+    ranged: bool,
+) -> Result<Arc<ShardIndex>, StoreError> {
+    if members.is_empty() {
+        if let Some(reason) = damage {
+            return Err(StoreError::Invalid {
+                url: shard.to_string(),
+                reason: format!("not a readable tar archive: {reason}"),
+            });
+        }
+    }
+    Ok(keep(shard, stamp, members, damage, ranged))
 }
 
 /// Where learnt indexes are kept (Note [Learnt shard indexes]); `None` when turned off.
@@ -212,7 +295,10 @@ const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
 /// the sidecar written to the store (`s3://`, `gs://`, `az://`; most HTTP servers refuse).
 pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
     let (size, members) = match crate::store::url_of(Path::new(shard)) {
-        Some(url) => streamed_members(url)?,
+        Some(url) => {
+            let (stamp, read) = streamed_members(url)?;
+            (stamp.size, whole_archive(url, read)?)
+        }
         None => {
             let file = crate::sys::open_regular_file(Path::new(shard))
                 .map_err(|e| local_error(shard, &e))?;
@@ -274,7 +360,7 @@ fn listed_members(index: &serde_json::Value, size: u64) -> Option<Vec<TarMember>
 /// list every member).
 fn whole_archive(
     shard: &str,
-    (members, damage): (Vec<TarMember>, Option<String>),
+    (members, damage): MembersRead,
 ) -> Result<Vec<TarMember>, StoreError> {
     match damage {
         Some(damage) => Err(StoreError::Invalid {
@@ -285,9 +371,10 @@ fn whole_archive(
     }
 }
 
-/// The size and members of the remote tar `url`, its body piped through the tar reader as
-/// it arrives (a shard may be larger than memory).
-fn streamed_members(url: &str) -> Result<(u64, Vec<TarMember>), StoreError> {
+/// The version and members of the remote tar `url` (with what stopped the reading early,
+/// if anything), its body piped through the tar reader as it arrives (a shard may be larger
+/// than memory).
+fn streamed_members(url: &str) -> Result<(Stamp, MembersRead), StoreError> {
     let (reader, mut writer) = std::io::pipe().map_err(|e| StoreError::Unreachable {
         url: url.to_string(),
         reason: format!("cannot open a pipe: {e}"),
@@ -311,8 +398,7 @@ fn streamed_members(url: &str) -> Result<(u64, Vec<TarMember>), StoreError> {
             .unwrap_or_else(|_| (Vec::new(), Some("the tar reader panicked".into())));
         (fetched, read)
     });
-    let stamp = fetched?;
-    Ok((stamp.size, whole_archive(url, read)?))
+    Ok((fetched?, read))
 }
 
 /// The members a remote shard's sidecar lists, when it has one made for a shard of this
@@ -478,16 +564,7 @@ fn open_shard(
 }
 
 fn build(shard: &str, file: File, stamp: Stamp) -> Result<Arc<ShardIndex>, StoreError> {
-    let (members, damage) = read_members(file);
-    if members.is_empty() {
-        if let Some(reason) = damage {
-            return Err(StoreError::Invalid {
-                url: shard.to_string(),
-                reason: format!("not a readable tar archive: {reason}"),
-            });
-        }
-    }
-    Ok(keep(shard, stamp, members, damage, false))
+    readable(shard, stamp, read_members(file), false)
 }
 
 /// Keeps (and returns) the index of `shard`'s version `stamp`.
@@ -521,7 +598,7 @@ fn keep(
 
 /// Regular files of the archive in order (through the `tar` crate: GNU long names and pax
 /// headers), and the error that stopped the reading, if one did.
-fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
+fn read_members(file: File) -> MembersRead {
     let mut archive = tar::Archive::new(file);
     match archive.entries_with_seek() {
         Ok(entries) => members_of(entries),
@@ -529,7 +606,10 @@ fn read_members(file: File) -> (Vec<TarMember>, Option<String>) {
     }
 }
 
-fn members_of<R: Read>(entries: tar::Entries<R>) -> (Vec<TarMember>, Option<String>) {
+/// The members read from an archive, and the error that stopped the reading, if one did.
+type MembersRead = (Vec<TarMember>, Option<String>);
+
+fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
     let mut members = Vec::new();
     for entry in entries {
         let entry = match entry {
