@@ -414,6 +414,16 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
         assert whole == names and ranged == []
     assert list(indexes.glob("*.idx")) == []
 
+    # With a cache directory the shards' copies are kept and read, learnt indexes or not.
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(indexes))
+    monkeypatch.setenv("AUDIODECODE_OBJECT_CACHE", str(tmp_path / "objects"))
+    _, whole, ranged = streamed()
+    assert whole == sorted(set(names)) and ranged == []
+    assert len(list(indexes.glob("*.idx"))) == len(shards)
+    disk, whole, ranged = streamed()
+    assert whole == [] and ranged == []
+    assert [k for k, _ in disk] == [k for k, _ in changed]
+
 
 def test_remote_shards_larger_than_the_cache_allows_are_streamed_to_be_indexed(
     binary: Path,

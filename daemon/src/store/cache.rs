@@ -236,6 +236,11 @@ impl Objects {
         self.capacity
     }
 
+    /// Whether copies are kept in a directory.
+    pub(super) fn on_disk(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// The copy held of `url`, however long ago it was checked.
     fn any_copy(&self, url: &str) -> Option<(Arc<Body>, Stamp)> {
         let mut inner = self.lock();

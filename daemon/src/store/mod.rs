@@ -308,6 +308,11 @@ pub fn cache_capacity() -> u64 {
     cache::objects().capacity()
 }
 
+/// Whether fetched objects are kept in a directory (`--object-cache DIR`), across runs.
+pub fn cache_on_disk() -> bool {
+    cache::objects().on_disk()
+}
+
 /// Set the object cache once, at start (`--object-cache DIR`); memory only otherwise.
 pub fn configure(config: CacheConfig) {
     cache::configure(config);

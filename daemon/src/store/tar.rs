@@ -18,11 +18,12 @@
 //! and indexed as before).
 //!
 //! Note [Large remote shards streamed to be indexed]: a remote shard without an index
-//! larger than an eighth of the object cache's bound (eight shards are indexed at once) is
-//! piped through the tar reader as it arrives, never held, and its members are then read
-//! by ranged GETs as with a sidecar: opening a stream of 1 GB shards does not hold 8 GB,
-//! and a shard larger than the cache can be read at all. Smaller shards are fetched into
-//! the cache and read from there in the epoch, one download each.
+//! larger than an eighth of an in-memory object cache's bound (eight shards are indexed at
+//! once), or than a cache directory's whole bound, is piped through the tar reader as it
+//! arrives, never held, and its members are then read by ranged GETs as with a sidecar:
+//! opening a stream of 1 GB shards does not hold 8 GB in memory, and a shard larger than
+//! the cache can be read at all. Smaller shards are fetched into the cache and read from
+//! there in the epoch, one download each.
 //!
 //! Note [Learnt shard indexes]: a remote shard with no sidecar is fetched whole to be indexed
 //! the first time a stream opens it. The index learnt is kept on local disk under the
@@ -30,7 +31,8 @@
 //! `~/.cache/audiodecode/shard-indexes`; empty keeps none), so a later stream — a restarted
 //! daemon, a job resumed from `state_dict()` — reads the shard as if it had a sidecar, by
 //! ranged GETs, instead of fetching the dataset again before its first batch. A changed shard
-//! (another size or ETag) is fetched and learnt again; a damaged one is never kept.
+//! (another size or ETag) is fetched and learnt again; a damaged one is never kept. With a
+//! cache directory (`--object-cache DIR`) the shards' copies are kept instead, and read.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -135,14 +137,20 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
         return Ok(index);
     }
     let remote = crate::store::url_of(Path::new(shard)).is_some();
+    // A cache directory keeps the shards themselves across runs: reading a kept copy beats
+    // ranged GETs, so learnt indexes are for the memory cache only.
+    let on_disk = crate::store::cache_on_disk();
     if remote {
-        let listed = sidecar_members(shard, stamp).or_else(|| learnt_members(shard, stamp));
-        if let Some(members) = listed {
+        let learnt = || learnt_members(shard, stamp).filter(|_| !on_disk);
+        if let Some(members) = sidecar_members(shard, stamp).or_else(learnt) {
             return Ok(keep(shard, stamp, members, None, true));
         }
     }
+    // Up to INDEX_THREADS shards are fetched at once to be indexed: in memory they must
+    // fit together; on disk each must fit.
+    let most_held = crate::store::cache_capacity() / if on_disk { 1 } else { INDEX_THREADS as u64 };
     let index = match crate::store::url_of(Path::new(shard)) {
-        Some(url) if stamp.size > crate::store::cache_capacity() / INDEX_THREADS as u64 => {
+        Some(url) if stamp.size > most_held => {
             // Note [Large remote shards streamed to be indexed]
             let (stamp, read) = streamed_members(url)?;
             readable(shard, stamp, read, true)?
