@@ -394,6 +394,21 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
     for (_, a), (_, b) in zip(first, again):
         np.testing.assert_array_equal(a, b)
 
+    # Learnt indexes that do not match their shards (a shard rewritten at its size within
+    # its version's resolution, offsets shifted here): each is forgotten at its first
+    # read, the shard fetched and indexed again, and the batches are still the shards'.
+    for kept in indexes.glob("*.idx"):
+        learnt = json.loads(kept.read_text())
+        learnt["members"] = [[n, o + 512, s] for n, o, s in learnt["members"]]
+        kept.write_text(json.dumps(learnt))
+    relearnt, whole, _ = streamed()
+    assert whole == names
+    assert [k for k, _ in relearnt] == [k for k, _ in first]
+    for (_, a), (_, b) in zip(first, relearnt):
+        np.testing.assert_array_equal(a, b)
+    _, whole, ranged = streamed()
+    assert whole == [] and ranged == names
+
     # Shard 1 now holds shard 0's samples (another size): fetched whole, learnt again.
     (http_server.root / shards[1].name).write_bytes(shards[0].read_bytes())
     changed, whole, ranged = streamed()

@@ -62,8 +62,28 @@ pub struct ShardIndex {
     by_name: HashMap<String, usize>,
     /// Why the archive could not be read to its end (members after it are lost).
     pub damage: Option<String>,
-    /// Built from a sidecar: members are read by ranged GETs, the shard never fetched.
-    ranged: bool,
+    /// Where the index came from, and so how members are read.
+    source: IndexSource,
+}
+
+/// Where a shard's index came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexSource {
+    /// The shard's bytes, local or a fetched copy: members are read from them.
+    Archive,
+    /// Members read by ranged GETs: the index from a sidecar (Note [Shard index sidecars]),
+    Sidecar,
+    /// learnt by an earlier stream (Note [Learnt shard indexes]),
+    Learnt,
+    /// or read from the shard streamed through the tar reader (Note [Large remote shards
+    /// streamed to be indexed]).
+    Streamed,
+}
+
+impl ShardIndex {
+    fn ranged(&self) -> bool {
+        self.source != IndexSource::Archive
+    }
 }
 
 impl ShardIndex {
@@ -141,9 +161,11 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     // ranged GETs, so learnt indexes are for the memory cache only.
     let on_disk = crate::store::cache_on_disk();
     if remote {
-        let learnt = || learnt_members(shard, stamp).filter(|_| !on_disk);
-        if let Some(members) = sidecar_members(shard, stamp).or_else(learnt) {
-            return Ok(keep(shard, stamp, members, None, true));
+        if let Some(members) = sidecar_members(shard, stamp) {
+            return Ok(keep(shard, stamp, members, None, IndexSource::Sidecar));
+        }
+        if let Some(members) = learnt_members(shard, stamp).filter(|_| !on_disk) {
+            return Ok(keep(shard, stamp, members, None, IndexSource::Learnt));
         }
     }
     // Up to INDEX_THREADS shards are fetched at once to be indexed: in memory they must
@@ -153,7 +175,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
         Some(url) if stamp.size > most_held => {
             // Note [Large remote shards streamed to be indexed]
             let (stamp, read) = streamed_members(url)?;
-            readable(shard, stamp, read, true)?
+            readable(shard, stamp, read, IndexSource::Streamed)?
         }
         _ => {
             let (file, stamp, _copy) = open_shard(shard, Some(stamp))?;
@@ -207,13 +229,13 @@ impl Drop for BuildTurn {
     }
 }
 
-/// Keeps the index of the members read from `shard` (`ranged`: to be read by ranged GETs);
-/// an archive damaged before its first member is an error.
+/// Keeps the index of the members read from `shard`; an archive damaged before its first
+/// member is an error.
 fn readable(
     shard: &str,
     stamp: Stamp,
     (members, damage): MembersRead,
-    ranged: bool,
+    source: IndexSource,
 ) -> Result<Arc<ShardIndex>, StoreError> {
     if members.is_empty() {
         if let Some(reason) = damage {
@@ -223,7 +245,7 @@ fn readable(
             });
         }
     }
-    Ok(keep(shard, stamp, members, damage, ranged))
+    Ok(keep(shard, stamp, members, damage, source))
 }
 
 /// Where learnt indexes are kept (Note [Learnt shard indexes]); `None` when turned off.
@@ -256,6 +278,14 @@ fn learnt_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
     let members = listed_members(&parsed, stamp.size).filter(|_| same)?;
     log::debug!("{shard}: index learnt by an earlier stream; read by ranged GETs");
     Some(members)
+}
+
+/// Drops the learnt index of `shard`, on disk and in memory.
+fn forget_learnt(shard: &str) {
+    if let Some(path) = learnt_index_path(shard) {
+        let _ = std::fs::remove_file(path);
+    }
+    lock().remove(shard);
 }
 
 /// Keeps a remote shard's index for later streams; a failure to write it is only logged
@@ -448,9 +478,8 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
     listed_members(&parsed, stamp.size)
 }
 
-/// Bytes of `member` of a shard indexed from its sidecar, with its tar header, from blocks
-/// of the shard fetched by ranged GETs; the header must be a valid tar header stating the
-/// member's size.
+/// Bytes of `member` of a shard read by ranged GETs, with its tar header, from blocks of
+/// the shard; the header must be a valid tar header stating the member's size.
 fn ranged_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
     let start = member.offset - 512;
     let range = start..member.offset + member.size;
@@ -459,14 +488,33 @@ fn ranged_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, Stor
     let valid = header.cksum().ok() == Some(header_checksum(&bytes[..512]))
         && header.size().ok() == Some(member.size);
     if !valid {
+        let missing = format!("no header of member {} at byte {start}", member.name);
+        let reason = match index.source {
+            IndexSource::Sidecar => format!(
+                "its index sidecar {} does not match the shard ({missing}); write it again \
+                 (audiodecode shard --index)",
+                sidecar_of(&index.shard)
+            ),
+            IndexSource::Learnt => {
+                // A shard rewritten to the same size within its version's resolution (a
+                // server's one-second modification time): the index is forgotten and the
+                // shard indexed again from its bytes, and the member read through that.
+                forget_learnt(&index.shard);
+                let fresh = self::index(&index.shard)?;
+                if fresh.source != IndexSource::Learnt {
+                    if let Some(entry) = fresh.member(&member.name).cloned() {
+                        return read_member(&fresh, &entry);
+                    }
+                }
+                format!("the index learnt from it earlier does not match it ({missing})")
+            }
+            IndexSource::Streamed | IndexSource::Archive => {
+                format!("the shard changed while it was being read ({missing})")
+            }
+        };
         return Err(StoreError::Invalid {
             url: index.shard.clone(),
-            reason: format!(
-                "its index sidecar {} does not match the shard (no header of member {} at \
-                 byte {start}); write it again (audiodecode shard --index)",
-                sidecar_of(&index.shard),
-                member.name
-            ),
+            reason,
         });
     }
     bytes.drain(..512);
@@ -572,7 +620,7 @@ fn open_shard(
 }
 
 fn build(shard: &str, file: File, stamp: Stamp) -> Result<Arc<ShardIndex>, StoreError> {
-    readable(shard, stamp, read_members(file), false)
+    readable(shard, stamp, read_members(file), IndexSource::Archive)
 }
 
 /// Keeps (and returns) the index of `shard`'s version `stamp`.
@@ -581,7 +629,7 @@ fn keep(
     stamp: Stamp,
     members: Vec<TarMember>,
     damage: Option<String>,
-    ranged: bool,
+    source: IndexSource,
 ) -> Arc<ShardIndex> {
     let by_name = members
         .iter()
@@ -594,7 +642,7 @@ fn keep(
         members,
         by_name,
         damage,
-        ranged,
+        source,
     });
     let mut indexes = lock();
     if indexes.len() >= INDEXES_KEPT {
@@ -644,7 +692,7 @@ fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
 
 /// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
 pub fn read_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
-    if index.ranged {
+    if index.ranged() {
         return ranged_member(index, member);
     }
     let (mut file, stamp, _copy) = open_shard(&index.shard, None)?;
@@ -682,7 +730,7 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
         },
     };
     let mut index = trusted_index(shard).map_err(renamed)?;
-    if index.ranged {
+    if index.ranged() {
         let Some(entry) = index.member(member).cloned() else {
             return Err(missing_member(path, &index));
         };
@@ -808,7 +856,13 @@ mod tests {
         let url = "http://127.0.0.1:9/data/train-000000.tar";
         let stamp = Stamp { size: 3072, tag: 7 };
         assert_eq!(learnt_members(url, stamp), None, "nothing kept yet");
-        keep_learnt(&keep(url, stamp, members.clone(), None, false));
+        keep_learnt(&keep(
+            url,
+            stamp,
+            members.clone(),
+            None,
+            IndexSource::Archive,
+        ));
         assert_eq!(learnt_members(url, stamp), Some(members.clone()));
         // Another version of the shard, or another shard, has no index yet.
         assert_eq!(learnt_members(url, Stamp { tag: 8, ..stamp }), None);
