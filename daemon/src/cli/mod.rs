@@ -74,7 +74,7 @@ impl ObjectArgs {
             std::env::set_var("AUDIODECODE_OBJECT_CACHE_BYTES", bytes.to_string());
         }
         if let Some(dir) = &self.index_cache {
-            std::env::set_var(crate::store::tar::INDEX_CACHE_ENV, dir);
+            std::env::set_var(crate::store::learnt::INDEX_CACHE_ENV, dir);
         }
         if let Some(n) = self.object_requests {
             std::env::set_var(crate::store::MAX_REQUESTS_ENV, n.to_string());

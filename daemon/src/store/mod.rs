@@ -10,6 +10,7 @@
 mod blocks;
 mod cache;
 mod fetch;
+pub mod learnt;
 mod location;
 pub mod tar;
 

@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::DecodeError;
@@ -248,70 +248,24 @@ fn readable(
     Ok(keep(shard, stamp, members, damage, source))
 }
 
-/// Where learnt indexes are kept (Note [Learnt shard indexes]); `None` when turned off.
-pub const INDEX_CACHE_ENV: &str = "AUDIODECODE_INDEX_CACHE";
-
-/// The file that keeps the learnt index of `shard`: its URL's hash (the file also names the
-/// URL, so a collision is a miss, never another shard's index).
-fn learnt_index_path(shard: &str) -> Option<PathBuf> {
-    use std::hash::{Hash, Hasher};
-    let dir = match std::env::var_os(INDEX_CACHE_ENV) {
-        Some(dir) if dir.is_empty() => return None,
-        Some(dir) => PathBuf::from(dir),
-        None => crate::pypackages::user_cache_dir()
-            .join("audiodecode")
-            .join("shard-indexes"),
-    };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    shard.hash(&mut hasher);
-    Some(dir.join(format!("{:016x}.idx", hasher.finish())))
-}
-
 /// The members of the index learnt for this version of `shard`, if one was kept.
 fn learnt_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
-    let bytes = std::fs::read(learnt_index_path(shard)?).ok()?;
-    let parsed: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let same = parsed["format"] == SIDECAR_FORMAT
-        && parsed["shard"] == shard
-        && parsed["size"].as_u64() == Some(stamp.size)
-        && parsed["tag"].as_u64() == Some(stamp.tag);
-    let members = listed_members(&parsed, stamp.size).filter(|_| same)?;
+    let parsed = crate::store::learnt::read(shard, stamp)?;
+    let members = listed_members(&parsed, stamp.size)?;
     log::debug!("{shard}: index learnt by an earlier stream; read by ranged GETs");
     Some(members)
 }
 
 /// Drops the learnt index of `shard`, on disk and in memory.
 fn forget_learnt(shard: &str) {
-    if let Some(path) = learnt_index_path(shard) {
-        let _ = std::fs::remove_file(path);
-    }
+    crate::store::learnt::forget(shard);
     lock().remove(shard);
 }
 
-/// Keeps a remote shard's index for later streams; a failure to write it is only logged
-/// (the next stream fetches the shard again).
+/// Keeps a remote shard's index for later streams.
 fn keep_learnt(index: &ShardIndex) {
-    let Some(path) = learnt_index_path(&index.shard) else {
-        return;
-    };
-    let mut json = index_json(index.stamp.size, &index.members);
-    json["shard"] = index.shard.clone().into();
-    json["tag"] = index.stamp.tag.into();
-    // Written beside and renamed: a reader never sees half an index.
-    let partial = path.with_extension(format!("idx.{}.partial", std::process::id()));
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&partial, json.to_string()))
-        .and_then(|()| std::fs::rename(&partial, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        log::warn!(
-            "{}: cannot keep its index in {} ({e}); later streams fetch it again",
-            index.shard,
-            path.display()
-        );
-    }
+    let json = index_json(index.stamp.size, &index.members);
+    crate::store::learnt::keep(&index.shard, index.stamp, json);
 }
 
 /// The directory beside the shards that holds their sidecars: a file next to them would be
@@ -326,7 +280,7 @@ pub fn sidecar_of(shard: &str) -> String {
     }
 }
 
-const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
+pub(super) const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
 
 /// Writes the index sidecar of the tar `shard` beside it (Note [Shard index sidecars]): a
 /// local file, or an object — streamed once through the tar reader, never held whole, and
@@ -453,8 +407,9 @@ fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
                 log::warn!(
                     "{shard}: no index sidecar ({sidecar}); remote shards without one are \
                      fetched whole to count their samples before the first stream on this \
-                     machine starts (their indexes are then kept, see {INDEX_CACHE_ENV}). \
-                     `audiodecode shard --index TAR...` writes the sidecars once"
+                     machine starts (their indexes are then kept, see {}). \
+                     `audiodecode shard --index TAR...` writes the sidecars once",
+                    crate::store::learnt::INDEX_CACHE_ENV
                 );
             });
             return None;
@@ -849,7 +804,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Only this test sets the variable; other tests index local shards, which never
         // read it.
-        std::env::set_var(INDEX_CACHE_ENV, dir.path());
+        std::env::set_var(crate::store::learnt::INDEX_CACHE_ENV, dir.path());
         let file = shard_with(&[("a.wav", b"0123456789"), ("a.txt", b"hello")]);
         let (members, damage) = read_members(std::fs::File::open(file.path()).unwrap());
         assert!(damage.is_none());
@@ -884,16 +839,16 @@ mod tests {
         // (a hash collision) is not taken for that shard's index.
         let other = url.replace("000000", "000002");
         let copied = std::fs::copy(
-            learnt_index_path(url).unwrap(),
-            learnt_index_path(&other).unwrap(),
+            crate::store::learnt::path_of(url).unwrap(),
+            crate::store::learnt::path_of(&other).unwrap(),
         );
         assert!(copied.is_ok());
         assert_eq!(learnt_members(&other, stamp), None);
         // An empty setting keeps nothing.
-        std::env::set_var(INDEX_CACHE_ENV, "");
-        assert_eq!(learnt_index_path(url), None);
+        std::env::set_var(crate::store::learnt::INDEX_CACHE_ENV, "");
+        assert_eq!(crate::store::learnt::path_of(url), None);
         assert_eq!(learnt_members(url, stamp), None);
-        std::env::remove_var(INDEX_CACHE_ENV);
+        std::env::remove_var(crate::store::learnt::INDEX_CACHE_ENV);
     }
 
     #[test]
