@@ -34,11 +34,11 @@
 //! (another size or ETag) is fetched and learnt again; a damaged one is never kept. With a
 //! cache directory (`--object-cache DIR`) the shards' copies are kept instead, and read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::error::DecodeError;
 use crate::store::{Stamp, StoreError};
@@ -81,12 +81,11 @@ enum IndexSource {
 }
 
 impl ShardIndex {
+    /// Whether members are read by ranged GETs (no copy of the shard is held).
     fn ranged(&self) -> bool {
         self.source != IndexSource::Archive
     }
-}
 
-impl ShardIndex {
     /// The member called `name`; for `STEM.*` ([`any_audio_member`]), `STEM.EXT` with the
     /// first extension of `AUDIO_EXTENSIONS` the shard has. A name with directories the
     /// shard does not have is found by its base name: NeMo's tarred manifests may keep the
@@ -156,11 +155,11 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = kept() {
         return Ok(index);
     }
-    let remote = crate::store::url_of(Path::new(shard)).is_some();
+    let url = crate::store::url_of(Path::new(shard));
     // A cache directory keeps the shards themselves across runs: reading a kept copy beats
     // ranged GETs, so learnt indexes are for the memory cache only.
     let on_disk = crate::store::cache_on_disk();
-    if remote {
+    if url.is_some() {
         if let Some(members) = sidecar_members(shard, stamp) {
             return Ok(keep(shard, stamp, members, None, IndexSource::Sidecar));
         }
@@ -171,7 +170,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     // Up to INDEX_THREADS shards are fetched at once to be indexed: in memory they must
     // fit together; on disk each must fit.
     let most_held = crate::store::cache_capacity() / if on_disk { 1 } else { INDEX_THREADS as u64 };
-    let index = match crate::store::url_of(Path::new(shard)) {
+    let index = match url {
         Some(url) if stamp.size > most_held => {
             // Note [Large remote shards streamed to be indexed]
             let (stamp, read) = streamed_members(url)?;
@@ -182,7 +181,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
             build(shard, file, stamp)?
         }
     };
-    if remote && index.damage.is_none() {
+    if url.is_some() && index.damage.is_none() {
         keep_learnt(&index);
     }
     Ok(index)
@@ -196,9 +195,8 @@ struct BuildTurn {
     shard: String,
 }
 
-fn builds() -> &'static (Mutex<std::collections::HashSet<String>>, std::sync::Condvar) {
-    static BUILDS: OnceLock<(Mutex<std::collections::HashSet<String>>, std::sync::Condvar)> =
-        OnceLock::new();
+fn builds() -> &'static (Mutex<HashSet<String>>, Condvar) {
+    static BUILDS: OnceLock<(Mutex<HashSet<String>>, Condvar)> = OnceLock::new();
     BUILDS.get_or_init(Default::default)
 }
 
