@@ -369,15 +369,16 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
     for path in shards:
         (http_server.root / path.name).write_bytes(path.read_bytes())
     indexes = tmp_path / "indexes"
-    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(indexes))
     common = {"batch_size": 4, "seed": 5, "max_seconds": 0.5, "pad_to_max": True}
     names = [f"/{p.name}" for p in shards]
 
-    def streamed() -> tuple[list[tuple[list[str], np.ndarray]], list[str], list[str]]:
+    def streamed(
+        index_cache: Path | bool = indexes,
+    ) -> tuple[list[tuple[list[str], np.ndarray]], list[str], list[str]]:
         """One epoch from a fresh daemon: its batches, and the shards fetched whole and by
         ranged GETs."""
         http_server.clear_log()
-        with Daemon(workers=2):
+        with Daemon(workers=2, index_cache=index_cache):
             loader = AudioDataLoader(pattern(http_server.base), label_field="cls", **common)
             batches = [(list(map(key_of, b.paths)), np.asarray(b.audio).copy()) for b in loader]
         gets = [(p, r) for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
@@ -421,16 +422,15 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
     _, whole, _ = streamed()
     assert whole == []
 
-    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")
     for kept in indexes.glob("*.idx"):
         kept.unlink()
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(indexes))  # overridden by the argument
     for _ in range(2):
-        _, whole, ranged = streamed()
+        _, whole, ranged = streamed(index_cache=False)
         assert whole == names and ranged == []
     assert list(indexes.glob("*.idx")) == []
 
     # With a cache directory the shards' copies are kept and read, learnt indexes or not.
-    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(indexes))
     monkeypatch.setenv("AUDIODECODE_OBJECT_CACHE", str(tmp_path / "objects"))
     _, whole, ranged = streamed()
     assert whole == sorted(set(names)) and ranged == []

@@ -154,7 +154,10 @@ class Daemon:
     Remote inputs (``s3://``, ``http(s)://``, …) are fetched into memory, or into
     ``object_cache`` (a directory, bounded by ``object_cache_bytes``) to keep them across
     epochs and runs; the daemon takes credentials and endpoints from this process's
-    environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``).
+    environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``). The indexes of remote tar shards
+    that have no index sidecar, learnt by fetching them, are kept for later daemons in
+    ``index_cache`` (a directory; default ``~/.cache/audiodecode/shard-indexes``, or
+    ``$AUDIODECODE_INDEX_CACHE``); ``index_cache=False`` keeps none.
     """
 
     def __init__(
@@ -170,6 +173,7 @@ class Daemon:
         item_deadline: int | None = None,
         object_cache: str | os.PathLike[str] | None = None,
         object_cache_bytes: int | None = None,
+        index_cache: str | os.PathLike[str] | bool | None = None,
         http: str | None = None,
         http_options: Mapping[str, str | float | bool] | None = None,
     ) -> None:
@@ -186,6 +190,12 @@ class Daemon:
             "--object-cache": None if object_cache is None else os.fspath(object_cache),
             "--object-cache-bytes": object_cache_bytes,
         }
+        # Learnt shard indexes: a variable, not a flag, so that "keep none" (empty) can be said.
+        self.index_env: dict[str, str] = {}
+        if index_cache is False:
+            self.index_env["AUDIODECODE_INDEX_CACHE"] = ""
+        elif index_cache is not None and index_cache is not True:
+            self.index_env["AUDIODECODE_INDEX_CACHE"] = os.fspath(index_cache)
         self.http = http
         self.http_options = dict(http_options or {})
         self.http_url: str | None = None
@@ -208,7 +218,7 @@ class Daemon:
             if value is not None:
                 args += [flag, str(value)]
         http_args, env = _http_args(self.http, self.http_options)
-        self.process = _spawn(args + http_args, self.log_path, env)
+        self.process = _spawn(args + http_args, self.log_path, {**env, **self.index_env})
         # With HTTP the model loads before the socket answers.
         seconds = HTTP_START_SECONDS if self.http else START_SECONDS
         try:
