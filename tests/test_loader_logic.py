@@ -103,6 +103,14 @@ def test_bad_options(kwargs: dict[str, object], error: str) -> None:
         AudioDataLoader(["a.wav"], **kwargs)
 
 
+@pytest.mark.parametrize("fmt", ["auto", "webdataset"])
+def test_compressed_tar_shards_are_refused_by_name(fmt: str) -> None:
+    with pytest.raises(ValueError, match=r"train-\{0..3\}\.tar\.gz: compressed tar shards"):
+        AudioDataLoader("s3://b/train-{0..3}.tar.gz", format=fmt)
+    with pytest.raises(ValueError, match=r"b\.tgz: compressed tar shards .*gunzip"):
+        AudioDataLoader(["a.tar", "b.tgz"], format="webdataset")
+
+
 def test_labels_need_a_file_list(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="labels can only be given with a list of files"):
         AudioDataLoader(tmp_path, labels=[1])

@@ -22,6 +22,10 @@ def sources_of(files: PathLike | Sequence[PathLike]) -> list[str]:
     return [absolute(f) for f in files]
 
 
+# Tar shards WebDataset reads compressed; the daemon reads members by offset, so not these.
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
 def shard_dataset(
     files: PathLike | Sequence[PathLike], label_field: str | None, dataset_format: str, name: str
 ) -> Dataset.Shards | None:
@@ -33,6 +37,13 @@ def shard_dataset(
         )
     single = isinstance(files, (str, os.PathLike))
     sources = sources_of(files)
+    compressed = [s for s in sources if s.lower().endswith(COMPRESSED_TARS)]
+    if compressed and dataset_format in ("auto", "webdataset"):
+        raise ValueError(
+            f"{name}: {compressed[0]}: compressed tar shards are not read (a member must be "
+            "reachable at its offset); decompress them (gunzip; audio members are compressed "
+            "already) or repack them with `audiodecode shard`"
+        )
     if dataset_format == "auto":
         if single and sources[0].endswith(".tar"):
             dataset_format = "webdataset"
