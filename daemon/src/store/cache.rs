@@ -2,14 +2,15 @@
 //! in bytes, least recently used out first, revalidated after `FRESH`. See Note [Remote
 //! objects].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Seek;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::store::fetch::{self, stamp_of};
+use crate::store::turns::Turns;
 use crate::store::{memory_file, Location, Stamp, StoreError};
 use crate::sys::MemFile;
 
@@ -57,8 +58,7 @@ pub(super) struct Objects {
     inner: Mutex<Inner>,
     /// URLs being fetched now: a second asker waits for that fetch instead of starting its
     /// own (two workers missing the same shard at once fetch it once).
-    fetching: Mutex<HashSet<String>>,
-    fetched: Condvar,
+    fetching: Turns,
 }
 
 #[derive(Default)]
@@ -116,8 +116,7 @@ impl Objects {
             dir,
             capacity,
             inner: Mutex::new(inner),
-            fetching: Mutex::new(HashSet::new()),
-            fetched: Condvar::new(),
+            fetching: Turns::default(),
         }
     }
 
@@ -192,34 +191,10 @@ impl Objects {
         reuse: impl Fn(&Self) -> Option<(Arc<Body>, Stamp)>,
     ) -> Result<(Arc<Body>, Stamp), StoreError> {
         let url = location.url();
-        let lock = || self.fetching.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let mut fetching = lock();
-            if fetching.insert(url.to_string()) {
-                break;
-            }
-            // Bounded: every fetch ends (each wait on the network is bounded).
-            while fetching.contains(url) {
-                fetching = self
-                    .fetched
-                    .wait(fetching)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            drop(fetching);
-            if let Some(copy) = reuse(self) {
-                return Ok(copy);
-            }
+        let _turn = self.fetching.take(url);
+        if let Some(copy) = reuse(self) {
+            return Ok(copy);
         }
-        // Whatever happens to the fetch (an error, a panic), the waiters are let go.
-        struct Done<'a>(&'a Objects, &'a str);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                let mut fetching = self.0.fetching.lock().unwrap_or_else(|e| e.into_inner());
-                fetching.remove(self.1);
-                self.0.fetched.notify_all();
-            }
-        }
-        let _done = Done(self, url);
         let (body, stamp, size) = self.fetch(location)?;
         let body = Arc::new(body);
         self.insert(url, Arc::clone(&body), stamp, size);

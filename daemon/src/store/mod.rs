@@ -13,6 +13,7 @@ mod fetch;
 pub mod learnt;
 mod location;
 pub mod tar;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -34,13 +34,14 @@
 //! (another size or ETag) is fetched and learnt again; a damaged one is never kept. With a
 //! cache directory (`--object-cache DIR`) the shards' copies are kept instead, and read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::DecodeError;
+use crate::store::turns::Turns;
 use crate::store::{Stamp, StoreError};
 use crate::sys::MemFile;
 
@@ -151,7 +152,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     }
     // Workers that first read members of one shard at once (a Shar recording tar) index it
     // once: the others wait for that index instead of fetching the shard again.
-    let _turn = BuildTurn::take(shard);
+    let _turn = builds().take(shard);
     if let Some(index) = kept() {
         return Ok(index);
     }
@@ -163,7 +164,7 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
         if let Some(members) = sidecar_members(shard, stamp) {
             return Ok(keep(shard, stamp, members, None, IndexSource::Sidecar));
         }
-        if let Some(members) = learnt_members(shard, stamp).filter(|_| !on_disk) {
+        if let Some(members) = (!on_disk).then(|| learnt_members(shard, stamp)).flatten() {
             return Ok(keep(shard, stamp, members, None, IndexSource::Learnt));
         }
     }
@@ -190,41 +191,10 @@ pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
 /// Shards indexed at once when a stream opens.
 pub const INDEX_THREADS: usize = 8;
 
-/// The right to build one shard's index: held by one thread at a time per shard.
-struct BuildTurn {
-    shard: String,
-}
-
-fn builds() -> &'static (Mutex<HashSet<String>>, Condvar) {
-    static BUILDS: OnceLock<(Mutex<HashSet<String>>, Condvar)> = OnceLock::new();
+/// One thread builds a shard's index at a time.
+fn builds() -> &'static Turns {
+    static BUILDS: OnceLock<Turns> = OnceLock::new();
     BUILDS.get_or_init(Default::default)
-}
-
-impl BuildTurn {
-    /// Waits while another thread builds `shard`'s index (every build ends: each wait on
-    /// the network is bounded), then takes the turn.
-    fn take(shard: &str) -> Self {
-        let (building, done) = builds();
-        let mut building = building.lock().unwrap_or_else(|e| e.into_inner());
-        while building.contains(shard) {
-            building = done.wait(building).unwrap_or_else(|e| e.into_inner());
-        }
-        building.insert(shard.to_string());
-        Self {
-            shard: shard.to_string(),
-        }
-    }
-}
-
-impl Drop for BuildTurn {
-    fn drop(&mut self) {
-        let (building, done) = builds();
-        building
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.shard);
-        done.notify_all();
-    }
 }
 
 /// Keeps the index of the members read from `shard`; an archive damaged before its first
