@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import hmac
 import ipaddress
 import json
 import mimetypes
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import pytest
 
@@ -389,7 +390,8 @@ class HttpServer:
     Paths given to ``url``, ``forbid``, ``drop`` and ``fail_times`` are relative to ``root``
     (a leading ``/`` is ignored). ``log`` lists every request as ``(method, path, range)``,
     path as in the URL but unquoted, without the query (``"/dir/a.wav"``), range the raw
-    ``Range`` header or None.
+    ``Range`` header or None. ``ranges = False`` makes it ignore ``Range`` headers (200 and
+    the whole object), as Python's ``http.server`` does.
     """
 
     def __init__(self, root: Path) -> None:
@@ -399,6 +401,8 @@ class HttpServer:
         self._dropped: dict[str, int] = {}
         self._failures: dict[str, int] = {}
         self._slow: dict[str, float] = {}
+        self._signed: dict[str, str] = {}
+        self.ranges = True
         self._log: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -440,8 +444,21 @@ class HttpServer:
         with self._lock:
             self._slow[relpath.lstrip("/")] = seconds
 
+    def signed_url(self, relpath: str) -> str:
+        """A URL for ``relpath`` as a pre-signed S3 URL behaves: from now on a request for
+        ``relpath`` is answered only with this URL's signature in its query, and only for
+        GET (a HEAD is refused with 403, as S3 refuses a URL signed for GET)."""
+        key = relpath.lstrip("/")
+        signature = hmac.new(b"test-secret", key.encode(), "sha256").hexdigest()[:24]
+        with self._lock:
+            self._signed[key] = signature
+        # Characters a real signature's query carries escaped: '/', '+', '='.
+        query = urlencode({"X-Sig": signature + "/+=", "X-Expires": "3600"})
+        return f"{self.url(relpath)}?{query}"
+
     def clear_faults(self) -> None:
         with self._lock:
+            self._signed.clear()
             self._forbidden.clear()
             self._dropped.clear()
             self._failures.clear()
@@ -461,12 +478,19 @@ class HttpServer:
         self._httpd.server_close()
         self._thread.join()
 
-    def _admit(self, method: str, path: str, range_header: str | None) -> tuple[str, int]:
+    def _admit(
+        self, method: str, path: str, query: str, range_header: str | None
+    ) -> tuple[str, int]:
         """Logs a request and decides its fate: ("403"|"503"|"drop"|"serve", detail)."""
         key = path.lstrip("/")
         with self._lock:
             self._log.append((method, path, range_header))
             if key in self._forbidden:
+                return "403", 0
+            signature = self._signed.get(key)
+            if signature is not None and (
+                method != "GET" or parse_qs(query).get("X-Sig") != [signature + "/+="]
+            ):
                 return "403", 0
             left = self._failures.get(key, 0)
             if left > 0:
@@ -506,9 +530,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _respond(self, body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
         range_header = self.headers.get("Range")
-        fate, after = self.owner._admit(self.command, path, range_header)
+        fate, after = self.owner._admit(self.command, path, parts.query, range_header)
         if fate == "403":
             return self._status(403, b"forbidden\n")
         if fate == "503":
@@ -519,7 +544,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(404, b"not found\n")
         stat = file.stat()
         size = stat.st_size
-        rng = parse_range(range_header, size)
+        # ``ranges = False``: a server that ignores Range and sends the whole object.
+        rng = parse_range(range_header if self.owner.ranges else None, size)
         if rng is False:
             return self._status(
                 416, b"range not satisfiable\n", {"Content-Range": f"bytes */{size}"}

@@ -111,6 +111,20 @@ def test_compressed_tar_shards_are_refused_by_name(fmt: str) -> None:
         AudioDataLoader(["a.tar", "b.tgz"], format="webdataset")
 
 
+def test_a_list_of_tar_shards_is_a_webdataset_named_without_queries() -> None:
+    signed = "https://h/train-0001.tar?X-Amz-Signature=ab%2F&X-Amz-Expires=60"
+    loader = AudioDataLoader(["s3://b/train-0000.tar", signed])
+    assert loader._spec().dataset == Dataset.Shards(
+        format="webdataset", sources=["s3://b/train-0000.tar", signed], label_field=None
+    )
+    with pytest.raises(ValueError, match=r"a\.tar is a tar shard among other files"):
+        AudioDataLoader(["s3://b/a.wav", "s3://b/a.tar"])
+    with pytest.raises(ValueError, match="compressed tar shards"):
+        AudioDataLoader(["https://h/a.tar.gz?sig=1"], format="webdataset")
+    manifest = "https://h/train.jsonl?sig=1"
+    assert AudioDataLoader(manifest)._spec().dataset == Dataset.Manifest(manifest, None)
+
+
 def test_labels_need_a_file_list(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="labels can only be given with a list of files"):
         AudioDataLoader(tmp_path, labels=[1])

@@ -236,3 +236,69 @@ def test_label_reads_speech_from_s3(s3: S3Server, binary: Path, tmp_path: Path) 
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["audio_filepath"] == f"s3://{name}/speech/hello.wav"
     assert "fox" in record["text"].lower()
+
+
+def test_signed_urls_are_used_as_written(
+    daemon_s3: Daemon, s3: S3Server, http_server: HttpServer, clips: list[Path]
+) -> None:
+    """An http(s) URL with a query string (a pre-signed S3 URL, a CDN token) names one object
+    and is requested exactly as written. The test server answers such a path only with its
+    signature and only to GET, as S3 answers a URL signed for GET."""
+    for clip in clips:
+        (http_server.root / clip.name).write_bytes(clip.read_bytes())
+    signed = [http_server.signed_url(c.name) for c in clips]
+    for clip, url in zip(clips, signed):
+        np.testing.assert_array_equal(audiodecode.load(url)[0], audiodecode.load(clip)[0])
+    assert {m for m, *_ in http_server.log} == {"GET"}, http_server.log
+    common = FIRST_SECOND_IN_ORDER
+    local = batches_of(AudioDataLoader([str(c) for c in clips], **common))
+    remote = batches_of(AudioDataLoader(signed, **common))
+    assert [p for p, _ in remote] == [signed[:2], signed[2:]]
+    for (_, a), (_, b) in zip(local, remote):
+        np.testing.assert_array_equal(a, b)
+    # A manifest behind a signed URL, listing signed URLs: told apart by its name, not by
+    # what its query ends in.
+    manifest = "\n".join(json.dumps({"audio_filepath": u, "label": "x"}) for u in signed)
+    (http_server.root / "train.jsonl").write_text(manifest)
+    listed = AudioDataLoader(http_server.signed_url("train.jsonl"), **common)
+    assert [p for p, _ in batches_of(listed)] == [signed[:2], signed[2:]]
+    # A wrong signature is refused by the server, and the error names the URL.
+    tampered = signed[0].replace("X-Sig=", "X-Sig=0")
+    with pytest.raises(audiodecode.AudioDecodeError, match="access denied") as denied:
+        audiodecode.load(tampered)
+    assert tampered in str(denied.value)
+    # A real pre-signed S3 URL, from boto3, served by the S3 server.
+    name = bucket(s3)
+    s3.put(name, "dir/c2.wav", clips[2])
+    presigned = s3.client().generate_presigned_url(
+        "get_object", Params={"Bucket": name, "Key": "dir/c2.wav"}, ExpiresIn=600
+    )
+    assert "Signature=" in presigned
+    np.testing.assert_array_equal(audiodecode.load(presigned)[0], audiodecode.load(clips[2])[0])
+
+
+def test_a_server_that_ignores_byte_ranges_is_read_whole(
+    s3: S3Server, http_server: HttpServer, tmp_path: Path
+) -> None:
+    """A server that answers a ranged GET with the whole object (Python's http.server) is
+    read by whole GETs: a part of a long WAV, which would be read by ranged GETs, comes
+    from one fetch of the file, equal to the same part of the local file."""
+    long = tmp_path / "long.wav"
+    write_wav(long, tone(40.0, 16000, 440), 16000)  # 1.3 MB, over an eighth of the cache
+    (http_server.root / "long.wav").write_bytes(long.read_bytes())
+    url = http_server.url("long.wav")
+    whole, _ = audiodecode.load(long)
+    with Daemon(workers=2, object_cache_bytes=4_000_000):
+        part, _ = audiodecode.load(url, offset=10.0, duration=2.0)
+        np.testing.assert_array_equal(part, whole[160000:192000])
+        assert any(r for m, _, r in http_server.log if m == "GET"), "read by ranged GETs"
+    http_server.ranges = False
+    http_server.clear_log()
+    with Daemon(workers=2, object_cache_bytes=4_000_000):
+        part, _ = audiodecode.load(url, offset=10.0, duration=2.0)
+        np.testing.assert_array_equal(part, whole[160000:192000])
+        again, _ = audiodecode.load(url, offset=20.0, duration=2.0)
+        np.testing.assert_array_equal(again, whole[320000:352000])
+    gets = [r for m, _, r in http_server.log if m == "GET"]
+    # One ranged attempt shows the server sends whole objects; then one whole GET.
+    assert gets.count(None) == 1 and len(gets) <= 2, http_server.log

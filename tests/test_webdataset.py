@@ -440,6 +440,54 @@ def test_a_remote_shard_without_a_sidecar_is_fetched_whole_once_per_version(
     assert [k for k, _ in disk] == [k for k, _ in changed]
 
 
+def test_signed_shard_urls_and_servers_without_ranges_give_the_local_batches(
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+    tmp_path: Path,
+) -> None:
+    """A list of signed shard URLs (queries, GET only) is a WebDataset: the first daemon
+    fetches each shard whole with its signature, a restarted one reads members by ranged
+    GETs through the indexes it learnt. A server that ignores ``Range`` then gets whole
+    GETs, once per shard, and the batches stay the local ones."""
+    root, _ = dataset
+    shards = sorted(root.glob("*.tar"))
+    for path in shards:
+        (http_server.root / path.name).write_bytes(path.read_bytes())
+    signed = [http_server.signed_url(p.name) for p in shards]
+    common = {"batch_size": 4, "seed": 5, "max_seconds": 0.5, "pad_to_max": True}
+
+    def batches(source: str | list[str]) -> list[tuple[list[str], np.ndarray]]:
+        with Daemon(workers=2, index_cache=tmp_path / "indexes"):
+            loader = AudioDataLoader(source, label_field="cls", **common)
+            return [(list(map(key_of, b.paths)), np.asarray(b.audio).copy()) for b in loader]
+
+    local = batches(pattern(root))
+
+    def same_as_local(remote: list[tuple[list[str], np.ndarray]]) -> None:
+        assert [k for k, _ in remote] == [k for k, _ in local]
+        for (_, a), (_, b) in zip(local, remote):
+            np.testing.assert_array_equal(a, b)
+
+    def tar_gets() -> list[str | None]:
+        """Ranges of the GETs of shards, but for the one-byte GETs that stand for HEADs."""
+        gets = [r for m, p, r in http_server.log if m == "GET" and p.endswith(".tar")]
+        return [r for r in gets if r != "bytes=0-0"]
+
+    same_as_local(batches(signed))
+    assert {m for m, *_ in http_server.log} == {"GET"}
+    assert tar_gets() == [None] * len(shards)
+    http_server.clear_log()
+    same_as_local(batches(signed))
+    assert tar_gets() and None not in tar_gets()
+    http_server.ranges = False
+    http_server.clear_log()
+    same_as_local(batches(signed))
+    # A ranged attempt shows the server sends whole objects; a signed URL's version then
+    # comes from a whole GET's headers (its body left), and its bytes from one more.
+    assert tar_gets().count(None) <= 2 * len(shards), http_server.log
+
+
 def test_remote_shards_larger_than_the_cache_allows_are_streamed_to_be_indexed(
     binary: Path,
     http_server: HttpServer,

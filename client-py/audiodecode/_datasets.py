@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from audiodecode._manifest import MANIFEST_SUFFIXES, check_manifest, has_audio
-from audiodecode._paths import absolute, is_url
+from audiodecode._paths import absolute, is_url, named
 from audiodecode._protocol import AnyDataset, Dataset
 from audiodecode._shards import shard_dataset
 
@@ -53,9 +53,9 @@ def resolve_dataset(
         return shards
     if isinstance(files, (str, os.PathLike)) and is_url(files):
         url = os.fspath(files)
-        if url.endswith("/"):
+        if named(url).endswith("/"):
             return Dataset.Directory(path=url)
-        if Path(url).suffix.lower() in MANIFEST_SUFFIXES:
+        if Path(named(url)).suffix.lower() in MANIFEST_SUFFIXES:
             return Dataset.Manifest(path=url, label_field=label_field)
         raise ValueError(
             f"{url}: expected a prefix ending in '/', a manifest "

@@ -20,3 +20,12 @@ def absolute(path: str | os.PathLike[str]) -> str:
     """``path`` as the daemon should read it."""
     text = os.fspath(path)
     return text if is_url(text) else os.path.abspath(text)
+
+
+def named(path: str) -> str:
+    """``path`` without the query string of an ``http(s)://`` URL (a signed URL's
+    ``?X-Amz-Signature=…``): what its name ends in, for telling shards and manifests
+    apart by extension."""
+    if is_url(path) and path.lower().startswith(("http://", "https://")):
+        return path.split("#", 1)[0].split("?", 1)[0]
+    return path

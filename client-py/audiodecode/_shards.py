@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from audiodecode._paths import absolute
+from audiodecode._paths import absolute, named
 from audiodecode._protocol import Dataset
 
 PathLike = str | os.PathLike[str]
 
-# "auto": a path ending in ``.tar`` (braces allowed) is a WebDataset; other inputs are
+# "auto": paths ending in ``.tar`` (braces allowed) are a WebDataset; other inputs are
 # files, manifests or directories.
 DATASET_FORMATS = ("auto", "webdataset", "shar", "nemo")
 
@@ -30,14 +30,14 @@ def shard_dataset(
     files: PathLike | Sequence[PathLike], label_field: str | None, dataset_format: str, name: str
 ) -> Dataset.Shards | None:
     """The sharded dataset ``files`` names in ``dataset_format``, or ``None`` when it is not
-    one (``"auto"`` and no ``.tar``)."""
+    one (``"auto"`` and no ``.tar``). A signed URL's query is not part of its name."""
     if dataset_format not in DATASET_FORMATS:
         raise ValueError(
             f"format must be one of {', '.join(DATASET_FORMATS)}, not {dataset_format!r}"
         )
-    single = isinstance(files, (str, os.PathLike))
     sources = sources_of(files)
-    compressed = [s for s in sources if s.lower().endswith(COMPRESSED_TARS)]
+    names = [named(s) for s in sources]
+    compressed = [s for s, n in zip(sources, names) if n.lower().endswith(COMPRESSED_TARS)]
     if compressed and dataset_format in ("auto", "webdataset"):
         raise ValueError(
             f"{name}: {compressed[0]}: compressed tar shards are not read (a member must be "
@@ -45,16 +45,23 @@ def shard_dataset(
             "already) or repack them with `audiodecode shard`"
         )
     if dataset_format == "auto":
-        if single and sources[0].endswith(".tar"):
+        tars = [n.endswith(".tar") for n in names]
+        if tars and all(tars):
             dataset_format = "webdataset"
+        elif any(tars):
+            # A tar among audio files would be decoded as one clip (its first member).
+            raise ValueError(
+                f"{name}: {sources[tars.index(True)]} is a tar shard among other files; "
+                "give the shards alone (format='webdataset') or the files alone"
+            )
         else:
             return None
     if not sources:
         raise ValueError(f"{name} is empty: a dataset needs at least one source")
-    if dataset_format == "webdataset" and not all(s.endswith(".tar") for s in sources):
+    if dataset_format == "webdataset" and not all(n.endswith(".tar") for n in names):
         raise ValueError(f"{name}: WebDataset shards are named by paths or patterns ending in .tar")
     if dataset_format == "nemo" and (
-        len(sources) < 2 or not sources[0].endswith((".json", ".jsonl"))
+        len(sources) < 2 or not names[0].endswith((".json", ".jsonl"))
     ):
         raise ValueError(
             f"{name}: a NeMo tarred dataset is (manifest.json, tar paths or patterns...)"

@@ -265,9 +265,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<String>, CliError> {
         let dataset = if remote_dir || input.is_dir() {
             Some(Dataset::Directory { path: text.clone() })
         } else {
-            let ext = input
-                .extension()
-                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            let ext = crate::store::extension_of(input);
             matches!(ext.as_deref(), Some("jsonl" | "json" | "csv")).then(|| Dataset::Manifest {
                 path: text.clone(),
                 label_field: None,

@@ -330,9 +330,7 @@ fn rows_of(inputs: &[PathBuf], label_field: Option<&str>) -> Result<Vec<Row>, Cl
     for input in inputs {
         let text = input.to_string_lossy().into_owned();
         let remote_dir = crate::store::is_url(&text) && text.ends_with('/');
-        let ext = input
-            .extension()
-            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let ext = crate::store::extension_of(input);
         let dataset = if remote_dir || input.is_dir() {
             Some(Dataset::Directory { path: text.clone() })
         } else if matches!(ext.as_deref(), Some("jsonl" | "json" | "csv" | "tsv")) {
@@ -407,9 +405,7 @@ fn prepare(row: &Row, n: usize, codec: Codec, args: &ShardArgs) -> Result<Sample
     let key = format!("{n:09}");
     let (ext, audio, sample_rate, frames, channels) = match codec {
         Codec::Copy => {
-            let ext = path
-                .extension()
-                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            let ext = crate::store::extension_of(path)
                 .filter(|e| AUDIO_EXTENSIONS.contains(&e.as_str()))
                 .ok_or_else(|| {
                     CliError::Usage(format!(

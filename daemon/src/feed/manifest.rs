@@ -108,7 +108,7 @@ pub(crate) fn manifest_text(path: &Path) -> Result<String, ManifestError> {
         Some(url) => crate::store::read(url).map_err(|e| ManifestError(e.to_string()))?,
         None => std::fs::read(path).map_err(|e| cannot(&e))?,
     };
-    if path.extension().is_some_and(|e| e == "gz") {
+    if crate::store::extension_of(path).is_some_and(|e| e == "gz") {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
             .map_err(|e| cannot(&e))?;
@@ -135,11 +135,7 @@ pub(crate) fn list_files(dir: &str) -> Result<Vec<String>, ManifestError> {
 
 fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
     let text = manifest_text(path)?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = crate::store::extension_of(path).unwrap_or_default();
     let rows = match ext.as_str() {
         "csv" => read_csv(path, &text, b',', field)?,
         "tsv" => read_csv(path, &text, b'\t', field)?,

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use object_store::ObjectMeta;
+use object_store::{GetOptions, ObjectMeta};
 
 use crate::store::{Location, Stamp, StoreError};
 
@@ -101,14 +101,35 @@ pub(super) fn stamp_of(meta: &ObjectMeta) -> Stamp {
     }
 }
 
-/// The object's metadata (a HEAD request).
+/// The object's metadata: a HEAD request, or for a URL with a query (which may be signed
+/// for GET alone, as pre-signed S3 and GCS URLs are) the headers of a one-byte ranged GET,
+/// whose `Content-Range` states the size — or of a whole GET, its body left unread, where
+/// the server answers no range (it ignores them, or the object is empty).
 pub(super) fn head(location: &Location) -> Result<ObjectMeta, StoreError> {
     let store = location.store()?;
+    let key = location.key();
     block_on(location, async {
-        tokio::time::timeout(STALL, store.head(location.key()))
-            .await
-            .map_err(|_| stalled(location, "answer"))?
-            .map_err(|e| classify(location, e))
+        let answered = |r: Result<Result<_, object_store::Error>, _>| {
+            r.map_err(|_| stalled(location, "answer"))?
+                .map_err(|e| classify(location, e))
+        };
+        if !location.with_query() {
+            return answered(tokio::time::timeout(STALL, store.head(key)).await);
+        }
+        if !answers_no_ranges(location) {
+            let first_byte = GetOptions {
+                range: Some((0..1).into()),
+                ..GetOptions::default()
+            };
+            match tokio::time::timeout(STALL, store.get_opts(key, first_byte)).await {
+                Ok(Err(object_store::Error::NotSupported { .. })) => no_ranges_from(location),
+                // An empty object has no first byte (416): its whole GET says so.
+                Ok(Err(object_store::Error::Generic { .. })) => {}
+                ranged => return answered(ranged.map(|r| r.map(|got| got.meta))),
+            }
+        }
+        let whole = tokio::time::timeout(STALL, store.get(key)).await;
+        answered(whole.map(|r| r.map(|got| got.meta)))
     })
 }
 
@@ -194,25 +215,34 @@ pub(super) fn get<W: Write>(
 }
 
 /// Bytes `range` of the object (a ranged GET), retried like a whole GET when the
-/// transfer is cut; fewer bytes than asked (the object is shorter) is an error.
+/// transfer is cut; fewer bytes than asked (the object is shorter) is an error. `None`
+/// when the server answers with the whole object instead (it ignores `Range`, as Python's
+/// `http.server` and many small static servers do).
 pub(super) fn get_range(
     location: &Location,
     range: std::ops::Range<u64>,
-) -> Result<Vec<u8>, StoreError> {
+) -> Result<Option<Vec<u8>>, StoreError> {
     let store = location.store()?;
     let url = location.url();
     let wanted = range.end - range.start;
     let mut last = None;
     for _ in 0..BODY_ATTEMPTS {
         let answer = block_on(location, async {
-            tokio::time::timeout(STALL, store.get_range(location.key(), range.clone()))
+            match tokio::time::timeout(STALL, store.get_range(location.key(), range.clone()))
                 .await
                 .map_err(|_| stalled(location, "answer"))?
-                .map_err(|e| classify(location, e))
+            {
+                Err(object_store::Error::NotSupported { .. }) => {
+                    no_ranges_from(location);
+                    Ok(None)
+                }
+                answer => answer.map(Some).map_err(|e| classify(location, e)),
+            }
         });
         match answer {
-            Ok(bytes) if bytes.len() as u64 == wanted => return Ok(bytes.to_vec()),
-            Ok(bytes) => {
+            Ok(None) => return Ok(None),
+            Ok(Some(bytes)) if bytes.len() as u64 == wanted => return Ok(Some(bytes.to_vec())),
+            Ok(Some(bytes)) => {
                 return Err(StoreError::Invalid {
                     url: url.to_string(),
                     reason: format!(
@@ -228,6 +258,31 @@ pub(super) fn get_range(
         }
     }
     Err(last.unwrap_or_else(|| stalled(location, "answer")))
+}
+
+/// Roots of the stores (hosts) found to answer no byte ranges.
+fn no_ranges() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static ROOTS: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the location's server was found to answer ranged GETs with whole objects: its
+/// objects are then fetched whole, without trying a range first.
+pub(super) fn answers_no_ranges(location: &Location) -> bool {
+    no_ranges().contains(location.server())
+}
+
+fn no_ranges_from(location: &Location) {
+    if no_ranges().insert(location.server().to_string()) {
+        log::warn!(
+            "{}: the server answers no byte ranges; its objects are fetched whole (and must \
+             fit the object cache)",
+            location.server()
+        );
+    }
 }
 
 /// Writes `bytes` as the object (a PUT, retried by the store's client on failures).
@@ -251,6 +306,12 @@ fn write_failed(url: &str, err: &std::io::Error) -> StoreError {
 
 /// Every object under `location` taken as a prefix, as URLs in lexical order.
 pub(super) fn list(location: &Location) -> Result<Vec<String>, StoreError> {
+    if location.with_query() {
+        return Err(StoreError::Invalid {
+            url: location.url().to_string(),
+            reason: "a URL with a query string names one object; it cannot be listed".into(),
+        });
+    }
     let store = location.store()?;
     let prefix = location.key();
     let metas = block_on(location, async {

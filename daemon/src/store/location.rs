@@ -34,12 +34,21 @@ pub(super) fn scheme_of(s: &str) -> Option<Scheme> {
 }
 
 /// One object: its URL as the user wrote it, the store's root URL and the key under it.
+///
+/// An `http(s)://` URL with a query string (a pre-signed S3 or GCS URL, a CDN token, a
+/// `?download=1`) is one object whose URL is used exactly as written: its root is the whole
+/// URL and its key empty, since object_store would drop the query from a key. Such a URL may
+/// allow GET only (a signature covers the method), so its metadata comes from a GET too
+/// (`fetch::head`), and it cannot be listed or have siblings (Note [Remote objects]).
 #[derive(Clone, Debug)]
 pub struct Location {
     url: String,
     scheme: Scheme,
     root: String,
     key: ObjectPath,
+    /// The last part of the URL's path, decoded (names memory files and cache entries).
+    name: String,
+    with_query: bool,
 }
 
 impl Location {
@@ -57,22 +66,48 @@ impl Location {
         if scheme != Scheme::Http && parsed.query().is_some() {
             return Err(invalid("object URLs take no query string".into()));
         }
-        let root = match parsed.port() {
-            Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-            None => format!("{}://{host}", parsed.scheme()),
-        };
-        let key = ObjectPath::from_url_path(parsed.path())
+        let path = ObjectPath::from_url_path(parsed.path())
             .map_err(|e| invalid(format!("not a valid object key: {e}")))?;
+        let name = path.filename().unwrap_or("object").to_string();
+        let with_query = parsed.query().is_some();
+        let (root, key) = if with_query {
+            (
+                parsed[..url::Position::AfterQuery].to_string(),
+                ObjectPath::default(),
+            )
+        } else {
+            let root = match parsed.port() {
+                Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+                None => format!("{}://{host}", parsed.scheme()),
+            };
+            (root, path)
+        };
         Ok(Self {
             url: url.to_string(),
             scheme,
             root,
             key,
+            name,
+            with_query,
         })
+    }
+
+    /// Whether the URL carries a query string (used exactly as written; see the type).
+    pub(super) fn with_query(&self) -> bool {
+        self.with_query
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The server (scheme, host and port) or bucket the object is in.
+    pub(super) fn server(&self) -> &str {
+        let after_scheme = self.root.find("://").map_or(0, |i| i + 3);
+        let end = self.root[after_scheme..]
+            .find('/')
+            .map_or(self.root.len(), |i| after_scheme + i);
+        &self.root[..end]
     }
 
     pub(super) fn key(&self) -> &ObjectPath {
@@ -81,7 +116,7 @@ impl Location {
 
     /// The last part of the key (for names of memory files and cache entries).
     pub(super) fn key_name(&self) -> &str {
-        self.key.filename().unwrap_or("object")
+        &self.name
     }
 
     /// The URL of the object `key` in the same store.
@@ -98,6 +133,11 @@ impl Location {
             .unwrap_or_else(|e| e.into_inner());
         if let Some(store) = stores.get(&self.root) {
             return Ok(Arc::clone(store));
+        }
+        if self.with_query && stores.len() >= MAX_STORES {
+            // A client per URL with a query: the map would grow with every file of a
+            // dataset of signed URLs.
+            stores.retain(|root, _| !root.contains('?'));
         }
         let store = self.build().map_err(|e| StoreError::Invalid {
             url: self.url.clone(),
@@ -160,6 +200,9 @@ impl Location {
     }
 }
 
+/// Clients kept before those of URLs with a query (one per object) are dropped.
+const MAX_STORES: usize = 256;
+
 /// Bounded connects; no whole-request timeout (a large shard may take minutes), since the
 /// fetch bounds the wait for each chunk instead.
 fn client_options(allow_http: bool) -> ClientOptions {
@@ -203,9 +246,26 @@ mod tests {
         assert_eq!(l.key_name(), "a b.wav");
         let h = Location::parse("http://127.0.0.1:8080/x/y.flac").unwrap();
         assert_eq!(h.root, "http://127.0.0.1:8080");
+        assert_eq!(h.server(), "http://127.0.0.1:8080");
         assert_eq!(h.key.as_ref(), "x/y.flac");
         assert!(matches!(
             Location::parse("s3:///key.wav"),
+            Err(StoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn a_url_with_a_query_is_one_object_used_as_written() {
+        let url = "https://b.s3.amazonaws.com/d/a%20b.wav?X-Amz-Signature=ab%2Fc&X-Amz-Expires=60";
+        let l = Location::parse(&format!("{url}#fragment")).unwrap();
+        assert!(l.with_query());
+        assert_eq!(l.root, url);
+        assert_eq!(l.server(), "https://b.s3.amazonaws.com");
+        assert_eq!(l.key.as_ref(), "");
+        assert_eq!(l.key_name(), "a b.wav");
+        assert!(!Location::parse("https://h/a.wav").unwrap().with_query());
+        assert!(matches!(
+            Location::parse("s3://bucket/a.wav?versionId=3"),
             Err(StoreError::Invalid { .. })
         ));
     }

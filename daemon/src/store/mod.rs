@@ -105,6 +105,25 @@ pub struct Stamp {
     pub tag: u64,
 }
 
+/// Whether `url` is an object URL with a query string (a signed URL): one object, used
+/// exactly as written, that cannot be listed or have siblings.
+pub fn has_query(url: &str) -> bool {
+    Location::parse(url).is_ok_and(|l| l.with_query())
+}
+
+/// The lowercase extension of what `path` names — of a URL with a query string, of its
+/// path before the query — by which manifests, shards and copied members are told apart.
+pub fn extension_of(path: &Path) -> Option<String> {
+    let text = path.to_string_lossy();
+    let named = match has_query(&text) {
+        true => text.split(['?', '#']).next().unwrap_or(&text),
+        false => &text,
+    };
+    Path::new(named)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+}
+
 /// Fetch `url` (or take it from the cache, revalidated) as a local file.
 pub fn local_copy(url: &str) -> Result<LocalCopy, StoreError> {
     Ok(current_copy(url)?.0)
@@ -211,10 +230,35 @@ pub fn write(url: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
 }
 
 /// Bytes `range` of the object, by a ranged GET (not cached: a shard member read once an
-/// epoch).
+/// epoch) — or, from a server that answers no byte ranges, from the whole object fetched
+/// into the object cache once.
 pub fn read_range(url: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+    use std::os::unix::fs::FileExt;
     let location = Location::parse(url)?;
-    fetch::get_range(&location, range)
+    if !fetch::answers_no_ranges(&location) {
+        if let Some(bytes) = fetch::get_range(&location, range.clone())? {
+            return Ok(bytes);
+        }
+    }
+    let copy = held_copy(url).map_err(|e| match e {
+        StoreError::Invalid { url, reason } => StoreError::Invalid {
+            url,
+            reason: format!("the server answers no byte ranges, so {reason}"),
+        },
+        other => other,
+    })?;
+    let cannot = |e: std::io::Error| StoreError::Unreachable {
+        url: url.to_string(),
+        reason: format!("cannot read the fetched copy: {e}"),
+    };
+    let file = std::fs::File::open(copy.0.path()).map_err(cannot)?;
+    let mut bytes = vec![0; usize::try_from(range.end - range.start).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, range.start)
+        .map_err(|e| StoreError::Invalid {
+            url: url.to_string(),
+            reason: format!("asked for bytes {}..{}: {e}", range.start, range.end),
+        })?;
+    Ok(bytes)
 }
 
 /// A remote object read in parts by ranged GETs instead of fetched whole (Note [Ranged reads
@@ -230,7 +274,7 @@ pub struct RangedObject {
 pub fn ranged_object(url: &str) -> Result<Option<RangedObject>, StoreError> {
     let location = Location::parse(url)?;
     let objects = cache::objects();
-    if objects.holds(url) {
+    if objects.holds(url) || fetch::answers_no_ranges(&location) {
         return Ok(None);
     }
     let stamp = objects.stamp(&location)?;

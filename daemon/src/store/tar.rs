@@ -119,10 +119,18 @@ pub fn any_audio_member(stem: &str) -> String {
     format!("{stem}{ANY_AUDIO}")
 }
 
-/// `SHARD#MEMBER` split at the last `.tar#`; `None` for any other path.
+/// `SHARD#MEMBER` split at the last `.tar#`, or a shard URL with a query (a signed URL,
+/// `…/a.tar?sig=…#MEMBER`) at the `#` after its query; `None` for any other path.
 pub fn split_member(path: &str) -> Option<(&str, &str)> {
-    let at = path.rfind(".tar#")? + ".tar".len();
-    Some((&path[..at], &path[at + 1..]))
+    if let Some(at) = path.rfind(".tar#") {
+        let at = at + ".tar".len();
+        return Some((&path[..at], &path[at + 1..]));
+    }
+    let query = path.find('?')?;
+    let hash = query + path[query..].find('#')?;
+    path[..query]
+        .ends_with(".tar")
+        .then(|| (&path[..hash], &path[hash + 1..]))
 }
 
 /// The member path of `member` in `shard`.
@@ -254,6 +262,14 @@ pub(super) const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
 /// local file, or an object — streamed once through the tar reader, never held whole, and
 /// the sidecar written to the store (`s3://`, `gs://`, `az://`; most HTTP servers refuse).
 pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
+    if crate::store::has_query(shard) {
+        return Err(StoreError::Invalid {
+            url: shard.to_string(),
+            reason: "a URL with a query string has no place beside it for a sidecar; \
+                     index the shard by its bucket URL (s3://, gs://, az://)"
+                .into(),
+        });
+    }
     let (size, members) = match crate::store::url_of(Path::new(shard)) {
         Some(url) => {
             let (stamp, read) = streamed_members(url)?;
@@ -364,6 +380,9 @@ fn streamed_members(url: &str) -> Result<(Stamp, MembersRead), StoreError> {
 /// The members a remote shard's sidecar lists, when it has one made for a shard of this
 /// size; `None` sends the caller to fetch and index the shard itself.
 fn sidecar_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
+    if crate::store::has_query(shard) {
+        return None; // a signed URL's sidecar would need a signature of its own
+    }
     let sidecar = sidecar_of(shard);
     let bytes = match crate::store::read(&sidecar) {
         Ok(bytes) => bytes,
@@ -826,6 +845,11 @@ mod tests {
             Some(("s3://b/x.tar.d/s-0.tar", "a.b.flac"))
         );
         assert_eq!(split_member("/data/a#b.wav"), None);
+        assert_eq!(
+            split_member("https://h/s-0.tar?sig=a%2Fb&e=1#k/a.flac"),
+            Some(("https://h/s-0.tar?sig=a%2Fb&e=1", "k/a.flac"))
+        );
+        assert_eq!(split_member("https://h/a.wav?x=1#y"), None);
     }
 
     #[test]
