@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import audiodecode
 import audiodecode._stream
 import numpy as np
 import pytest
@@ -176,6 +177,33 @@ def test_ddp_shards(daemon: Daemon, corpus: Corpus, world_size: int, drop_last: 
     else:
         assert set(counts) == set(range(n)), "shards cover every item"
         assert len(seen) - n < world_size
+
+
+def test_ddp_ranks_keep_equal_batch_counts_when_whole_batches_fail(
+    daemon: Daemon, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Note [Equal batch counts under skip]: with ``on_error="skip"`` a batch whose every
+    item failed is replaced on its rank by a batch that decoded (the rank's last, or the
+    next when none came before), so no rank runs short while the others wait for it. A
+    rank on which nothing decodes fails with that reason instead."""
+    gone = [str(tmp_path / f"gone{i}.wav") for i in range(2)]
+    clip = [str(c) for c in corpus.clips[:4]]
+    common = {"batch_size": 1, "shuffle": False, "max_seconds": 0.2, "world_size": 2}
+    files = [gone[0], clip[0], clip[1], clip[2], gone[1], clip[3]]
+    epochs = []
+    for rank in range(2):
+        loader = AudioDataLoader(files, rank=rank, **common)
+        epochs.append([list(b.paths) for b in loader])
+        assert len(epochs[-1]) == len(loader) == 3
+    # Rank 0 reads gone0, clip1, gone1: clip1 stands in before and after itself.
+    assert epochs == [[[clip[1]]] * 3, [[clip[0]], [clip[2]], [clip[3]]]]
+    # Alone, a failed batch is skipped as before.
+    alone = AudioDataLoader(files, batch_size=1, shuffle=False, max_seconds=0.2)
+    assert [list(b.paths) for b in alone] == [[c] for c in clip]
+    # Rank 0 reads gone0 and gone1 only: nothing can stand in.
+    nothing = AudioDataLoader([gone[0], clip[0], gone[1], clip[1]], rank=0, **common)
+    with pytest.raises(audiodecode.AudioDecodeError, match=r"rank 0 of 2: every item"):
+        list(nothing)
 
 
 def test_string_labels_and_directory_classes(daemon: Daemon, corpus: Corpus) -> None:

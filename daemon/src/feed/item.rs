@@ -39,6 +39,7 @@ impl ItemRange {
 
 /// One item's samples for a batch: a frame range of decoded audio, which may be shared
 /// with the cache (cropping is a range, not a copy).
+#[derive(Clone)]
 pub struct ItemAudio {
     audio: Arc<DecodedAudio>,
     start: usize,

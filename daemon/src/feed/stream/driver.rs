@@ -58,19 +58,54 @@ fn run_epoch(job: &StreamJob) -> Option<EpochReport> {
     let mut next = job.spec.start_batch as usize;
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut report = EpochReport::default();
+    // Note [Equal batch counts under skip]
+    let stand_ins = job.spec.world_size > 1;
+    let mut last_good: Option<Vec<Row>> = None;
+    let mut owed: Vec<u64> = Vec::new();
     loop {
         while inflight.len() < depth && next < job.batches.len() {
             inflight.push_back(submit(job, next));
             next += 1;
         }
         let Some(batch) = inflight.pop_front() else {
+            if !owed.is_empty() {
+                (job.notify)(Response::StreamFailed {
+                    stream: job.id,
+                    error: ErrorInfo::new(
+                        audiodecode_protocol::ErrorKind::BadRequest,
+                        format!(
+                            "rank {} of {}: every item of its last {} batches failed and no \
+                             batch of it decoded to stand in for them, so the other ranks \
+                             would wait for batches it cannot give (skipped: {})",
+                            job.spec.rank,
+                            job.spec.world_size,
+                            owed.len(),
+                            report.skipped.first().map_or("", |s| s.message.as_str())
+                        ),
+                    ),
+                });
+                return None;
+            }
             return Some(report);
         };
         let decoded = wait_decoded(job, &batch)?;
         let rows = sort_results(job, &batch.indices, decoded, &mut report)?;
         if rows.is_empty() {
-            // Every item of this batch failed and was skipped; there is nothing to deliver.
+            // Every item of this batch failed and was skipped: alone, nothing to deliver;
+            // among ranks, a stand-in keeps this rank's batch count.
+            if stand_ins {
+                match &last_good {
+                    Some(good) => deliver(job, batch.seq, good.clone())?,
+                    None => owed.push(batch.seq),
+                }
+            }
             continue;
+        }
+        if stand_ins {
+            for seq in std::mem::take(&mut owed) {
+                deliver(job, seq, rows.clone())?;
+            }
+            last_good = Some(rows.clone());
         }
         deliver(job, batch.seq, rows)?;
     }
