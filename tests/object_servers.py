@@ -391,7 +391,8 @@ class HttpServer:
     (a leading ``/`` is ignored). ``log`` lists every request as ``(method, path, range)``,
     path as in the URL but unquoted, without the query (``"/dir/a.wav"``), range the raw
     ``Range`` header or None. ``ranges = False`` makes it ignore ``Range`` headers (200 and
-    the whole object), as Python's ``http.server`` does.
+    the whole object), as Python's ``http.server`` does; ``validators = False`` leaves out
+    ``ETag`` and ``Last-Modified``.
     """
 
     def __init__(self, root: Path) -> None:
@@ -403,6 +404,7 @@ class HttpServer:
         self._slow: dict[str, float] = {}
         self._signed: dict[str, str] = {}
         self.ranges = True
+        self.validators = True
         self._log: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -559,9 +561,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
-        # Size and mtime: changes whenever the file is rewritten, like a real server's validator.
-        self.send_header("ETag", f'"{size:x}-{stat.st_mtime_ns:x}"')
-        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        if self.owner.validators:
+            # Size and mtime: change whenever the file is rewritten, like a real server's.
+            self.send_header("ETag", f'"{size:x}-{stat.st_mtime_ns:x}"')
+            self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
         if isinstance(rng, tuple):
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         self.end_headers()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,3 +303,20 @@ def test_a_server_that_ignores_byte_ranges_is_read_whole(
     gets = [r for m, _, r in http_server.log if m == "GET"]
     # One ranged attempt shows the server sends whole objects; then one whole GET.
     assert gets.count(None) == 1 and len(gets) <= 2, http_server.log
+
+
+def test_objects_from_a_server_without_validators_are_never_served_stale(
+    daemon_s3: Daemon, http_server: HttpServer, tmp_path: Path
+) -> None:
+    """A server that sends neither ETag nor Last-Modified cannot tell a same-size rewrite
+    apart: its objects are fetched again once their copy is older than a second."""
+    http_server.validators = False
+    served = http_server.root / "v.wav"
+    write_wav(served, np.full(16000, 0.25, dtype=np.float32), 16000)
+    url = http_server.url("v.wav")
+    assert audiodecode.load(url)[0].mean() == pytest.approx(0.25, abs=1e-3)
+    size = served.stat().st_size
+    write_wav(served, np.full(16000, -0.5, dtype=np.float32), 16000)
+    assert served.stat().st_size == size
+    time.sleep(1.2)
+    assert audiodecode.load(url)[0].mean() == pytest.approx(-0.5, abs=1e-3)
