@@ -252,6 +252,14 @@ def test_audiodecode_shard_packs_what_the_loader_and_webdataset_read_back(
     shards = sorted(out.glob("shard-*.tar"))
     assert len(shards) >= 2
     assert not list(out.glob("*.partial"))
+    # A second run into the same directory would leave this run's shards beside its own.
+    again = shard_cli(binary, str(classes / "dog"), "--out", str(out), "-q")
+    assert again.returncode == 1 and "holds shards of an earlier run" in again.stderr
+    assert "--overwrite" in again.stderr and sorted(out.glob("shard-*.tar")) == shards
+    remote = shard_cli(binary, str(classes), "--out", "s3://bucket/prefix/")
+    assert remote.returncode == 1 and "local directory" in remote.stderr, remote.stderr
+    done = shard_cli(binary, str(classes), "--out", str(out), "--shard-size", "20KB", "--overwrite")
+    assert done.returncode == 1 and sorted(out.glob("shard-*.tar")) == shards, done.stderr
     loader = AudioDataLoader(
         f"{out}/shard-{{000000..{len(shards) - 1:06d}}}.tar", batch_size=6, label_field="cls"
     )

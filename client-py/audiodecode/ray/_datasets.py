@@ -238,12 +238,14 @@ def write_shards(
     shard_size: str = "1GB",
     sr: int | None = None,
     codec: str | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Pack the labelled rows of ``ds`` (from ``label``) into shards with ``audiodecode
     shard``: each row's audio file with its transcript (a ``.txt`` member, or a Shar
     supervision). The rows go through ``write_manifest`` (error rows are left out, as the
     loader leaves them out of a manifest); the packing runs on the driver. Returns the
-    shards' paths; a failure raises ``RuntimeError`` with the tool's message."""
+    shards' paths; a failure raises ``RuntimeError`` with the tool's message (as does an
+    ``out_dir`` holding an earlier run's shards, unless ``overwrite``)."""
     out = os.fspath(out_dir)
     with tempfile.TemporaryDirectory(prefix="audiodecode-shards-") as tmp:
         manifest = os.path.join(tmp, "labels.jsonl")
@@ -252,6 +254,7 @@ def write_shards(
         command += ["--shard-size", shard_size, "-q"]
         command += ["--sr", str(sr)] if sr is not None else []
         command += ["--codec", codec] if codec is not None else []
+        command += ["--overwrite"] if overwrite else []
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"audiodecode shard failed: {done.stderr.strip()}")

@@ -43,6 +43,10 @@ pub struct ShardArgs {
     /// WebDataset shard names: NAME-000000.tar, NAME-000001.tar, …
     #[arg(long, default_value = "shard")]
     pub name: String,
+    /// Replace the shards an earlier run left in --out (without it, such a directory is
+    /// refused: a pattern or glob over it would mix two datasets).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Start a new shard once one holds this much (e.g. 1GB, 256MB, 5000000).
     #[arg(long, default_value = "1GB", value_parser = parse_size)]
     pub shard_size: u64,
@@ -197,6 +201,33 @@ impl Sample {
     }
 }
 
+/// The files a run into `out` writes (either format) that are there already, with their
+/// index sidecars: `NAME-*.tar`, `cuts.*.jsonl.gz`, `recording.*.tar`.
+fn earlier_shards(out: &Path, name: &str) -> Vec<PathBuf> {
+    let ours = |file: &str| {
+        let tar = file
+            .strip_prefix(&format!("{name}-"))
+            .is_some_and(|r| r.ends_with(".tar"));
+        let shar = (file.starts_with("cuts.") && file.ends_with(".jsonl.gz"))
+            || (file.starts_with("recording.") && file.ends_with(".tar"));
+        tar || shar
+    };
+    let mut found = Vec::new();
+    for dir in [out.to_path_buf(), out.join(".audiodecode-index")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if ours(file.strip_suffix(".idx").unwrap_or(&file)) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Bytes a member takes in a tar: a header and the data padded to 512.
 fn tar_bytes(data: usize) -> u64 {
     512 + (data as u64).div_ceil(512) * 512
@@ -269,7 +300,30 @@ fn shard(args: &ShardArgs, out: &Path) -> Result<bool, CliError> {
             args.name
         )));
     }
+    if crate::store::is_url(&out.to_string_lossy()) {
+        return Err(CliError::Usage(format!(
+            "--out {}: shards are written to a local directory; copy them to the store \
+             afterwards (e.g. `aws s3 cp --recursive`)",
+            out.display()
+        )));
+    }
+    let earlier = earlier_shards(out, &args.name);
+    if let Some(first) = earlier.first() {
+        if !args.overwrite {
+            return Err(CliError::Usage(format!(
+                "{}: holds shards of an earlier run ({} files, e.g. {}); use --overwrite to \
+                 replace them, or another --out",
+                out.display(),
+                earlier.len(),
+                first.display()
+            )));
+        }
+    }
     let rows = rows_of(&args.inputs, args.label_field.as_deref())?;
+    for old in &earlier {
+        std::fs::remove_file(old)
+            .map_err(|e| CliError::Failed(format!("{}: {e}", old.display())))?;
+    }
     std::fs::create_dir_all(out)
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     let jobs = args
