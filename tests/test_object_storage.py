@@ -320,3 +320,20 @@ def test_objects_from_a_server_without_validators_are_never_served_stale(
     assert served.stat().st_size == size
     time.sleep(1.2)
     assert audiodecode.load(url)[0].mean() == pytest.approx(-0.5, abs=1e-3)
+
+
+def test_damage_in_a_remote_file_names_its_url(
+    daemon_s3: Daemon, http_server: HttpServer, clips: list[Path]
+) -> None:
+    """Damage met in the local copy of a URL is reported under the URL, never the copy's
+    /proc path, for load() and for a loader's ``damaged`` list."""
+    (http_server.root / "cut.wav").write_bytes(clips[1].read_bytes()[:4000])
+    url = http_server.url("cut.wav")
+    with pytest.warns(UserWarning) as warned:
+        audiodecode.load(url)
+    messages = [str(w.message) for w in warned]
+    assert any(m.startswith(f"{url}: truncated") for m in messages), messages
+    assert not any("/proc/" in m for m in messages), messages
+    loader = AudioDataLoader([url], batch_size=1, max_seconds=0.1)
+    list(loader)
+    assert [(p, m.startswith(f"{url}: truncated")) for p, m in loader.damaged] == [(url, True)]

@@ -17,7 +17,14 @@ use crate::error::{panic_message, DecodeError, Result};
 /// A URL is fetched first (see Note [Remote objects]).
 pub fn load(path: &Path, req: &LoadRequest, threads: usize) -> Result<DecodedAudio> {
     crate::decode::remote::with_local_part(path, req, |local| {
-        guard(local, || load_inner(local, req, threads.max(1)))
+        let mut audio = guard(local, || load_inner(local, req, threads.max(1)))?;
+        if local != path {
+            // The damage names the local copy it was met in; the user gave the URL.
+            audio.damage = audio
+                .damage
+                .map(|damage| damage.replace(&*local.to_string_lossy(), &path.to_string_lossy()));
+        }
+        Ok(audio)
     })
 }
 
