@@ -121,7 +121,13 @@ impl Location {
 
     /// The URL of the object `key` in the same store.
     pub(super) fn sibling(&self, key: &ObjectPath) -> String {
-        format!("{}/{}", self.root, key.as_ref())
+        // Escaped where a URL would cut or decode the key: `a#1.wav`, `b?.wav`, `c%41.wav`.
+        let escaped = key
+            .as_ref()
+            .replace('%', "%25")
+            .replace('#', "%23")
+            .replace('?', "%3F");
+        format!("{}/{escaped}", self.root)
     }
 
     /// The client for this object's store (one per bucket or host, made on first use).
@@ -252,6 +258,15 @@ mod tests {
             Location::parse("s3:///key.wav"),
             Err(StoreError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn siblings_parse_back_to_their_keys() {
+        let l = Location::parse("s3://bucket/dir/").unwrap();
+        for key in ["d/a#1.wav", "d/b?.wav", "d/c%41 x+y.wav"] {
+            let url = l.sibling(&ObjectPath::parse(key).unwrap());
+            assert_eq!(Location::parse(&url).unwrap().key.as_ref(), key, "{url}");
+        }
     }
 
     #[test]
