@@ -347,7 +347,11 @@ fn a_cut_file_is_labelled_up_to_the_cut_and_marked_damaged_unless_strict() {
     assert!(line["error"].is_null());
 
     let strict = dir.path().join("strict.jsonl");
-    label(&[&cut], &strict, &["--strict"]);
+    // Its only file failed, so the strict run fails (its line says why).
+    let run = label_command(&[&cut], &strict, &["--strict"])
+        .output()
+        .expect("run audiodecode");
+    assert_eq!(run.status.code(), Some(1));
     let line = &records(&strict)[&name];
     assert!(line["text"].is_null() && line["damage"].is_null(), "{line}");
     assert!(
@@ -467,4 +471,222 @@ fn a_stuck_decode_is_abandoned_at_the_item_deadline() {
         .unwrap_or_default()
         .to_lowercase();
     assert!(text.contains("kite"), "{text}");
+}
+
+/// `fs::copy` of a corpus file into `dir` (made if missing) as `name`.
+fn copy_into(dir: &Path, name: &str, from: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let to = dir.join(name);
+    std::fs::copy(from, &to).expect("copy");
+    to
+}
+
+/// A manifest written outside the working directory names relative inputs relative to its
+/// own directory (as manifests are read), so it can be labelled again from anywhere; and a
+/// run resumed from another directory still finds its lines.
+#[test]
+fn a_manifest_elsewhere_names_inputs_relative_to_itself() {
+    let dir = scratch_dir("label-relative");
+    let root = dir.path();
+    copy_into(&root.join("corpus"), "a.wav", &corpus().files[0]);
+    copy_into(&root.join("corpus"), "b.wav", &corpus().files[1]);
+    let run_in = |cwd: &Path, inputs: &[&str], out: &str, extra: &[&str]| {
+        let inputs: Vec<&Path> = inputs.iter().map(Path::new).collect();
+        let out = label_command(&inputs, Path::new(out), extra)
+            .current_dir(cwd)
+            .output()
+            .expect("run audiodecode");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_in(&root.join("corpus"), &["a.wav"], "../m/labels.jsonl", &[]);
+    let manifest = root.join("m/labels.jsonl");
+    let first = records(&manifest);
+    assert_eq!(first.keys().collect::<Vec<_>>(), ["../corpus/a.wav"]);
+    assert!(first["../corpus/a.wav"]["error"].is_null());
+
+    // Read back as a manifest from the root: every entry is found.
+    run_in(root, &["m/labels.jsonl"], "again.jsonl", &[]);
+    let again = records(&root.join("again.jsonl"));
+    assert_eq!(again.len(), 1);
+    assert!(again.values().all(|r| r["error"].is_null()), "{again:?}");
+
+    // Resumed from the root: a.wav is not labelled twice, b.wav is added.
+    run_in(
+        root,
+        &["corpus/a.wav", "corpus/b.wav"],
+        "m/labels.jsonl",
+        &["--resume"],
+    );
+    let resumed = records(&manifest);
+    let lines = std::fs::read_to_string(&manifest)
+        .expect("read")
+        .lines()
+        .count();
+    assert_eq!(lines, 2);
+    assert_eq!(
+        resumed.keys().collect::<Vec<_>>(),
+        ["../corpus/a.wav", "../corpus/b.wav"]
+    );
+
+    // A line written by an older version (relative to the working directory it ran in)
+    // still matches the same input given the same way.
+    let old = root.join("m/old.jsonl");
+    std::fs::write(
+        &old,
+        "{\"audio_filepath\":\"corpus/a.wav\",\"text\":\"x\"}\n",
+    )
+    .expect("write");
+    run_in(root, &["corpus/a.wav"], "m/old.jsonl", &["--resume"]);
+    assert_eq!(
+        std::fs::read_to_string(&old).expect("read").lines().count(),
+        1
+    );
+
+    // A missing input's error names it absolutely; the line names it from the manifest.
+    let missing = label_command(
+        &[Path::new("corpus/gone.wav")],
+        Path::new("m/gone.jsonl"),
+        &[],
+    )
+    .current_dir(root)
+    .output()
+    .expect("run");
+    assert!(!missing.status.success());
+    let gone = records(&root.join("m/gone.jsonl"));
+    let error = gone["../corpus/gone.wav"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    let absolute = root
+        .canonicalize()
+        .expect("canonical")
+        .join("corpus/gone.wav");
+    assert!(
+        error.starts_with(&absolute.display().to_string()),
+        "{error}"
+    );
+}
+
+/// `--format` refuses to write over existing files, as the JSONL output does, unless
+/// `--overwrite` (or `--resume`, which skips them).
+#[test]
+fn per_file_formats_refuse_to_overwrite_existing_files() {
+    let dir = scratch_dir("label-clobber");
+    let input = copy_into(dir.path(), "x.wav", &corpus().files[0]);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let mine = out.join("x.txt");
+    std::fs::write(&mine, "MY HAND-CORRECTED TRANSCRIPT\n").expect("write");
+    let refused = label_command(&[&input], &out, &["--format", "txt"])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("x.txt") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    let kept = std::fs::read_to_string(&mine).expect("read");
+    assert_eq!(kept, "MY HAND-CORRECTED TRANSCRIPT\n");
+    label(&[&input], &out, &["--format", "txt", "--resume"]);
+    assert_eq!(std::fs::read_to_string(&mine).expect("read"), kept);
+    label(&[&input], &out, &["--format", "txt", "--overwrite"]);
+    let text = std::fs::read_to_string(&mine).expect("read").to_lowercase();
+    assert!(text.contains("door"), "{text}");
+}
+
+/// Each `--format` file is named after its own input (inputs sharing a stem add a hash of
+/// their path), so adding an input that sorts first renames nothing and `--resume` labels
+/// exactly the new one.
+#[test]
+fn format_names_are_stable_when_inputs_are_added() {
+    let dir = scratch_dir("label-names");
+    let root = dir.path().join("in");
+    copy_into(&root.join("a"), "x.wav", &corpus().files[0]);
+    copy_into(&root.join("b"), "x.wav", &corpus().files[1]);
+    copy_into(&root.join("b"), "y.wav", &corpus().files[2]);
+    let out = dir.path().join("out");
+    let owners = || -> BTreeMap<String, String> {
+        std::fs::read_dir(&out)
+            .expect("list")
+            .map(|e| {
+                let path = e.expect("entry").path();
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+                        .expect("json");
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (
+                    name,
+                    v["audio_filepath"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    label(&[&root], &out, &["--format", "json"]);
+    let before = owners();
+    assert_eq!(before.len(), 3);
+    assert_eq!(before["y.json"], root.join("b/y.wav").display().to_string());
+    copy_into(&root.join("0"), "x.wav", &corpus().files[3]);
+    label(&[&root], &out, &["--format", "json", "--resume"]);
+    let after = owners();
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (name, owner) in &before {
+        assert_eq!(&after[name], owner, "{name} changed hands");
+    }
+    let new = root.join("0/x.wav").display().to_string();
+    assert_eq!(after.values().filter(|o| **o == new).count(), 1);
+}
+
+/// Options out of range are usage errors before anything is opened or loaded.
+#[test]
+fn bad_options_are_refused_up_front() {
+    let dir = scratch_dir("label-options");
+    let out = dir.path().join("labels.jsonl");
+    for flags in [
+        &["--patience", "0"][..],
+        &["--temperature=-1"],
+        &["--temperature", "0,nan"],
+        &["--beam-size", "0"],
+        &["--log-prob-threshold", "inf"],
+        &["--vad-threshold", "0.5", "--vad-neg-threshold", "0.6"],
+        &["--vad-threshold", "1.5"],
+    ] {
+        let run = label_command(&[&corpus().files[0]], &out, flags)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}: {stderr}");
+        // The last flag given is the one refused (`--flag=value` or `--flag value`).
+        let flag = flags
+            .iter()
+            .rev()
+            .find_map(|f| f.strip_prefix("--"))
+            .and_then(|f| f.split('=').next())
+            .unwrap_or_default();
+        assert!(stderr.contains(&format!("--{flag}")), "{flags:?}: {stderr}");
+        assert!(!out.exists(), "{flags:?} wrote an output");
+    }
+}
+
+/// A run that labels none of its files exits non-zero (its error lines are written);
+/// one file labelled is a success.
+#[test]
+fn a_run_in_which_every_file_failed_exits_non_zero() {
+    let dir = scratch_dir("label-all-failed");
+    let out = dir.path().join("labels.jsonl");
+    let gone = [dir.path().join("a.wav"), dir.path().join("b.wav")];
+    let gone: Vec<&Path> = gone.iter().map(PathBuf::as_path).collect();
+    let run = label_command(&gone, &out, &[]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no file was labelled"), "{stderr}");
+    assert_eq!(records(&out).len(), 2);
+    // Resumed with a good file: it is labelled, and the run succeeds.
+    let mut inputs = gone.clone();
+    inputs.push(&corpus().files[0]);
+    label(&inputs, &out, &["--resume"]);
+    assert_eq!(records(&out).len(), 3);
 }

@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use crate::cli::error::CliError;
-use crate::cli::output::clash_free_paths;
+use crate::cli::label_paths::{format_paths, PathRule};
 use crate::cli::progress::files_progress;
 use crate::cli::vad::VadOptionArgs;
 use crate::feed::manifest;
@@ -327,11 +327,19 @@ fn labelled_paths(out: &Path) -> Result<HashSet<String>, CliError> {
 }
 
 pub fn run_label(args: &LabelArgs) -> ExitCode {
+    // Bad options are refused before any work, as the Python client refuses them: past
+    // this point they would turn every file into an error line.
+    let options = args.options();
+    if let Err(e) = check_options(&options) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(address) = &args.ray {
         return crate::cli::ray::run_on_ray(args, address);
     }
-    // Per-file errors are in the output and counted; the run itself succeeded.
-    match label(args) {
+    // Per-file errors are in the output and counted; the run succeeded when it labelled
+    // at least one of its files (or had none left to do).
+    match label(args, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -340,8 +348,71 @@ pub fn run_label(args: &LabelArgs) -> ExitCode {
     }
 }
 
-fn label(args: &LabelArgs) -> Result<(), CliError> {
-    let options = args.options();
+/// The decoding options' ranges, as `audiodecode._whisper_options` checks them (the
+/// model-dependent ones, language and task, are checked once it is loaded).
+pub fn check_options(o: &TranscribeOptions) -> Result<(), CliError> {
+    let bad = |message: String| Err(CliError::Usage(message));
+    if o.beam_size == 0 {
+        return bad("--beam-size must be at least 1".into());
+    }
+    if !(o.patience.is_finite() && o.patience > 0.0) {
+        return bad(format!(
+            "--patience must be a finite number > 0, not {}",
+            o.patience
+        ));
+    }
+    if o.temperatures.is_empty() {
+        return bad("--temperature needs at least one value".into());
+    }
+    if let Some(t) = o
+        .temperatures
+        .iter()
+        .find(|t| !(t.is_finite() && **t >= 0.0))
+    {
+        return bad(format!(
+            "--temperature values must be finite numbers >= 0, not {t}"
+        ));
+    }
+    let thresholds = [
+        (
+            "--compression-ratio-threshold",
+            o.compression_ratio_threshold,
+        ),
+        ("--log-prob-threshold", o.log_prob_threshold),
+        ("--no-speech-threshold", o.no_speech_threshold),
+    ];
+    for (flag, value) in thresholds {
+        if let Some(v) = value.filter(|v| !v.is_finite()) {
+            return bad(format!("{flag} must be a finite number or 'none', not {v}"));
+        }
+    }
+    let vad = &o.vad;
+    if !(0.0..=1.0).contains(&vad.threshold) {
+        return bad(format!(
+            "--vad-threshold must be within 0..1, not {}",
+            vad.threshold
+        ));
+    }
+    if let Some(neg) = vad.neg_threshold {
+        if !(0.0..=1.0).contains(&neg) {
+            return bad(format!(
+                "--vad-neg-threshold must be within 0..1, not {neg}"
+            ));
+        }
+        // Speech starts at or above the threshold and ends below the negative one: above
+        // it, speech would end where it starts.
+        if neg > vad.threshold {
+            return bad(format!(
+                "--vad-neg-threshold ({neg}) must not be above --vad-threshold ({})",
+                vad.threshold
+            ));
+        }
+    }
+    crate::vad::check_options(vad).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(())
+}
+
+fn label(args: &LabelArgs, options: TranscribeOptions) -> Result<(), CliError> {
     let files = select_files(args)?;
     // Decide what is left to do and open the output before loading the model.
     let (output, todo) = open_output(args, &files)?;
@@ -418,8 +489,9 @@ fn select_files(args: &LabelArgs) -> Result<Vec<String>, CliError> {
 
 /// Where the labels go.
 enum Output {
-    /// One JSONL manifest; a block's lines are appended in one write.
-    Jsonl(File),
+    /// One JSONL manifest; a block's lines are appended in one write. `names[k]` is
+    /// `files[k]` as the manifest writes it (relative to its directory).
+    Jsonl { file: File, names: Vec<String> },
     /// `--format`: one file per input, `paths[k]` for `files[k]`.
     Text {
         format: TextFormat,
@@ -430,26 +502,67 @@ enum Output {
 /// The output, ready to write, and the indices of the files still to label.
 fn open_output(args: &LabelArgs, files: &[String]) -> Result<(Output, Vec<usize>), CliError> {
     let Some(format) = args.format else {
-        let done = resumed_paths(args)?;
+        create_parent(&args.out)?;
+        // The manifest's directory exists now, so its physical path can be known.
+        let mut rule = PathRule::for_manifest(&args.out);
+        let done = resumed_lines(args)?;
         let file = open_jsonl(&args.out, args.overwrite)?;
         let todo = (0..files.len())
-            .filter(|&k| !done.contains(&files[k]))
+            .filter(|&k| !done.contains(&files[k], &mut rule))
             .collect();
-        return Ok((Output::Jsonl(file), todo));
+        let names = files.iter().map(|f| rule.written(f)).collect();
+        return Ok((Output::Jsonl { file, names }, todo));
     };
     std::fs::create_dir_all(&args.out)
         .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", args.out.display())))?;
-    // Inputs that share a stem get `-1`, `-2`, … like `decode`'s outputs.
-    let paths = clash_free_paths(&args.out, files.iter().map(Path::new), format.extension());
+    let paths = format_paths(
+        &args.out,
+        files,
+        format.extension(),
+        &mut PathRule::keys_only(),
+    );
+    // As for a JSONL output: existing files (a hand-corrected transcript) are replaced only
+    // when asked to, and the refusal comes before any work.
+    if !args.resume && !args.overwrite {
+        if let Some(existing) = paths.iter().find(|p| p.exists()) {
+            return Err(CliError::Failed(format!(
+                "{} already exists; use --resume to skip the inputs labelled already or \
+                 --overwrite to replace their files",
+                existing.display()
+            )));
+        }
+    }
     let todo = (0..files.len())
         .filter(|&k| !(args.resume && paths[k].exists()))
         .collect();
     Ok((Output::Text { format, paths }, todo))
 }
 
-/// The paths a `--resume` finds labelled in the JSONL output already (none otherwise); a
+/// The `audio_filepath`s of the lines a `--resume` finds in the JSONL output already.
+#[derive(Default)]
+struct DoneLines {
+    /// As written.
+    written: HashSet<String>,
+    /// Each resolved against the manifest's directory ([`PathRule::line_key`]).
+    keys: HashSet<String>,
+}
+
+impl DoneLines {
+    /// Whether `file` (as the run names it) has a line. A line names it when it resolves,
+    /// against the manifest's directory, to the same file. Earlier versions wrote paths as
+    /// given (relative to their working directory) and matched them as text: such a line
+    /// still matches its text when it names no file against the manifest's directory.
+    fn contains(&self, file: &str, rule: &mut PathRule) -> bool {
+        if self.keys.contains(&rule.input_key(file)) {
+            return true;
+        }
+        self.written.contains(file) && !Path::new(&rule.line_key(file)).exists()
+    }
+}
+
+/// The lines a `--resume` finds labelled in the JSONL output already (none otherwise); a
 /// non-empty output is refused unless resumed or overwritten.
-fn resumed_paths(args: &LabelArgs) -> Result<HashSet<String>, CliError> {
+fn resumed_lines(args: &LabelArgs) -> Result<DoneLines, CliError> {
     let exists = args.out.metadata().map(|m| m.len() > 0).unwrap_or(false);
     if exists && !args.resume && !args.overwrite {
         return Err(CliError::Failed(format!(
@@ -457,19 +570,26 @@ fn resumed_paths(args: &LabelArgs) -> Result<HashSet<String>, CliError> {
             args.out.display()
         )));
     }
-    if args.resume {
-        labelled_paths(&args.out)
-    } else {
-        Ok(HashSet::new())
+    if !args.resume {
+        return Ok(DoneLines::default());
     }
+    let written = labelled_paths(&args.out)?;
+    let mut rule = PathRule::for_manifest(&args.out);
+    let keys = written.iter().map(|w| rule.line_key(w)).collect();
+    Ok(DoneLines { written, keys })
 }
 
-/// The JSONL output opened for appending (its directory created), emptied on `--overwrite`.
-fn open_jsonl(out: &Path, overwrite: bool) -> Result<File, CliError> {
+/// Creates the directory `out` goes in.
+fn create_parent(out: &Path) -> Result<(), CliError> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| CliError::Failed(format!("{}: cannot create: {e}", parent.display())))?;
     }
+    Ok(())
+}
+
+/// The JSONL output opened for appending, emptied on `--overwrite`.
+fn open_jsonl(out: &Path, overwrite: bool) -> Result<File, CliError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -520,6 +640,8 @@ struct Sink<'a> {
     errors: usize,
     /// The first failed write; it cancels the run.
     write_error: Option<String>,
+    /// Makes the paths in error messages absolute.
+    rule: PathRule,
 }
 
 impl<'a> Sink<'a> {
@@ -533,7 +655,27 @@ impl<'a> Sink<'a> {
             audio_seconds: 0.0,
             errors: 0,
             write_error: None,
+            rule: PathRule::keys_only(),
         }
+    }
+
+    /// An error about a relative input names it absolutely: the line's `audio_filepath` is
+    /// relative to the manifest's directory and the message's path to the working
+    /// directory, so only an absolute one says which file is missing wherever it is read.
+    fn absolute_error(&mut self, label: &mut FileLabel) {
+        let input = &label.audio_filepath;
+        if crate::store::is_url(input) || Path::new(input).is_absolute() {
+            return;
+        }
+        let Some(rest) = label
+            .error
+            .as_deref()
+            .and_then(|e| e.strip_prefix(input.as_str()))
+            .filter(|rest| rest.starts_with(':'))
+        else {
+            return;
+        };
+        label.error = Some(format!("{}{rest}", self.rule.input_key(input)));
     }
 
     fn write_block(&mut self, events: Vec<LabelEvent>, cancel: &AtomicBool) {
@@ -543,15 +685,20 @@ impl<'a> Sink<'a> {
         let mut lines = String::new();
         let count = events.len() as u64;
         for event in events {
-            let label = event.label;
+            let mut label = event.label;
+            self.absolute_error(&mut label);
             self.count(&label);
+            let k = self.todo[event.index];
             match &self.output {
-                Output::Jsonl(_) => {
+                Output::Jsonl { names, .. } => {
+                    if let Some(name) = names.get(k) {
+                        label.audio_filepath.clone_from(name);
+                    }
                     lines.push_str(&label.to_json_line());
                     lines.push('\n');
                 }
                 Output::Text { format, paths } if label.error.is_none() => {
-                    let path = &paths[self.todo[event.index]];
+                    let path = &paths[k];
                     let written = crate::sys::write_atomically(path, |w| {
                         w.write_all(format.render(&label).as_bytes())
                     });
@@ -563,7 +710,7 @@ impl<'a> Sink<'a> {
                 Output::Text { .. } => {}
             }
         }
-        if let Output::Jsonl(file) = &mut self.output {
+        if let Output::Jsonl { file, .. } = &mut self.output {
             if let Err(e) = file.write_all(lines.as_bytes()) {
                 self.write_error
                     .get_or_insert(format!("{}: cannot write: {e}", self.args.out.display()));
@@ -597,7 +744,7 @@ impl<'a> Sink<'a> {
             return Err(CliError::Failed(e));
         }
         let out = &self.args.out;
-        if let Output::Jsonl(file) = &self.output {
+        if let Output::Jsonl { file, .. } = &self.output {
             file.sync_all()
                 .map_err(|e| CliError::Failed(format!("{}: cannot sync: {e}", out.display())))?;
         }
@@ -613,6 +760,18 @@ impl<'a> Sink<'a> {
                 self.audio_seconds / elapsed.max(1e-9),
                 key.dir.display()
             );
+        }
+        // Every file failed (all missing, say): the lines record why, but the run did
+        // nothing it was asked to, and a script must not take it for done.
+        let files = self.todo.len();
+        if files > 0 && self.errors == files {
+            let what = match files {
+                1 => "the only file failed".to_string(),
+                n => format!("all {n} files failed"),
+            };
+            return Err(CliError::Failed(format!(
+                "no file was labelled: {what} (errors above)"
+            )));
         }
         Ok(())
     }

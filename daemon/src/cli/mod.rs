@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod http;
 pub mod label;
+pub mod label_paths;
 pub mod output;
 pub mod progress;
 pub mod ray;
