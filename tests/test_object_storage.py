@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import audiodecode
 import numpy as np
@@ -337,3 +338,92 @@ def test_damage_in_a_remote_file_names_its_url(
     loader = AudioDataLoader([url], batch_size=1, max_seconds=0.1)
     list(loader)
     assert [(p, m.startswith(f"{url}: truncated")) for p, m in loader.damaged] == [(url, True)]
+
+
+SECRETS = ("hunter2", "s1gvalue", "amzs1gnature", "t0kenvalue")
+
+
+def test_errors_show_urls_without_their_credentials(
+    daemon: Daemon, binary: Path, http_server: HttpServer, clips: list[Path], tmp_path: Path
+) -> None:
+    """A URL's password and a signed URL's secret query values never reach an error
+    message (the client's exception, a skipped item, the CLI's stderr): they read ``***``,
+    while the host, the path and the other parameters still say which object failed."""
+    (http_server.root / "denied.wav").write_bytes(clips[0].read_bytes())
+    http_server.forbid("denied.wav")
+    with_password = f"http://alice:hunter2@127.0.0.1:{http_server.port}/missing.wav"
+    signed = (
+        f"{http_server.url('denied.wav')}?sig=s1gvalue&X-Amz-Signature=amzs1gnature"
+        "&X-Amz-Expires=60&Token=t0kenvalue"
+    )
+    cases = [
+        (with_password, "http://alice:***@127.0.0.1", "/missing.wav"),
+        (signed, "sig=***&X-Amz-Signature=***&X-Amz-Expires=60&Token=***", "/denied.wav"),
+    ]
+    for url, shown, path in cases:
+        with pytest.raises(audiodecode.AudioDecodeError) as caught:
+            audiodecode.load(url)
+        message = str(caught.value)
+        assert shown in message and path in message, message
+        assert not any(s in message for s in SECRETS), message
+        for command in (["decode", url, "-o", str(tmp_path / "out.wav")], ["info", url]):
+            run = subprocess.run(
+                [str(binary), *command], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert run.returncode != 0
+            assert shown in run.stderr and path in run.stderr, run.stderr
+            assert not any(s in run.stderr + run.stdout for s in SECRETS), run.stderr
+    loader = AudioDataLoader([with_password, signed, str(clips[1])], on_error="skip")
+    assert sum(len(b.paths) for b in loader) == 1
+    skipped = dict(loader.skipped)
+    assert set(skipped) == {with_password, signed}  # the paths as given: the user's data
+    for message in skipped.values():
+        assert "***" in message and not any(s in message for s in SECRETS), message
+
+
+def test_file_urls_are_read_as_the_local_paths_they_name(
+    daemon: Daemon, binary: Path, clips: list[Path], tmp_path: Path
+) -> None:
+    """``file:///abs/path`` (percent-encoded, or with ``localhost`` as its host) is the local
+    file wherever a path is taken: ``load``, the CLI, file lists, manifests; a file URL on
+    another host is refused, saying so."""
+    spaced = tmp_path / "with space é.wav"
+    spaced.write_bytes(clips[1].read_bytes())
+    url = "file://" + quote(str(spaced))
+    expected, sr = audiodecode.load(spaced)
+    for given in (url, url.replace("file://", "file://localhost", 1)):
+        got, got_sr = audiodecode.load(given)
+        assert got_sr == sr
+        np.testing.assert_array_equal(got, expected)
+    run = subprocess.run(
+        [str(binary), "info", url], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0 and "Hz" in run.stdout, run.stderr
+    out = tmp_path / "out.wav"
+    run = subprocess.run(
+        [str(binary), "decode", url, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0 and out.exists(), run.stderr
+    urls = ["file://" + quote(str(c)) for c in clips]
+    local = batches_of(AudioDataLoader([str(c) for c in clips], **FIRST_SECOND_IN_ORDER))
+    listed = batches_of(AudioDataLoader(urls, **FIRST_SECOND_IN_ORDER))
+    for (_, a), (_, b) in zip(local, listed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("\n".join(json.dumps({"audio_filepath": u}) for u in urls) + "\n")
+    for dataset in (str(manifest), "file://" + quote(str(manifest))):
+        listed = batches_of(AudioDataLoader(dataset, **FIRST_SECOND_IN_ORDER))
+        assert [p for p, _ in listed] == [p for p, _ in local]
+    elsewhere = "file://nas01" + quote(str(clips[0]))
+    with pytest.raises(ValueError, match="on host 'nas01'"):
+        audiodecode.load(elsewhere)
+    with pytest.raises(ValueError, match="on host 'nas01'"):
+        AudioDataLoader([elsewhere])
+    run = subprocess.run(
+        [str(binary), "info", elsewhere], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode != 0 and 'on host "nas01"' in run.stderr, run.stderr

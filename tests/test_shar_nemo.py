@@ -257,3 +257,49 @@ def test_audiodecode_shard_writes_shar_that_lhotse_and_the_loader_read(
         assert cut.custom["audio_filepath"] == str(tmp_path / f"say{i}.wav")
     ours = items_of(AudioDataLoader.from_shar(out, batch_size=5, shuffle=False))
     assert [text for _, text in ours.values()] == [f"said {i}" for i in range(5)]
+
+
+def test_a_failing_shard_is_asked_for_once_an_epoch(
+    private_daemon: Daemon, http_server: HttpServer, tmp_path: Path
+) -> None:
+    """Note [Failed shards]: a tar that answers 403 fails each of its samples (skipped with
+    ``on_error="skip"``) after one request in the epoch, not one or more per sample; the
+    next epoch asks again, and reads it once it is fixed."""
+    per_shard = 8
+    lines = []
+    for shard in range(2):
+        with tarfile.open(http_server.root / f"audio_{shard}.tar", "w") as tar:
+            for j in range(per_shard):
+                name = f"utt{shard}{j}.wav"
+                write_wav(tmp_path / name, tone(0.3, 16000, 250 + 90 * shard + 20 * j), 16000)
+                tar.add(tmp_path / name, arcname=name)
+                lines.append({"audio_filepath": name, "duration": 0.3, "shard_id": shard})
+    (http_server.root / "manifest.json").write_text(
+        "\n".join(json.dumps(line) for line in lines) + "\n"
+    )
+    http_server.forbid("audio_1.tar")
+    loader = AudioDataLoader.from_nemo(
+        http_server.url("manifest.json"),
+        f"{http_server.base}/audio_{{0..1}}.tar",
+        batch_size=4,
+        shuffle=False,
+        on_error="skip",
+    )
+
+    def epoch() -> tuple[int, dict[str, str], int]:
+        """Items served, items skipped, and requests for the failing tar."""
+        http_server.clear_log()
+        served = sum(len(b.paths) for b in loader)
+        asked = [m for m, p, _ in http_server.log if p == "/audio_1.tar"]
+        return served, dict(loader.skipped), len(asked)
+
+    for _ in range(2):
+        served, skipped, asked = epoch()
+        assert served == per_shard
+        assert len(skipped) == per_shard and all("audio_1.tar#" in p for p in skipped)
+        assert all("access denied" in m for m in skipped.values()), skipped
+        # One request, or one per worker that met the shard at the same moment.
+        assert 1 <= asked <= 2, http_server.log
+    http_server.clear_faults()
+    served, skipped, _ = epoch()
+    assert served == 2 * per_shard and skipped == {}

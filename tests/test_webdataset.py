@@ -587,3 +587,57 @@ def test_remote_shards_are_indexed_in_place_for_ranged_reads(
     served = shard_cli(binary, "--index", http_server.url(shards[0].name))
     assert served.returncode == 1
     assert f"{http_server.base}/.audiodecode-index/{shards[0].name}.idx" in served.stderr
+
+
+def test_cls_labels_mixing_class_ids_and_names_are_refused(
+    private_daemon: Daemon, tmp_path: Path
+) -> None:
+    """``.cls`` members that are partly integers (``3``) and partly class names (``dog``)
+    cannot be given ids that mean one thing: the stream is refused, naming a sample of
+    each, instead of training ``dog`` under an id an integer label already means. All
+    names, or all integers, read as before."""
+
+    def shard(name: str, labels: list[str]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w") as tar:
+            for i, label in enumerate(labels):
+                for field, data in (
+                    ("wav", wav_bytes(0.2, 16000, 300 + 40 * i, tmp_path)),
+                    ("cls", label.encode()),
+                ):
+                    member = tarfile.TarInfo(f"s{i}.{field}")
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+        return path
+
+    mixed = [shard("mixed-0.tar", ["0", "1"]), shard("mixed-1.tar", ["dog", "3"])]
+    loader = AudioDataLoader([str(p) for p in mixed], batch_size=4, label_field="cls")
+    with pytest.raises(audiodecode.BadRequestError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert "mix class ids and class names" in message, message
+    assert f"{mixed[0]}#s0.wav has label 0" in message, message
+    assert f'{mixed[1]}#s0.wav has label "dog"' in message, message
+
+    names = shard("names.tar", ["dog", "cat", "dog"])
+    ints = shard("ints.tar", ["3", "0", "3"])
+    [batch] = list(AudioDataLoader(str(names), batch_size=3, shuffle=False, label_field="cls"))
+    assert list(batch.labels) == [1, 0, 1]
+    [batch] = list(AudioDataLoader(str(ints), batch_size=3, shuffle=False, label_field="cls"))
+    assert list(batch.labels) == [3, 0, 3]
+
+
+def test_shards_named_by_file_urls_are_read_as_local_paths(
+    private_daemon: Daemon, binary: Path, dataset: tuple[Path, dict[str, Path]]
+) -> None:
+    """A brace pattern of ``file://`` shards is the local pattern: to the loader and to
+    ``audiodecode shard --index``."""
+    root, _ = dataset
+    local = AudioDataLoader(pattern(root), batch_size=4, shuffle=False, label_field="cls")
+    as_url = AudioDataLoader(
+        "file://" + pattern(root), batch_size=4, shuffle=False, label_field="cls"
+    )
+    assert [list(b.paths) for b in as_url] == [list(b.paths) for b in local]
+    indexed = shard_cli(binary, "--index", "file://localhost" + pattern(root))
+    assert indexed.returncode == 0, indexed.stderr
+    assert len(list((root / ".audiodecode-index").glob("*.tar.idx"))) == 5

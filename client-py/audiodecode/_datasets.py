@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from audiodecode._manifest import MANIFEST_SUFFIXES, check_manifest, has_audio
-from audiodecode._paths import absolute, is_url, named
+from audiodecode._paths import absolute, is_url, local_path, named
 from audiodecode._protocol import AnyDataset, Dataset
 from audiodecode._shards import shard_dataset
 
@@ -48,6 +48,11 @@ def resolve_dataset(
     empty epoch would hide the mistake. URLs pass as written: a URL ending in ``/`` is a
     prefix (a directory) and one with a manifest's suffix a manifest, both read by the
     daemon."""
+    files = (
+        local_path(files)
+        if isinstance(files, (str, os.PathLike))
+        else [local_path(f) for f in files]
+    )
     shards = shard_dataset(files, label_field, dataset_format, name)
     if shards is not None:
         return shards

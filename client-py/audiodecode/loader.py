@@ -47,8 +47,11 @@ class AudioDataLoader:
     (``format="shar"``, or :meth:`from_shar`) or a NeMo tarred dataset (``format="nemo"``,
     or :meth:`from_nemo`). Paths may be URLs (``s3://``, ``gs://``,
     ``az://``, ``http(s)://``; credentials and endpoints from the usual ``AWS_*``,
-    ``GOOGLE_*``, ``AZURE_*`` variables). ``labels`` (for a list of files) are integers or
-    strings; strings become class ids in sorted order (``classes``, ``class_to_idx``).
+    ``GOOGLE_*``, ``AZURE_*`` variables) or ``file:///`` URLs of local files. ``labels``
+    (for a list of files) are integers or strings; strings become class ids in sorted
+    order (``classes``, ``class_to_idx``). Labels that mix integers and names (in
+    ``labels``, a manifest or ``.cls`` members) are refused: a name's id could be one an
+    integer already means.
     Shards are read a few at a time in a seeded shard order, dealt to DDP ranks whole, with
     equal batch counts per rank.
 

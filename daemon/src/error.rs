@@ -1,25 +1,36 @@
 //! Typed per-file errors. Every variant names the file, so a message that reaches a user
 //! (CLI stderr, a skipped-item report, a Python exception) says which input failed and why.
+//! A URL is shown without its credentials (`store::redacted`); `path()` keeps it as given.
 
 use audiodecode_protocol::{ErrorInfo, ErrorKind};
 use std::path::{Path, PathBuf};
 
+use crate::store::{redacted, shown};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("{path}: file not found")]
+    #[error("{}: file not found", shown(path))]
     NotFound { path: PathBuf },
 
-    #[error("{path}: cannot read: {source}")]
+    #[error("{}: cannot read: {}", shown(path), redacted(&source.to_string()))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
-    #[error("{path}: unsupported or unrecognised audio: {reason}")]
+    #[error(
+        "{}: unsupported or unrecognised audio: {}",
+        shown(path),
+        redacted(reason)
+    )]
     Unsupported { path: PathBuf, reason: String },
 
-    #[error("{path}: corrupt audio data near {at_seconds:.3} s: {reason}")]
+    #[error(
+        "{}: corrupt audio data near {at_seconds:.3} s: {}",
+        shown(path),
+        redacted(reason)
+    )]
     Corrupt {
         path: PathBuf,
         at_seconds: f64,
@@ -27,7 +38,8 @@ pub enum DecodeError {
     },
 
     #[error(
-        "{path}: truncated: audio ends at {decoded_seconds:.3} s{}",
+        "{}: truncated: audio ends at {decoded_seconds:.3} s{}",
+        shown(path),
         declared_seconds.map_or(String::new(), |d| format!(" but the file declares {d:.3} s"))
     )]
     Truncated {
@@ -39,26 +51,32 @@ pub enum DecodeError {
 
     /// A strict decode of part of a file whose whole-file check found damage elsewhere
     /// (Note [Damage rule]); `damage` names the file, what and where.
-    #[error("{damage} (a strict stream refuses damaged files)")]
+    #[error("{} (a strict stream refuses damaged files)", redacted(damage))]
     Damaged { path: PathBuf, damage: String },
 
-    #[error("{path}: contains no audio samples")]
+    #[error("{}: contains no audio samples", shown(path))]
     Empty { path: PathBuf },
 
-    #[error("{path}: offset {offset:.3} s is past the end of the audio ({duration:.3} s)")]
+    #[error(
+        "{}: offset {offset:.3} s is past the end of the audio ({duration:.3} s)",
+        shown(path)
+    )]
     OffsetPastEnd {
         path: PathBuf,
         offset: f64,
         duration: f64,
     },
 
-    #[error("{path}: invalid request: {reason}")]
+    #[error("{}: invalid request: {}", shown(path), redacted(reason))]
     InvalidRequest { path: PathBuf, reason: String },
 
-    #[error("{path}: decoder crashed: {message}")]
+    #[error("{}: decoder crashed: {}", shown(path), redacted(message))]
     Panic { path: PathBuf, message: String },
 
-    #[error("{path}: decoding took longer than the item deadline ({seconds:.0} s); abandoned")]
+    #[error(
+        "{}: decoding took longer than the item deadline ({seconds:.0} s); abandoned",
+        shown(path)
+    )]
     TimedOut { path: PathBuf, seconds: f64 },
 }
 

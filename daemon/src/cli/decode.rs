@@ -56,15 +56,16 @@ pub fn run_info(args: &InfoArgs) -> ExitCode {
                     }
                 };
                 println!(
-                    "{}: {} in {}, {} Hz, {} ch, {} frames, {} (read by {}){verdict}",
-                    info.path.display(),
+                    "{}: {} in {}, {} Hz, {} ch, {} frames, {} (read by {}){}",
+                    crate::store::shown(&info.path),
                     info.codec,
                     info.container,
                     info.sample_rate,
                     info.channels,
                     frames,
                     duration,
-                    info.backend.name()
+                    info.backend.name(),
+                    crate::store::redacted(&verdict)
                 );
             }
             Err(e) => {
@@ -209,14 +210,15 @@ fn decode_one(
     let audio = load(input, req, threads)?;
     if let Some(damage) = &audio.damage {
         eprintln!(
-            "warning: {damage}; kept {:.3} s of audio (--strict fails such files)",
+            "warning: {}; kept {:.3} s of audio (--strict fails such files)",
+            crate::store::redacted(damage),
             audio.duration()
         );
     }
     write_audio(output, &audio, format).map_err(|e| {
         CliError::Failed(format!(
             "{}: cannot write {}: {e}",
-            input.display(),
+            crate::store::shown(input),
             output.display()
         ))
     })?;

@@ -287,8 +287,19 @@ fn init_logging(daemon: bool) {
     };
     let _ =
         env_logger::Builder::from_env(env_logger::Env::new().filter_or("AUDIODECODE_LOG", default))
-            // Milliseconds: the debug log is how start-up and batches are profiled.
-            .format_timestamp_millis()
+            // Milliseconds: the debug log is how start-up and batches are profiled. URLs in
+            // a line are shown without their credentials (a signed URL's signature).
+            .format(|buf, record| {
+                use std::io::Write;
+                writeln!(
+                    buf,
+                    "[{} {:<5} {}] {}",
+                    buf.timestamp_millis(),
+                    record.level(),
+                    record.target(),
+                    crate::store::redacted(&record.args().to_string())
+                )
+            })
             .try_init();
 }
 

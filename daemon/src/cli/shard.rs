@@ -20,7 +20,7 @@ use crate::decode::AUDIO_EXTENSIONS;
 use crate::decode::{load, probe_info, ChannelMode, DecodedAudio, LoadRequest};
 use crate::feed::manifest;
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct ShardArgs {
     /// Audio files, directories (classes from their first level), JSONL/CSV manifests (a
     /// labeling manifest's `text` becomes each sample's `.txt`), or URLs of any of them.
@@ -234,6 +234,27 @@ fn tar_bytes(data: usize) -> u64 {
 }
 
 pub fn run_shard(args: &ShardArgs) -> ExitCode {
+    // `file:` URLs read as the local paths they name, like every other path taken.
+    let inputs: Result<Vec<PathBuf>, _> = args
+        .inputs
+        .iter()
+        .map(|input| match input.to_str() {
+            Some(text) if crate::store::is_file_url(text) => {
+                manifest::local_form(text).map(PathBuf::from)
+            }
+            _ => Ok(input.clone()),
+        })
+        .collect();
+    let args = &match inputs {
+        Ok(inputs) => ShardArgs {
+            inputs,
+            ..args.clone()
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match &args.out {
         _ if args.index => index_tars(
             &args.inputs,

@@ -12,8 +12,19 @@ use crate::error::Result;
 /// Bytes read for a header: every layout `block_layout` reads ends well within this.
 const HEAD_BYTES: u64 = 64 * 1024;
 
+/// The local path a `file:` URL names, when `path` is one (decoded there, errors named as
+/// the user wrote it).
+fn file_url_path(path: &Path) -> Option<Result<std::path::PathBuf>> {
+    let local = crate::store::file_url_path(path.to_str()?)?;
+    Some(local.map_err(Into::into))
+}
+
 /// Run `decode` on `path`, or on a local copy of it when it is a URL or a shard's member.
 pub(crate) fn with_local<T>(path: &Path, decode: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if let Some(local) = file_url_path(path) {
+        let local = local?;
+        return with_local(&local, decode).map_err(|e| e.renamed(&local, path));
+    }
     if let Some((shard, member)) = path.to_str().and_then(crate::store::tar::split_member) {
         let copy = crate::store::tar::member_copy(path, shard, member)?;
         return decode(copy.path()).map_err(|e| e.renamed(copy.path(), path));
@@ -33,6 +44,10 @@ pub(crate) fn with_local_part<T>(
     req: &LoadRequest,
     decode: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
+    if let Some(local) = file_url_path(path) {
+        let local = local?;
+        return with_local_part(&local, req, decode).map_err(|e| e.renamed(&local, path));
+    }
     let is_member = path
         .to_str()
         .and_then(crate::store::tar::split_member)

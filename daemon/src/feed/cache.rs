@@ -37,10 +37,10 @@ pub struct FileStamp {
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<Self> {
-        // A shard's member: the version of the shard its stream checked when it opened.
-        let shard = path.to_str().and_then(crate::store::tar::split_member);
-        if let Some(stamp) = shard.and_then(|(shard, _)| crate::store::tar::indexed_stamp(shard)) {
-            return Some(Self {
+        // A shard's member: the version of the shard its stream checked when it opened (not
+        // the member path taken for a URL: a HEAD of the shard per item, failing or not).
+        if let Some((shard, _)) = path.to_str().and_then(crate::store::tar::split_member) {
+            return crate::store::tar::trusted_stamp(shard).map(|stamp| Self {
                 size: stamp.size,
                 modified: None,
                 tag: stamp.tag,

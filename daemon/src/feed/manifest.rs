@@ -26,14 +26,23 @@ pub struct Resolved {
     pub durations: Option<Vec<Option<f64>>>,
 }
 
+/// Why a dataset could not be resolved; URLs in it are shown without credentials.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", crate::store::redacted(.0))]
 pub struct ManifestError(String);
 
 impl ManifestError {
     pub fn new(message: String) -> Self {
         Self(message)
     }
+}
+
+/// A path as the daemon reads it: a `file:` URL as the local path it names (refused when it
+/// names another host); paths and object URLs as written.
+pub(crate) fn local_form(path: &str) -> Result<String, ManifestError> {
+    crate::store::local_form(path)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| ManifestError(e.to_string()))
 }
 
 pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
@@ -51,12 +60,14 @@ pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
             let items = paths
                 .iter()
                 .enumerate()
-                .map(|(i, path)| ItemInfo {
-                    path: path.clone(),
-                    label: labels.as_ref().map_or(-1, |l| l[i]),
-                    text: None,
+                .map(|(i, path)| {
+                    Ok(ItemInfo {
+                        path: local_form(path)?,
+                        label: labels.as_ref().map_or(-1, |l| l[i]),
+                        text: None,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, ManifestError>>()?;
             Ok(Resolved {
                 items,
                 classes: Vec::new(),
@@ -65,15 +76,20 @@ pub fn resolve(dataset: &Dataset) -> Result<Resolved, ManifestError> {
         }
         Dataset::Manifest { path, label_field } => {
             let field = label_field.as_deref().unwrap_or("label");
-            read_manifest(Path::new(path), field)
+            read_manifest(Path::new(&local_form(path)?), field)
         }
-        Dataset::Directory { path } => scan_directory(Path::new(path)),
+        Dataset::Directory { path } => scan_directory(Path::new(&local_form(path)?)),
         Dataset::Shards {
             format,
             sources,
             label_field,
         } => {
             let field = label_field.as_deref();
+            let sources = sources
+                .iter()
+                .map(|s| local_form(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sources = &sources;
             match format.as_str() {
                 "webdataset" => crate::feed::webdataset::resolve(sources, field),
                 "shar" => crate::feed::shar::resolve(sources, field),
@@ -142,7 +158,7 @@ fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
         _ => read_jsonl(path, &text, field)?,
     };
     let text_labels = TEXT_FIELDS.contains(&field);
-    let mut resolved = assign_labels(rows, text_labels);
+    let mut resolved = assign_labels(rows, text_labels)?;
     for item in &mut resolved.items {
         item.path = absolutize(path, &item.path)?;
     }
@@ -158,6 +174,9 @@ fn read_manifest(path: &Path, field: &str) -> Result<Resolved, ManifestError> {
 /// An item's path as the manifest at `manifest` means it: URLs and absolute paths as
 /// written, relative ones against the manifest's own directory (or URL).
 fn absolutize(manifest: &Path, path: &str) -> Result<String, ManifestError> {
+    if crate::store::is_file_url(path) {
+        return local_form(path);
+    }
     let p = Path::new(path);
     if p.is_absolute() || crate::store::is_url(path) {
         return Ok(path.to_string());
@@ -265,7 +284,30 @@ fn read_csv(
 }
 
 /// String labels become class ids in sorted order, unless they are transcripts.
-pub(crate) fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
+///
+/// Labels that mix integers and names are refused, naming an item of each: names get class
+/// ids in sorted order from 0, which may be ids that integer labels already mean (`3` and
+/// `dog` would both be class 0..n), and no rule can tell whether the integer `3` was meant
+/// as the class `dog` or another one, so any mapping would train on silently merged
+/// classes. The client refuses such `labels=` the same way (`map_labels`).
+pub(crate) fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Result<Resolved, ManifestError> {
+    if !text_labels {
+        let int = rows.iter().find_map(|r| match &r.label {
+            RawLabel::Int(i) => Some((&r.path, i)),
+            _ => None,
+        });
+        let name = rows.iter().find_map(|r| match &r.label {
+            RawLabel::Name(n) => Some((&r.path, n)),
+            _ => None,
+        });
+        if let (Some((int_path, int)), Some((name_path, name))) = (int, name) {
+            return Err(ManifestError(format!(
+                "labels mix class ids and class names ({int_path} has label {int}, \
+                 {name_path} has label {name:?}): the names' ids would collide with the \
+                 integers'; write every label as an integer or every label as a name"
+            )));
+        }
+    }
     let classes: Vec<String> = if text_labels {
         Vec::new()
     } else {
@@ -294,11 +336,11 @@ pub(crate) fn assign_labels(rows: Vec<Row>, text_labels: bool) -> Resolved {
             }
         })
         .collect();
-    Resolved {
+    Ok(Resolved {
         items,
         classes,
         ..Resolved::default()
-    }
+    })
 }
 
 fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
@@ -354,7 +396,7 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
             text: None,
         })
         .collect();
-    Ok(assign_labels(rows, false))
+    assign_labels(rows, false)
 }
 
 /// A "directory" in object storage: every audio object under the prefix, classes from the
@@ -378,7 +420,7 @@ fn scan_prefix(url: &str) -> Result<Resolved, ManifestError> {
             }
         })
         .collect();
-    Ok(assign_labels(rows, false))
+    assign_labels(rows, false)
 }
 
 fn is_audio(path: &Path) -> bool {
@@ -390,6 +432,42 @@ fn is_audio(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_mixing_ids_and_names_are_refused_naming_an_item_of_each() {
+        let row = |path: &str, label| Row {
+            path: path.into(),
+            label,
+            text: None,
+        };
+        let rows = vec![
+            row("s.tar#a.wav", RawLabel::Int(3)),
+            row("s.tar#b.wav", RawLabel::None),
+            row("s.tar#c.wav", RawLabel::Name("dog".into())),
+        ];
+        let err = assign_labels(rows, false).unwrap_err().to_string();
+        assert!(err.contains("s.tar#a.wav has label 3"), "{err}");
+        assert!(err.contains("s.tar#c.wav has label \"dog\""), "{err}");
+        // Transcripts are no classes: integers beside them stay labels.
+        let rows = vec![
+            row("a.wav", RawLabel::Int(3)),
+            row("b.wav", RawLabel::Name("hello".into())),
+        ];
+        let resolved = assign_labels(rows, true).unwrap();
+        assert_eq!(resolved.items[0].label, 3);
+        assert_eq!(resolved.items[1].text.as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn file_urls_in_manifests_are_local_paths() {
+        let manifest = Path::new("/sets/m.jsonl");
+        assert_eq!(
+            absolutize(manifest, "file:///data/a%20b.wav").unwrap(),
+            "/data/a b.wav"
+        );
+        assert_eq!(absolutize(manifest, "x.wav").unwrap(), "/sets/x.wav");
+        assert!(absolutize(manifest, "file://nas/a.wav").is_err());
+    }
 
     #[test]
     fn jsonl_string_labels_become_sorted_class_ids() {

@@ -136,7 +136,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
     if left_out > 0 {
         log::info!("{manifest}: {left_out} lines belong to shards not given; left out");
     }
-    let mut resolved = assign_labels(rows, false);
+    let mut resolved = assign_labels(rows, false)?;
     resolved.groups = Some(groups);
     resolved.ranges = Some(ranges);
     resolved.durations = Some(durations);

@@ -129,7 +129,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             durations.push(duration);
         }
     }
-    let mut resolved = assign_labels(rows, false);
+    let mut resolved = assign_labels(rows, false)?;
     resolved.groups = Some(groups);
     resolved.ranges = Some(ranges);
     resolved.durations = Some(durations);

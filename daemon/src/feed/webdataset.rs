@@ -139,7 +139,7 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
             "{pattern}: no audio samples in the shards"
         )));
     }
-    let mut resolved = assign_labels(rows, false);
+    let mut resolved = assign_labels(rows, false)?;
     resolved.groups = Some(groups);
     Ok(resolved)
 }
@@ -244,15 +244,22 @@ pub(crate) fn json_label(json: Option<&serde_json::Value>, field: &str) -> RawLa
 /// shard order.
 pub(crate) fn index_all(shards: &[String]) -> Vec<Result<std::sync::Arc<ShardIndex>, StoreError>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
+    // A shard that fails here is remembered for the stream's epoch (Note [Failed shards]):
+    // its failing item does not ask for it again.
+    let failures = shards::ShardFailures::current();
     let results: Vec<_> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..shards::INDEX_THREADS.min(shards.len()))
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
-                    loop {
+                    let mut index_rest = || loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(shard) = shards.get(i) else { break };
                         done.push((i, shards::index(shard)));
+                    };
+                    match &failures {
+                        Some(failures) => shards::ShardFailures::within(failures, index_rest),
+                        None => index_rest(),
                     }
                     done
                 })

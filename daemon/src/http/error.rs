@@ -87,7 +87,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({
             "error": {
-                "message": self.message,
+                // Shown without credentials, should a message quote a URL.
+                "message": crate::store::redacted(&self.message),
                 "type": self.kind(),
                 "param": self.param,
                 "code": self.code,

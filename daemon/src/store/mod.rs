@@ -10,8 +10,10 @@
 mod blocks;
 mod cache;
 mod fetch;
+mod file_url;
 pub mod learnt;
 mod location;
+mod redact;
 pub mod tar;
 mod turns;
 
@@ -20,23 +22,26 @@ use std::sync::Arc;
 
 pub use cache::CacheConfig;
 pub use fetch::MAX_REQUESTS_ENV;
+pub use file_url::{file_url_path, is_file_url, local_form};
 pub use location::Location;
+pub use redact::{redacted, shown};
 
 use crate::sys::MemFile;
 
-/// Why a URL could not be read. Every variant names the URL.
-#[derive(Debug, thiserror::Error)]
+/// Why a URL could not be read. Every variant names the URL, shown without its
+/// credentials (`redacted`): a reason may quote the URL too (the HTTP client's errors do).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{url}: not found")]
+    #[error("{}: not found", redacted(url))]
     NotFound { url: String },
 
-    #[error("{url}: access denied: {reason}")]
+    #[error("{}: access denied: {}", redacted(url), redacted(reason))]
     Forbidden { url: String, reason: String },
 
-    #[error("{url}: unreachable: {reason}")]
+    #[error("{}: unreachable: {}", redacted(url), redacted(reason))]
     Unreachable { url: String, reason: String },
 
-    #[error("{url}: {reason}")]
+    #[error("{}: {}", redacted(url), redacted(reason))]
     Invalid { url: String, reason: String },
 }
 

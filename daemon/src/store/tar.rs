@@ -153,6 +153,90 @@ fn lock() -> std::sync::MutexGuard<'static, HashMap<String, Arc<ShardIndex>>> {
 /// The shard's index, rebuilt if the shard changed since it was made (a stat of a file, a
 /// HEAD request for an object unless one was made within a second).
 pub fn index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
+    remembered(shard, || index_now(shard))
+}
+
+/// Note [Failed shards]: a shard that cannot be read (missing, forbidden, unreachable after
+/// the store's retries, not a tar) fails every one of its samples the same way, and each
+/// sample asks several times (its probe, its decode, its damage check). Within a stream's
+/// epoch the first failure is kept and reported once; the shard's other samples get the
+/// same error, per `on_error`, without another request. The next epoch (a new stream) asks
+/// again: the shard may have been fixed. Outside a stream (`load`, the CLI) nothing is kept.
+#[derive(Default)]
+pub struct ShardFailures(Mutex<HashMap<String, StoreError>>);
+
+thread_local! {
+    /// The failures of the stream whose work this thread is doing, if any.
+    static FAILURES: std::cell::RefCell<Option<Arc<ShardFailures>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl ShardFailures {
+    /// Runs `work` on this thread with shard failures kept in `failures`.
+    pub fn within<T>(failures: &Arc<Self>, work: impl FnOnce() -> T) -> T {
+        /// Puts back the outer scope even when `work` panics (the pool catches panics and
+        /// runs other streams' jobs on this thread).
+        struct Restore(Option<Arc<ShardFailures>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let outer = self.0.take();
+                FAILURES.with(|f| *f.borrow_mut() = outer);
+            }
+        }
+        let outer = FAILURES.with(|f| f.replace(Some(Arc::clone(failures))));
+        let _restore = Restore(outer);
+        work()
+    }
+
+    /// The failures kept on this thread (for threads it starts).
+    pub fn current() -> Option<Arc<Self>> {
+        FAILURES.with(|f| f.borrow().clone())
+    }
+
+    fn get(&self, shard: &str) -> Option<StoreError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(shard)
+            .cloned()
+    }
+
+    /// Keeps `err` for `shard`; whether it is the shard's first failure.
+    fn keep(&self, shard: &str, err: &StoreError) -> bool {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.contains_key(shard) {
+            return false;
+        }
+        kept.insert(shard.to_string(), err.clone());
+        true
+    }
+}
+
+/// `read` of `shard`, unless the shard already failed in this thread's stream (Note
+/// [Failed shards]): then its first error again, without a request.
+fn remembered<T>(
+    shard: &str,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let Some(failures) = ShardFailures::current() else {
+        return read();
+    };
+    if let Some(err) = failures.get(shard) {
+        return Err(err);
+    }
+    let result = read();
+    if let Err(err) = &result {
+        if failures.keep(shard, err) {
+            log::warn!(
+                "{err}; the shard's samples fail with this error for the rest of the epoch \
+                 (it is not requested again until the next)"
+            );
+        }
+    }
+    result
+}
+
+fn index_now(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     let stamp = current_stamp(shard)?;
     let kept = || lock().get(shard).filter(|i| i.stamp == stamp).cloned();
     if let Some(index) = kept() {
@@ -491,9 +575,13 @@ fn trusted_index(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     }
 }
 
-/// The stamp of the shard's indexed version, when it has been indexed.
-pub fn indexed_stamp(shard: &str) -> Option<Stamp> {
-    lock().get(shard).map(|i| i.stamp)
+/// The stamp of the shard's version its members are read from: the version indexed, or
+/// the shard indexed now (a Shar or NeMo stream opens without reading its tars; the
+/// member's read indexes it next anyway). `None` when the shard cannot be read.
+pub fn trusted_stamp(shard: &str) -> Option<Stamp> {
+    remembered(shard, || trusted_index(shard))
+        .ok()
+        .map(|i| i.stamp)
 }
 
 fn current_stamp(shard: &str) -> Result<Stamp, StoreError> {
@@ -671,12 +759,12 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
             source: std::io::Error::other(other.to_string()),
         },
     };
-    let mut index = trusted_index(shard).map_err(renamed)?;
+    let mut index = remembered(shard, || trusted_index(shard)).map_err(renamed)?;
     if index.ranged() {
         let Some(entry) = index.member(member).cloned() else {
             return Err(missing_member(path, &index));
         };
-        let bytes = ranged_member(&index, &entry).map_err(renamed)?;
+        let bytes = remembered(shard, || ranged_member(&index, &entry)).map_err(renamed)?;
         let mut copy =
             MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
         copy.write_all(&bytes)
@@ -684,7 +772,8 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
             .map_err(|e| DecodeError::open(path, e))?;
         return Ok(copy);
     }
-    let (mut file, stamp, _copy) = open_shard(shard, None).map_err(renamed)?;
+    let (mut file, stamp, _copy) =
+        remembered(shard, || open_shard(shard, None)).map_err(renamed)?;
     if stamp != index.stamp {
         index = build(
             shard,
@@ -742,6 +831,33 @@ mod tests {
         }
         builder.finish().unwrap();
         file
+    }
+
+    #[test]
+    fn a_failed_shard_is_not_read_again_in_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("late.tar").to_string_lossy().into_owned();
+        let epoch = Arc::new(ShardFailures::default());
+        let first = ShardFailures::within(&epoch, || index(&shard));
+        assert!(matches!(first, Err(StoreError::NotFound { .. })));
+        // The shard appears: this epoch keeps its failure, a member's read included, ...
+        let file = shard_with(&[("a.wav", b"0123456789")]);
+        std::fs::copy(file.path(), &shard).unwrap();
+        let again = ShardFailures::within(&epoch, || index(&shard));
+        assert!(matches!(again, Err(StoreError::NotFound { .. })));
+        let member = format!("{shard}#a.wav");
+        let copy = ShardFailures::within(&epoch, || {
+            member_copy(Path::new(&member), &shard, "a.wav").map(|_| ())
+        });
+        assert!(matches!(copy, Err(DecodeError::NotFound { .. })));
+        assert!(
+            ShardFailures::current().is_none(),
+            "the scope ends with its work"
+        );
+        // ... and the next epoch, or a read outside any stream, finds it.
+        let next = Arc::new(ShardFailures::default());
+        assert!(ShardFailures::within(&next, || index(&shard)).is_ok());
+        assert!(member_copy(Path::new(&member), &shard, "a.wav").is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crossbeam_channel::Receiver;
 use super::StreamJob;
 use crate::feed::item::{decode_item, ItemAudio, ItemMemory, ItemResult};
 use crate::feed::ring::{RingMemory, SlotWriter};
+use crate::store::tar::ShardFailures;
 
 /// How often a stream returns the heap's free pages: about one batch of decoded items is
 /// free at any time, so trimming after every few batches gives back nearly as much as after
@@ -124,6 +125,7 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
         let cache = Arc::clone(&job.cache);
         let facts = Arc::clone(&job.facts);
         let steps = Arc::clone(&job.augment);
+        let failures = Arc::clone(&job.failures);
         let path = items[index as usize].path.clone();
         let range = job.ranges.as_ref().map(|r| r[index as usize]);
         job.pool.run(
@@ -132,18 +134,20 @@ fn submit(job: &StreamJob, seq: usize) -> InFlight {
                     return None;
                 }
                 let item = &items[index as usize];
-                Some(decode_item(
-                    &spec,
-                    item,
-                    index,
-                    range,
-                    max_frames,
-                    ItemMemory {
-                        cache: spec.cache.then_some(&*cache),
-                        facts: &facts,
-                    },
-                    &steps,
-                ))
+                Some(ShardFailures::within(&failures, || {
+                    decode_item(
+                        &spec,
+                        item,
+                        index,
+                        range,
+                        max_frames,
+                        ItemMemory {
+                            cache: spec.cache.then_some(&*cache),
+                            facts: &facts,
+                        },
+                        &steps,
+                    )
+                }))
             },
             move |result| {
                 let result = match result {
@@ -197,7 +201,7 @@ fn sort_results(
                     report.damaged.push(SkippedItem {
                         index: *index,
                         path: item.path.clone(),
-                        message: damage.to_string(),
+                        message: crate::store::redacted(damage).into_owned(),
                     });
                 }
                 rows.push((*index, item.label, audio));

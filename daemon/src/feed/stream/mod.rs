@@ -24,6 +24,7 @@ use crate::feed::pool::Pool;
 use crate::feed::ring::RingMemory;
 use crate::feed::slots::SlotLedger;
 use crate::feed::stats::StreamStats;
+use crate::store::tar::ShardFailures;
 
 pub use driver::drive;
 
@@ -43,6 +44,8 @@ pub struct StreamJob {
     pub cache: Arc<AudioCache>,
     pub facts: Arc<FileFacts>,
     pub augment: Arc<Vec<Step>>,
+    /// Shards that failed in this epoch (Note [Failed shards]).
+    pub failures: Arc<ShardFailures>,
     /// Messages for the client, delivered by the event loop in order.
     pub notify: Box<dyn Fn(Response) + Send>,
 }
@@ -66,6 +69,7 @@ pub struct Opened {
 fn probe_durations(
     pool: &Pool,
     facts: &Arc<FileFacts>,
+    failures: &Arc<ShardFailures>,
     items: &Arc<Vec<ItemInfo>>,
     indices: &[u64],
 ) -> Vec<Option<f64>> {
@@ -75,21 +79,24 @@ fn probe_durations(
         let tx = tx.clone();
         let items = Arc::clone(items);
         let facts = Arc::clone(facts);
+        let failures = Arc::clone(failures);
         let chunk = chunk.to_vec();
         // Results go out in `deliver`, not from the job: a probe abandoned at the item
         // deadline then leaves its files' lengths unknown instead of stalling the open.
         pool.run(
             move || {
-                chunk
-                    .into_iter()
-                    .map(|i| {
-                        let path = Path::new(&items[i as usize].path);
-                        facts
-                            .durations
-                            .get_or_learn(path, || probe_info(path).ok()?.duration)
-                            .flatten()
-                    })
-                    .collect::<Vec<_>>()
+                ShardFailures::within(&failures, || {
+                    chunk
+                        .into_iter()
+                        .map(|i| {
+                            let path = Path::new(&items[i as usize].path);
+                            facts
+                                .durations
+                                .get_or_learn(path, || probe_info(path).ok()?.duration)
+                                .flatten()
+                        })
+                        .collect::<Vec<_>>()
+                })
             },
             move |probed| {
                 for (k, d) in probed.into_iter().flatten().enumerate() {
@@ -119,8 +126,11 @@ pub fn open(
     plan::validate(&spec)?;
     let steps = augment_steps(&spec, cache).map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let stretch = plan::stretch(&steps);
-    let resolved = crate::feed::manifest::resolve(&spec.dataset)
-        .map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
+    // This epoch's failed shards (Note [Failed shards]), from its resolve to its last item.
+    let failures = Arc::new(ShardFailures::default());
+    let resolved =
+        ShardFailures::within(&failures, || crate::feed::manifest::resolve(&spec.dataset))
+            .map_err(|e| ErrorInfo::bad_request(e.to_string()))?;
     let items = Arc::new(resolved.items);
     let sampler = plan::sampler_spec(&spec, items.len() as u64);
     let declared = resolved.durations;
@@ -128,7 +138,7 @@ pub fn open(
         // Durations the dataset states (Shar, NeMo) are used instead of reading audio.
         match &declared {
             Some(d) => indices.iter().map(|&i| d[i as usize]).collect(),
-            None => probe_durations(pool, facts, &items, indices),
+            None => probe_durations(pool, facts, &failures, &items, indices),
         }
     });
     plan::check_start(&spec, epoch.batches.len())?;
@@ -165,6 +175,7 @@ pub fn open(
         cache: Arc::clone(cache),
         facts: Arc::clone(facts),
         augment: Arc::new(steps),
+        failures,
         notify,
     };
     let start = Box::new(move || {
