@@ -401,6 +401,9 @@ class HttpServer:
         self._forbidden: set[str] = set()
         self._dropped: dict[str, int] = {}
         self._failures: dict[str, int] = {}
+        self._failure_status: dict[str, int] = {}
+        # Answered to every request with a Range header (501: a server that says it has none).
+        self.range_status: int | None = None
         self._slow: dict[str, float] = {}
         self._signed: dict[str, str] = {}
         self.ranges = True
@@ -436,10 +439,12 @@ class HttpServer:
         with self._lock:
             self._dropped[relpath.lstrip("/")] = after
 
-    def fail_times(self, relpath: str, n: int) -> None:
-        """Answer 503 to the next ``n`` requests (any method) for ``relpath``, then serve it."""
+    def fail_times(self, relpath: str, n: int, status: int = 503) -> None:
+        """Answer ``status`` to the next ``n`` requests (any method) for ``relpath``, then
+        serve it."""
         with self._lock:
             self._failures[relpath.lstrip("/")] = n
+            self._failure_status[relpath.lstrip("/")] = status
 
     def slow(self, relpath: str, seconds: float) -> None:
         """Wait ``seconds`` before answering each GET of ``relpath`` (a slow link)."""
@@ -465,6 +470,7 @@ class HttpServer:
             self._dropped.clear()
             self._failures.clear()
             self._slow.clear()
+            self.range_status = None
 
     @property
     def log(self) -> list[tuple[str, str, str | None]]:
@@ -483,7 +489,8 @@ class HttpServer:
     def _admit(
         self, method: str, path: str, query: str, range_header: str | None
     ) -> tuple[str, int]:
-        """Logs a request and decides its fate: ("403"|"503"|"drop"|"serve", detail)."""
+        """Logs a request and decides its fate: ("403"|"status"|"drop"|"serve", detail): a
+        status's detail is its code, a drop's the bytes sent before it."""
         key = path.lstrip("/")
         with self._lock:
             self._log.append((method, path, range_header))
@@ -497,7 +504,9 @@ class HttpServer:
             left = self._failures.get(key, 0)
             if left > 0:
                 self._failures[key] = left - 1
-                return "503", 0
+                return "status", self._failure_status.get(key, 503)
+            if range_header is not None and self.range_status is not None:
+                return "status", self.range_status
             if method == "GET" and key in self._dropped:
                 return "drop", self._dropped[key]
             delay = self._slow.get(key, 0.0) if method == "GET" else 0.0
@@ -538,8 +547,8 @@ class _Handler(BaseHTTPRequestHandler):
         fate, after = self.owner._admit(self.command, path, parts.query, range_header)
         if fate == "403":
             return self._status(403, b"forbidden\n")
-        if fate == "503":
-            return self._status(503, b"try again\n")
+        if fate == "status":
+            return self._status(after, f"failed with {after}\n".encode())
 
         file = (self.owner.root / path.lstrip("/")).resolve()
         if not file.is_relative_to(self.owner.root) or not file.is_file():

@@ -304,6 +304,34 @@ def test_a_server_that_ignores_byte_ranges_is_read_whole(
     gets = [r for m, _, r in http_server.log if m == "GET"]
     # One ranged attempt shows the server sends whole objects; then one whole GET.
     assert gets.count(None) == 1 and len(gets) <= 2, http_server.log
+    # A server that answers a range with 501 Not Implemented says as much: read whole too.
+    http_server.ranges = True
+    http_server.range_status = 501
+    http_server.clear_log()
+    with Daemon(workers=2, object_cache_bytes=4_000_000):
+        part, _ = audiodecode.load(url, offset=10.0, duration=2.0)
+        np.testing.assert_array_equal(part, whole[160000:192000])
+        again, _ = audiodecode.load(url, offset=20.0, duration=2.0)
+        np.testing.assert_array_equal(again, whole[320000:352000])
+    gets = [r for m, _, r in http_server.log if m == "GET"]
+    # object_store retries the 501 as it retries any 5xx; after it, no range is asked for.
+    assert gets.count(None) == 1 and gets[-1] is None, http_server.log
+
+
+def test_a_server_error_is_named_with_its_status(
+    daemon_s3: Daemon, http_server: HttpServer, clips: list[Path]
+) -> None:
+    """A server that answers with an error is reached, not unreachable: the message gives
+    the status it answered (after the client's retries of a 5xx)."""
+    (http_server.root / "e.wav").write_bytes(clips[0].read_bytes())
+    http_server.fail_times("e.wav", 1000, status=500)
+    with pytest.raises(audiodecode.AudioDecodeError, match="answered HTTP 500") as failed:
+        audiodecode.load(http_server.url("e.wav"))
+    assert http_server.url("e.wav") in str(failed.value)
+    assert "unreachable" not in str(failed.value)
+    http_server.clear_faults()
+    http_server.fail_times("e.wav", 2, status=503)  # passing trouble: retried, then served
+    assert audiodecode.load(http_server.url("e.wav"))[0].size > 0
 
 
 def test_objects_from_a_server_without_validators_are_never_served_stale(

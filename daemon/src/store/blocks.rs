@@ -37,7 +37,7 @@ struct Block {
 
 impl Block {
     fn of(url: &str, bytes: &[u8]) -> Result<Self, StoreError> {
-        let failed = |e: std::io::Error| StoreError::Unreachable {
+        let failed = |e: std::io::Error| StoreError::Local {
             url: url.to_string(),
             reason: format!("cannot keep fetched bytes in a memory file: {e}"),
         };
@@ -99,7 +99,7 @@ fn read_block(
 ) -> Result<(), StoreError> {
     match block.read_into(range.start, range.end, out) {
         Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(StoreError::Unreachable {
+        Some(Err(e)) => Err(StoreError::Local {
             url: url.to_string(),
             reason: format!("cannot read fetched bytes back from memory: {e}"),
         }),

@@ -261,7 +261,7 @@ impl Objects {
             Some(dir) => {
                 // A copy named by URL and version is reused across runs; it is written
                 // under a name of this process's, then renamed into place.
-                let unwritable = |e: std::io::Error| StoreError::Unreachable {
+                let unwritable = |e: std::io::Error| StoreError::Local {
                     url: location.url().to_string(),
                     reason: format!("cannot write to the object cache {}: {e}", dir.display()),
                 };

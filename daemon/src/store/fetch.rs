@@ -74,11 +74,32 @@ pub(super) fn classify(location: &Location, err: object_store::Error) -> StoreEr
             url,
             reason: source.to_string(),
         },
-        other => StoreError::Unreachable {
-            url,
-            reason: other.to_string(),
-        },
+        other => {
+            let reason = other.to_string();
+            match answered_status(&reason) {
+                Some(status) => StoreError::Answered {
+                    url,
+                    status,
+                    reason,
+                },
+                None => StoreError::Unreachable { url, reason },
+            }
+        }
     }
+}
+
+/// The HTTP status a server answered with, from object_store's error text ("Server
+/// returned non-2xx status code: 501 Not Implemented: …"). Its retry error, which holds the
+/// status, is private to the crate; the text is pinned by Cargo.lock and checked by
+/// tests/test_object_storage.py's server-error test.
+fn answered_status(reason: &str) -> Option<u16> {
+    const MARK: &str = "status code: ";
+    let at = reason.find(MARK)? + MARK.len();
+    let digits = reason.get(at..at + 3)?;
+    digits
+        .parse()
+        .ok()
+        .filter(|status| (400..600).contains(status))
 }
 
 fn stalled(location: &Location, what: &str) -> StoreError {
@@ -251,6 +272,11 @@ pub(super) fn get_range(
             }
         });
         match answer {
+            // "Not Implemented" to a Range header: a server without ranges that says so.
+            Err(StoreError::Answered { status: 501, .. }) => {
+                no_ranges_from(location);
+                return Ok(None);
+            }
             Ok(None) => return Ok(None),
             Ok(Some(bytes)) if bytes.len() as u64 == wanted => return Ok(Some(bytes.to_vec())),
             Ok(Some(bytes)) => {
@@ -309,7 +335,7 @@ pub(super) fn put(location: &Location, bytes: Vec<u8>) -> Result<(), StoreError>
 }
 
 fn write_failed(url: &str, err: &std::io::Error) -> StoreError {
-    StoreError::Unreachable {
+    StoreError::Local {
         url: url.to_string(),
         reason: format!("cannot store the fetched bytes locally: {err}"),
     }
@@ -344,4 +370,21 @@ pub(super) fn list(location: &Location) -> Result<Vec<String>, StoreError> {
         .collect();
     urls.sort();
     Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_read_from_object_store_error_text() {
+        let text = "Generic HTTP error: Error performing GET http://h/a.wav in 3ms - Server \
+                    returned non-2xx status code: 501 Not Implemented: ";
+        assert_eq!(answered_status(text), Some(501));
+        assert_eq!(
+            answered_status("error sending request: connection refused"),
+            None
+        );
+        assert_eq!(answered_status("status code: 2"), None);
+    }
 }

@@ -41,6 +41,24 @@ pub enum StoreError {
     #[error("{}: unreachable: {}", redacted(url), redacted(reason))]
     Unreachable { url: String, reason: String },
 
+    /// The server was reached and answered the request with an error status that is
+    /// neither "not found" nor "forbidden" (a 5xx after the client's retries, a 416).
+    #[error(
+        "{}: the server answered HTTP {status}: {}",
+        redacted(url),
+        redacted(reason)
+    )]
+    Answered {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+
+    /// A failure on this machine while handling fetched bytes (a full disk, no memory
+    /// file): the store was fine, so the request is not retried.
+    #[error("{}: {}", redacted(url), redacted(reason))]
+    Local { url: String, reason: String },
+
     #[error("{}: {}", redacted(url), redacted(reason))]
     Invalid { url: String, reason: String },
 }
@@ -51,6 +69,8 @@ impl StoreError {
             Self::NotFound { url }
             | Self::Forbidden { url, .. }
             | Self::Unreachable { url, .. }
+            | Self::Answered { url, .. }
+            | Self::Local { url, .. }
             | Self::Invalid { url, .. } => url,
         }
     }
@@ -72,6 +92,16 @@ impl From<StoreError> for crate::error::DecodeError {
             StoreError::Unreachable { reason, .. } => Self::Io {
                 path,
                 source: std::io::Error::other(format!("unreachable: {reason}")),
+            },
+            StoreError::Answered { status, reason, .. } => Self::Io {
+                path,
+                source: std::io::Error::other(format!(
+                    "the server answered HTTP {status}: {reason}"
+                )),
+            },
+            StoreError::Local { reason, .. } => Self::Io {
+                path,
+                source: std::io::Error::other(reason),
             },
         }
     }
@@ -159,7 +189,7 @@ impl LocalCopy {
             }),
             cache::Body::Disk(copy) => {
                 use std::os::fd::AsRawFd;
-                let open = std::fs::File::open(copy).map_err(|e| StoreError::Unreachable {
+                let open = std::fs::File::open(copy).map_err(|e| StoreError::Local {
                     url: url.to_string(),
                     reason: format!("cached copy {}: {e}", copy.display()),
                 })?;
@@ -183,7 +213,7 @@ pub fn stamp(url: &str) -> Result<Stamp, StoreError> {
 /// The whole object as bytes (manifests, shard indexes).
 pub fn read(url: &str) -> Result<Vec<u8>, StoreError> {
     let copy = local_copy(url)?;
-    std::fs::read(copy.path()).map_err(|e| StoreError::Unreachable {
+    std::fs::read(copy.path()).map_err(|e| StoreError::Local {
         url: url.to_string(),
         reason: format!("cannot read the fetched copy: {e}"),
     })
@@ -252,7 +282,7 @@ pub fn read_range(url: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, Sto
         },
         other => other,
     })?;
-    let cannot = |e: std::io::Error| StoreError::Unreachable {
+    let cannot = |e: std::io::Error| StoreError::Local {
         url: url.to_string(),
         reason: format!("cannot read the fetched copy: {e}"),
     };
@@ -315,7 +345,7 @@ impl RangedObject {
     ) -> Result<LocalCopy, StoreError> {
         let location = Location::parse(&self.url)?;
         let file = memory_file(&location)?;
-        let unwritable = |e: std::io::Error| StoreError::Unreachable {
+        let unwritable = |e: std::io::Error| StoreError::Local {
             url: self.url.clone(),
             reason: format!("cannot write the fetched bytes to a memory file: {e}"),
         };
@@ -371,7 +401,7 @@ pub fn configure(config: CacheConfig) {
 
 /// A fresh memory file for a fetched body (named after the object for `/proc` listings).
 fn memory_file(location: &Location) -> Result<MemFile, StoreError> {
-    MemFile::new(&format!("object:{}", location.key_name())).map_err(|e| StoreError::Unreachable {
+    MemFile::new(&format!("object:{}", location.key_name())).map_err(|e| StoreError::Local {
         url: location.url().to_string(),
         reason: format!("cannot create a memory file: {e}"),
     })

@@ -376,7 +376,7 @@ pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
         Some(dir) => std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, sidecar)),
         None => std::fs::write(&path, sidecar),
     };
-    written.map_err(|e| StoreError::Unreachable {
+    written.map_err(|e| StoreError::Local {
         url: at.clone(),
         reason: format!("cannot write the index: {e}"),
     })
