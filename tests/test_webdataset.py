@@ -641,3 +641,44 @@ def test_shards_named_by_file_urls_are_read_as_local_paths(
     indexed = shard_cli(binary, "--index", "file://localhost" + pattern(root))
     assert indexed.returncode == 0, indexed.stderr
     assert len(list((root / ".audiodecode-index").glob("*.tar.idx"))) == 5
+
+
+def test_members_out_of_key_order_and_links_form_their_samples(
+    private_daemon: Daemon, tmp_path: Path
+) -> None:
+    """A shard made as `tar cf s.tar *.wav *.txt` holds every audio member before every
+    transcript; each transcript still labels its own audio. A hard link (a file met twice
+    when archiving) is a sample with its target's audio."""
+    audio = {
+        k: wav_bytes(0.2 + 0.05 * i, 16000, 300 + 100 * i, tmp_path) for i, k in enumerate("abc")
+    }
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        for key, data in audio.items():
+            info = tarfile.TarInfo(f"{key}.wav")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("d.wav")
+        link.type = tarfile.LNKTYPE
+        link.linkname = "a.wav"
+        tar.addfile(link)
+        for key in "abcd":
+            text = f"words of {key}".encode()
+            info = tarfile.TarInfo(f"{key}.txt")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    loader = AudioDataLoader(
+        str(shard), format="webdataset", label_field="txt", batch_size=4, shuffle=False
+    )
+    [batch] = list(loader)
+    assert [key_of(p) for p in batch.paths] == ["a", "b", "c", "d"]
+    assert list(batch.labels) == [f"words of {k}" for k in "abcd"]
+    for k, key in enumerate("abcd"):
+        expected, _ = audiodecode.load(shard_member(audio["a" if key == "d" else key], tmp_path))
+        np.testing.assert_array_equal(np.asarray(batch.audio[k][: int(batch.lengths[k])]), expected)
+
+
+def shard_member(data: bytes, tmp: Path) -> Path:
+    path = tmp / f"{uuid.uuid4().hex}.wav"
+    path.write_bytes(data)
+    return path

@@ -5,6 +5,8 @@
 //! sample's other members. Items remember their shard, for the shard-aware order (see
 //! `sampler::sharded_batches`).
 
+use std::collections::HashMap;
+
 use crate::decode::AUDIO_EXTENSIONS;
 use crate::feed::manifest::{assign_labels, ManifestError, RawLabel, Resolved, Row, TEXT_FIELDS};
 use crate::store::tar::{self as shards, ShardIndex, TarMember};
@@ -144,17 +146,28 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
     Ok(resolved)
 }
 
-/// Members grouped into samples: consecutive members with the same key, as WebDataset
-/// groups them. Each entry is (key, field, member).
+/// Members grouped into samples by key, in the order of each sample's first member. Each
+/// entry is (key, field, member). WebDataset groups consecutive members only, but a shard
+/// made with `tar cf x.tar *.flac *.txt` holds every audio member before every transcript:
+/// read WebDataset's way each transcript would be a sample without audio, and each audio
+/// sample would lose its label. So a member joins the latest sample of its key unless that
+/// sample has its field already (then it starts the key's next sample, as a repeated key
+/// does in WebDataset).
 fn samples(index: &ShardIndex) -> Vec<Vec<(&str, &str, &TarMember)>> {
     let mut out: Vec<Vec<(&str, &str, &TarMember)>> = Vec::new();
+    let mut latest: HashMap<&str, usize> = HashMap::new();
     for member in &index.members {
         let Some((key, field)) = key_and_field(&member.name) else {
             continue;
         };
-        match out.last_mut() {
-            Some(sample) if sample[0].0 == key => sample.push((key, field, member)),
-            _ => out.push(vec![(key, field, member)]),
+        match latest.get(key) {
+            Some(&at) if out[at].iter().all(|m| m.1 != field) => {
+                out[at].push((key, field, member));
+            }
+            _ => {
+                latest.insert(key, out.len());
+                out.push(vec![(key, field, member)]);
+            }
         }
     }
     out

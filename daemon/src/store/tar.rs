@@ -705,19 +705,57 @@ fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
                 return (members, Some(format!("damaged after byte {at}: {e}")));
             }
         };
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         let Ok(name) = entry.path().map(|p| p.to_string_lossy().into_owned()) else {
             continue;
         };
-        members.push(TarMember {
-            name,
-            offset: entry.raw_file_position(),
-            size: entry.size(),
-        });
+        let kind = entry.header().entry_type();
+        if kind.is_file() {
+            members.push(TarMember {
+                name,
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            });
+        } else if kind.is_hard_link() || kind.is_symlink() {
+            // `tar` stores a file met twice (a hard link, or `tar -h` off) once, later names
+            // pointing at the first: the link is a member with the target's bytes.
+            let target = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|t| link_target(&name, &t.to_string_lossy(), kind.is_symlink()));
+            match target.and_then(|t| members.iter().find(|m: &&TarMember| m.name == t)) {
+                Some(target) => members.push(TarMember {
+                    name,
+                    offset: target.offset,
+                    size: target.size,
+                }),
+                None => log::warn!("{name}: a link to a file outside the archive; skipped"),
+            }
+        } else if kind.is_gnu_sparse() {
+            log::warn!("{name}: stored as a GNU sparse file, which is not read; skipped");
+        }
     }
     (members, None)
+}
+
+/// The member name a link at `name` points to: a hard link's target is named from the
+/// archive's root, a symbolic link's relative to the link's directory.
+fn link_target(name: &str, target: &str, symbolic: bool) -> String {
+    let dir = match name.rfind('/') {
+        Some(slash) if symbolic && !target.starts_with('/') => &name[..slash],
+        _ => "",
+    };
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in target.trim_start_matches('/').split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 /// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
@@ -831,6 +869,37 @@ mod tests {
         }
         builder.finish().unwrap();
         file
+    }
+
+    #[test]
+    fn links_are_members_with_their_targets_bytes() {
+        let file = tempfile::Builder::new().suffix(".tar").tempfile().unwrap();
+        let mut builder = tar::Builder::new(file.reopen().unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "d/a.wav", &b"audio"[..])
+            .unwrap();
+        for (kind, name, target) in [
+            (tar::EntryType::Link, "d/b.wav", "d/a.wav"),
+            (tar::EntryType::Symlink, "d/c.wav", "a.wav"),
+            (tar::EntryType::Symlink, "e/d.wav", "../d/a.wav"),
+            (tar::EntryType::Link, "d/gone.wav", "elsewhere.wav"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(0);
+            builder.append_link(&mut header, name, target).unwrap();
+        }
+        builder.finish().unwrap();
+        let (members, damage) = read_members(std::fs::File::open(file.path()).unwrap());
+        assert!(damage.is_none());
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["d/a.wav", "d/b.wav", "d/c.wav", "e/d.wav"]);
+        assert!(members
+            .iter()
+            .all(|m| m.offset == members[0].offset && m.size == 5));
     }
 
     #[test]
