@@ -303,3 +303,36 @@ def test_a_failing_shard_is_asked_for_once_an_epoch(
     http_server.clear_faults()
     served, skipped, _ = epoch()
     assert served == 2 * per_shard and skipped == {}
+
+
+def test_an_item_longer_than_its_stated_duration_is_reported_not_cut_silently(
+    private_daemon: Daemon, tmp_path: Path
+) -> None:
+    """The longest duration a NeMo manifest states sizes the batch slots; a clip that runs
+    longer (a wrong manifest) is cut to the slot and listed in ``damaged`` with both
+    lengths, or skipped when strict."""
+    for name, seconds in [("x", 1.0), ("y", 1.5)]:
+        write_wav(tmp_path / f"{name}.wav", tone(seconds, 16000, 440), 16000)
+    with tarfile.open(tmp_path / "audio_0.tar", "w") as tar:
+        for name in "xy":
+            tar.add(tmp_path / f"{name}.wav", arcname=f"{name}.wav")
+    manifest = tmp_path / "tarred_audio_manifest.json"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio_filepath": f"{n}.wav", "duration": 1.0, "text": n}) + "\n"
+            for n in "xy"
+        )
+    )
+    tars = str(tmp_path / "audio_0.tar")
+    loader = AudioDataLoader.from_nemo(manifest, tars, batch_size=2, shuffle=False)
+    [batch] = list(loader)
+    assert [int(n) for n in batch.lengths] == [16000, 16001]
+    [(path, why)] = loader.damaged
+    assert path.endswith("#y.wav") and "cut at 1.000 s of 1.500 s" in why, why
+    strict = AudioDataLoader.from_nemo(
+        manifest, tars, batch_size=2, shuffle=False, strict=True, on_error="skip"
+    )
+    [batch] = list(strict)
+    assert [p.rsplit("#", 1)[1] for p in batch.paths] == ["x.wav"]
+    [(path, why)] = strict.skipped
+    assert path.endswith("#y.wav") and "cut at" in why

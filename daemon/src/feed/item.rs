@@ -44,22 +44,48 @@ pub struct ItemAudio {
     audio: Arc<DecodedAudio>,
     start: usize,
     len: usize,
+    /// Why the item was cut to its slot, when it was (Note [Items longer than declared]).
+    cut: Option<Arc<str>>,
 }
 
 impl ItemAudio {
     fn new(audio: Arc<DecodedAudio>, start: usize, len: usize, max_frames: u64) -> Self {
         let start = start.min(audio.frames());
-        let len = len.min(audio.frames() - start).min(max_frames as usize);
-        Self { audio, start, len }
+        let len = len.min(audio.frames() - start);
+        Self {
+            audio,
+            start,
+            len,
+            cut: None,
+        }
+        .within(max_frames)
+    }
+
+    /// Cut to the slot's `max_frames` when longer, remembering by how much.
+    fn within(mut self, max_frames: u64) -> Self {
+        let max = usize::try_from(max_frames).unwrap_or(usize::MAX);
+        if self.len > max {
+            let sr = f64::from(self.audio.sample_rate.max(1));
+            self.cut = Some(Arc::from(format!(
+                "cut at {:.3} s of {:.3} s: the batch slots hold the longest duration the \
+                 dataset declares, and this item runs longer (correct its stated duration, \
+                 or set max_seconds to crop)",
+                max as f64 / sr,
+                self.len as f64 / sr
+            )));
+            self.len = max;
+        }
+        self
     }
 
     pub fn frames(&self) -> usize {
         self.len
     }
 
-    /// The damage lenient decoding met in the file, when it had some.
+    /// The damage lenient decoding met in the file, when it had some, else why the item
+    /// was cut to its slot.
     pub fn damage(&self) -> Option<&str> {
-        self.audio.damage.as_deref()
+        self.audio.damage.as_deref().or(self.cut.as_deref())
     }
 
     /// `channels` planes: extra channels dropped, missing ones empty (written as silence).
@@ -156,6 +182,9 @@ pub fn decode_item(
             ItemAudio::new(Arc::new(audio), 0, usize::MAX, max_frames)
         }
     };
+    if let (Some(cut), true) = (&clean.cut, spec.strict) {
+        return Err(DecodeError::invalid(path, cut.to_string()));
+    }
     if steps.is_empty() {
         return Ok(clean);
     }
