@@ -76,9 +76,12 @@ fn label_command(inputs: &[&Path], out: &Path, extra: &[&str]) -> Command {
 }
 
 fn label(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
-    let out = label_command(inputs, out, extra)
-        .output()
-        .expect("run audiodecode");
+    succeeds(&mut label_command(inputs, out, extra))
+}
+
+/// Runs `cmd`, which must succeed.
+fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run audiodecode");
     assert!(
         out.status.success(),
         "{}",
@@ -492,15 +495,7 @@ fn a_manifest_elsewhere_names_inputs_relative_to_itself() {
     copy_into(&root.join("corpus"), "b.wav", &corpus().files[1]);
     let run_in = |cwd: &Path, inputs: &[&str], out: &str, extra: &[&str]| {
         let inputs: Vec<&Path> = inputs.iter().map(Path::new).collect();
-        let out = label_command(&inputs, Path::new(out), extra)
-            .current_dir(cwd)
-            .output()
-            .expect("run audiodecode");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(label_command(&inputs, Path::new(out), extra).current_dir(cwd));
     };
     run_in(&root.join("corpus"), &["a.wav"], "../m/labels.jsonl", &[]);
     let manifest = root.join("m/labels.jsonl");
