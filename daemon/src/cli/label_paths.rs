@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
+use crate::cli::output::claim_name;
+
 /// Input paths as one output sees them. Built once per run: it caches each directory's
 /// physical path.
 pub struct PathRule {
@@ -182,13 +184,7 @@ pub fn format_paths(
             };
             // Two inputs with one name: only an input that is itself a duplicate spelling of
             // another, or a 32-bit hash collision; keep them apart rather than overwrite.
-            let mut unique = format!("{base}.{extension}");
-            let mut n = 1;
-            while !taken.insert(unique.to_lowercase()) {
-                unique = format!("{base}-{n}.{extension}");
-                n += 1;
-            }
-            dir.join(unique)
+            dir.join(claim_name(&mut taken, &base, extension))
         })
         .collect()
 }

@@ -68,15 +68,22 @@ pub fn clash_free_paths<'a>(
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "audio".into());
-            let mut name = format!("{stem}.{extension}");
-            let mut n = 1;
-            while !taken.insert(name.clone()) {
-                name = format!("{stem}-{n}.{extension}");
-                n += 1;
-            }
-            dir.join(name)
+            dir.join(claim_name(&mut taken, &stem, extension))
         })
         .collect()
+}
+
+/// `base.extension`, or `base-1.extension`, `base-2.extension`, … when that name is in
+/// `taken` already; the name returned is added to `taken`. Names are compared without case,
+/// since two names that differ only in case are one file on macOS and Windows.
+pub fn claim_name(taken: &mut HashSet<String>, base: &str, extension: &str) -> String {
+    let mut name = format!("{base}.{extension}");
+    let mut n = 1;
+    while !taken.insert(name.to_lowercase()) {
+        name = format!("{base}-{n}.{extension}");
+        n += 1;
+    }
+    name
 }
 
 /// Samples are converted to bytes in blocks: one `write_all` per sample costs more than the
