@@ -201,15 +201,24 @@ impl ShardFailures {
             .cloned()
     }
 
-    /// Keeps `err` for `shard`; whether it is the shard's first failure.
-    fn keep(&self, shard: &str, err: &StoreError) -> bool {
+    /// Keeps `err` for `shard`, said in the log the first time.
+    fn keep(&self, shard: &str, err: &StoreError) {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if kept.contains_key(shard) {
-            return false;
+            return;
         }
         kept.insert(shard.to_string(), err.clone());
-        true
+        drop(kept);
+        log::warn!(
+            "{err}; the shard's samples fail with this error for the rest of the epoch \
+             (it is not requested again until the next)"
+        );
     }
+}
+
+/// The failure kept for `shard` in this thread's stream, if any.
+fn failed(shard: &str) -> Option<StoreError> {
+    ShardFailures::current().and_then(|failures| failures.get(shard))
 }
 
 /// `read` of `shard`, unless the shard already failed in this thread's stream (Note
@@ -226,26 +235,30 @@ fn remembered<T>(
     }
     let result = read();
     if let Err(err) = &result {
-        if failures.keep(shard, err) {
-            log::warn!(
-                "{err}; the shard's samples fail with this error for the rest of the epoch \
-                 (it is not requested again until the next)"
-            );
-        }
+        failures.keep(shard, err);
     }
     result
 }
 
 fn index_now(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
-    let stamp = current_stamp(shard)?;
-    let kept = || lock().get(shard).filter(|i| i.stamp == stamp).cloned();
-    if let Some(index) = kept() {
-        return Ok(index);
-    }
     // Workers that first read members of one shard at once (a Shar recording tar) index it
-    // once: the others wait for that index instead of fetching the shard again.
+    // once: the others wait for that index instead of fetching the shard again, and for a
+    // shard that fails, take its failure, kept before the turn is let go (Note [Failed
+    // shards]), instead of asking the store again each.
     let _turn = builds().take(shard);
-    if let Some(index) = kept() {
+    if let Some(err) = failed(shard) {
+        return Err(err);
+    }
+    let index = index_in_turn(shard);
+    if let (Err(err), Some(failures)) = (&index, ShardFailures::current()) {
+        failures.keep(shard, err);
+    }
+    index
+}
+
+fn index_in_turn(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
+    let stamp = current_stamp(shard)?;
+    if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp).cloned() {
         return Ok(index);
     }
     let url = crate::store::url_of(Path::new(shard));
