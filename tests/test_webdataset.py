@@ -7,6 +7,7 @@ per-item errors."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -682,3 +683,63 @@ def shard_member(data: bytes, tmp: Path) -> Path:
     path = tmp / f"{uuid.uuid4().hex}.wav"
     path.write_bytes(data)
     return path
+
+
+def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Note [Compressed shards]: `.tar.gz` shards (gzip of the plain ones, as `gzip` or
+    `tar czf` write them) read as the plain shards do, local and over HTTP, each remote one
+    fetched once; a shard cut short, one that is not gzip, and one that inflates past the
+    object cache's bound are per-shard errors that say so."""
+    root, _ = dataset
+    zipped = root.parent / "zipped"
+    zipped.mkdir()
+    for shard in sorted(root.glob("*.tar")):
+        packed = gzip.compress(shard.read_bytes(), compresslevel=1)
+        (zipped / f"{shard.name}.gz").write_bytes(packed)
+        (http_server.root / f"{shard.name}.gz").write_bytes(packed)
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")
+    common = {"batch_size": 4, "seed": 5, "max_seconds": 1.0, "pad_to_max": True}
+
+    def batches(source: str, **options: object) -> list[tuple[list[str], np.ndarray, list]]:
+        loader = AudioDataLoader(source, label_field="cls", **common, **options)  # type: ignore[arg-type]
+        return [
+            (list(map(key_of, b.paths)), np.asarray(b.audio).copy(), list(b.labels)) for b in loader
+        ]
+
+    with Daemon(workers=2):
+        plain = batches(pattern(root))
+        local = batches(pattern(zipped) + ".gz")
+        http_server.clear_log()
+        remote = batches(pattern(http_server.base) + ".gz")
+        gets = sorted(p for m, p, _ in http_server.log if m == "GET")
+    for got in (local, remote):
+        assert [k for k, _, _ in got] == [k for k, _, _ in plain]
+        for (_, a, la), (_, b, lb) in zip(plain, got):
+            np.testing.assert_array_equal(a, b)
+            assert la == lb
+    assert gets == [f"/{p.name}.gz" for p in sorted(root.glob("*.tar"))]
+
+    # Damage: shard 1 cut in half, shard 2 the plain tar under a .gz name.
+    whole = (zipped / "train-000001.tar.gz").read_bytes()
+    (zipped / "train-000001.tar.gz").write_bytes(whole[: len(whole) // 2])
+    (zipped / "train-000002.tar.gz").write_bytes((root / "train-000002.tar").read_bytes())
+    biggest = max(p.stat().st_size for p in root.glob("*.tar"))
+    with Daemon(workers=2, object_cache_bytes=biggest):
+        loader = AudioDataLoader(
+            pattern(zipped) + ".gz", batch_size=4, on_error="skip", shuffle=False
+        )
+        served = {key_of(p) for b in loader for p in b.paths}
+        skipped = dict(loader.skipped)
+    assert "the gzip stream is cut short" in skipped[f"{zipped}/train-000001.tar.gz#"], skipped
+    assert "not a readable gzip stream" in skipped[f"{zipped}/train-000002.tar.gz#"], skipped
+    assert served == {f"utt{i:04d}" for i in (*range(5), *range(15, N_SAMPLES))}
+
+    # A cache bound below an inflated shard: an error naming the bound, not unbounded memory.
+    bound = pytest.raises(audiodecode.AudioDecodeError, match="inflates to more than the")
+    with Daemon(workers=2, object_cache_bytes=biggest // 2), bound:
+        list(AudioDataLoader(f"{zipped}/train-000000.tar.gz", batch_size=4))

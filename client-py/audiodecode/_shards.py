@@ -11,8 +11,8 @@ from audiodecode._protocol import Dataset
 
 PathLike = str | os.PathLike[str]
 
-# "auto": paths ending in ``.tar`` (braces allowed) are a WebDataset; other inputs are
-# files, manifests or directories.
+# "auto": paths ending in ``.tar`` (or ``.tar.gz``/``.tgz``; braces allowed) are a
+# WebDataset; other inputs are files, manifests or directories.
 DATASET_FORMATS = ("auto", "webdataset", "shar", "nemo")
 
 
@@ -22,8 +22,10 @@ def sources_of(files: PathLike | Sequence[PathLike]) -> list[str]:
     return [absolute(f) for f in files]
 
 
-# Tar shards WebDataset reads compressed; the daemon reads members by offset, so not these.
-COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+# Tar shard names: plain, and gzip-compressed (inflated whole by the daemon, Note
+# [Compressed shards]). WebDataset reads the other compressions too; the daemon does not.
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+UNREAD_COMPRESSIONS = (".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
 def shard_dataset(
@@ -37,15 +39,15 @@ def shard_dataset(
         )
     sources = sources_of(files)
     names = [named(s) for s in sources]
-    compressed = [s for s, n in zip(sources, names) if n.lower().endswith(COMPRESSED_TARS)]
-    if compressed and dataset_format in ("auto", "webdataset"):
+    unread = [s for s, n in zip(sources, names) if n.lower().endswith(UNREAD_COMPRESSIONS)]
+    if unread and dataset_format in ("auto", "webdataset"):
         raise ValueError(
-            f"{name}: {compressed[0]}: compressed tar shards are not read (a member must be "
-            "reachable at its offset); decompress them (gunzip; audio members are compressed "
-            "already) or repack them with `audiodecode shard`"
+            f"{name}: {unread[0]}: only plain and gzip-compressed tar shards are read "
+            "(.tar, .tar.gz, .tgz); decompress these (audio members are compressed already) "
+            "or repack them with `audiodecode shard`"
         )
     if dataset_format == "auto":
-        tars = [n.endswith(".tar") for n in names]
+        tars = [n.lower().endswith(TAR_SUFFIXES) for n in names]
         if tars and all(tars):
             dataset_format = "webdataset"
         elif any(tars):
@@ -58,8 +60,11 @@ def shard_dataset(
             return None
     if not sources:
         raise ValueError(f"{name} is empty: a dataset needs at least one source")
-    if dataset_format == "webdataset" and not all(n.endswith(".tar") for n in names):
-        raise ValueError(f"{name}: WebDataset shards are named by paths or patterns ending in .tar")
+    if dataset_format == "webdataset" and not all(n.lower().endswith(TAR_SUFFIXES) for n in names):
+        raise ValueError(
+            f"{name}: WebDataset shards are named by paths or patterns ending in .tar, "
+            ".tar.gz or .tgz"
+        )
     if dataset_format == "nemo" and (
         len(sources) < 2 or not names[0].endswith((".json", ".jsonl"))
     ):

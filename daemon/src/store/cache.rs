@@ -201,6 +201,62 @@ impl Objects {
         Ok((body, stamp))
     }
 
+    /// A copy made from an object rather than fetched (a compressed shard's inflated bytes,
+    /// Note [Compressed shards]), kept under `key` beside fetched copies and within the same
+    /// bound: the copy held when it is of version `expected` (any version when `None`), else
+    /// the one `make` writes now, given the most bytes it may write; with its version.
+    pub(super) fn derived(
+        &self,
+        key: &str,
+        expected: Option<Stamp>,
+        make: impl FnOnce(&mut dyn std::io::Write, u64) -> Result<Stamp, StoreError>,
+    ) -> Result<(Arc<Body>, Stamp), StoreError> {
+        let held = |objects: &Self| {
+            objects
+                .any_copy(key)
+                .filter(|(_, stamp)| expected.is_none_or(|e| e == *stamp))
+        };
+        if let Some(copy) = held(self) {
+            return Ok(copy);
+        }
+        let _turn = self.fetching.take(key);
+        if let Some(copy) = held(self) {
+            return Ok(copy);
+        }
+        let local = |e: std::io::Error| StoreError::Local {
+            url: key.to_string(),
+            reason: format!("cannot keep a copy: {e}"),
+        };
+        let (body, stamp, bytes) = match &self.dir {
+            None => {
+                let mut file = MemFile::new(key).map_err(local)?;
+                let stamp = make(&mut file, self.capacity)?;
+                let bytes = file.len().map_err(local)?;
+                (Body::Memory(file), stamp, bytes)
+            }
+            Some(dir) => {
+                let name = derived_name(key);
+                let partial = dir.join(format!("{name}.{}.part", std::process::id()));
+                let mut file = File::create(&partial).map_err(local)?;
+                let made = make(&mut file, self.capacity)
+                    .and_then(|stamp| Ok((stamp, file.metadata().map_err(local)?.len())));
+                let (stamp, bytes) = match made {
+                    Ok(made) => made,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(e);
+                    }
+                };
+                let path = dir.join(format!("{name}-{:016x}.obj", stamp.tag));
+                std::fs::rename(&partial, &path).map_err(local)?;
+                (disk_body(path), stamp, bytes)
+            }
+        };
+        let body = Arc::new(body);
+        self.insert(key, Arc::clone(&body), stamp, bytes);
+        Ok((body, stamp))
+    }
+
     /// Whether a copy of `url` is held (checked or not).
     pub(super) fn holds(&self, url: &str) -> bool {
         self.lock().entries.contains_key(url)
@@ -371,6 +427,15 @@ fn copy_name(location: &Location, stamp: Stamp) -> String {
         .take(64)
         .collect();
     format!("{:016x}-{:016x}-{readable}.obj", hasher.finish(), stamp.tag)
+}
+
+/// The file name of a derived copy: its key's hash (later runs find it among the earlier
+/// copies, evicted first).
+fn derived_name(key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{:016x}-derived", hasher.finish())
 }
 
 /// Copies an earlier run left (`*.obj`), by name and size; partial downloads of processes

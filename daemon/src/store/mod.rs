@@ -11,6 +11,7 @@ mod blocks;
 mod cache;
 mod fetch;
 mod file_url;
+pub mod inflate;
 pub mod learnt;
 mod location;
 mod redact;

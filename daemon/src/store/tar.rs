@@ -41,6 +41,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::DecodeError;
+use crate::store::inflate::is_compressed;
 use crate::store::turns::Turns;
 use crate::store::{Stamp, StoreError};
 use crate::sys::MemFile;
@@ -119,17 +120,25 @@ pub fn any_audio_member(stem: &str) -> String {
     format!("{stem}{ANY_AUDIO}")
 }
 
-/// `SHARD#MEMBER` split at the last `.tar#`, or a shard URL with a query (a signed URL,
-/// `…/a.tar?sig=…#MEMBER`) at the `#` after its query; `None` for any other path.
+/// How shard names end: plain tars, and gzip-compressed ones (Note [Compressed shards]).
+const SHARD_SUFFIXES: [&str; 3] = [".tar", ".tar.gz", ".tgz"];
+
+/// `SHARD#MEMBER` split at the last `.tar#` (`.tar.gz#`, `.tgz#`), or a shard URL with a
+/// query (a signed URL, `…/a.tar?sig=…#MEMBER`) at the `#` after its query; `None` for any
+/// other path.
 pub fn split_member(path: &str) -> Option<(&str, &str)> {
-    if let Some(at) = path.rfind(".tar#") {
-        let at = at + ".tar".len();
+    let at = SHARD_SUFFIXES
+        .iter()
+        .filter_map(|suffix| Some(path.rfind(&format!("{suffix}#"))? + suffix.len()))
+        .max();
+    if let Some(at) = at {
         return Some((&path[..at], &path[at + 1..]));
     }
     let query = path.find('?')?;
     let hash = query + path[query..].find('#')?;
-    path[..query]
-        .ends_with(".tar")
+    SHARD_SUFFIXES
+        .iter()
+        .any(|suffix| path[..query].ends_with(suffix))
         .then(|| (&path[..hash], &path[hash + 1..]))
 }
 
@@ -261,7 +270,8 @@ fn index_in_turn(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp).cloned() {
         return Ok(index);
     }
-    let url = crate::store::url_of(Path::new(shard));
+    // Note [Compressed shards]: read from an inflated copy, as a local tar is.
+    let url = crate::store::url_of(Path::new(shard)).filter(|_| !is_compressed(shard));
     // A cache directory keeps the shards themselves across runs: reading a kept copy beats
     // ranged GETs, so learnt indexes are for the memory cache only.
     let on_disk = crate::store::cache_on_disk();
@@ -359,6 +369,14 @@ pub(super) const SIDECAR_FORMAT: &str = "audiodecode-tar-index";
 /// local file, or an object — streamed once through the tar reader, never held whole, and
 /// the sidecar written to the store (`s3://`, `gs://`, `az://`; most HTTP servers refuse).
 pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
+    if is_compressed(shard) {
+        return Err(StoreError::Invalid {
+            url: shard.to_string(),
+            reason: "a compressed shard's members cannot be read at offsets, so an index \
+                     does not help; store it as a plain .tar to read it by ranged GETs"
+                .into(),
+        });
+    }
     if crate::store::has_query(shard) {
         return Err(StoreError::Invalid {
             url: shard.to_string(),
@@ -609,7 +627,7 @@ fn local_stamp(shard: &str) -> Result<Stamp, StoreError> {
     Ok(file_stamp(&meta))
 }
 
-fn file_stamp(meta: &std::fs::Metadata) -> Stamp {
+pub(super) fn file_stamp(meta: &std::fs::Metadata) -> Stamp {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     meta.modified().ok().hash(&mut hasher);
@@ -639,6 +657,14 @@ fn open_shard(
     shard: &str,
     expected: Option<Stamp>,
 ) -> Result<(File, Stamp, Option<crate::store::LocalCopy>), StoreError> {
+    if is_compressed(shard) {
+        let (copy, stamp) = crate::store::inflate::inflated_copy(shard, expected)?;
+        let file = File::open(copy.path()).map_err(|e| StoreError::Local {
+            url: shard.to_string(),
+            reason: format!("cannot open the inflated copy: {e}"),
+        })?;
+        return Ok((file, stamp, Some(copy)));
+    }
     match crate::store::url_of(Path::new(shard)) {
         Some(url) => {
             let (copy, stamp) = match crate::store::held_copy(url)? {
