@@ -53,7 +53,7 @@ impl PathRule {
         let Some(out_dir) = self.out_dir.clone() else {
             return input.to_string();
         };
-        if crate::store::is_url(input) || Path::new(input).is_absolute() {
+        if is_url(input) || Path::new(input).is_absolute() {
             return input.to_string();
         }
         let target = self.key_path(self.cwd.clone().as_deref(), input);
@@ -65,7 +65,7 @@ impl PathRule {
     /// The identity of an input (relative to the working directory): its absolute path with
     /// the directories resolved physically, or the URL.
     pub fn input_key(&mut self, input: &str) -> String {
-        if crate::store::is_url(input) {
+        if is_url(input) {
             return input.to_string();
         }
         let cwd = self.cwd.clone();
@@ -77,7 +77,7 @@ impl PathRule {
     /// The identity of a manifest line's `audio_filepath` (relative to the manifest's
     /// directory), comparable with [`Self::input_key`].
     pub fn line_key(&mut self, written: &str) -> String {
-        if crate::store::is_url(written) {
+        if is_url(written) {
             return written.to_string();
         }
         let base = self.out_dir.clone().or_else(|| self.cwd.clone());
@@ -189,6 +189,12 @@ pub fn format_paths(
         .collect()
 }
 
+/// Whether `path` is a URL, kept as given: an object's, or a `file:` URL (absolute, and
+/// not a relative path whose first directory is `file:`).
+fn is_url(path: &str) -> bool {
+    crate::store::is_url(path) || crate::store::is_file_url(path)
+}
+
 /// FNV-1a, 64 bits: stable across builds and platforms (std's hashers promise neither).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -227,6 +233,7 @@ mod tests {
         assert_eq!(rule.written("sub/a.wav"), "../corpus/sub/a.wav");
         assert_eq!(rule.written("/abs/a.wav"), "/abs/a.wav");
         assert_eq!(rule.written("s3://b/a.wav"), "s3://b/a.wav");
+        assert_eq!(rule.written("file:///abs/a.wav"), "file:///abs/a.wav");
         let written = rule.written("sub/../a.wav");
         assert_eq!(written, "../corpus/a.wav");
         assert_eq!(rule.line_key(&written), rule.input_key("a.wav"));
