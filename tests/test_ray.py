@@ -357,11 +357,14 @@ def test_write_shards_packs_labelled_rows_that_the_loader_reads(
         assert np.max(np.abs(got - expected)) <= 1 / 32768 + 1e-6
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "audiodecode.ray", "label", *args],
         check=False,
         env={**os.environ, **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -392,6 +395,90 @@ def test_cli_entry_writes_the_same_manifest_and_resumes(
 
     again = run_cli([*inputs, *common, "--resume"], env)
     assert again.returncode == 0 and out.read_text() == cli_labels(2).read_text()
+
+
+def names(manifest: Path) -> list[str]:
+    return [r["audio_filepath"] for r in records(manifest)]
+
+
+def test_cli_entry_names_inputs_from_the_manifest_as_audiodecode_label_does(
+    cluster: str, binary: Path, speech: list[Path], tmp_path: Path
+) -> None:
+    # Relative inputs given in work/ (one through a symbolic link to the speech's
+    # directory, one climbing out of a directory, one missing, one absolute), manifests
+    # in m/: each tool names the inputs from m/, the same way.
+    work = tmp_path / "work"
+    (work / "local").mkdir(parents=True)
+    (work / "local" / "a.wav").write_bytes(speech[0].read_bytes())
+    (work / "link").symlink_to(speech[0].parent, target_is_directory=True)
+    inputs = ["local/a.wav", "link/s1.wav", "local/../link/s2.wav", "gone.wav", str(speech[3])]
+    model = ["--model", "tiny.en", "--quiet"]
+    cli = subprocess.run(
+        [str(binary), "label", *inputs, "--out", "../m/cli.jsonl", *model], cwd=work, check=False
+    )
+    assert cli.returncode == 0
+    env = {"RAY_ADDRESS": cluster}
+    done = run_cli([*inputs, "--out", "../m/ray.jsonl", *model], env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    written = names(tmp_path / "m" / "ray.jsonl")
+    assert written == names(tmp_path / "m" / "cli.jsonl")
+    assert written[0] == "../work/local/a.wav" and written[3] == "../work/gone.wav"
+    assert written[4] == str(speech[3])  # absolute: as given
+    for given, name in zip(inputs[:3], written, strict=False):
+        assert os.path.samefile(tmp_path / "m" / name, work / given)
+
+    # A manifest written the old way (inputs as given, relative to work/) for the first
+    # two and the new way for the third: those three are skipped, the rest labelled.
+    old = tmp_path / "m" / "old.jsonl"
+    lines = [{"audio_filepath": inputs[0]}, {"audio_filepath": inputs[1]}]
+    lines.append({"audio_filepath": written[2]})
+    old.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    resumed = run_cli(
+        [*inputs, "--out", "../m/old.jsonl", "--model", "tiny.en", "--resume"], env, cwd=work
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: 3 of {len(inputs)} files" in resumed.stderr
+    assert names(old) == [*inputs[:2], *written[2:]]
+
+
+def test_manifest_names_and_resume_matches_are_the_clis(
+    binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a cluster: ``write_manifest``'s names and ``--resume``'s matches against
+    the CLI's on missing inputs (error lines, no audio to label), spelled every way."""
+    from audiodecode.ray._inputs import labelled_paths
+    from audiodecode.ray._label_paths import DoneLines, PathRule
+
+    work, m = tmp_path / "work", tmp_path / "m"
+    (work / "sub").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (work / "link").symlink_to(tmp_path / "other", target_is_directory=True)
+    inputs = ["a.wav", "./b.wav", "sub/../c.wav", "sub/d.wav", "link/e.wav", "link/../f.wav"]
+    inputs += ["../other/g.wav", "nodir/../h.wav", str(tmp_path / "i.wav")]
+    inputs += ["https://127.0.0.1:1/j.wav", f"file://{tmp_path}/k.wav"]
+    monkeypatch.chdir(work)
+
+    def label(out: str, *extra: str) -> list[str]:
+        cmd = [str(binary), "label", *inputs, "--out", out, "--model", "tiny.en", "-q", *extra]
+        subprocess.run(cmd, check=False, capture_output=True)  # exit 1: every file failed
+        return names(Path(out))
+
+    cli = label("../m/new.jsonl")
+    assert cli[:3] == ["../work/a.wav", "../work/b.wav", "../work/c.wav"]
+    assert cli[4:6] == ["../other/e.wav", "../f.wav"]  # directories as the kernel sees them
+    assert cli[-3:] == inputs[-3:]  # absolute paths and URLs (file: too) as given
+    assert [PathRule("../m/new.jsonl").written(i) for i in inputs] == cli
+
+    # Lines as given (older versions) for every input; two of them name files that exist
+    # beside the manifest, so they are those files' lines, not these inputs'.
+    (m / "old.jsonl").write_text("".join(json.dumps({"audio_filepath": i}) + "\n" for i in inputs))
+    (m / "sub").mkdir()
+    (m / "sub" / "d.wav").touch()
+    (m / "a.wav").touch()
+    done = DoneLines(labelled_paths("../m/old.jsonl"), PathRule("../m/old.jsonl"))
+    assert [i for i in inputs if i not in done] == ["a.wav", "sub/d.wav"]
+    relabelled = label("../m/old.jsonl", "--resume")[len(inputs) :]
+    assert relabelled == ["../work/a.wav", "../work/sub/d.wav"]
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import audiodecode
 from audiodecode.ray._datasets import _ray, gpus_per_actor, label, write_manifest
 from audiodecode.ray._inputs import expand_inputs, labelled_paths
+from audiodecode.ray._label_paths import DoneLines, PathRule
 
 USAGE, FAILED = 2, 1
 
@@ -56,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return FAILED
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = labelled_paths(out) if args.resume else set()
+    # Lines name their inputs from the manifest's directory, or (older versions of either
+    # tool) as given: both match.
+    done = DoneLines(labelled_paths(out) if args.resume else set(), PathRule(out))
     todo = [f for f in files if f not in done]
-    if not args.quiet and done:
+    if not args.quiet and len(todo) < len(files):
         print(
             f"resuming: {len(files) - len(todo)} of {len(files)} files already labelled",
             file=sys.stderr,

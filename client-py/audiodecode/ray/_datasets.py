@@ -9,15 +9,17 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from audiodecode._binary import find_binary
 from audiodecode._manifest import MANIFEST_SUFFIXES
-from audiodecode._paths import absolute
+from audiodecode._paths import absolute, named
+from audiodecode._shards import TAR_SUFFIXES
 from audiodecode._whisper_options import canonical_options, transcribe_options
 from audiodecode.ray._decoder import decode_batch
 from audiodecode.ray._inputs import PathLike, expand_inputs
+from audiodecode.ray._label_paths import PathRule
 from audiodecode.ray._labeler import DAEMON_MODES, LABEL_FIELDS, Labeler
 from audiodecode.ray._shards import read_shards, shard_units
 
@@ -47,9 +49,9 @@ def gpus_per_actor(resources: dict[str, float]) -> float:
 
 def _dataset(source: Source, rows_per_block: int) -> Dataset:
     """``source`` if it is a Dataset (it needs a ``path`` column), else one row per path:
-    ``index`` (input order, for ``write_manifest``), ``audio_filepath`` (as given, which
-    is what the manifest records) and ``path`` (absolute: a worker's working directory is
-    not the driver's)."""
+    ``index`` (input order, for ``write_manifest``), ``audio_filepath`` (as given;
+    ``write_manifest`` names it from the manifest's directory) and ``path`` (absolute: a
+    worker's working directory is not the driver's)."""
     ray = _ray()
     if isinstance(source, ray.data.Dataset):
         if "path" not in source.columns():
@@ -171,13 +173,17 @@ def read_audio(
     one task per ``rows_per_block`` files. ``decode_audio=False`` gives only the rows
     (``index``, ``audio_filepath``, ``path``), e.g. for ``label``.
 
-    Sharded datasets (``format="webdataset"``, implied by a ``.tar`` path or pattern,
+    Sharded datasets (``format="webdataset"``, implied by ``.tar``/``.tar.gz`` paths or patterns,
     ``"shar"``, or ``"nemo"`` with ``[manifest, tars...]``) are read one task per shard,
     each streaming its shard through its node's daemon, local or from object storage:
     rows ``shard``, ``path`` (``SHARD#MEMBER``), ``audio``, ``sample_rate``, ``duration``,
     ``label``, ``text``, ``error``."""
     inputs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    if format is None and inputs and all(os.fspath(i).endswith(".tar") for i in inputs):
+    if (
+        format is None
+        and inputs
+        and all(named(os.fspath(i)).lower().endswith(TAR_SUFFIXES) for i in inputs)
+    ):
         format = "webdataset"
     if format is not None:
         if sr is None or not decode_audio or load_options:
@@ -217,12 +223,23 @@ def manifest_line(row: dict[str, Any]) -> str:
 def write_manifest(ds: Dataset, path: PathLike, *, append: bool = False) -> int:
     """Write the labelled rows of ``ds`` (from ``label``) as ``audiodecode label``'s JSONL
     manifest, one line per row, in ``index`` order when the rows have one; returns the
-    number of lines. Lines go out as results arrive, a batch per write, so if the driver
-    dies the file holds whole batches (and at most one torn line, which ``--resume`` of
-    either CLI cuts) that a resumed run skips."""
+    number of lines. A relative ``audio_filepath`` (relative to the working directory, as
+    given to ``label``) is written relative to the manifest's directory, as the CLI writes
+    it and as manifests are read. Lines go out as results arrive, a batch per write, so if
+    the driver dies the file holds whole batches (and at most one torn line, which
+    ``--resume`` of either CLI cuts) that a resumed run skips."""
     count = 0
     with open(path, "a" if append else "w", encoding="utf-8", newline="") as f:
-        for lines in _ordered_lines(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+        rule = PathRule(path)  # once the file is open: its directory exists
+
+        def to_line(row: dict[str, Any]) -> str:
+            name = row.get("audio_filepath")
+            return manifest_line(
+                {**row, "audio_filepath": rule.written(name)} if isinstance(name, str) else row
+            )
+
+        batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+        for lines in _ordered_lines(batches, to_line):
             f.write("".join(line + "\n" for line in lines))
             f.flush()
             count += len(lines)
@@ -262,19 +279,21 @@ def write_shards(
     return sorted(glob.glob(os.path.join(out, pattern)))
 
 
-def _ordered_lines(batches: Iterable[pa.Table]) -> Iterator[list[str]]:
-    """Lines per batch, held back until every lower ``index`` is out (batches finish out
-    of order); rows without an index go out as they come. Indices that never arrive (a
-    filtered dataset) release what waits behind them at the end, in order."""
+def _ordered_lines(
+    batches: Iterable[pa.Table], to_line: Callable[[dict[str, Any]], str]
+) -> Iterator[list[str]]:
+    """Each row's ``to_line``, per batch, held back until every lower ``index`` is out
+    (batches finish out of order); rows without an index go out as they come. Indices that
+    never arrive (a filtered dataset) release what waits behind them at the end, in order."""
     waiting: dict[int, str] = {}
     following = 0
     for batch in batches:
         rows = batch.to_pylist()
         if "index" not in batch.column_names:
-            yield [manifest_line(r) for r in rows]
+            yield [to_line(r) for r in rows]
             continue
         for r in rows:
-            waiting[int(r["index"])] = manifest_line(r)
+            waiting[int(r["index"])] = to_line(r)
         ready = []
         while following in waiting:
             ready.append(waiting.pop(following))

@@ -2,9 +2,10 @@
 paths a resumed run finds done in its output. No Ray here: the driver does this before
 any task starts, so usage errors come before a cluster is touched.
 
-The rules mirror ``daemon/src/cli/label.rs`` and ``daemon/src/feed/manifest.rs``: the
-``audio_filepath`` a row gets must be the string the CLI would write, or ``--resume``
-would not recognise lines written by the other tool.
+The rules mirror ``daemon/src/cli/label.rs`` and ``daemon/src/feed/manifest.rs``: a row's
+``audio_filepath`` must be the input as the CLI expands it (relative to the working
+directory), since ``_label_paths`` turns that into the string the CLI would write, and
+``--resume`` would not recognise lines written by the other tool otherwise.
 """
 
 from __future__ import annotations
