@@ -692,16 +692,24 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Note [Compressed shards]: `.tar.gz` shards (gzip of the plain ones, as `gzip` or
-    `tar czf` write them) read as the plain shards do, local and over HTTP, each remote one
+    `tar czf` write them, and as webdataset's ShardWriter writes them) read as the plain
+    shards do, local and over HTTP, each remote one
     fetched once; a shard cut short, one that is not gzip, and one that inflates past the
     object cache's bound are per-shard errors that say so."""
-    root, _ = dataset
+    root, originals = dataset
     zipped = root.parent / "zipped"
     zipped.mkdir()
     for shard in sorted(root.glob("*.tar")):
         packed = gzip.compress(shard.read_bytes(), compresslevel=1)
         (zipped / f"{shard.name}.gz").write_bytes(packed)
         (http_server.root / f"{shard.name}.gz").write_bytes(packed)
+    # The same samples as webdataset's ShardWriter compresses them (`%06d.tar.gz`).
+    wds = pytest.importorskip("webdataset")
+    written = root.parent / "written"
+    written.mkdir()
+    with wds.ShardWriter(str(written / "train-%06d.tar.gz"), maxcount=PER_SHARD, verbose=0) as w:
+        for key, original in sorted(originals.items()):
+            w.write({"__key__": key, "wav": original.read_bytes(), "cls": int(key[3:]) % 3})
     monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", "")
     common = {"batch_size": 4, "seed": 5, "max_seconds": 1.0, "pad_to_max": True}
 
@@ -714,10 +722,11 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
     with Daemon(workers=2):
         plain = batches(pattern(root))
         local = batches(pattern(zipped) + ".gz")
+        by_webdataset = batches(pattern(written) + ".gz")
         http_server.clear_log()
         remote = batches(pattern(http_server.base) + ".gz")
         gets = sorted(p for m, p, _ in http_server.log if m == "GET")
-    for got in (local, remote):
+    for got in (local, remote, by_webdataset):
         assert [k for k, _, _ in got] == [k for k, _, _ in plain]
         for (_, a, la), (_, b, lb) in zip(plain, got):
             np.testing.assert_array_equal(a, b)
