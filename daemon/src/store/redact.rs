@@ -34,7 +34,7 @@ const SECRET_PARAMS: &[&str] = &[
 /// `text` (a URL, a path, or a message quoting URLs) with every URL's password and secret
 /// query values replaced by `***`. Text without them is returned as is.
 pub fn redacted(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") && !text.contains('?') && !text.contains('&') {
+    if !text.contains("://") {
         return Cow::Borrowed(text);
     }
     let passwordless = hide_passwords(text);
@@ -101,7 +101,7 @@ fn hide_secret_params(text: &str) -> Cow<'_, str> {
     let mut done = 0;
     for (at, _) in text.match_indices(['?', '&']) {
         let name_start = at + 1;
-        if name_start < done {
+        if name_start < done || !in_url_query(text, at) {
             continue;
         }
         let rest = &text[name_start..];
@@ -126,6 +126,17 @@ fn hide_secret_params(text: &str) -> Cow<'_, str> {
     }
     out.push_str(&text[done..]);
     Cow::Owned(out)
+}
+
+/// Whether the `?` or `&` at byte `at` is in a URL's query: the word it ends (the text
+/// since the last white space, quote or bracket) holds a `://` and a `?`. A local file
+/// named `a&key=1.wav` is shown as it is.
+fn in_url_query(text: &str, at: usize) -> bool {
+    let word = text[..=at]
+        .rsplit(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '(' | '[' | '`'))
+        .next()
+        .unwrap_or("");
+    word.contains("://") && word.contains('?')
 }
 
 /// Whether a parameter name (as written, perhaps percent-encoded) names a secret.
@@ -221,6 +232,19 @@ mod tests {
         assert_eq!(
             shown(Path::new("http://a:b@h/x.wav")),
             "http://a:***@h/x.wav".to_string()
+        );
+    }
+
+    #[test]
+    fn local_names_that_look_like_queries_are_shown_as_they_are() {
+        assert!(matches!(redacted("/data/a&key=1.wav"), Cow::Borrowed(_)));
+        assert!(matches!(
+            redacted("/d/x?token=2.wav: not found"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            redacted("/d/b&sig=1.wav and s3://b/c.wav?sig=2 (https://h/x?a=1&token=3)"),
+            "/d/b&sig=1.wav and s3://b/c.wav?sig=*** (https://h/x?a=1&token=***)"
         );
     }
 }
