@@ -6,7 +6,8 @@
 //! the object cache keeps (a memory file, or the `--object-cache` directory) under the
 //! cache's one byte bound, and read there as a plain tar: its index is built from the copy
 //! and its members read from it. Sidecars, learnt indexes and ranged reads do not apply,
-//! so a stream opens only after its compressed shards are fetched and inflated, and a copy
+//! so a stream opens only after its compressed shards are fetched and inflated (one at a
+//! time, so that memory stays within the bound while they are), and a copy
 //! evicted before its samples are read is inflated again (the shard fetched again): the
 //! cache should hold the shards an epoch reads at once. A shard that inflates to more than
 //! the bound is an error naming the bound, never unbounded memory or disk (a gzip bomb).
@@ -44,8 +45,12 @@ pub fn inflated_copy(
     Ok((LocalCopy::of(shard, body)?, stamp))
 }
 
-/// Inflates `shard` into `sink`, at most `most` bytes; the shard's version.
+/// Inflates `shard` into `sink`, at most `most` bytes; the shard's version. One shard is
+/// inflated at a time: each may take the cache's whole bound before the cache counts it, so
+/// eight at once (a stream indexing its shards) could hold eight times the bound.
 fn inflate(shard: &str, sink: &mut dyn Write, most: u64) -> Result<Stamp, StoreError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut inflater = Inflater {
         gzip: flate2::write::MultiGzDecoder::new(Bounded {
             inner: sink,
