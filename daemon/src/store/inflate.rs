@@ -7,7 +7,7 @@
 //! cache's one byte bound, and read there as a plain tar: its index is built from the copy
 //! and its members read from it. Sidecars, learnt indexes and ranged reads do not apply,
 //! so a stream opens only after its compressed shards are fetched and inflated (one at a
-//! time, so that memory stays within the bound while they are), and a copy
+//! time: what is held stays within the bound plus the one shard being inflated), and a copy
 //! evicted before its samples are read is inflated again (the shard fetched again): the
 //! cache should hold the shards an epoch reads at once. A shard that inflates to more than
 //! the bound is an error naming the bound, never unbounded memory or disk (a gzip bomb).
