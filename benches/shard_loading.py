@@ -26,6 +26,9 @@ every batch touched (the sum of its audio):
   index kept, ``AUDIODECODE_INDEX_CACHE=""``, so each round is a first stream);
 - ``ours-learnt`` (S3 only): ``ours`` in a fresh daemon that finds the indexes an earlier,
   untimed stream learnt (Note [Learnt shard indexes]): a restarted or resumed job;
+- ``ours-gz`` and ``wds-gz``: ``ours`` and ``wds`` on gzip copies of the WebDataset shards
+  (``train-NNNNNN.tar.gz``, level 6; Note [Compressed shards]: ours inflates each whole
+  into its object cache, webdataset streams it through gzip);
 - ``ours-shar``: the same loader on the Lhotse Shar copy (``format="shar"``), for a
   comparison with Lhotse on the very same files (not one of the issue's targets);
 - ``wds``: ``webdataset.WebDataset(urls, shardshuffle=…)`` + ``.shuffle(1000)`` + FLAC
@@ -86,7 +89,7 @@ CLASSES = 10
 REAL_MAX_S = 10.0
 CACHE_ROOT = Path.home() / ".cache/audiodecode/bench-shards"
 BUCKET = "bench-shards"
-READERS = ("ours", "ours-idx", "ours-learnt", "ours-shar", "wds", "lhotse")
+READERS = ("ours", "ours-idx", "ours-learnt", "ours-gz", "ours-shar", "wds", "wds-gz", "lhotse")
 RSS_SLACK_MB = 64
 # Bump when the generated data changes, so cached shards are rebuilt.
 DATA_VERSION = 1
@@ -247,12 +250,29 @@ def shard_names(data: Path) -> dict[str, list[str]]:
 
 
 def brace(names: list[str]) -> str:
-    """``wds/train-{000000..000063}.tar`` for consecutive shard names."""
+    """``wds/train-{000000..000063}.tar`` (or ``.tar.gz``) for consecutive shard names."""
     first, last = names[0], names[-1]
-    stem = first.rsplit("-", 1)[0]
-    a, b = first.rsplit("-", 1)[1][:-4], last.rsplit("-", 1)[1][:-4]
+    stem, rest = first.rsplit("-", 1)
+    a, suffix = rest.split(".", 1)
+    b = last.rsplit("-", 1)[1].split(".", 1)[0]
     assert len(names) == int(b) - int(a) + 1, "shard numbers are not consecutive"
-    return f"{stem}-{{{a}..{b}}}.tar" if a != b else first
+    return f"{stem}-{{{a}..{b}}}.{suffix}" if a != b else first
+
+
+def gzip_copies(data: Path, names: list[str]) -> list[str]:
+    """``wds-gz/NAME.gz`` for each WebDataset shard, written once (cached beside them)."""
+    import gzip
+
+    out = []
+    for name in names:
+        copy = name.replace("wds/", "wds-gz/", 1) + ".gz"
+        if not (data / copy).exists():
+            (data / copy).parent.mkdir(exist_ok=True)
+            partial = data / (copy + ".part")
+            partial.write_bytes(gzip.compress((data / name).read_bytes(), compresslevel=6))
+            partial.rename(data / copy)
+        out.append(copy)
+    return out
 
 
 # --- The S3 server (moto, in its own process so it never shares a GIL with a reader) ---------
@@ -594,8 +614,10 @@ def child(spec_path: Path, out_path: Path) -> int:
         "ours": run_ours,
         "ours-idx": run_ours,
         "ours-learnt": run_ours,
+        "ours-gz": run_ours,
         "ours-shar": run_ours,
         "wds": run_wds,
+        "wds-gz": run_wds,
         "lhotse": run_lhotse,
     }
     got = run[spec["reader"]](spec)
@@ -680,7 +702,7 @@ def main() -> int:
     parser.add_argument(
         "--readers",
         default=",".join(READERS),
-        help="comma-separated: ours,ours-idx,ours-learnt (S3 only),ours-shar,wds,lhotse (all)",
+        help="comma-separated: ours,ours-idx,ours-learnt (S3 only),ours-gz,ours-shar,wds,wds-gz,lhotse (all)",
     )
     parser.add_argument("--where", default="local,s3", help="comma-separated: local,s3")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all readers (3)")
@@ -748,6 +770,7 @@ def main() -> int:
     # ours-idx: a copy of the WebDataset shards under wds-idx/ with index sidecars
     # (`audiodecode shard --index`), read by ranged GETs instead of fetched whole.
     indexed = [n.replace("wds/", "wds-idx/", 1) for n in names["wds"]]
+    gzipped = gzip_copies(data, names["wds"]) if {"ours-gz", "wds-gz"} & set(readers) else []
     if "s3" in wheres:
         subprocess.run(
             [str(find_binary()), "shard", "--index"] + [str(data / n) for n in names["wds"]],
@@ -761,7 +784,7 @@ def main() -> int:
         ]
         t0 = time.perf_counter()
         s3, info = start_s3(
-            data, names["wds"] + names["cuts"] + names["recording"] + copies, prefix
+            data, names["wds"] + names["cuts"] + names["recording"] + gzipped + copies, prefix
         )
         print(
             f"S3 server {info['endpoint']} (moto), shards uploaded in {time.perf_counter() - t0:.0f} s"
@@ -780,6 +803,8 @@ def main() -> int:
                 out["url"], out["format"] = root + brace(indexed), "webdataset"
             elif reader == "ours-learnt":
                 out["url"], out["format"] = root + brace(names["wds"]), "webdataset"
+            elif reader == "ours-gz":
+                out["url"], out["format"] = root + brace(gzipped), "webdataset"
             else:
                 out["url"], out["format"] = root + "shar", "shar"
             # Every round is a cold start: no index learnt by an earlier round (Note [Learnt
@@ -788,9 +813,10 @@ def main() -> int:
             out["env"] = {"AUDIODECODE_INDEX_CACHE": learnt} | ({} if local else info["env"])
             out["cache_mb"], out["ring_mb"] = args.cache_mb, args.ring_mb
             out["object_cache_mb"] = args.object_cache_mb
-        elif reader == "wds":
-            out["url"] = base + brace(names["wds"])
-            out["shards"] = len(names["wds"])
+        elif reader in ("wds", "wds-gz"):
+            shards = names["wds"] if reader == "wds" else gzipped
+            out["url"] = base + brace(shards)
+            out["shards"] = len(shards)
         else:
             if local:
                 fields = {k: [base + p for p in names[k]] for k in ("cuts", "recording")}
@@ -816,8 +842,8 @@ def main() -> int:
                     if reader in ("ours-idx", "ours-learnt") and where == "local":
                         continue  # local shards are indexed from their own headers
                     if where == "local":
-                        for p in data.rglob("*.tar"):  # same page-cache state for everyone
-                            p.read_bytes()
+                        for p in [*data.rglob("*.tar"), *data.rglob("*.tar.gz")]:
+                            p.read_bytes()  # same page-cache state for everyone
                     name = f"{reader}/{where}"
                     attempts = []
                     for attempt in range(1 + args.retries):
@@ -924,8 +950,10 @@ def report(
         "ours": "audiodecode wds",
         "ours-idx": "audiodecode wds+idx",
         "ours-learnt": "audiodecode wds learnt",
+        "ours-gz": "audiodecode wds.gz",
         "ours-shar": "audiodecode Shar",
         "wds": "webdataset+DL",
+        "wds-gz": "webdataset+DL .gz",
         "lhotse": "lhotse Shar+DL",
     }
     table = {}
@@ -971,6 +999,10 @@ def report(
                 ratio = table[a]["clips_per_s"] / table[b]["clips_per_s"]
                 targets[f"ours/{peer} {where}"] = {"ratio": ratio, "met": ratio >= 1.5}
                 print(f"ours (wds) / {labels[peer]} ({where}): {ratio:.2f}x (target >= 1.5x)")
+        a, b = f"ours-gz/{where}", f"wds-gz/{where}"
+        if a in table and b in table:
+            ratio = table[a]["clips_per_s"] / table[b]["clips_per_s"]
+            print(f"ours (wds.gz) / {labels['wds-gz']} ({where}), same files: {ratio:.2f}x")
         a, b = f"ours-shar/{where}", f"lhotse/{where}"
         if a in table and b in table:
             ratio = table[a]["clips_per_s"] / table[b]["clips_per_s"]
@@ -983,7 +1015,7 @@ def report(
             print(f"{labels[reader]} S3 / local: {100 * share:.0f} %{target}")
             if reader == "ours":
                 targets["ours s3/local"] = {"ratio": share, "met": share >= 0.8}
-    ours = ("ours", "ours-idx", "ours-learnt", "ours-shar")
+    ours = ("ours", "ours-idx", "ours-learnt", "ours-gz", "ours-shar")
     for name in [f"{r}/{w}" for w in wheres for r in ours]:
         for i, r in enumerate(runs.get(name, [])):
             peak_mb = r["rss_peak_kb"] / 1024
