@@ -752,3 +752,21 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
     bound = pytest.raises(audiodecode.AudioDecodeError, match="inflates to more than the")
     with Daemon(workers=2, object_cache_bytes=biggest // 2), bound:
         list(AudioDataLoader(f"{zipped}/train-000000.tar.gz", batch_size=4))
+
+
+def test_a_member_deep_in_directories_is_read(private_daemon: Daemon, tmp_path: Path) -> None:
+    """A member whose path is longer than a memory file's name may be (249 bytes; tar's pax
+    headers allow any length) is read like any other: it used to fail with EINVAL."""
+    deep = "/".join(["speaker"] * 40) + "/utt.wav"
+    source = tmp_path / "utt.wav"
+    write_wav(source, tone(0.4, 16000, 330), 16000)
+    with tarfile.open(tmp_path / "deep.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(source, arcname=deep)
+        text = b"deep"
+        info = tarfile.TarInfo(deep.replace(".wav", ".txt"))
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    [batch] = list(AudioDataLoader(str(tmp_path / "deep.tar"), batch_size=1, label_field="txt"))
+    assert batch.paths == [f"{tmp_path}/deep.tar#{deep}"] and list(batch.labels) == ["deep"]
+    expected, _ = audiodecode.load(source)
+    np.testing.assert_array_equal(np.asarray(batch.audio[0][: int(batch.lengths[0])]), expected)

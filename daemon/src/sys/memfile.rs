@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 /// A file in memory (`memfd_create`), reachable by path as `/proc/<pid>/fd/<n>`, so the
 /// whole decode stack — content sniffing, symphonia, and the FFmpeg fallback's child
 /// process — reads it as it reads files. Its memory is freed when it is dropped.
+/// The longest name `memfd_create` accepts (`NAME_MAX` less its `memfd:` prefix).
+const MAX_NAME_BYTES: usize = 249;
+
 #[derive(Debug)]
 pub struct MemFile {
     file: File,
@@ -17,9 +20,14 @@ pub struct MemFile {
 }
 
 impl MemFile {
-    /// An empty file; `name` shows in `/proc/<pid>/fd` listings only.
+    /// An empty file; `name` shows in `/proc/<pid>/fd` listings only, cut to the 249 bytes
+    /// the kernel takes (a longer one, a deep shard member's, would fail the call).
     pub fn new(name: &str) -> io::Result<Self> {
-        let name = CString::new(name.replace('\0', "_")).unwrap_or_default();
+        let mut end = name.len().min(MAX_NAME_BYTES);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = CString::new(name[..end].replace('\0', "_")).unwrap_or_default();
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -107,5 +115,13 @@ mod tests {
         assert_eq!(file.len().unwrap(), 8);
         drop(file);
         assert!(std::fs::read(&path).is_err());
+    }
+
+    #[test]
+    fn names_longer_than_the_kernel_takes_are_cut() {
+        let deep = format!("member:{}/é.wav", "dir/".repeat(80));
+        let mut file = MemFile::new(&deep).unwrap();
+        file.write_all(b"x").unwrap();
+        assert_eq!(file.len().unwrap(), 1);
     }
 }
