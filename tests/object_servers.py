@@ -400,6 +400,7 @@ class HttpServer:
         self._lock = threading.Lock()
         self._forbidden: set[str] = set()
         self._dropped: dict[str, int] = {}
+        self._drops_left: dict[str, int | None] = {}
         self._failures: dict[str, int] = {}
         self._failure_status: dict[str, int] = {}
         # Answered to every request with a Range header (501: a server that says it has none).
@@ -432,12 +433,13 @@ class HttpServer:
         with self._lock:
             self._forbidden.add(relpath.lstrip("/"))
 
-    def drop(self, relpath: str, after: int = 16) -> None:
+    def drop(self, relpath: str, after: int = 16, times: int | None = None) -> None:
         """On GET of ``relpath``, send headers with the full Content-Length, then ``after`` bytes
-        of the body (fewer if the body is shorter), then close the connection. HEAD is
-        answered normally."""
+        of the body (fewer if the body is shorter), then close the connection; for the next
+        ``times`` GETs only, or for every one (``None``). HEAD is answered normally."""
         with self._lock:
             self._dropped[relpath.lstrip("/")] = after
+            self._drops_left[relpath.lstrip("/")] = times
 
     def fail_times(self, relpath: str, n: int, status: int = 503) -> None:
         """Answer ``status`` to the next ``n`` requests (any method) for ``relpath``, then
@@ -468,6 +470,7 @@ class HttpServer:
             self._signed.clear()
             self._forbidden.clear()
             self._dropped.clear()
+            self._drops_left.clear()
             self._failures.clear()
             self._slow.clear()
             self.range_status = None
@@ -508,7 +511,11 @@ class HttpServer:
             if range_header is not None and self.range_status is not None:
                 return "status", self.range_status
             if method == "GET" and key in self._dropped:
-                return "drop", self._dropped[key]
+                left_drops = self._drops_left.get(key)
+                if left_drops is None or left_drops > 0:
+                    if left_drops is not None:
+                        self._drops_left[key] = left_drops - 1
+                    return "drop", self._dropped[key]
             delay = self._slow.get(key, 0.0) if method == "GET" else 0.0
         if delay:
             time.sleep(delay)

@@ -693,7 +693,7 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
 ) -> None:
     """Note [Compressed shards]: `.tar.gz` shards (gzip of the plain ones, as `gzip` or
     `tar czf` write them, and as webdataset's ShardWriter writes them) read as the plain
-    shards do, local and over HTTP, each remote one
+    shards do, local and over HTTP, each remote one (a dropped transfer fetched again)
     fetched once; a shard cut short, one that is not gzip, and one that inflates past the
     object cache's bound are per-shard errors that say so."""
     root, originals = dataset
@@ -724,6 +724,8 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
         local = batches(pattern(zipped) + ".gz")
         by_webdataset = batches(pattern(written) + ".gz")
         http_server.clear_log()
+        # One connection dropped part-way: that shard is fetched and inflated again.
+        http_server.drop("train-000003.tar.gz", after=3000, times=1)
         remote = batches(pattern(http_server.base) + ".gz")
         gets = sorted(p for m, p, _ in http_server.log if m == "GET")
     for got in (local, remote, by_webdataset):
@@ -731,7 +733,15 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
         for (_, a, la), (_, b, lb) in zip(plain, got):
             np.testing.assert_array_equal(a, b)
             assert la == lb
-    assert gets == [f"/{p.name}.gz" for p in sorted(root.glob("*.tar"))]
+    once = [f"/{p.name}.gz" for p in sorted(root.glob("*.tar"))]
+    assert gets == sorted([*once, "/train-000003.tar.gz"])
+    # A shard whose every transfer breaks is unreachable (not a local failure).
+    http_server.drop("train-000003.tar.gz", after=3000)
+    with Daemon(workers=2):
+        broken = AudioDataLoader(pattern(http_server.base) + ".gz", on_error="skip")
+        assert sum(len(b.paths) for b in broken) == N_SAMPLES - PER_SHARD
+        why = dict(broken.skipped)[f"{http_server.base}/train-000003.tar.gz#"]
+    assert "unreachable: transfer failed after" in why, why
 
     # Damage: shard 1 cut in half, shard 2 the plain tar under a .gz name.
     whole = (zipped / "train-000001.tar.gz").read_bytes()

@@ -22,7 +22,7 @@ const MAX_REQUESTS: usize = 32;
 pub const MAX_REQUESTS_ENV: &str = "AUDIODECODE_OBJECT_REQUESTS";
 
 /// A body cut off mid-transfer is fetched again from the start this many times.
-const BODY_ATTEMPTS: usize = 3;
+pub(super) const BODY_ATTEMPTS: usize = 3;
 
 pub(super) fn max_requests() -> usize {
     std::env::var(MAX_REQUESTS_ENV)
@@ -181,7 +181,11 @@ pub(super) fn get<W: Write>(
     let url = location.url();
     let mut last = None;
     for _ in 0..BODY_ATTEMPTS {
-        reset(sink).map_err(|e| write_failed(url, &e))?;
+        if let Err(e) = reset(sink) {
+            // A sink that cannot start again (a stream already handed on) ends the retries
+            // with the broken transfer that asked for one, not with a local failure.
+            return Err(last.unwrap_or_else(|| write_failed(url, &e)));
+        }
         let answer = block_on(location, async {
             let result = tokio::time::timeout(STALL, store.get(location.key()))
                 .await
