@@ -520,6 +520,8 @@ def test_remote_shards_larger_than_the_cache_allows_are_streamed_to_be_indexed(
             for b in AudioDataLoader(pattern(root), label_field="cls", **common)
         ]
         http_server.clear_log()
+        # One shard's stream to its indexer breaks once: the HTTP client resumes it.
+        http_server.drop(shards[2].name, after=5000, times=1)
         remote = [
             (list(map(key_of, b.paths)), np.asarray(b.audio).copy(), list(b.labels))
             for b in AudioDataLoader(pattern(http_server.base), label_field="cls", **common)
@@ -534,6 +536,7 @@ def test_remote_shards_larger_than_the_cache_allows_are_streamed_to_be_indexed(
     whole = sorted(p for p, r in gets if r is None)
     assert whole == [f"/{p.name}" for p in shards], gets  # once each, to be indexed
     assert sorted({p for p, r in gets if r is not None}) == whole
+    assert (f"/{shards[2].name}", f"bytes=5000-{shards[2].stat().st_size - 1}") in gets
 
 
 def test_remote_shards_are_indexed_in_place_for_ranged_reads(
@@ -693,7 +696,7 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
 ) -> None:
     """Note [Compressed shards]: `.tar.gz` shards (gzip of the plain ones, as `gzip` or
     `tar czf` write them, and as webdataset's ShardWriter writes them) read as the plain
-    shards do, local and over HTTP, each remote one (a dropped transfer fetched again)
+    shards do, local and over HTTP, each remote one (a dropped transfer resumed)
     fetched once; a shard cut short, one that is not gzip, and one that inflates past the
     object cache's bound are per-shard errors that say so."""
     root, originals = dataset
@@ -724,17 +727,19 @@ def test_gzip_compressed_shards_give_the_plain_batches_local_and_remote(
         local = batches(pattern(zipped) + ".gz")
         by_webdataset = batches(pattern(written) + ".gz")
         http_server.clear_log()
-        # One connection dropped part-way: that shard is fetched and inflated again.
+        # One connection dropped part-way: the rest of that shard comes by a ranged GET
+        # (the HTTP client resumes a broken body), then the whole is inflated.
         http_server.drop("train-000003.tar.gz", after=3000, times=1)
         remote = batches(pattern(http_server.base) + ".gz")
-        gets = sorted(p for m, p, _ in http_server.log if m == "GET")
+        gets = sorted(p for m, p, r in http_server.log if m == "GET" and r is None)
+        resumed = [r for m, p, r in http_server.log if r is not None]
     for got in (local, remote, by_webdataset):
         assert [k for k, _, _ in got] == [k for k, _, _ in plain]
         for (_, a, la), (_, b, lb) in zip(plain, got):
             np.testing.assert_array_equal(a, b)
             assert la == lb
-    once = [f"/{p.name}.gz" for p in sorted(root.glob("*.tar"))]
-    assert gets == sorted([*once, "/train-000003.tar.gz"])
+    assert gets == [f"/{p.name}.gz" for p in sorted(root.glob("*.tar"))]
+    assert resumed == ["bytes=3000-" + str((zipped / "train-000003.tar.gz").stat().st_size - 1)]
     # A shard whose every transfer breaks is unreachable (not a local failure).
     http_server.drop("train-000003.tar.gz", after=3000)
     with Daemon(workers=2):

@@ -209,7 +209,7 @@ impl Objects {
         &self,
         key: &str,
         expected: Option<Stamp>,
-        mut make: impl FnMut(&mut dyn std::io::Write, u64) -> Result<Stamp, StoreError>,
+        make: impl FnOnce(&mut dyn std::io::Write, u64) -> Result<Stamp, StoreError>,
     ) -> Result<(Arc<Body>, Stamp), StoreError> {
         let held = |objects: &Self| {
             objects
@@ -230,10 +230,7 @@ impl Objects {
         let (body, stamp, bytes) = match &self.dir {
             None => {
                 let mut file = MemFile::new(key).map_err(local)?;
-                let stamp = made_again(&mut make, &mut file, self.capacity, |f| {
-                    f.truncate()?;
-                    f.rewind()
-                })?;
+                let stamp = make(&mut file, self.capacity)?;
                 let bytes = file.len().map_err(local)?;
                 (Body::Memory(file), stamp, bytes)
             }
@@ -241,11 +238,8 @@ impl Objects {
                 let name = derived_name(key);
                 let partial = dir.join(format!("{name}.{}.part", std::process::id()));
                 let mut file = File::create(&partial).map_err(local)?;
-                let made = made_again(&mut make, &mut file, self.capacity, |f| {
-                    f.set_len(0)?;
-                    f.rewind()
-                })
-                .and_then(|stamp| Ok((stamp, file.metadata().map_err(local)?.len())));
+                let made = make(&mut file, self.capacity)
+                    .and_then(|stamp| Ok((stamp, file.metadata().map_err(local)?.len())));
                 let (stamp, bytes) = match made {
                     Ok(made) => made,
                     Err(e) => {
@@ -433,31 +427,6 @@ fn copy_name(location: &Location, stamp: Stamp) -> String {
         .take(64)
         .collect();
     format!("{:016x}-{:016x}-{readable}.obj", hasher.finish(), stamp.tag)
-}
-
-/// `make` writing into `sink`, made again from the start (after `reset`) when a transfer
-/// broke off: a derived copy is made from a whole stream, which cannot resume, so a dropped
-/// connection costs a shard a new pass rather than the epoch.
-fn made_again<W: std::io::Write>(
-    make: &mut impl FnMut(&mut dyn std::io::Write, u64) -> Result<Stamp, StoreError>,
-    sink: &mut W,
-    most: u64,
-    reset: impl Fn(&mut W) -> std::io::Result<()>,
-) -> Result<Stamp, StoreError> {
-    let mut attempts = 1;
-    loop {
-        match make(sink, most) {
-            Err(StoreError::Unreachable { url, reason }) if attempts < fetch::BODY_ATTEMPTS => {
-                log::debug!("{}: {}; made again", crate::store::redacted(&url), reason);
-                attempts += 1;
-                reset(sink).map_err(|e| StoreError::Local {
-                    url,
-                    reason: format!("cannot start the copy again: {e}"),
-                })?;
-            }
-            made => return made,
-        }
-    }
 }
 
 /// The file name of a derived copy: its key's hash (later runs find it among the earlier

@@ -22,7 +22,7 @@ const MAX_REQUESTS: usize = 32;
 pub const MAX_REQUESTS_ENV: &str = "AUDIODECODE_OBJECT_REQUESTS";
 
 /// A body cut off mid-transfer is fetched again from the start this many times.
-pub(super) const BODY_ATTEMPTS: usize = 3;
+const BODY_ATTEMPTS: usize = 3;
 
 pub(super) fn max_requests() -> usize {
     std::env::var(MAX_REQUESTS_ENV)
