@@ -156,9 +156,19 @@ def test_shards_behind_s3_give_the_local_batches(
         ]
         remote_loader = AudioDataLoader(pattern(f"s3://{name}/wds"), label_field="cls", **common)
         remote = [(list(map(key_of, b.paths)), np.asarray(b.audio).copy()) for b in remote_loader]
+        # Note [Directories of shards]: the prefix that holds them, as a directory or named
+        # as a WebDataset source.
+        prefixes = [
+            [list(map(key_of, b.paths)) for b in AudioDataLoader(f"s3://{name}/wds/", **common)],
+            [
+                list(map(key_of, b.paths))
+                for b in AudioDataLoader(f"s3://{name}/wds/", format="webdataset", **common)
+            ],
+        ]
     assert [k for k, _ in remote] == [k for k, _ in local]
     for (_, a), (_, b) in zip(local, remote):
         np.testing.assert_array_equal(a, b)
+    assert prefixes == [[k for k, _ in local]] * 2
 
 
 def test_a_shard_changed_between_epochs_is_read_anew(
@@ -785,3 +795,36 @@ def test_a_member_deep_in_directories_is_read(private_daemon: Daemon, tmp_path: 
     assert batch.paths == [f"{tmp_path}/deep.tar#{deep}"] and list(batch.labels) == ["deep"]
     expected, _ = audiodecode.load(source)
     np.testing.assert_array_equal(np.asarray(batch.audio[0][: int(batch.lengths[0])]), expected)
+
+
+def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
+    private_daemon: Daemon, dataset: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """Note [Directories of shards]: a directory with tar shards and no audio files reads as
+    the WebDataset of its shards (labels and all); Shar and NeMo shards, whose labels live
+    outside the tars, are named with the reader to use instead."""
+    root, _ = dataset
+    (root / ".audiodecode-index").mkdir()
+    (root / ".audiodecode-index" / "stray.tar").write_bytes(b"")  # not one of the shards
+
+    def keys_and_labels(source: str | Path) -> list[tuple[str, int]]:
+        loader = AudioDataLoader(source, batch_size=4, label_field="cls", seed=3)
+        return [(key_of(p), int(k)) for b in loader for p, k in zip(b.paths, b.labels)]
+
+    expected = keys_and_labels(pattern(root))
+    assert len(expected) == N_SAMPLES
+    assert keys_and_labels(root) == expected
+    assert keys_and_labels(f"{root}/") == expected
+    for layout, names, reader in [
+        ("shar", ["recording.000000.tar", "cuts.000000.jsonl.gz"], "from_shar"),
+        ("nemo", ["audio_0.tar", "audio_1.tar"], "from_nemo"),
+    ]:
+        (tmp_path / layout).mkdir()
+        for n in names:
+            (tmp_path / layout / n).write_bytes((root / "train-000000.tar").read_bytes())
+        with pytest.raises(audiodecode.AudioDecodeError, match=reader):
+            list(AudioDataLoader(tmp_path / layout, batch_size=4))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio")
+    with pytest.raises(ValueError, match="no audio files in the directory"):
+        AudioDataLoader(tmp_path / "empty")

@@ -11,7 +11,7 @@ import numpy as np
 from audiodecode._manifest import MANIFEST_SUFFIXES, check_manifest, has_audio
 from audiodecode._paths import absolute, is_url, local_path, named
 from audiodecode._protocol import AnyDataset, Dataset
-from audiodecode._shards import shard_dataset
+from audiodecode._shards import holds_shards, shard_dataset
 
 PathLike = str | os.PathLike[str]
 
@@ -69,9 +69,13 @@ def resolve_dataset(
     if isinstance(files, (str, os.PathLike)):
         path = Path(files)
         if path.is_dir():
-            if not has_audio(path):
-                raise ValueError(f"{name}: no audio files in the directory {path}")
-            return Dataset.Directory(path=os.path.abspath(path))
+            if has_audio(path):
+                return Dataset.Directory(path=os.path.abspath(path))
+            if holds_shards(path):  # Note [Directories of shards]
+                return Dataset.Shards(
+                    format="webdataset", sources=[os.path.abspath(path)], label_field=label_field
+                )
+            raise ValueError(f"{name}: no audio files in the directory {path}")
         if path.suffix.lower() in MANIFEST_SUFFIXES:
             check_manifest(path, name)
             return Dataset.Manifest(path=os.path.abspath(path), label_field=label_field)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from audiodecode._paths import absolute, named
+from audiodecode._paths import absolute, is_url, named
 from audiodecode._protocol import Dataset
 
 PathLike = str | os.PathLike[str]
@@ -60,10 +60,12 @@ def shard_dataset(
             return None
     if not sources:
         raise ValueError(f"{name} is empty: a dataset needs at least one source")
-    if dataset_format == "webdataset" and not all(n.lower().endswith(TAR_SUFFIXES) for n in names):
+    if dataset_format == "webdataset" and not all(
+        n.lower().endswith(TAR_SUFFIXES) or is_directory(n) for n in names
+    ):
         raise ValueError(
             f"{name}: WebDataset shards are named by paths or patterns ending in .tar, "
-            ".tar.gz or .tgz"
+            ".tar.gz or .tgz, or by a directory (a prefix ending in '/') that holds them"
         )
     if dataset_format == "nemo" and (
         len(sources) < 2 or not names[0].endswith((".json", ".jsonl"))
@@ -72,3 +74,20 @@ def shard_dataset(
             f"{name}: a NeMo tarred dataset is (manifest.json, tar paths or patterns...)"
         )
     return Dataset.Shards(format=dataset_format, sources=sources, label_field=label_field)
+
+
+def is_directory(source: str) -> bool:
+    """A WebDataset source that is a directory of shards: a prefix URL ending in ``/`` or a
+    local directory (Note [Directories of shards])."""
+    return source.endswith("/") if is_url(source) else os.path.isdir(source)
+
+
+def holds_shards(root: str | os.PathLike[str]) -> bool:
+    """Whether the tree under ``root`` holds a tar shard (an index sidecar's directory
+    aside), so a directory without audio files is read as their WebDataset."""
+    for directory, _, names in os.walk(root):
+        if os.path.basename(directory) == ".audiodecode-index":
+            continue
+        if any(n.lower().endswith(TAR_SUFFIXES) for n in names):
+            return True
+    return False

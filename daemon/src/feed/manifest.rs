@@ -374,10 +374,7 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(ManifestError(format!(
-            "{}: no audio files found",
-            root.display()
-        )));
+        return without_audio(&root.to_string_lossy());
     }
     // The ImageFolder convention: the first directory level below the root is the class.
     let class_of = |p: &PathBuf| -> Option<String> {
@@ -406,7 +403,7 @@ fn scan_prefix(url: &str) -> Result<Resolved, ManifestError> {
     let mut urls = crate::store::list(&root).map_err(|e| ManifestError(e.to_string()))?;
     urls.retain(|u| is_audio(Path::new(u)));
     if urls.is_empty() {
-        return Err(ManifestError(format!("{root}: no audio files found")));
+        return without_audio(&root);
     }
     let rows = urls
         .iter()
@@ -421,6 +418,21 @@ fn scan_prefix(url: &str) -> Result<Resolved, ManifestError> {
         })
         .collect();
     assign_labels(rows, false)
+}
+
+/// A directory (or prefix) that holds no audio files: the WebDataset its tar shards make,
+/// when it holds some (Note [Directories of shards]).
+fn without_audio(root: &str) -> Result<Resolved, ManifestError> {
+    match crate::feed::webdataset::shards_under(root)? {
+        Some(shards) if !shards.is_empty() => {
+            log::info!(
+                "{root}: no audio files; reading its {} tar shards as a WebDataset",
+                shards.len()
+            );
+            crate::feed::webdataset::resolve(&shards, None)
+        }
+        _ => Err(ManifestError(format!("{root}: no audio files found"))),
+    }
 }
 
 fn is_audio(path: &Path) -> bool {

@@ -59,6 +59,87 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, ManifestError> {
     Ok(out)
 }
 
+/// The tar shards under `source` in name order, when it is a directory (a local one, or a
+/// prefix ending in `/`): every `.tar`, `.tar.gz` and `.tgz` below it; `None` for a shard
+/// path or pattern. Shards of another format are an error (Note [Directories of shards]).
+pub fn shards_under(source: &str) -> Result<Option<Vec<String>>, ManifestError> {
+    let listed = match crate::store::url_of(std::path::Path::new(source)) {
+        Some(url) if url.ends_with('/') => {
+            crate::store::list(url).map_err(|e| ManifestError::new(e.to_string()))?
+        }
+        Some(_) => return Ok(None),
+        None if std::path::Path::new(source).is_dir() => local_files(source),
+        None => return Ok(None),
+    };
+    let mut shards: Vec<String> = listed.into_iter().filter(|p| is_shard(p)).collect();
+    shards.sort();
+    if !shards.is_empty() {
+        other_format(source, &shards)?;
+    }
+    Ok(Some(shards))
+}
+
+/// Note [Directories of shards]: a directory given as a dataset (or as a WebDataset source)
+/// that holds tar shards and no audio files is read as the WebDataset of its shards, in
+/// name order, with the default fields. Shards that look like another format's, whose
+/// labels live outside the tars (Lhotse Shar's `recording.*.tar`, NeMo's `audio_N.tar`),
+/// are an error naming the reader to use: read as a WebDataset they would lose their labels
+/// without a word.
+fn other_format(source: &str, shards: &[String]) -> Result<(), ManifestError> {
+    let names: Vec<&str> = shards.iter().map(|s| shards::base_name(s)).collect();
+    let dir = source.trim_end_matches('/');
+    if names.iter().any(|n| n.starts_with("recording.")) {
+        return Err(ManifestError::new(format!(
+            "{source}: its recording.*.tar shards look like Lhotse Shar: read them with \
+             AudioDataLoader.from_shar(\"{dir}\")"
+        )));
+    }
+    let nemo = |n: &&str| {
+        n.strip_prefix("audio_")
+            .and_then(|rest| rest.strip_suffix(".tar"))
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if names.iter().all(nemo) {
+        return Err(ManifestError::new(format!(
+            "{source}: its audio_N.tar shards look like NeMo tarred audio: read them with \
+             AudioDataLoader.from_nemo(MANIFEST, \"{dir}/audio_{{0..{}}}.tar\")",
+            names.len() - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `path` names a tar shard (an index sidecar's directory is not the dataset's).
+pub(crate) fn is_shard(path: &str) -> bool {
+    let name = path.to_ascii_lowercase();
+    !name.contains("/.audiodecode-index/")
+        && [".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// Every regular file below the local directory `root` (symbolic links to directories are
+/// not followed: they can form cycles).
+fn local_files(root: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(root)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
+                Ok(_) if entry.path().is_file() => {
+                    files.push(entry.path().to_string_lossy().into_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
 /// WebDataset's split of a member name into sample key and field: the directory plus the
 /// basename up to its first dot, and the rest (`dir/utt.seg1.flac` → `dir/utt`,
 /// `seg1.flac`).
@@ -84,7 +165,15 @@ fn is_audio_field(field: &str) -> bool {
 pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved, ManifestError> {
     let mut shards = Vec::new();
     for source in sources {
-        shards.extend(expand_braces(source)?);
+        match shards_under(source)? {
+            Some(listed) if listed.is_empty() => {
+                return Err(ManifestError::new(format!(
+                    "{source}: no tar shards in the directory"
+                )));
+            }
+            Some(listed) => shards.extend(listed),
+            None => shards.extend(expand_braces(source)?),
+        }
     }
     let pattern = sources.join(" ");
     let indexes = index_all(&shards);
