@@ -802,7 +802,8 @@ def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
 ) -> None:
     """Note [Directories of shards]: a directory with tar shards and no audio files reads as
     the WebDataset of its shards (labels and all); Shar and NeMo shards, whose labels live
-    outside the tars, are named with the reader to use instead."""
+    outside the tars, are named with the reader to use instead; so is a glob, which is not
+    expanded."""
     root, _ = dataset
     (root / ".audiodecode-index").mkdir()
     (root / ".audiodecode-index" / "stray.tar").write_bytes(b"")  # not one of the shards
@@ -824,6 +825,8 @@ def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
             (tmp_path / layout / n).write_bytes((root / "train-000000.tar").read_bytes())
         with pytest.raises(audiodecode.AudioDecodeError, match=reader):
             list(AudioDataLoader(tmp_path / layout, batch_size=4))
+    with pytest.raises(audiodecode.AudioDecodeError, match=r"not expanded: name the shards"):
+        list(AudioDataLoader(f"{root}/*.tar", batch_size=4))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no audio")
     with pytest.raises(ValueError, match="no audio files in the directory"):

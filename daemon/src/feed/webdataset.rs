@@ -109,6 +109,14 @@ fn other_format(source: &str, shards: &[String]) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// Whether `source` is a local path with shell wildcards that names no file (a glob the
+/// shell did not expand, as in a quoted `"shards/*.tar"`).
+fn is_unexpanded_glob(source: &str) -> bool {
+    crate::store::url_of(std::path::Path::new(source)).is_none()
+        && source.contains(['*', '?'])
+        && !std::path::Path::new(source).exists()
+}
+
 /// Whether `path` names a tar shard (an index sidecar's directory is not the dataset's).
 pub(crate) fn is_shard(path: &str) -> bool {
     let name = path.to_ascii_lowercase();
@@ -172,6 +180,12 @@ pub fn resolve(sources: &[String], label_field: Option<&str>) -> Result<Resolved
                 )));
             }
             Some(listed) => shards.extend(listed),
+            None if is_unexpanded_glob(source) => {
+                return Err(ManifestError::new(format!(
+                    "{source}: no such shard; `*` and `?` are not expanded: name the shards \
+                     with braces (train-{{000000..000063}}.tar) or give their directory"
+                )));
+            }
             None => shards.extend(expand_braces(source)?),
         }
     }
