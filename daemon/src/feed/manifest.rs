@@ -353,25 +353,8 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
             root.display()
         )));
     }
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| ManifestError(format!("{}: {e}", dir.display())))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            // Symlinked directories are not followed (they can form cycles); symlinked
-            // files are kept.
-            if kind.is_dir() {
-                stack.push(path);
-            } else if !path.is_dir() && is_audio(&path) {
-                files.push(path);
-            }
-        }
-    }
+    let mut files = files_below(root)?;
+    files.retain(|path| is_audio(path));
     files.sort();
     if files.is_empty() {
         return without_audio(&root.to_string_lossy());
@@ -394,6 +377,29 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
         })
         .collect();
     assign_labels(rows, false)
+}
+
+/// Every file below the local directory `root`, in no order. Symlinked directories are not
+/// followed (they can form cycles); symlinked files are kept.
+pub(crate) fn files_below(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| ManifestError(format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if !path.is_dir() {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// A "directory" in object storage: every audio object under the prefix, classes from the

@@ -68,7 +68,12 @@ pub fn shards_under(source: &str) -> Result<Option<Vec<String>>, ManifestError> 
             crate::store::list(url).map_err(|e| ManifestError::new(e.to_string()))?
         }
         Some(_) => return Ok(None),
-        None if std::path::Path::new(source).is_dir() => local_files(source),
+        None if std::path::Path::new(source).is_dir() => {
+            crate::feed::manifest::files_below(std::path::Path::new(source))?
+                .into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        }
         None => return Ok(None),
     };
     let mut shards: Vec<String> = listed.into_iter().filter(|p| is_shard(p)).collect();
@@ -124,28 +129,6 @@ pub(crate) fn is_shard(path: &str) -> bool {
         && [".tar", ".tar.gz", ".tgz"]
             .iter()
             .any(|s| name.ends_with(s))
-}
-
-/// Every regular file below the local directory `root` (symbolic links to directories are
-/// not followed: they can form cycles).
-fn local_files(root: &str) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut stack = vec![std::path::PathBuf::from(root)];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
-                Ok(_) if entry.path().is_file() => {
-                    files.push(entry.path().to_string_lossy().into_owned());
-                }
-                _ => {}
-            }
-        }
-    }
-    files
 }
 
 /// WebDataset's split of a member name into sample key and field: the directory plus the
