@@ -831,3 +831,50 @@ def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
     (tmp_path / "empty" / "notes.txt").write_text("no audio")
     with pytest.raises(ValueError, match="no audio files in the directory"):
         AudioDataLoader(tmp_path / "empty")
+
+
+def test_a_later_stream_over_gzip_shards_opens_from_the_indexes_it_learnt(
+    binary: Path,
+    http_server: HttpServer,
+    dataset: tuple[Path, dict[str, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Note [Compressed shards]: the indexes a first stream learns from inflated shards are
+    kept, so a fresh daemon's stream over audio-only shards opens without inflating every
+    shard first. With an object cache that holds one inflated shard, the first stream
+    inflates shards to index them and again to read them; the later one only to read them,
+    once each."""
+    root, _ = dataset
+    shards = sorted(root.glob("*.tar"))
+    for shard in shards:
+        # Audio members only (a set for self-supervised training): label members would be
+        # read when the stream opens, inflating every shard then anyway.
+        audio_only = io.BytesIO()
+        with tarfile.open(shard) as tar, tarfile.open(fileobj=audio_only, mode="w") as out:
+            for member in tar.getmembers():
+                if member.name.endswith(".wav"):
+                    out.addfile(member, tar.extractfile(member))
+        packed = gzip.compress(audio_only.getvalue(), 1)
+        (http_server.root / f"{shard.name}.gz").write_bytes(packed)
+    monkeypatch.setenv("AUDIODECODE_INDEX_CACHE", str(tmp_path / "indexes"))
+    one_shard = max(p.stat().st_size for p in shards) * 3 // 2
+
+    def stream() -> tuple[list[str], int]:
+        http_server.clear_log()
+        with Daemon(workers=2, object_cache_bytes=one_shard):
+            loader = AudioDataLoader(
+                pattern(http_server.base) + ".gz",
+                batch_size=4,
+                shuffle=False,
+                max_seconds=1.0,
+                pad_to_max=True,
+            )
+            keys = [key_of(p) for b in loader for p in b.paths]
+        return keys, sum(1 for m, _, r in http_server.log if m == "GET" and r is None)
+
+    first, first_gets = stream()
+    later, later_gets = stream()
+    assert first == later and len(first) == N_SAMPLES
+    assert first_gets > len(shards)
+    assert later_gets == len(shards)

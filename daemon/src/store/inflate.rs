@@ -5,9 +5,11 @@
 //! reached at an offset. A compressed shard, local or remote, is inflated once into a copy
 //! the object cache keeps (a memory file, or the `--object-cache` directory) under the
 //! cache's one byte bound, and read there as a plain tar: its index is built from the copy
-//! and its members read from it. Sidecars, learnt indexes and ranged reads do not apply,
-//! so a stream opens only after its compressed shards are fetched and inflated (one at a
-//! time: what is held stays within the bound plus the one shard being inflated), and a copy
+//! and its members read from it. Sidecars and ranged reads do not apply, so the first
+//! stream over them opens only after its compressed shards are fetched and inflated (one at
+//! a time: what is held stays within the bound plus the one shard being inflated); the
+//! indexes it learns are kept (Note [Learnt shard indexes]), so a later stream — a restarted
+//! daemon, a resumed job — opens at once and inflates a shard when it first reads it. A copy
 //! evicted before its samples are read is inflated again (the shard fetched again): the
 //! cache should hold the shards an epoch reads at once. A shard that inflates to more than
 //! the bound is an error naming the bound, never unbounded memory or disk (a gzip bomb).

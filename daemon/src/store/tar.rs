@@ -33,6 +33,9 @@
 //! ranged GETs, instead of fetching the dataset again before its first batch. A changed shard
 //! (another size or ETag) is fetched and learnt again; a damaged one is never kept. With a
 //! cache directory (`--object-cache DIR`) the shards' copies are kept instead, and read.
+//! Compressed shards, local or remote, have their indexes learnt too (offsets into the
+//! inflated bytes, whose length the index keeps): members are still read from an inflated
+//! copy, made when a stream first reads one (Note [Compressed shards]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -270,8 +273,15 @@ fn index_in_turn(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
     if let Some(index) = lock().get(shard).filter(|i| i.stamp == stamp).cloned() {
         return Ok(index);
     }
-    // Note [Compressed shards]: read from an inflated copy, as a local tar is.
-    let url = crate::store::url_of(Path::new(shard)).filter(|_| !is_compressed(shard));
+    // Note [Compressed shards]: read from an inflated copy, as a local tar is; an index
+    // learnt earlier spares a new stream inflating every shard before its first batch.
+    let compressed = is_compressed(shard);
+    if compressed {
+        if let Some(members) = learnt_members(shard, stamp) {
+            return Ok(keep(shard, stamp, members, None, IndexSource::Archive));
+        }
+    }
+    let url = crate::store::url_of(Path::new(shard)).filter(|_| !compressed);
     // A cache directory keeps the shards themselves across runs: reading a kept copy beats
     // ranged GETs, so learnt indexes are for the memory cache only.
     let on_disk = crate::store::cache_on_disk();
@@ -297,7 +307,7 @@ fn index_in_turn(shard: &str) -> Result<Arc<ShardIndex>, StoreError> {
             build(shard, file, stamp)?
         }
     };
-    if url.is_some() && index.damage.is_none() {
+    if (url.is_some() || compressed) && index.damage.is_none() {
         keep_learnt(&index);
     }
     Ok(index)
@@ -334,8 +344,13 @@ fn readable(
 /// The members of the index learnt for this version of `shard`, if one was kept.
 fn learnt_members(shard: &str, stamp: Stamp) -> Option<Vec<TarMember>> {
     let parsed = crate::store::learnt::read(shard, stamp)?;
-    let members = listed_members(&parsed, stamp.size)?;
-    log::debug!("{shard}: index learnt by an earlier stream; read by ranged GETs");
+    // A compressed shard's members lie in its inflated bytes, whose length the index keeps.
+    let size = match is_compressed(shard) {
+        true => parsed["inflated_size"].as_u64()?,
+        false => stamp.size,
+    };
+    let members = listed_members(&parsed, size)?;
+    log::debug!("{shard}: index learnt by an earlier stream");
     Some(members)
 }
 
@@ -347,7 +362,11 @@ fn forget_learnt(shard: &str) {
 
 /// Keeps a remote shard's index for later streams.
 fn keep_learnt(index: &ShardIndex) {
-    let json = index_json(index.stamp.size, &index.members);
+    let mut json = index_json(index.stamp.size, &index.members);
+    if is_compressed(&index.shard) {
+        let end = index.members.iter().map(|m| m.offset + m.size).max();
+        json["inflated_size"] = end.unwrap_or(0).into();
+    }
     crate::store::learnt::keep(&index.shard, index.stamp, json);
 }
 
