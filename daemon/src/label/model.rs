@@ -181,22 +181,44 @@ fn offline_package_dir(package: &OfflinePackage) -> Result<PathBuf, LabelError> 
     Ok(joined)
 }
 
+/// Assembles the model in a directory of its own, renamed into place whole: tests and
+/// processes that resolve the model at once each build their own and the first rename wins,
+/// so no reader sees a half-copied file.
 fn join_parts(source_dir: &Path, parts: &[PathBuf], target: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(target)?;
-    for entry in std::fs::read_dir(source_dir)? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default();
-        if path.is_file() && !name.to_string_lossy().contains(".part") {
-            std::fs::copy(&path, target.join(name))?;
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let staging = target.with_file_name(format!(".{name}.{}.partial", crate::sys::unique_suffix()));
+    let built = (|| {
+        std::fs::create_dir_all(&staging)?;
+        for entry in std::fs::read_dir(source_dir)? {
+            let path = entry?.path();
+            let file = path.file_name().unwrap_or_default();
+            if path.is_file() && !file.to_string_lossy().contains(".part") {
+                std::fs::copy(&path, staging.join(file))?;
+            }
+        }
+        let mut out = std::fs::File::create(staging.join("model.bin"))?;
+        for part in parts {
+            std::io::copy(&mut std::fs::File::open(part)?, &mut out)?;
+        }
+        out.sync_all()?;
+        if target.exists() && !is_model_dir(target) {
+            // Left by a crash before models were assembled whole.
+            std::fs::remove_dir_all(target)?;
+        }
+        std::fs::rename(&staging, target)
+    })();
+    match built {
+        Ok(()) => Ok(()),
+        Err(_) if is_model_dir(target) => {
+            // Another assembled it first.
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
         }
     }
-    // Atomic, so a crash never leaves a short model behind.
-    crate::sys::write_atomically(&target.join("model.bin"), |out| {
-        for part in parts {
-            std::io::copy(&mut std::fs::File::open(part)?, out)?;
-        }
-        Ok(())
-    })
 }
 
 /// The parts of the model's `config.json` decoding needs.
@@ -219,5 +241,49 @@ impl ModelConfig {
             .map_err(|e| LabelError::Model(format!("{}: cannot read: {e}", file.display())))?;
         serde_json::from_str(&text)
             .map_err(|e| LabelError::Model(format!("{}: invalid: {e}", file.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test binaries resolve the model from several threads at once on a fresh machine:
+    /// each must get the whole model (a shared temporary name made all but one fail).
+    #[test]
+    fn a_model_assembled_by_threads_at_once_is_whole_for_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("package");
+        std::fs::create_dir_all(&source).unwrap();
+        for (file, text) in [("config.json", "{}"), ("tokenizer.json", "{\"t\": 1}")] {
+            std::fs::write(source.join(file), text).unwrap();
+        }
+        let parts: Vec<PathBuf> = (0..2)
+            .map(|i| {
+                let part = source.join(format!("model.bin.part{i}"));
+                std::fs::write(&part, vec![i as u8 + 1; 300_000]).unwrap();
+                part
+            })
+            .collect();
+        let target = dir.path().join("models").join("base");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::thread::scope(|scope| {
+            let joins: Vec<_> = (0..6)
+                .map(|_| scope.spawn(|| join_parts(&source, &parts, &target)))
+                .collect();
+            for join in joins {
+                join.join().unwrap().unwrap();
+            }
+        });
+        assert!(is_model_dir(&target));
+        let model = std::fs::read(target.join("model.bin")).unwrap();
+        assert_eq!(model.len(), 600_000);
+        assert!(
+            model[..300_000].iter().all(|&b| b == 1) && model[300_000..].iter().all(|&b| b == 2)
+        );
+        let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1, "staging directories left behind");
     }
 }

@@ -43,5 +43,14 @@ fn temp_path(path: &Path) -> PathBuf {
         _ if is_special(path) => std::env::temp_dir(),
         _ => PathBuf::from("."),
     };
-    dir.join(format!(".{name}.{}.partial", std::process::id()))
+    dir.join(format!(".{name}.{}.partial", unique_suffix()))
+}
+
+/// A suffix no other write in progress uses: the process and a count within it (two
+/// threads writing one path at once each rename their own file; with the process id
+/// alone the second rename failed with "No such file or directory").
+pub fn unique_suffix() -> String {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }

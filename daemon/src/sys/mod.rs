@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use atomic_file::write_atomically;
+pub use atomic_file::{unique_suffix, write_atomically};
 pub use memfile::MemFile;
 
 /// This process's effective user id.
