@@ -454,3 +454,37 @@ def test_file_urls_are_read_as_the_local_paths_they_name(
         [str(binary), "info", elsewhere], capture_output=True, text=True, timeout=120, check=False
     )
     assert run.returncode != 0 and 'on host "nas01"' in run.stderr, run.stderr
+
+
+def test_hidden_files_in_directories_and_prefixes_are_not_items(
+    daemon_s3: Daemon, s3: S3Server, clips: list[Path], tmp_path: Path
+) -> None:
+    """Note [Hidden files]: a dataset copied from a Mac has an AppleDouble ``._NAME``
+    beside every file (and ``__MACOSX/`` from a zip), a desktop's ``.Trash-1000`` keeps
+    deleted files: none is an item, locally or under an S3 prefix, so an epoch with
+    ``on_error="raise"`` reads the real clips instead of stopping at the first companion."""
+    root = tmp_path / "copied"
+    for i, clip in enumerate(clips):
+        speaker = root / f"spk{i % 2}"
+        speaker.mkdir(parents=True, exist_ok=True)
+        (speaker / clip.name).write_bytes(clip.read_bytes())
+        (speaker / f"._{clip.name}").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 78)
+    (root / "__MACOSX" / "spk0").mkdir(parents=True)
+    (root / "__MACOSX" / "spk0" / f"._{clips[0].name}").write_bytes(b"\x00\x05\x16\x07")
+    (root / ".Trash-1000" / "files").mkdir(parents=True)
+    (root / ".Trash-1000" / "files" / "deleted.wav").write_bytes(clips[1].read_bytes())
+    name = bucket(s3)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        s3.put(name, f"copied/{path.relative_to(root)}", path)
+
+    def read(source: str | Path) -> list[tuple[str, str]]:
+        loader = AudioDataLoader(source, batch_size=2, shuffle=False, on_error="raise")
+        return [
+            (Path(p).name, loader.classes[int(k)])
+            for b in loader
+            for p, k in zip(b.paths, b.labels)
+        ]
+
+    expected = sorted((c.name, f"spk{i % 2}") for i, c in enumerate(clips))
+    assert sorted(read(root)) == expected
+    assert sorted(read(f"s3://{name}/copied/")) == expected

@@ -797,6 +797,31 @@ def test_a_member_deep_in_directories_is_read(private_daemon: Daemon, tmp_path: 
     np.testing.assert_array_equal(np.asarray(batch.audio[0][: int(batch.lengths[0])]), expected)
 
 
+def test_a_shard_made_on_a_mac_reads_without_its_appledouble_members(
+    private_daemon: Daemon, tmp_path: Path
+) -> None:
+    """Note [Hidden files]: macOS's tar stores an AppleDouble ``._KEY.EXT`` member before
+    each file; WebDataset's key pattern skips them and so do we: with ``on_error="raise"``
+    the epoch is the real samples with their labels, not a stop at the first companion."""
+    shard = tmp_path / "mac.tar"
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(3):
+            for name, data in [
+                (f"._utt{i}.wav", b"\x00\x05\x16\x07" + b"\x00" * 78),
+                (f"utt{i}.wav", wav_bytes(0.3, 16000, 300 + 40 * i, tmp_path)),
+                (f"._utt{i}.txt", b"\x00\x05\x16\x07"),
+                (f"utt{i}.txt", f"sample {i}".encode()),
+            ]:
+                info = tarfile.TarInfo(f"./{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    loader = AudioDataLoader(
+        str(shard), batch_size=2, shuffle=False, label_field="txt", on_error="raise"
+    )
+    read = [(p.rsplit("/", 1)[1], text) for b in loader for p, text in zip(b.paths, b.labels)]
+    assert read == [(f"utt{i}.wav", f"sample {i}") for i in range(3)]
+
+
 def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
     private_daemon: Daemon, dataset: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:

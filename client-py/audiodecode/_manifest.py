@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from audiodecode._paths import walk_visible
+
 T = TypeVar("T")
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
@@ -31,8 +33,8 @@ AUDIO_EXTENSIONS = frozenset(
 
 def has_audio(root: Path) -> bool:
     """Whether the tree under ``root`` holds a file the daemon would load (symlinked
-    directories are not followed, as in the daemon)."""
-    for _, _, names in os.walk(root):
+    directories are not followed and hidden names are skipped, as in the daemon)."""
+    for _, names in walk_visible(root):
         if any(os.path.splitext(n)[1][1:].lower() in AUDIO_EXTENSIONS for n in names):
             return True
     return False

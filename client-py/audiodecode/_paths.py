@@ -5,6 +5,7 @@ ours), ``file:`` URLs as the local paths they name, object URLs (``s3://``, ``gs
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 # The schemes the daemon's object store reads (daemon/src/store/location.rs).
@@ -60,3 +61,18 @@ def named(path: str) -> str:
     if is_url(path) and path.lower().startswith(("http://", "https://")):
         return path.split("#", 1)[0].split("?", 1)[0]
     return path
+
+
+def is_hidden_name(name: str) -> bool:
+    """A name no dataset holds (Note [Hidden files], daemon/src/feed/manifest.rs): macOS's
+    ``._NAME`` companions, ``.Trash-1000``, ``__MACOSX`` and every other name starting
+    with a dot."""
+    return (name.startswith(".") and name not in (".", "..")) or name == "__MACOSX"
+
+
+def walk_visible(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str]]]:
+    """``os.walk(root)`` without hidden directories and files, as the daemon walks a
+    dataset's directory: each directory with its visible file names."""
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not is_hidden_name(d)]
+        yield directory, [n for n in names if not is_hidden_name(n)]

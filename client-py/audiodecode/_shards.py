@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from audiodecode._paths import absolute, is_url, named
+from audiodecode._paths import absolute, is_url, named, walk_visible
 from audiodecode._protocol import Dataset
 
 PathLike = str | os.PathLike[str]
@@ -85,9 +85,7 @@ def is_directory(source: str) -> bool:
 def holds_shards(root: str | os.PathLike[str]) -> bool:
     """Whether the tree under ``root`` holds a tar shard (an index sidecar's directory
     aside), so a directory without audio files is read as their WebDataset."""
-    for directory, _, names in os.walk(root):
-        if os.path.basename(directory) == ".audiodecode-index":
-            continue
+    for _, names in walk_visible(root):  # the index sidecars' directory is hidden too
         if any(n.lower().endswith(TAR_SUFFIXES) for n in names):
             return True
     return False

@@ -23,7 +23,7 @@ from audiodecode._manifest import (
     path_field,
     read_manifest_with,
 )
-from audiodecode._paths import is_url
+from audiodecode._paths import is_url, walk_visible
 
 # ``audiodecode label`` reads these inputs as manifests (a .tsv input is an audio file to
 # it; ``read_audio`` takes TSV manifests too).
@@ -57,10 +57,11 @@ def expand_inputs(
 
 def scan_directory(root: str) -> list[str]:
     """Audio files under ``root``; symlinked directories are not followed (they can form
-    cycles), symlinked files are kept. Sorted by path components, as Rust sorts paths."""
+    cycles), symlinked files are kept, hidden names skipped (Note [Hidden files]). Sorted by
+    path components, as Rust sorts paths."""
     found = [
         os.path.join(directory, name)
-        for directory, _, names in os.walk(root)
+        for directory, names in walk_visible(root)
         for name in names
         if os.path.splitext(name)[1][1:].lower() in AUDIO_EXTENSIONS
     ]

@@ -133,16 +133,25 @@ pub(crate) fn manifest_text(path: &Path) -> Result<String, ManifestError> {
     String::from_utf8(bytes).map_err(|e| cannot(&e))
 }
 
-/// The files of a directory or an object prefix, as paths or URLs, sorted.
+/// The objects under the prefix `root` (ending in `/`), hidden ones left out (Note [Hidden
+/// files]).
+pub(crate) fn listed_below(root: &str) -> Result<Vec<String>, ManifestError> {
+    let mut urls = crate::store::list(root).map_err(|e| ManifestError(e.to_string()))?;
+    urls.retain(|u| !has_hidden_part(u.strip_prefix(root).unwrap_or(u)));
+    Ok(urls)
+}
+
+/// The files of a directory or an object prefix, as paths or URLs, sorted; hidden ones left
+/// out (Note [Hidden files]).
 pub(crate) fn list_files(dir: &str) -> Result<Vec<String>, ManifestError> {
     if crate::store::is_url(dir) {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        return crate::store::list(&prefix).map_err(|e| ManifestError(e.to_string()));
+        return listed_below(&format!("{}/", dir.trim_end_matches('/')));
     }
     let entries = std::fs::read_dir(dir).map_err(|e| ManifestError(format!("{dir}: {e}")))?;
     let mut files: Vec<String> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter(|e| !is_hidden_name(&e.file_name().to_string_lossy()))
         .map(|e| e.path().to_string_lossy().into_owned())
         .collect();
     files.sort();
@@ -379,8 +388,27 @@ fn scan_directory(root: &Path) -> Result<Resolved, ManifestError> {
     assign_labels(rows, false)
 }
 
-/// Every file below the local directory `root`, in no order. Symlinked directories are not
-/// followed (they can form cycles); symlinked files are kept.
+/// Note [Hidden files]: a name starting with `.` below a dataset's root, or a `__MACOSX`
+/// directory, is not part of the dataset — in directories, object prefixes and tar shards
+/// alike. macOS writes an AppleDouble companion `._NAME` beside every file it copies to a
+/// non-Apple file system or into a tar (and `__MACOSX/._NAME` into a zip); with an audio
+/// extension each one was an item that fails to decode, and under `on_error="raise"` the
+/// first one stopped the epoch. `.Trash-1000/` holds deleted files, `.git/` history.
+/// Python's glob, Hugging Face `datasets` and WebDataset's key pattern skip them too. The
+/// root itself may be hidden: the user named it.
+pub(crate) fn is_hidden_name(name: &str) -> bool {
+    (name.starts_with('.') && name != "." && name != "..") || name == "__MACOSX"
+}
+
+/// Whether any part of the relative path `rel` (`/`-separated) is hidden (Note [Hidden
+/// files]).
+pub(crate) fn has_hidden_part(rel: &str) -> bool {
+    rel.split('/').any(is_hidden_name)
+}
+
+/// Every file below the local directory `root`, in no order, hidden ones left out (Note
+/// [Hidden files]). Symlinked directories are not followed (they can form cycles);
+/// symlinked files are kept.
 pub(crate) fn files_below(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -388,6 +416,9 @@ pub(crate) fn files_below(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| ManifestError(format!("{}: {e}", dir.display())))?;
         for entry in entries.flatten() {
+            if is_hidden_name(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
             let path = entry.path();
             let Ok(kind) = entry.file_type() else {
                 continue;
@@ -406,7 +437,7 @@ pub(crate) fn files_below(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 /// first level below it, as for a local directory.
 fn scan_prefix(url: &str) -> Result<Resolved, ManifestError> {
     let root = format!("{}/", url.trim_end_matches('/'));
-    let mut urls = crate::store::list(&root).map_err(|e| ManifestError(e.to_string()))?;
+    let mut urls = listed_below(&root)?;
     urls.retain(|u| is_audio(Path::new(u)));
     if urls.is_empty() {
         return without_audio(&root);

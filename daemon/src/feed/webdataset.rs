@@ -64,9 +64,7 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, ManifestError> {
 /// path or pattern. Shards of another format are an error (Note [Directories of shards]).
 pub fn shards_under(source: &str) -> Result<Option<Vec<String>>, ManifestError> {
     let listed = match crate::store::url_of(std::path::Path::new(source)) {
-        Some(url) if url.ends_with('/') => {
-            crate::store::list(url).map_err(|e| ManifestError::new(e.to_string()))?
-        }
+        Some(url) if url.ends_with('/') => crate::feed::manifest::listed_below(url)?,
         Some(_) => return Ok(None),
         None if std::path::Path::new(source).is_dir() => {
             crate::feed::manifest::files_below(std::path::Path::new(source))?
@@ -133,8 +131,11 @@ pub(crate) fn is_shard(path: &str) -> bool {
 
 /// WebDataset's split of a member name into sample key and field: the directory plus the
 /// basename up to its first dot, and the rest (`dir/utt.seg1.flac` → `dir/utt`,
-/// `seg1.flac`).
+/// `seg1.flac`). Hidden members (macOS's `._utt.flac`, Note [Hidden files]) are no sample.
 fn key_and_field(name: &str) -> Option<(&str, &str)> {
+    if crate::feed::manifest::has_hidden_part(name) {
+        return None;
+    }
     let base_at = name.rfind('/').map_or(0, |i| i + 1);
     let dot = name[base_at..].find('.')? + base_at;
     Some((&name[..dot], &name[dot + 1..]))
@@ -415,6 +416,12 @@ mod tests {
         );
         assert_eq!(key_and_field("utt17.txt"), Some(("utt17", "txt")));
         assert_eq!(key_and_field("README"), None);
+        assert_eq!(key_and_field("./utt17.txt"), Some(("./utt17", "txt")));
+        // Note [Hidden files]: macOS's AppleDouble companions and hidden directories.
+        assert_eq!(key_and_field("._utt17.flac"), None);
+        assert_eq!(key_and_field("d/._utt17.flac"), None);
+        assert_eq!(key_and_field("__MACOSX/d/utt17.flac"), None);
+        assert_eq!(key_and_field(".cache/utt17.flac"), None);
         assert!(is_audio_field("seg1.flac"));
         assert!(!is_audio_field("json"));
     }
