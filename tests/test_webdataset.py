@@ -822,6 +822,22 @@ def test_a_shard_made_on_a_mac_reads_without_its_appledouble_members(
     assert read == [(f"utt{i}.wav", f"sample {i}") for i in range(3)]
 
 
+def test_shards_joined_end_to_end_keep_every_sample(
+    private_daemon: Daemon, dataset: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """Note [Joined tar archives]: ``cat a.tar b.tar > c.tar`` keeps a's end blocks in the
+    middle; every sample of both is read (tarfile, and so webdataset, stops at the first
+    end), and junk after the last end is ignored, not taken for damage."""
+    root, _ = dataset
+    joined = tmp_path / "joined.tar"
+    parts = [(root / f"train-{i:06d}.tar").read_bytes() for i in range(5)]
+    joined.write_bytes(b"".join(parts) + b"junk after the end\n" * 30)
+    loader = AudioDataLoader(str(joined), batch_size=4, shuffle=False, label_field="txt")
+    read = {key_of(p): text for b in loader for p, text in zip(b.paths, b.labels)}
+    assert read == {f"utt{i:04d}": f"sample {i}" for i in range(N_SAMPLES)}
+    assert loader.skipped == [] and loader.damaged == []
+
+
 def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
     private_daemon: Daemon, dataset: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:

@@ -58,6 +58,16 @@ pub struct TarMember {
     pub size: u64,
 }
 
+impl TarMember {
+    /// The member of an archive that starts `base` bytes into the shard.
+    fn moved_by(self, base: u64) -> Self {
+        TarMember {
+            offset: self.offset + base,
+            ..self
+        }
+    }
+}
+
 /// A shard's members in archive order, and what stopped the reading early, if anything.
 #[derive(Debug)]
 pub struct ShardIndex {
@@ -491,13 +501,13 @@ fn streamed_members(url: &str) -> Result<(Stamp, MembersRead), StoreError> {
     })?;
     let (fetched, read) = std::thread::scope(|scope| {
         let reading = scope.spawn(move || {
-            let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
-            let read = match archive.entries() {
-                Ok(entries) => members_of(entries),
-                Err(e) => (Vec::new(), Some(e.to_string())),
+            let mut body = Counted {
+                inner: std::io::BufReader::with_capacity(1 << 20, reader),
+                count: 0,
             };
+            let read = streamed_archives(&mut body);
             // Drain what is left (the end-of-archive blocks), so the transfer completes.
-            let _ = std::io::copy(&mut archive.into_inner(), &mut std::io::sink());
+            let _ = std::io::copy(&mut body, &mut std::io::sink());
             read
         });
         // The writer goes with the fetch: its end is the reader's end of file.
@@ -509,6 +519,49 @@ fn streamed_members(url: &str) -> Result<(Stamp, MembersRead), StoreError> {
         (fetched, read)
     });
     Ok((fetched?, read))
+}
+
+/// The members of the archives in `body`, read as it arrives, joined archives read on (Note
+/// [Joined tar archives]).
+fn streamed_archives<R: Read>(body: &mut Counted<R>) -> MembersRead {
+    let mut all = Vec::new();
+    let mut base = 0;
+    let mut header: Option<[u8; 512]> = None;
+    loop {
+        // The next archive's first header was read to find it: it is given back first.
+        let first = header.take().map_or_else(Vec::new, |h| h.to_vec());
+        let first_len = first.len() as u64;
+        let before = body.count;
+        let mut archive = tar::Archive::new(std::io::Cursor::new(first).chain(&mut *body));
+        let (members, damage) = match archive.entries() {
+            Ok(entries) => members_of(entries),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        drop(archive);
+        all.extend(members.into_iter().map(|m| m.moved_by(base)));
+        if damage.is_some() {
+            return (all, damage);
+        }
+        let stopped = base + first_len + (body.count - before);
+        match next_archive(body, stopped) {
+            Some((at, next)) => (base, header) = (at, Some(next)),
+            None => return (all, None),
+        }
+    }
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// The members a remote shard's sidecar lists, when it has one made for a shard of this
@@ -741,13 +794,109 @@ fn keep(
 }
 
 /// Regular files of the archive in order (through the `tar` crate: GNU long names and pax
-/// headers), and the error that stopped the reading, if one did.
+/// headers), and the error that stopped the reading, if one did. Archives joined end to end
+/// are read on (Note [Joined tar archives]).
 fn read_members(file: File) -> MembersRead {
-    let mut archive = tar::Archive::new(file);
-    match archive.entries_with_seek() {
-        Ok(entries) => members_of(entries),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+    let mut all = Vec::new();
+    let mut base = 0;
+    loop {
+        if let Err(e) = (&file).seek(SeekFrom::Start(base)) {
+            return (all, Some(e.to_string()));
+        }
+        let (members, damage) = {
+            let mut archive = tar::Archive::new(FromOffset { file: &file, base });
+            match archive.entries_with_seek() {
+                Ok(entries) => members_of(entries),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        };
+        all.extend(members.into_iter().map(|m| m.moved_by(base)));
+        if damage.is_some() {
+            return (all, damage);
+        }
+        // The archive's reader stopped just past its first end block.
+        let stopped = match (&file).stream_position() {
+            Ok(at) => at,
+            Err(e) => return (all, Some(e.to_string())),
+        };
+        match next_archive(&mut &file, stopped) {
+            Some((at, _header)) => base = at,
+            None => return (all, None),
+        }
     }
+}
+
+/// The file from `base` on, as the tar reader sees an archive: positions count from there.
+struct FromOffset<'a> {
+    file: &'a File,
+    base: u64,
+}
+
+impl Read for FromOffset<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Seek for FromOffset<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let pos = match pos {
+            SeekFrom::Start(at) => SeekFrom::Start(self.base + at),
+            relative => relative,
+        };
+        Ok(self.file.seek(pos)?.saturating_sub(self.base))
+    }
+}
+
+/// Note [Joined tar archives]: `cat a.tar b.tar > c.tar` leaves a's end blocks in the middle
+/// of c. `tar` stops there (GNU tar without `-i`, Python's tarfile and so WebDataset), and
+/// every member of b was lost without a word. After an archive's end, the blocks that follow
+/// are read on: zero blocks are skipped, and a valid tar header starts the next archive. Any
+/// other bytes there are not members (junk after the end, which tar ignores too): a warning
+/// says how many, and nothing is lost that was a member.
+///
+/// Reads 512-byte blocks from `reader`, positioned at `at` (just past an end block): the
+/// position and bytes of the next archive's first header, or `None` at the end of the file.
+fn next_archive<R: Read>(reader: &mut R, mut at: u64) -> Option<(u64, [u8; 512])> {
+    let mut block = [0u8; 512];
+    loop {
+        let mut filled = 0;
+        while filled < block.len() {
+            match reader.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        if filled == 0 {
+            return None;
+        }
+        if block[..filled].iter().all(|&b| b == 0) {
+            at += filled as u64;
+            continue;
+        }
+        if filled == block.len() && is_tar_header(&block) {
+            return Some((at, block));
+        }
+        log::warn!("bytes from {at} on follow the tar archive's end and are not members; ignored");
+        return None;
+    }
+}
+
+/// Whether `block` is a tar header: its checksum (over the block with the checksum field
+/// read as spaces) matches.
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    let Ok(header) = tar::Header::from_byte_slice(block).cksum() else {
+        return false;
+    };
+    let sum: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|&b| u32::from(b))
+        .sum::<u32>()
+        + 8 * u32::from(b' ');
+    header == sum
 }
 
 /// The members read from an archive, and the error that stopped the reading, if one did.
@@ -958,6 +1107,56 @@ mod tests {
         assert!(members
             .iter()
             .all(|m| m.offset == members[0].offset && m.size == 5));
+    }
+
+    /// Note [Joined tar archives]: the members of archives joined end to end, read from the
+    /// file and as a stream, each member's data where its offset says.
+    #[test]
+    fn archives_joined_end_to_end_are_read_on_and_junk_after_the_end_is_not() {
+        let first = shard_with(&[("a.wav", b"first"), ("a.txt", b"one")]);
+        let second = shard_with(&[("b.wav", b"second!"), ("b.txt", b"two")]);
+        let mut joined = std::fs::read(first.path()).unwrap();
+        // GNU tar pads an archive to 10240-byte records with zeros.
+        joined.resize(joined.len().div_ceil(10240) * 10240, 0);
+        joined.extend(std::fs::read(second.path()).unwrap());
+        let with_junk = [joined.clone(), b"not a tar header, just text".repeat(40)].concat();
+        for bytes in [&joined, &with_junk] {
+            let file = tempfile::tempfile().unwrap();
+            (&file).write_all(bytes).unwrap();
+            let read = read_members(file);
+            let streamed = streamed_archives(&mut Counted {
+                inner: std::io::Cursor::new(bytes.clone()),
+                count: 0,
+            });
+            assert_eq!(read, streamed);
+            let (members, damage) = read;
+            assert!(damage.is_none());
+            let found: Vec<(&str, &[u8])> = members
+                .iter()
+                .map(|m| {
+                    let at = m.offset as usize;
+                    (m.name.as_str(), &bytes[at..at + m.size as usize])
+                })
+                .collect();
+            assert_eq!(
+                found,
+                [
+                    ("a.wav", &b"first"[..]),
+                    ("a.txt", b"one"),
+                    ("b.wav", b"second!"),
+                    ("b.txt", b"two")
+                ]
+            );
+        }
+        // Damage inside the second archive is still damage.
+        let mut damaged = joined.clone();
+        let second_at = joined.len() - std::fs::metadata(second.path()).unwrap().len() as usize;
+        damaged[second_at + 1024 + 100] ^= 0xff; // the second member's header
+        let file = tempfile::tempfile().unwrap();
+        (&file).write_all(&damaged).unwrap();
+        let (members, damage) = read_members(file);
+        assert_eq!(members.len(), 3);
+        assert!(damage.is_some_and(|d| d.contains("checksum")));
     }
 
     #[test]
