@@ -838,6 +838,70 @@ def test_shards_joined_end_to_end_keep_every_sample(
     assert loader.skipped == [] and loader.damaged == []
 
 
+@pytest.mark.parametrize("tar_format", ["gnu", "pax"])
+def test_a_member_stored_sparse_fails_naming_why(
+    private_daemon: Daemon, tmp_path: Path, tar_format: str
+) -> None:
+    """Note [Sparse tar members]: ``tar --sparse`` stores a file with holes as a map and its
+    data; read as bytes that is not the file. The old GNU type was dropped without a word,
+    the pax one decoded as wrong audio under a wrong key: now the sample fails under its
+    own key, saying why, and the other samples read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_wav(src / "a.wav", tone(0.3, 16000, 330), 16000)
+    (src / "a.txt").write_text("kept")
+    quiet = src / "q.wav"  # a header, then a hole the size of 2 s of silence
+    write_wav(quiet, np.zeros(32000, dtype=np.float32), 16000)
+    subprocess.run(["cp", "--sparse=always", str(quiet), str(src / "quiet.wav")], check=True)
+    quiet.unlink()
+    held = (src / "quiet.wav").stat()
+    if held.st_blocks * 512 >= held.st_size:
+        pytest.skip("this file system keeps no holes, so tar stores no sparse member")
+    shard = tmp_path / "sparse.tar"
+    subprocess.run(
+        ["tar", "-S", f"--format={tar_format}", "-cf", str(shard), "a.txt", "a.wav", "quiet.wav"],
+        cwd=src,
+        check=True,
+    )
+    loader = AudioDataLoader(str(shard), batch_size=2, shuffle=False, label_field="txt")
+    read = [p.rsplit("#", 1)[1] for b in loader for p in b.paths]
+    assert read == ["a.wav"]
+    [(path, why)] = loader.skipped
+    assert path == f"{shard}#quiet.wav" and "sparse" in why
+
+
+@pytest.mark.parametrize(
+    "writer",
+    ["gnu", "oldgnu", "pax", "ustar", "v7", "posix-long-names", "gnu-long-names", "tarfile-pax"],
+)
+def test_shards_in_every_tar_format_read_alike(
+    private_daemon: Daemon, tmp_path: Path, writer: str
+) -> None:
+    """Tar shards as GNU tar writes them in each of its formats (v7's 100-byte names, GNU
+    long-name entries and pax headers for names past 100 bytes, ``./`` prefixes with
+    directory entries) and as Python's tarfile writes non-ASCII names: every sample read
+    with its label."""
+    src = tmp_path / "src"
+    deep = src / ("d" * 60) / ("e" * 60) if "long" in writer else src
+    deep.mkdir(parents=True)
+    for i in range(3):
+        write_wav(deep / f"utt{i}.wav", tone(0.2, 16000, 300 + 50 * i), 16000)
+        (deep / f"utt{i}.txt").write_text(f"sample {i}")
+    shard = tmp_path / "shard.tar"
+    if writer == "tarfile-pax":
+        with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(src.iterdir()):
+                tar.add(path, arcname=f"voix-é/{path.name}")
+    else:
+        tar_format = writer.split("-")[0]
+        subprocess.run(
+            ["tar", f"--format={tar_format}", "-cf", str(shard), "."], cwd=src, check=True
+        )
+    loader = AudioDataLoader(str(shard), batch_size=2, label_field="txt", on_error="raise")
+    read = sorted((Path(p).name, text) for b in loader for p, text in zip(b.paths, b.labels))
+    assert read == [(f"utt{i}.wav", f"sample {i}") for i in range(3)]
+
+
 def test_a_directory_of_shards_is_their_webdataset_and_other_formats_are_named(
     private_daemon: Daemon, dataset: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:

@@ -56,6 +56,10 @@ pub struct TarMember {
     /// Where its data starts in the shard.
     pub offset: u64,
     pub size: u64,
+    /// Stored as a sparse file (`tar --sparse`, or a tar of a file with holes): its bytes in
+    /// the archive are a map and the data without the holes, not the file, so reading it
+    /// fails with the reason (Note [Sparse tar members]).
+    pub sparse: bool,
 }
 
 impl TarMember {
@@ -446,7 +450,10 @@ pub fn write_sidecar(shard: &str) -> Result<(), StoreError> {
 fn index_json(size: u64, members: &[TarMember]) -> serde_json::Value {
     let members: Vec<serde_json::Value> = members
         .iter()
-        .map(|m| serde_json::json!([m.name, m.offset, m.size]))
+        .map(|m| match m.sparse {
+            true => serde_json::json!([m.name, m.offset, m.size, true]),
+            false => serde_json::json!([m.name, m.offset, m.size]),
+        })
         .collect();
     serde_json::json!({
         "format": SIDECAR_FORMAT,
@@ -466,6 +473,7 @@ fn listed_members(index: &serde_json::Value, size: u64) -> Option<Vec<TarMember>
                 name: m.get(0)?.as_str()?.to_string(),
                 offset: m.get(1)?.as_u64()?,
                 size: m.get(2)?.as_u64()?,
+                sparse: m.get(3).and_then(serde_json::Value::as_bool) == Some(true),
             })
         })
         .collect::<Option<Vec<_>>>()
@@ -614,8 +622,7 @@ fn ranged_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, Stor
     let range = start..member.offset + member.size;
     let mut bytes = crate::store::blocks::read(&index.shard, index.stamp, range)?;
     let header = tar::Header::from_byte_slice(&bytes[..512]);
-    let valid = header.cksum().ok() == Some(header_checksum(&bytes[..512]))
-        && header.size().ok() == Some(member.size);
+    let valid = is_tar_header(&bytes[..512]) && header.size().ok() == Some(member.size);
     if !valid {
         let missing = format!("no header of member {} at byte {start}", member.name);
         let reason = match index.source {
@@ -884,19 +891,9 @@ fn next_archive<R: Read>(reader: &mut R, mut at: u64) -> Option<(u64, [u8; 512])
     }
 }
 
-/// Whether `block` is a tar header: its checksum (over the block with the checksum field
-/// read as spaces) matches.
-fn is_tar_header(block: &[u8; 512]) -> bool {
-    let Ok(header) = tar::Header::from_byte_slice(block).cksum() else {
-        return false;
-    };
-    let sum: u32 = block[..148]
-        .iter()
-        .chain(&block[156..])
-        .map(|&b| u32::from(b))
-        .sum::<u32>()
-        + 8 * u32::from(b' ');
-    header == sum
+/// Whether `block` is a tar header: its checksum matches.
+fn is_tar_header(block: &[u8]) -> bool {
+    tar::Header::from_byte_slice(block).cksum().ok() == Some(header_checksum(block))
 }
 
 /// The members read from an archive, and the error that stopped the reading, if one did.
@@ -905,7 +902,7 @@ type MembersRead = (Vec<TarMember>, Option<String>);
 fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
     let mut members = Vec::new();
     for entry in entries {
-        let entry = match entry {
+        let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
                 let at = members.last().map_or(0, |m: &TarMember| m.offset + m.size);
@@ -916,11 +913,22 @@ fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
             continue;
         };
         let kind = entry.header().entry_type();
-        if kind.is_file() {
+        if kind.is_gnu_sparse() || (kind.is_file() && sparse_name(&mut entry).is_some()) {
+            // Note [Sparse tar members]: a member the reading fails for, with the reason,
+            // under the file's own name (pax sparse 1.0 stores `GNUSparseFile.N/NAME`).
+            let name = sparse_name(&mut entry).flatten().unwrap_or(name);
+            members.push(TarMember {
+                name,
+                offset: entry.raw_file_position(),
+                size: entry.header().entry_size().unwrap_or(0),
+                sparse: true,
+            });
+        } else if kind.is_file() {
             members.push(TarMember {
                 name,
                 offset: entry.raw_file_position(),
                 size: entry.size(),
+                sparse: false,
             });
         } else if kind.is_hard_link() || kind.is_symlink() {
             // `tar` stores a file met twice (a hard link, or `tar -h` off) once, later names
@@ -933,16 +941,49 @@ fn members_of<R: Read>(entries: tar::Entries<R>) -> MembersRead {
             match target.and_then(|t| members.iter().find(|m: &&TarMember| m.name == t)) {
                 Some(target) => members.push(TarMember {
                     name,
-                    offset: target.offset,
-                    size: target.size,
+                    ..target.clone()
                 }),
                 None => log::warn!("{name}: a link to a file outside the archive; skipped"),
             }
-        } else if kind.is_gnu_sparse() {
-            log::warn!("{name}: stored as a GNU sparse file, which is not read; skipped");
         }
     }
     (members, None)
+}
+
+/// For a member stored in pax sparse format (`GNU.sparse.*` keys), `Some` with the file's
+/// own name when the keys give it; `None` for any other member.
+fn sparse_name<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<Option<String>> {
+    let extensions = entry.pax_extensions().ok()??;
+    let mut sparse = None;
+    for extension in extensions.flatten() {
+        let Ok(key) = extension.key() else { continue };
+        if key == "GNU.sparse.name" {
+            return Some(extension.value().ok().map(str::to_string));
+        }
+        if key.starts_with("GNU.sparse.") {
+            sparse = Some(None);
+        }
+    }
+    sparse
+}
+
+/// Note [Sparse tar members]: GNU tar `--sparse` (and libarchive, for files with holes)
+/// stores a file as a map and its data without the holes. Read as the member's bytes that
+/// is not the file: the old GNU type was skipped without a word and the pax format (a
+/// regular member named `GNUSparseFile.N/NAME`) decoded as wrong audio under a wrong key.
+/// Such a member is listed under its own name and reading it fails, naming the reason.
+fn refuse_sparse(shard: &str, member: &TarMember) -> Result<(), StoreError> {
+    if !member.sparse {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        url: shard.to_string(),
+        reason: format!(
+            "member {} is stored as a sparse file (tar --sparse, or a file with holes), \
+             which is not read: write the shard without --sparse",
+            member.name
+        ),
+    })
 }
 
 /// The member name a link at `name` points to: a hard link's target is named from the
@@ -967,6 +1008,7 @@ fn link_target(name: &str, target: &str, symbolic: bool) -> String {
 
 /// The bytes of `member` of `shard` (small members: labels, transcripts, metadata).
 pub fn read_member(index: &ShardIndex, member: &TarMember) -> Result<Vec<u8>, StoreError> {
+    refuse_sparse(&index.shard, member)?;
     if index.ranged() {
         return ranged_member(index, member);
     }
@@ -1009,6 +1051,7 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
         let Some(entry) = index.member(member).cloned() else {
             return Err(missing_member(path, &index));
         };
+        refuse_sparse(shard, &entry).map_err(renamed)?;
         let bytes = remembered(shard, || ranged_member(&index, &entry)).map_err(renamed)?;
         let mut copy =
             MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
@@ -1030,6 +1073,7 @@ pub fn member_copy(path: &Path, shard: &str, member: &str) -> Result<MemFile, De
     let Some(entry) = index.member(member).cloned() else {
         return Err(missing_member(path, &index));
     };
+    refuse_sparse(shard, &entry).map_err(renamed)?;
     let mut copy =
         MemFile::new(&format!("member:{member}")).map_err(|e| DecodeError::open(path, e))?;
     file.seek(SeekFrom::Start(entry.offset))
@@ -1157,6 +1201,25 @@ mod tests {
         let (members, damage) = read_members(file);
         assert_eq!(members.len(), 3);
         assert!(damage.is_some_and(|d| d.contains("checksum")));
+    }
+
+    #[test]
+    fn indexes_keep_which_members_are_sparse() {
+        let member = |name: &str, sparse| TarMember {
+            name: name.into(),
+            offset: 512,
+            size: 10,
+            sparse,
+        };
+        let members = [member("a.wav", false), member("b.wav", true)];
+        let listed = listed_members(&index_json(2048, &members), 2048);
+        assert_eq!(listed.as_deref(), Some(&members[..]));
+        let refused = refuse_sparse("s.tar", &members[1]).unwrap_err().to_string();
+        assert!(
+            refused.contains("b.wav") && refused.contains("sparse"),
+            "{refused}"
+        );
+        assert!(refuse_sparse("s.tar", &members[0]).is_ok());
     }
 
     #[test]
