@@ -8,8 +8,10 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from audiodecode import (
     AudioFileNotFoundError,
     DaemonError,
     ErrorKind,
+    StaleDaemonWarning,
     VersionMismatchError,
     _client,
     _daemon,
@@ -176,3 +179,30 @@ def test_autostart_failure_reports_the_log(tmp_path: Path, monkeypatch: pytest.M
     assert "cannot bind: serve --foreground --socket" in str(e.value)
     assert time.monotonic() - start < 5
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+
+
+def test_a_daemon_running_a_replaced_binary_is_named_stale(binary: Path, tmp_path: Path) -> None:
+    """The shared daemon outlives an upgrade or a rebuild and kept serving the old code
+    without a word: connecting to one whose binary was replaced warns, naming how to stop
+    it; a current one does not."""
+    started = tmp_path / "audiodecode"
+    os.link(binary, started)
+    sock = tmp_path / "d.sock"
+    proc = subprocess.Popen(
+        [str(started), "serve", "--foreground", "--socket", str(sock)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _daemon.connect(sock).close()
+        started.unlink()  # as pip or cargo replace it
+        with pytest.warns(StaleDaemonWarning, match=rf"pid {proc.pid}.*audiodecode stop"):
+            _daemon.connect(sock).close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -15,6 +15,7 @@ from audiodecode._errors import (
     BadRequestError,
     DaemonError,
     DamagedAudioWarning,
+    StaleDaemonWarning,
     TranscriptionError,
     VersionMismatchError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Segment",
     "Shift",
     "Speed",
+    "StaleDaemonWarning",
     "Transcription",
     "TranscriptionError",
     "VersionMismatchError",

@@ -13,13 +13,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
 from audiodecode._binary import find_binary
 from audiodecode._client import Connection
-from audiodecode._errors import DaemonError
+from audiodecode._errors import DaemonError, StaleDaemonWarning
 from audiodecode._protocol import Request, Response, StatusReport
 from audiodecode._trust import private_dir
 
@@ -125,15 +126,37 @@ def connect(socket: str | os.PathLike[str] | None = None) -> Connection:
         # Under /tmp anyone may have made it first: it must be ours and private.
         private_dir(path.parent)
     try:
-        return Connection.open(path)
+        conn = Connection.open(path)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
+    else:
+        warn_if_stale(conn.daemon_pid, path)
+        return conn
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = path.parent / LOG_NAME
     # --foreground: this process is the daemon (no re-exec), so its exit status is ours
     # to see; the new session detaches it from the caller.
     proc = _spawn(["serve", "--foreground", "--socket", str(path)], log)
     return _wait_until_up(path, proc, log)
+
+
+def warn_if_stale(pid: int, socket: Path) -> None:
+    """Warn when the daemon ``pid`` runs a binary replaced since it started: the shared
+    daemon outlives upgrades and rebuilds, and kept serving the old code without a word.
+    Linux only (``/proc/PID/exe`` names a replaced binary ``… (deleted)``)."""
+    try:
+        running = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return
+    if running.endswith(" (deleted)"):
+        warnings.warn(
+            f"the audiodecode daemon at {socket} (pid {pid}) runs {running[: -len(' (deleted)')]}"
+            " as it was before it was replaced (an upgrade or a rebuild): it serves the old"
+            f" code until stopped (`audiodecode stop --socket {socket}`); the next use then"
+            " starts the installed binary",
+            StaleDaemonWarning,
+            stacklevel=3,
+        )
 
 
 class Daemon:

@@ -43,6 +43,12 @@ class BadRequestError(AudioDecodeError, ValueError):
     """The daemon rejected the request's parameters (also a ``ValueError``)."""
 
 
+class StaleDaemonWarning(UserWarning):
+    """The daemon answering at a socket runs a binary that has been replaced or removed
+    since it started (``pip install -U``, a rebuild): it serves the old code until it is
+    stopped (``audiodecode stop``); the next use then starts the installed binary."""
+
+
 class DamagedAudioWarning(UserWarning):
     """A file was decoded around damaged or truncated data (what decoded is used, as
     FFmpeg, librosa and torchaudio do); ``path`` names the file and ``damage`` says what
